@@ -1,0 +1,30 @@
+# Generates a C file that embeds a service's numbered migrations
+# (NNN_name.sql) as a cm_migration_t table, so each binary carries its
+# own schema and needs no files at run time (containers, `<svc> migrate`).
+#
+# cmake -DDIR=<migrations dir> -DOUT=<file.c> -DPREFIX=<c identifier> -P embed_sql.cmake
+file(GLOB files RELATIVE "${DIR}" "${DIR}/[0-9]*.sql")
+list(SORT files)
+set(body "/* Generated from ${DIR} by common/embed_sql.cmake. Do not edit. */\n")
+string(APPEND body "#include <stddef.h>\n#include \"cm/db.h\"\n\n")
+set(table "")
+set(i 0)
+foreach(f IN LISTS files)
+  if(NOT f MATCHES "^([0-9]+)_[A-Za-z0-9_]+\\.sql$")
+    message(FATAL_ERROR "migration ${f}: name it NNN_words.sql")
+  endif()
+  math(EXPR version "${CMAKE_MATCH_1}")
+  file(READ "${DIR}/${f}" hex HEX)
+  string(REGEX REPLACE "([0-9a-f][0-9a-f])" "0x\\1," bytes "${hex}")
+  string(APPEND body "static const char m${i}[] = {${bytes}0x00};\n")
+  string(APPEND table "    {${version}, \"${f}\", m${i}},\n")
+  math(EXPR i "${i} + 1")
+endforeach()
+if(i EQUAL 0)
+  message(FATAL_ERROR "no migrations in ${DIR}")
+endif()
+string(APPEND body "\nconst cm_migration_t ${PREFIX}_migrations[] = {\n${table}};\n")
+string(APPEND body "const size_t ${PREFIX}_migrations_count = ${i};\n")
+file(WRITE "${OUT}.tmp" "${body}")
+file(COPY_FILE "${OUT}.tmp" "${OUT}" ONLY_IF_DIFFERENT)
+file(REMOVE "${OUT}.tmp")

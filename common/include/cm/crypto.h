@@ -1,0 +1,103 @@
+/*
+ * cm/crypto.h — passwords, random tokens, hashing and sealing (libsodium).
+ *
+ * Passwords are hashed with argon2id (crypto_pwhash_str_alg) on a bounded
+ * pool: one worker per core and a bounded queue. A full queue answers
+ * CM_EBUSY at once (the service replies 503 with Retry-After) instead of
+ * growing memory under a burst.
+ */
+#ifndef CM_CRYPTO_H
+#define CM_CRYPTO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <sodium.h>
+
+#include "cm/error.h"
+
+/** Call once at start-up, before threads start. Returns 0 or CM_ECRYPTO. */
+CM_MUST_CHECK int cm_crypto_init(void);
+
+/* ---- the password hashing pool ---------------------------------------------- */
+
+typedef struct cm_hashpool cm_hashpool_t;
+
+typedef struct cm_hashpool_config {
+    int workers;                 /* 0 → one per online core */
+    int queue_cap;               /* jobs waiting at most; 0 → 4 × workers */
+    unsigned long long opslimit; /* argon2id t; OWASP default 2 */
+    size_t memlimit;             /* bytes; OWASP default 19 MiB */
+} cm_hashpool_config_t;
+
+/** Starts the workers. Returns NULL with *err for a bad config. */
+cm_hashpool_t *cm_hashpool_new(const cm_hashpool_config_t *cfg, int *err);
+
+/** Finishes queued jobs, joins the workers, frees. NULL-safe. */
+void cm_hashpool_free(cm_hashpool_t *p);
+
+/**
+ * Hashes a password into out (NUL-terminated, crypto_pwhash_STRBYTES).
+ * Blocks the caller until done. Returns 0, CM_EBUSY (queue full) or
+ * CM_ECRYPTO.
+ */
+CM_MUST_CHECK int cm_password_hash(cm_hashpool_t *p, const char *pw, size_t len,
+                                   char out[crypto_pwhash_STRBYTES]);
+
+/**
+ * Verifies a password against a stored hash. hash NULL spends one verify
+ * against a fixed dummy hash and fails, so an unknown account costs the
+ * same time. Returns 0 on a match (then *needs_rehash says whether the
+ * hash used other parameters than the pool's), CM_EAUTH on a mismatch,
+ * CM_EBUSY when the queue is full.
+ */
+CM_MUST_CHECK int cm_password_verify(cm_hashpool_t *p, const char *hash, const char *pw,
+                                     size_t len, bool *needs_rehash);
+
+/** Jobs waiting in the queue (for metrics). */
+int cm_hashpool_depth(cm_hashpool_t *p);
+
+/* ---- tokens ------------------------------------------------------------------- */
+
+/** Base64url (no padding) length of a 256-bit token, plus NUL. */
+#define CM_TOKEN_CHARS 44
+
+/** Writes a new random 256-bit token as base64url without padding. */
+void cm_token_new(char out[CM_TOKEN_CHARS]);
+
+/** SHA-256 of bytes as lower-case hex (what is stored for tokens). */
+void cm_sha256_hex(const void *data, size_t len, char out[65]);
+
+/* ---- sealing one-time tokens for the mailer ---------------------------------------- */
+
+/**
+ * Decodes a standard base64 32-byte key (MAILER_SEAL_PUBLIC_KEY or the
+ * contents of the secret key file, surrounding white space ignored).
+ * Returns 0 or CM_EPARSE.
+ */
+CM_MUST_CHECK int cm_key_decode(const char *b64, size_t len, uint8_t key[32]);
+
+/**
+ * Seals msg for the holder of pk (crypto_box_seal). *out is a new
+ * base64url string the caller free()s. Returns 0 or CM_ECRYPTO.
+ */
+CM_MUST_CHECK int cm_seal(const uint8_t pk[32], const char *msg, size_t len, char **out);
+
+/**
+ * Opens a sealed base64url text with the key pair. *out is a new
+ * NUL-terminated string the caller wipes (sodium_memzero) and free()s.
+ * Returns 0, CM_EPARSE (not base64url) or CM_ECRYPTO (not sealed for us).
+ */
+CM_MUST_CHECK int cm_unseal(const uint8_t pk[32], const uint8_t sk[32], const char *sealed,
+                            size_t len, char **out);
+
+/* ---- files ---------------------------------------------------------------------------- */
+
+/**
+ * Reads a whole file of at most max bytes into a new NUL-terminated buffer
+ * the caller free()s. Returns 0, CM_EIO or CM_ETOOBIG.
+ */
+CM_MUST_CHECK int cm_read_file(const char *path, size_t max, char **out, size_t *len);
+
+#endif

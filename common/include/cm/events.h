@@ -1,0 +1,58 @@
+/*
+ * cm/events.h — the event envelope of DESIGN.md ("Events").
+ *
+ *   {"id": "uuid", "type": "user.registered", "version": 1,
+ *    "occurred_at": "2026-11-27T10:00:00.123Z", "source": "auth", "data": {...}}
+ *
+ * Topics are named after the event type; the Kafka key is the user id the
+ * event is about. proto/events/<type>.schema.json describes each data.
+ */
+#ifndef CM_EVENTS_H
+#define CM_EVENTS_H
+
+#include <stddef.h>
+
+#include <jansson.h>
+
+#include "cm/error.h"
+
+#define CM_EV_USER_REGISTERED "user.registered"
+#define CM_EV_USER_VERIFIED "user.verified"
+#define CM_EV_RESET_REQUESTED "reset.requested"
+#define CM_EV_PASSWORD_CHANGED "password.changed"
+#define CM_EV_REFERRAL_CONVERTED "referral.converted"
+#define CM_EV_REWARD_GRANTED "reward.granted"
+#define CM_EV_MAIL_DEAD "mail.dead"
+
+/** Largest envelope accepted by cm_event_parse (bytes). */
+#define CM_EVENT_MAX_BYTES (64 * 1024)
+
+/** A parsed envelope. The struct is the caller's; data is a reference it owns. */
+typedef struct cm_event {
+    char id[37];
+    char type[64];
+    int version;
+    char occurred_at[32];
+    char source[32];
+    json_t *data; /* owned: released by cm_event_dispose() */
+} cm_event_t;
+
+/**
+ * Builds a new envelope with a fresh id and the current time. data is
+ * stolen (its reference passes to the envelope). Returns a new reference;
+ * the caller json_decref()s it. NULL if type/source are not valid.
+ */
+json_t *cm_event_new(const char *type, const char *source, json_t *data);
+
+/**
+ * Parses and validates an envelope from untrusted bytes (not NUL-terminated).
+ * Returns 0 and fills *out, or CM_ETOOBIG / CM_EPARSE (not JSON, a missing
+ * or mistyped member, an id that is not a UUID, data not an object).
+ * On failure *out holds nothing to dispose.
+ */
+CM_MUST_CHECK int cm_event_parse(const char *bytes, size_t len, cm_event_t *out);
+
+/** Releases what cm_event_parse put into ev. NULL-safe and idempotent. */
+void cm_event_dispose(cm_event_t *ev);
+
+#endif

@@ -1,0 +1,181 @@
+/*
+ * cm/http.h — the HTTP server every service runs: a thin layer over civetweb.
+ *
+ * What it gives a service:
+ *   - a route table (method + exact path; a trailing slash is optional),
+ *     404 and 405 (with Allow) as problem+json for everything else;
+ *   - a request object with an arena that dies with the request, the
+ *     request id (X-Request-Id taken when well-formed, else a new UUID,
+ *     echoed on every answer), and the peer address;
+ *   - JSON body reading with a size cap (413), a Content-Type check (415)
+ *     and parse errors (400), all answered as problem+json;
+ *   - reply helpers that add the security headers to every answer;
+ *   - GET /healthz, /readyz (a service callback says what is down) and
+ *     /metrics (the service's registry plus per-route request counts and
+ *     latency histograms), answered before the route table.
+ *
+ * Handlers run on civetweb worker threads; the route's ctx and the
+ * server's state are shared between threads and must be thread-safe.
+ * Every reply function may be called at most once per request.
+ */
+#ifndef CM_HTTP_H
+#define CM_HTTP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <jansson.h>
+
+#include "cm/error.h"
+#include "cm/metrics.h"
+#include "cm/util.h"
+
+struct mg_connection;
+
+/** Default cap on request bodies (API.md: 16 KiB). */
+#define CM_MAX_BODY (16 * 1024)
+/** Longest X-Request-Id taken from a client; longer or odd ones are replaced. */
+#define CM_MAX_REQUEST_ID 64
+
+typedef struct cm_http cm_http_t;
+typedef struct cm_req cm_req_t;
+
+/** A route handler. It must reply (any cm_reply_* call) before returning. */
+typedef void (*cm_handler_fn)(cm_req_t *rq, void *ctx);
+
+/**
+ * Readiness probe. Returns true when ready; otherwise appends to why a
+ * short text naming what is down ("database", "kafka").
+ */
+typedef bool (*cm_ready_fn)(void *ctx, cm_buf_t *why);
+
+/** Route flags. */
+enum {
+    /** Add Cache-Control: no-store to every answer of this route. */
+    CM_ROUTE_NO_STORE = 1u << 0,
+};
+
+typedef struct cm_route {
+    const char *method; /* "GET", "POST", ... */
+    const char *path;   /* "/api/register" — matched with or without a trailing slash */
+    cm_handler_fn fn;
+    unsigned flags;
+} cm_route_t;
+
+typedef struct cm_http_config {
+    const char *service;       /* for logs and metrics */
+    const char *bind;          /* listen address, e.g. "127.0.0.1" or "0.0.0.0" */
+    int port;                  /* 1-65535 */
+    int threads;               /* civetweb worker threads */
+    size_t max_body;           /* 0 → CM_MAX_BODY */
+    int request_timeout_ms;    /* slow clients are cut off after this */
+    const cm_route_t *routes;  /* borrowed; must outlive the server */
+    size_t nroutes;
+    void *ctx;                 /* passed to every handler */
+    cm_ready_fn ready;         /* NULL → always ready */
+    void *ready_ctx;
+    cm_metrics_t *metrics;     /* borrowed; NULL → a private registry */
+} cm_http_config_t;
+
+/**
+ * Starts listening. Returns the server (stop with cm_http_stop) or NULL
+ * with *err set (CM_EINVAL for a bad config, CM_EIO when the port cannot
+ * be bound).
+ */
+cm_http_t *cm_http_start(const cm_http_config_t *cfg, int *err);
+
+/**
+ * Stops accepting, waits for in-flight requests to finish, frees the
+ * server. NULL-safe.
+ */
+void cm_http_stop(cm_http_t *srv);
+
+/* ---- routing (pure, exposed for tests and the gateway) ----------------- */
+
+/**
+ * Finds the route for method + path. Returns 0 and sets *out, CM_ENOTFOUND
+ * when no route has the path, or CM_ESTATE when the path exists for other
+ * methods; then allow (if not NULL) receives "GET, POST" style text.
+ * path is the request path without the query string; a single trailing
+ * slash is ignored on both sides ("/api/me" matches "/api/me/").
+ */
+int cm_route_find(const cm_route_t *routes, size_t n, const char *method, const char *path,
+                  const cm_route_t **out, cm_buf_t *allow);
+
+/** True if s is an acceptable client request id (1–64 of [A-Za-z0-9._-]). */
+bool cm_request_id_valid(const char *s);
+
+/* ---- the request ------------------------------------------------------- */
+
+/** The civetweb connection, for handlers that stream (the gateway). */
+struct mg_connection *cm_req_conn(cm_req_t *rq);
+/** Memory freed when the request ends. */
+cm_arena_t *cm_req_arena(cm_req_t *rq);
+/** The request id (valid until the request ends). */
+const char *cm_req_id(const cm_req_t *rq);
+const char *cm_req_method(const cm_req_t *rq);
+/** The path, without the query string. */
+const char *cm_req_path(const cm_req_t *rq);
+/** The raw query string (without '?'), or NULL. */
+const char *cm_req_query(const cm_req_t *rq);
+/** The peer's IP address as text. */
+const char *cm_req_peer(const cm_req_t *rq);
+/** A request header (case-insensitive name), or NULL. Borrowed from civetweb. */
+const char *cm_req_header(const cm_req_t *rq, const char *name);
+
+/**
+ * Gets a query parameter, URL-decoded into the arena. Returns 0 and sets
+ * *out, CM_ENOTFOUND when absent, CM_ETOOBIG when longer than max_len.
+ */
+int cm_req_query_param(cm_req_t *rq, const char *name, size_t max_len, const char **out);
+
+/**
+ * Reads the whole body (at most the server's max_body bytes) into the
+ * arena. Checks Content-Length and the bytes actually read. On failure it
+ * has already replied (413 too large, 400 unreadable) and returns < 0.
+ */
+CM_MUST_CHECK int cm_req_body_or_reply(cm_req_t *rq, cm_slice_t *out);
+
+/**
+ * Reads a JSON object body. Replies and returns < 0 when the Content-Type
+ * is not application/json (415), the body is too large (413), not JSON or
+ * not an object (400). On success *out is a new reference the caller
+ * json_decref()s.
+ */
+CM_MUST_CHECK int cm_req_json_or_reply(cm_req_t *rq, json_t **out);
+
+/* ---- replies (each adds X-Request-Id and the security headers) ----------- */
+
+/** Adds a header to the coming reply (copied). At most 16 extra headers. */
+void cm_reply_header(cm_req_t *rq, const char *name, const char *value);
+
+/** Replies with a JSON body (stolen: decref'd here). */
+void cm_reply_json(cm_req_t *rq, int status, json_t *body);
+
+/** Replies with no body (204, 202 ...). */
+void cm_reply_empty(cm_req_t *rq, int status);
+
+/** Replies with bytes of the given content type. */
+void cm_reply_raw(cm_req_t *rq, int status, const char *content_type, const void *body,
+                  size_t len);
+
+/**
+ * Replies application/problem+json (RFC 9457): type about:blank, title,
+ * status, detail, request_id and, when errors is not NULL, "errors" (a
+ * JSON object field → [messages]; stolen). 401 adds WWW-Authenticate:
+ * Bearer; 429 and 503 add Retry-After: 1 unless a Retry-After header was
+ * already set with cm_reply_header.
+ */
+void cm_reply_problem(cm_req_t *rq, int status, const char *title, const char *detail,
+                      json_t *errors);
+
+/** Appends msg to errors[field] (creating the list). errors is borrowed. */
+void cm_errors_add(json_t *errors, const char *field, const char *msg);
+
+/** Replies 400 "Validation failed" with the errors object (stolen). */
+void cm_reply_invalid(cm_req_t *rq, json_t *errors);
+
+/** True once a reply was sent for this request. */
+bool cm_req_replied(const cm_req_t *rq);
+
+#endif

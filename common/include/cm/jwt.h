@@ -1,0 +1,90 @@
+/*
+ * cm/jwt.h — ES256 access tokens (libjwt 1.10 + OpenSSL for JWKS).
+ *
+ * Claims: iss, aud, sub (user id), iat, nbf, exp, jti, username; "kid" in
+ * the header. The verifier pins the algorithm and the key id BEFORE libjwt
+ * checks the signature: a token whose header says HS256, none, or an
+ * unknown kid is refused (libjwt 1.10 would otherwise HMAC with the public
+ * key). Several keys are accepted at once, for rotation. Verified tokens
+ * are cached (bounded, keyed by a hash of the whole token, dropped at exp),
+ * since an ES256 check costs about 0.4 ms.
+ */
+#ifndef CM_JWT_H
+#define CM_JWT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "cm/error.h"
+
+/** Longest token accepted by the verifier (bytes). */
+#define CM_JWT_MAX_LEN 4096
+
+typedef struct cm_jwt_signer cm_jwt_signer_t;
+typedef struct cm_jwt_verifier cm_jwt_verifier_t;
+
+/** Verified claims; the caller owns the struct. */
+typedef struct cm_jwt_claims {
+    char sub[64];
+    char username[64];
+    char jti[64];
+    int64_t iat;
+    int64_t exp;
+} cm_jwt_claims_t;
+
+/**
+ * Creates a signer from a PEM EC P-256 private key (copied; wiped on free).
+ * Returns NULL with *err = CM_ECRYPTO when the key is not a P-256 key.
+ */
+cm_jwt_signer_t *cm_jwt_signer_new(const char *pem, size_t len, const char *kid,
+                                   const char *issuer, const char *audience, int ttl_s, int *err);
+
+/** Frees and wipes. NULL-safe. */
+void cm_jwt_signer_free(cm_jwt_signer_t *s);
+
+/**
+ * Signs an access token for sub/username, valid ttl_s seconds from now.
+ * On success *token is a new string the caller free()s and *exp (if not
+ * NULL) the expiry in Unix seconds.
+ */
+CM_MUST_CHECK int cm_jwt_sign(cm_jwt_signer_t *s, const char *sub, const char *username,
+                              char **token, int64_t *exp);
+
+/** The public key as a JWKS document {"keys":[{kty,crv,x,y,kid,use,alg}]}. New reference. */
+json_t *cm_jwt_signer_jwks(const cm_jwt_signer_t *s);
+
+/** Creates a verifier for issuer/audience with a cache of cache_size entries (0 = no cache). */
+cm_jwt_verifier_t *cm_jwt_verifier_new(const char *issuer, const char *audience,
+                                       size_t cache_size);
+
+/** Frees. NULL-safe. */
+void cm_jwt_verifier_free(cm_jwt_verifier_t *v);
+
+/** Adds a PEM public key under kid. Returns 0, CM_ECRYPTO (not a P-256 key) or CM_EINVAL. */
+CM_MUST_CHECK int cm_jwt_verifier_add_key(cm_jwt_verifier_t *v, const char *kid,
+                                          const char *pem, size_t len);
+
+/**
+ * Adds keys from a JWT_PUBLIC_KEYS value: comma-separated "kid=path/to.pem".
+ * Returns 0 or a CM_E* code; *bad (if not NULL) names the failing entry's kid.
+ */
+CM_MUST_CHECK int cm_jwt_verifier_load(cm_jwt_verifier_t *v, const char *spec);
+
+/**
+ * Verifies a token (untrusted bytes, not NUL-terminated): size, header
+ * (alg ES256 and a known kid), signature, iss, aud, nbf/exp (30 s leeway).
+ * Returns 0 and fills *out, or CM_EAUTH. Thread-safe.
+ */
+CM_MUST_CHECK int cm_jwt_verify(cm_jwt_verifier_t *v, const char *token, size_t len,
+                                cm_jwt_claims_t *out);
+
+/**
+ * Extracts the token from an Authorization header value ("Bearer <t>",
+ * scheme case-insensitive). Returns 0 and a slice into hdr, or CM_EAUTH.
+ */
+CM_MUST_CHECK int cm_jwt_from_header(const char *hdr, const char **tok, size_t *len);
+
+#endif

@@ -1,0 +1,24 @@
+/*
+ * testenv.h — what tests need to find the real servers they run against.
+ *
+ * The fixtures write KEY=VALUE files (pg.env for the unit-test PostgreSQL,
+ * stack.env for the integration stack); the file's path reaches a test in
+ * an environment variable set by ctest.
+ */
+#ifndef LINKTR_TESTENV_H
+#define LINKTR_TESTENV_H
+
+/**
+ * Returns the value of key in the KEY=VALUE file named by the environment
+ * variable file_var, as a new string the caller free()s. Aborts the test
+ * program with a clear message when the variable, file or key is missing.
+ */
+char *t_env(const char *file_var, const char *key);
+
+/** Like t_env but returns NULL instead of aborting when the key is absent. */
+char *t_env_opt(const char *file_var, const char *key);
+
+/** A unique suffix for names made in a test run ("u1700000000123456"): pid + time. */
+const char *t_unique(void);
+
+#endif
