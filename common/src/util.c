@@ -35,7 +35,8 @@ void *cm_xreallocarray(void *p, size_t n, size_t size)
 {
     if (size && n > SIZE_MAX / size)
         die_oom();
-    void *q = realloc(p, n * size ? n * size : 1);
+    size_t bytes = n * size;
+    void *q = realloc(p, bytes ? bytes : 1);
     if (!q)
         die_oom();
     return q;
@@ -255,8 +256,8 @@ void cm_format_time(int64_t epoch_us, char out[32])
     int ms = (int)((epoch_us % 1000000) / 1000);
     struct tm tm;
     gmtime_r(&secs, &tm);
-    snprintf(out, 32, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms);
+    size_t n = strftime(out, 32, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out + n, 32 - n, ".%03dZ", ms < 0 ? 0 : ms % 1000);
 }
 
 /* ---- ids ---------------------------------------------------------------------- */
