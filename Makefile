@@ -1,0 +1,62 @@
+# linktr — the front door. Everything real lives in CMake and deploy/local.
+#
+#   make build      install missing Debian packages (as root), configure, build
+#   make run        build, then the local stack in the foreground (Ctrl-C stops it)
+#   make test       build, then every test (unit + integration) through ctest
+#   make test-asan  the same with AddressSanitizer and UBSan, in build-asan/
+#   make clean      stop running stacks and delete build trees and .run/
+#
+# Variables: CMAKE_FLAGS (extra -D options), JOBS (default 2), CI=true turns
+# warnings into errors. The environment reaches the stack: RATE_LIMITS=off make run.
+
+SHELL := /bin/bash
+BUILD_DIR := build
+ASAN_DIR := build-asan
+JOBS ?= 2
+CMAKE_FLAGS ?=
+CTEST_FLAGS ?=
+
+# Always explicit, so a CI run does not leave -Werror in a developer's cache.
+WERROR := $(if $(filter true,$(CI)),ON,OFF)
+
+CONFIGURE = cmake -S . -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLINKTR_WERROR=$(WERROR) $(CMAKE_FLAGS)
+CTEST = ctest --output-on-failure --timeout 300 $(CTEST_FLAGS)
+
+.PHONY: all deps build run test build-asan test-asan clean
+
+all: build
+
+deps:
+	deploy/local/deps
+
+build: deps
+	$(CONFIGURE) -B $(BUILD_DIR)
+	cmake --build $(BUILD_DIR) -j $(JOBS)
+
+run: build
+	LINKTR_BUILD_DIR="$(CURDIR)/$(BUILD_DIR)" exec deploy/local/stack run
+
+test: build
+	$(CTEST) --test-dir $(BUILD_DIR)
+
+build-asan: deps
+	$(CONFIGURE) -DLINKTR_SANITIZE=ON -B $(ASAN_DIR)
+	cmake --build $(ASAN_DIR) -j $(JOBS)
+
+# The stack the fixture starts inherits these, so the services run with them too.
+test-asan: build-asan
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1 \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	$(CTEST) --test-dir $(ASAN_DIR)
+
+# Stop the stacks and databases that may run from the trees before deleting
+# them, so nothing is left running with its files gone.
+clean:
+	-deploy/local/stack stop
+	-for d in $(BUILD_DIR) $(ASAN_DIR); do \
+	  [ -d "$$d" ] || continue; \
+	  LINKTR_RUN_DIR="$$d/itest-run" deploy/local/stack stop; \
+	  LINKTR_RUN_DIR="$$d/ctrlc-run" deploy/local/stack stop; \
+	  deploy/local/pg stop "$$d/utest-pg"; \
+	done
+	rm -rf $(BUILD_DIR) $(ASAN_DIR) .run
