@@ -4,6 +4,8 @@
 #   make run        build, then the local stack in the foreground (Ctrl-C stops it)
 #   make test       build, then every test (unit + integration) through ctest
 #   make test-asan  the same with AddressSanitizer and UBSan, in build-asan/
+#   make test-kafka the integration suite against a real Apache Kafka broker
+#                   (deploy/kafka: fetched from Maven Central once; needs Java 17)
 #   make clean      stop running stacks and delete build trees and .run/
 #
 # Variables: CMAKE_FLAGS (extra -D options), JOBS (default 2), CI=true turns
@@ -22,7 +24,7 @@ WERROR := $(if $(filter true,$(CI)),ON,OFF)
 CONFIGURE = cmake -S . -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLINKTR_WERROR=$(WERROR) $(CMAKE_FLAGS)
 CTEST = ctest --output-on-failure --timeout 300 $(CTEST_FLAGS)
 
-.PHONY: all deps build run test build-asan test-asan clean
+.PHONY: all deps build run test test-kafka build-asan test-asan clean
 
 all: build
 
@@ -38,6 +40,11 @@ run: build
 
 test: build
 	$(CTEST) --test-dir $(BUILD_DIR)
+
+# The same integration suite, with the stack pointed at a real broker.
+test-kafka: build
+	LINKTR_BUILD_DIR="$(CURDIR)/$(BUILD_DIR)" deploy/kafka/kafka with $(BUILD_DIR)/kafka-run -- \
+	  $(CTEST) --test-dir $(BUILD_DIR) -L integration
 
 build-asan: deps
 	$(CONFIGURE) -DLINKTR_SANITIZE=ON -B $(ASAN_DIR)
@@ -58,5 +65,6 @@ clean:
 	  LINKTR_RUN_DIR="$$d/itest-run" deploy/local/stack stop; \
 	  LINKTR_RUN_DIR="$$d/ctrlc-run" deploy/local/stack stop; \
 	  deploy/local/pg stop "$$d/utest-pg"; \
+	  deploy/kafka/kafka stop "$$d/kafka-run"; \
 	done
 	rm -rf $(BUILD_DIR) $(ASAN_DIR) .run
