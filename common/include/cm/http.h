@@ -133,6 +133,9 @@ int cm_req_query_param(cm_req_t *rq, const char *name, size_t max_len, const cha
  * Reads the whole body (at most the server's max_body bytes) into the
  * arena. Checks Content-Length and the bytes actually read. On failure it
  * has already replied (413 too large, 400 unreadable) and returns < 0.
+ * Chunked bodies are capped the same way; a request with neither
+ * Content-Length nor Transfer-Encoding has an empty body (RFC 9112). The
+ * slice is NUL-terminated (the NUL is not counted in len).
  */
 CM_MUST_CHECK int cm_req_body_or_reply(cm_req_t *rq, cm_slice_t *out);
 
@@ -146,13 +149,18 @@ CM_MUST_CHECK int cm_req_json_or_reply(cm_req_t *rq, json_t **out);
 
 /* ---- replies (each adds X-Request-Id and the security headers) ----------- */
 
-/** Adds a header to the coming reply (copied). At most 16 extra headers. */
+/**
+ * Adds a header to the coming reply (copied). At most 16 extra headers.
+ * Logs and drops a header whose name is not an HTTP token or is one this
+ * module writes itself (Content-Length, Content-Type, Transfer-Encoding,
+ * Connection), or whose value holds CR, LF or another control byte.
+ */
 void cm_reply_header(cm_req_t *rq, const char *name, const char *value);
 
 /** Replies with a JSON body (stolen: decref'd here). */
 void cm_reply_json(cm_req_t *rq, int status, json_t *body);
 
-/** Replies with no body (204, 202 ...). */
+/** Replies with no body (204, 202 ...); 204 and 304 carry no Content-Length (RFC 9110). */
 void cm_reply_empty(cm_req_t *rq, int status);
 
 /** Replies with bytes of the given content type. */

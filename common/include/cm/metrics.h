@@ -33,7 +33,10 @@ void cm_metrics_free(cm_metrics_t *m);
  * Registers a counter family. labels is a comma-separated list of label
  * names ("route,status") or NULL for none. Returns a family owned by the
  * registry (valid until cm_metrics_free). Registering the same name twice
- * returns the existing family.
+ * returns the existing family. Returns NULL for a programming error: an
+ * invalid metric or label name, more than CM_METRICS_MAX_LABELS labels,
+ * the name already registered as another kind, or (histograms) bounds
+ * that are not finite and ascending. Updates on a NULL family do nothing.
  */
 cm_family_t *cm_metrics_counter(cm_metrics_t *m, const char *name, const char *help,
                                 const char *labels);
@@ -51,8 +54,10 @@ void cm_metrics_gauge_fn(cm_metrics_t *m, const char *name, const char *help, cm
                          void *ctx);
 
 /**
- * Adds v to a counter series. values holds one string per label name, in
- * order (NULL when the family has no labels). Unknown kinds are ignored.
+ * Adds v to a counter series (or a gauge: v may then be negative; a
+ * counter ignores negative steps). values holds one string per label
+ * name, in order (NULL when the family has no labels); each is copied and
+ * cut to 128 bytes. Unknown kinds are ignored.
  */
 void cm_metric_add(cm_family_t *f, const char *const *values, double v);
 /** Sets a gauge series. */

@@ -1,0 +1,847 @@
+#include "cm/http.h"
+
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <civetweb.h>
+
+#include "cm/log.h"
+
+/*
+ * One civetweb context per server with a single catch-all handler: every
+ * request gets a cm_req_t on the worker's stack and an arena, is answered
+ * by a built-in route (/healthz, /readyz, /metrics), a service route, or a
+ * 404/405 problem, and is counted by route pattern, never by raw path.
+ *
+ * An answer is assembled in one buffer (head and body) and sent with one
+ * mg_write: one send per response, no small-packet stalls. The head is
+ * built only from fixed text, numbers and header values that
+ * cm_reply_header validated (no CR, LF or other control bytes).
+ */
+
+#define MAX_EXTRA_HEADERS 16
+#define MAX_HEADER_NAME 64
+#define MAX_HEADER_VALUE 2048
+/* Request heads larger than this are refused by civetweb. */
+#define MAX_REQUEST_HEAD "16384"
+
+typedef struct header {
+    const char *name;
+    const char *value;
+} header_t;
+
+struct cm_http {
+    struct mg_context *mg;
+    char *service;
+    size_t max_body;
+    const cm_route_t *routes;
+    size_t nroutes;
+    void *ctx;
+    cm_ready_fn ready;
+    void *ready_ctx;
+    cm_metrics_t *metrics;
+    cm_metrics_t *own_metrics;
+    cm_family_t *requests;
+    cm_family_t *duration;
+};
+
+struct cm_req {
+    cm_http_t *srv;
+    struct mg_connection *conn;
+    const struct mg_request_info *ri;
+    cm_arena_t *arena;
+    const char *path;
+    const char *route_label;
+    unsigned flags;
+    bool no_store;
+    bool must_close;
+    bool replied;
+    int status;
+    size_t nextra;
+    header_t extra[MAX_EXTRA_HEADERS];
+    char id[CM_MAX_REQUEST_ID + 1];
+};
+
+/* ---- routing ------------------------------------------------------------------ */
+
+/* Length of p without one trailing slash ("/" itself stays "/"). */
+static size_t route_len(const char *p)
+{
+    size_t n = strlen(p);
+    return n > 1 && p[n - 1] == '/' ? n - 1 : n;
+}
+
+static bool same_path(const char *a, const char *b)
+{
+    size_t na = route_len(a), nb = route_len(b);
+    return na == nb && memcmp(a, b, na) == 0;
+}
+
+/* True when an earlier route with the same path already put method in Allow. */
+static bool method_listed(const cm_route_t *routes, size_t i)
+{
+    for (size_t j = 0; j < i; j++)
+        if (same_path(routes[j].path, routes[i].path) &&
+            strcmp(routes[j].method, routes[i].method) == 0)
+            return true;
+    return false;
+}
+
+int cm_route_find(const cm_route_t *routes, size_t n, const char *method, const char *path,
+                  const cm_route_t **out, cm_buf_t *allow)
+{
+    if (out)
+        *out = NULL;
+    if (!method || !path || (n && !routes))
+        return CM_ENOTFOUND;
+    bool path_known = false;
+    for (size_t i = 0; i < n; i++) {
+        if (!same_path(routes[i].path, path))
+            continue;
+        if (strcmp(routes[i].method, method) == 0) {
+            if (out)
+                *out = &routes[i];
+            return 0;
+        }
+        if (allow && !method_listed(routes, i)) {
+            cm_buf_puts(allow, path_known ? ", " : "");
+            cm_buf_puts(allow, routes[i].method);
+        }
+        path_known = true;
+    }
+    return path_known ? CM_ESTATE : CM_ENOTFOUND;
+}
+
+bool cm_request_id_valid(const char *s)
+{
+    if (!s)
+        return false;
+    size_t n = strnlen(s, CM_MAX_REQUEST_ID + 1);
+    if (n == 0 || n > CM_MAX_REQUEST_ID)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '.' || c == '_' || c == '-';
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+/* ---- the request ------------------------------------------------------------------ */
+
+struct mg_connection *cm_req_conn(cm_req_t *rq)
+{
+    return rq->conn;
+}
+
+cm_arena_t *cm_req_arena(cm_req_t *rq)
+{
+    return rq->arena;
+}
+
+const char *cm_req_id(const cm_req_t *rq)
+{
+    return rq->id;
+}
+
+const char *cm_req_method(const cm_req_t *rq)
+{
+    return rq->ri->request_method;
+}
+
+const char *cm_req_path(const cm_req_t *rq)
+{
+    return rq->path;
+}
+
+const char *cm_req_query(const cm_req_t *rq)
+{
+    return rq->ri->query_string;
+}
+
+const char *cm_req_peer(const cm_req_t *rq)
+{
+    return rq->ri->remote_addr;
+}
+
+const char *cm_req_header(const cm_req_t *rq, const char *name)
+{
+    return name ? mg_get_header(rq->conn, name) : NULL;
+}
+
+bool cm_req_replied(const cm_req_t *rq)
+{
+    return rq->replied;
+}
+
+int cm_req_query_param(cm_req_t *rq, const char *name, size_t max_len, const char **out)
+{
+    const char *q = rq->ri->query_string;
+    if (!q || !name || !out)
+        return CM_ENOTFOUND;
+    size_t qlen = strlen(q);
+    /* A decoded value is never longer than the query string itself. */
+    size_t cap = (max_len < qlen ? max_len : qlen) + 1;
+    char *dst = cm_arena_alloc(rq->arena, cap);
+    int r = mg_get_var(q, qlen, name, dst, cap);
+    if (r == -1)
+        return CM_ENOTFOUND;
+    if (r < 0)
+        return CM_ETOOBIG;
+    *out = dst;
+    return 0;
+}
+
+/* ---- replies ------------------------------------------------------------------------ */
+
+static bool is_tchar(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           (c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL);
+}
+
+static bool valid_header_name(const char *s)
+{
+    size_t n = strnlen(s, MAX_HEADER_NAME + 1);
+    if (n == 0 || n > MAX_HEADER_NAME)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!is_tchar(s[i]))
+            return false;
+    /* Framing headers belong to this module; a handler must not fake them. */
+    static const char *const reserved[] = {"Content-Length", "Content-Type", "Transfer-Encoding",
+                                           "Connection"};
+    for (size_t i = 0; i < sizeof reserved / sizeof reserved[0]; i++)
+        if (strcasecmp(s, reserved[i]) == 0)
+            return false;
+    return true;
+}
+
+/* Visible ASCII, spaces, tabs and UTF-8 bytes; never CR, LF or other controls. */
+static bool valid_header_value(const char *s)
+{
+    size_t n = strnlen(s, MAX_HEADER_VALUE + 1);
+    if (n > MAX_HEADER_VALUE)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if ((c < 0x20 && c != '\t') || c == 0x7f)
+            return false;
+    }
+    return true;
+}
+
+static bool has_extra(const cm_req_t *rq, const char *name)
+{
+    for (size_t i = 0; i < rq->nextra; i++)
+        if (strcasecmp(rq->extra[i].name, name) == 0)
+            return true;
+    return false;
+}
+
+void cm_reply_header(cm_req_t *rq, const char *name, const char *value)
+{
+    if (rq->replied || !name || !value)
+        return;
+    if (!valid_header_name(name) || !valid_header_value(value)) {
+        CM_ERROR(rq->id, "refused response header %.64s: invalid name or value", name);
+        return;
+    }
+    if (rq->nextra == MAX_EXTRA_HEADERS) {
+        CM_ERROR(rq->id, "too many response headers; dropped %s", name);
+        return;
+    }
+    header_t *h = &rq->extra[rq->nextra++];
+    h->name = cm_arena_strndup(rq->arena, name, strlen(name));
+    h->value = cm_arena_strndup(rq->arena, value, strlen(value));
+}
+
+/* RFC 9110: no Content-Length on 204 and 304 answers. */
+static bool carries_length(int status)
+{
+    return status != 204 && status != 304;
+}
+
+static void build_head(const cm_req_t *rq, int status, const char *ctype, size_t len, cm_buf_t *out)
+{
+    cm_buf_printf(out, "HTTP/1.1 %d %s\r\n", status, mg_get_response_code_text(rq->conn, status));
+    cm_buf_puts(out, "X-Request-Id: ");
+    cm_buf_puts(out, rq->id);
+    cm_buf_puts(out, "\r\nX-Content-Type-Options: nosniff\r\n"
+                     "Content-Security-Policy: default-src 'none'; frame-ancestors 'none'\r\n"
+                     "Referrer-Policy: no-referrer\r\n");
+    if (ctype) {
+        cm_buf_puts(out, "Content-Type: ");
+        cm_buf_puts(out, ctype);
+        cm_buf_puts(out, "\r\n");
+    }
+    if (carries_length(status))
+        cm_buf_printf(out, "Content-Length: %zu\r\n", len);
+    if ((rq->flags & CM_ROUTE_NO_STORE) || rq->no_store)
+        cm_buf_puts(out, "Cache-Control: no-store\r\n");
+    if (rq->must_close)
+        cm_buf_puts(out, "Connection: close\r\n");
+    for (size_t i = 0; i < rq->nextra; i++) {
+        cm_buf_puts(out, rq->extra[i].name);
+        cm_buf_puts(out, ": ");
+        cm_buf_puts(out, rq->extra[i].value);
+        cm_buf_puts(out, "\r\n");
+    }
+    cm_buf_puts(out, "\r\n");
+}
+
+void cm_reply_raw(cm_req_t *rq, int status, const char *content_type, const void *body, size_t len)
+{
+    if (rq->replied) {
+        CM_ERROR(rq->id, "second reply (%d) to one request ignored", status);
+        return;
+    }
+    if (status < 200 || status > 599) {
+        CM_ERROR(rq->id, "reply with invalid status %d; sending 500", status);
+        status = 500;
+    }
+    if (!carries_length(status) || !body)
+        len = 0;
+    if (content_type && !valid_header_value(content_type)) {
+        /* The gateway relays upstream types: never let one break the head. */
+        CM_ERROR(rq->id, "invalid Content-Type refused; sending application/octet-stream");
+        content_type = "application/octet-stream";
+    }
+    cm_buf_t msg;
+    cm_buf_init(&msg);
+    build_head(rq, status, len || carries_length(status) ? content_type : NULL, len, &msg);
+    if (len)
+        cm_buf_append(&msg, body, len);
+    rq->replied = true;
+    rq->status = status;
+    if (mg_write(rq->conn, msg.data, msg.len) < (int)msg.len)
+        CM_DEBUG(rq->id, "client went away before the answer was sent");
+    cm_buf_dispose(&msg);
+}
+
+void cm_reply_empty(cm_req_t *rq, int status)
+{
+    cm_reply_raw(rq, status, NULL, NULL, 0);
+}
+
+void cm_reply_json(cm_req_t *rq, int status, json_t *body)
+{
+    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+    if (!text) {
+        CM_ERROR(rq->id, "reply body could not be serialized");
+        cm_reply_problem(rq, 500, "Internal Server Error", "The server failed to answer.", NULL);
+        return;
+    }
+    cm_reply_raw(rq, status, "application/json", text, strlen(text));
+    free(text);
+}
+
+/* Sets key to the text, or leaves it out when the text is not valid UTF-8. */
+static void set_text(json_t *o, const char *key, const char *text)
+{
+    if (text)
+        json_object_set_new(o, key, json_string(text));
+}
+
+void cm_reply_problem(cm_req_t *rq, int status, const char *title, const char *detail,
+                      json_t *errors)
+{
+    json_t *p = json_object();
+    json_object_set_new(p, "type", json_string("about:blank"));
+    set_text(p, "title", title ? title : mg_get_response_code_text(rq->conn, status));
+    json_object_set_new(p, "status", json_integer(status));
+    set_text(p, "detail", detail);
+    set_text(p, "request_id", rq->id);
+    if (errors)
+        json_object_set_new(p, "errors", errors);
+    if (status == 401 && !has_extra(rq, "WWW-Authenticate"))
+        cm_reply_header(rq, "WWW-Authenticate", "Bearer");
+    if ((status == 429 || status == 503) && !has_extra(rq, "Retry-After"))
+        cm_reply_header(rq, "Retry-After", "1");
+    rq->no_store = true;
+    char *text = json_dumps(p, JSON_COMPACT);
+    json_decref(p);
+    cm_reply_raw(rq, status, "application/problem+json", text, text ? strlen(text) : 0);
+    free(text);
+}
+
+void cm_errors_add(json_t *errors, const char *field, const char *msg)
+{
+    if (!json_is_object(errors) || !field || !msg)
+        return;
+    json_t *list = json_object_get(errors, field); /* borrowed */
+    if (!json_is_array(list)) {
+        list = json_array();
+        json_object_set_new(errors, field, list);
+    }
+    json_array_append_new(list, json_string(msg));
+}
+
+void cm_reply_invalid(cm_req_t *rq, json_t *errors)
+{
+    cm_reply_problem(rq, 400, "Validation failed", "One or more fields are invalid.", errors);
+}
+
+/* ---- request bodies ------------------------------------------------------------------- */
+
+static int reply_too_large(cm_req_t *rq)
+{
+    /*
+     * The rest stays unread. civetweb would drain it (up to the request
+     * timeout) to keep the connection; telling the client to close stops
+     * it from sending the rest.
+     */
+    rq->must_close = true;
+    cm_buf_t detail;
+    cm_buf_init(&detail);
+    cm_buf_printf(&detail, "The request body must be at most %zu bytes.", rq->srv->max_body);
+    cm_reply_problem(rq, 413, "Payload Too Large", detail.data, NULL);
+    cm_buf_dispose(&detail);
+    return CM_ETOOBIG;
+}
+
+/* The body's framing is broken: the connection cannot carry another request. */
+static int reply_bad_body(cm_req_t *rq, const char *detail)
+{
+    rq->must_close = true;
+    cm_reply_problem(rq, 400, "Bad Request", detail, NULL);
+    return CM_EPARSE;
+}
+
+/*
+ * Reads the declared framing: *declared is the Content-Length, or -1 for
+ * a chunked body, or 0 when the request has neither (RFC 9112: no body).
+ */
+static int body_framing(cm_req_t *rq, long long *declared)
+{
+    const char *cl = mg_get_header(rq->conn, "Content-Length");
+    const char *te = mg_get_header(rq->conn, "Transfer-Encoding");
+    *declared = 0;
+    if (te && cl)
+        return reply_bad_body(rq, "Content-Length and Transfer-Encoding together.");
+    if (te) {
+        if (strcasecmp(te, "chunked") != 0)
+            return reply_bad_body(rq, "Unsupported Transfer-Encoding.");
+        *declared = -1;
+        return 0;
+    }
+    if (!cl)
+        return 0;
+    int rc = cm_strtonum(cl, 0, LLONG_MAX, declared);
+    if (rc == CM_ERANGE && cl[0] != '-')
+        return reply_too_large(rq);
+    if (rc != 0)
+        return reply_bad_body(rq, "Invalid Content-Length.");
+    if ((unsigned long long)*declared > rq->srv->max_body)
+        return reply_too_large(rq);
+    return 0;
+}
+
+/* Reads until the body ends or cap bytes arrived. */
+static int read_capped(cm_req_t *rq, char *buf, size_t cap, size_t *got)
+{
+    size_t n = 0;
+    while (n < cap) {
+        int r = mg_read(rq->conn, buf + n, cap - n);
+        if (r < 0)
+            return CM_EIO;
+        if (r == 0)
+            break;
+        n += (size_t)r;
+    }
+    *got = n;
+    return 0;
+}
+
+int cm_req_body_or_reply(cm_req_t *rq, cm_slice_t *out)
+{
+    long long declared = 0;
+    int rc = body_framing(rq, &declared);
+    if (rc != 0)
+        return rc;
+    out->ptr = cm_arena_strndup(rq->arena, "", 0);
+    out->len = 0;
+    if (declared == 0)
+        return 0;
+    /* One byte more than allowed tells a too-large body from one that fits. */
+    size_t cap = rq->srv->max_body + 1;
+    char *buf = cm_arena_alloc(rq->arena, cap + 1);
+    size_t got = 0;
+    if (read_capped(rq, buf, cap, &got) != 0)
+        return reply_bad_body(rq, "The request body could not be read.");
+    if (got > rq->srv->max_body)
+        return reply_too_large(rq);
+    if (declared > 0 && got != (size_t)declared)
+        return reply_bad_body(rq, "The request body is shorter than its Content-Length.");
+    out->ptr = buf;
+    out->len = got;
+    return 0;
+}
+
+/* application/json, any case, optionally followed by parameters (charset). */
+static bool is_json_type(const char *ct)
+{
+    static const char want[] = "application/json";
+    if (!ct)
+        return false;
+    while (*ct == ' ' || *ct == '\t')
+        ct++;
+    if (strncasecmp(ct, want, sizeof want - 1) != 0)
+        return false;
+    ct += sizeof want - 1;
+    while (*ct == ' ' || *ct == '\t')
+        ct++;
+    return *ct == '\0' || *ct == ';';
+}
+
+static int reply_malformed_json(cm_req_t *rq, const json_error_t *e)
+{
+    cm_buf_t d;
+    cm_buf_init(&d);
+    cm_buf_printf(&d, "Invalid JSON at line %d, column %d (byte %d): %.80s", e->line, e->column,
+                  e->position, e->text);
+    json_t *probe = json_string(d.data);
+    if (!probe) {
+        /* The parser's message quoted bytes that are not UTF-8: leave them out. */
+        d.len = 0;
+        cm_buf_printf(&d, "Invalid JSON at line %d, column %d (byte %d).", e->line, e->column,
+                      e->position);
+    }
+    json_decref(probe);
+    cm_reply_problem(rq, 400, "Malformed JSON", d.data, NULL);
+    cm_buf_dispose(&d);
+    return CM_EPARSE;
+}
+
+int cm_req_json_or_reply(cm_req_t *rq, json_t **out)
+{
+    *out = NULL;
+    /* civetweb discards an unread body after the handler, so the connection stays usable. */
+    if (!is_json_type(mg_get_header(rq->conn, "Content-Type"))) {
+        cm_reply_problem(rq, 415, "Unsupported Media Type",
+                         "The request body must be application/json.", NULL);
+        return CM_EINVAL;
+    }
+    cm_slice_t body;
+    int rc = cm_req_body_or_reply(rq, &body);
+    if (rc != 0)
+        return rc;
+    json_error_t e;
+    json_t *v = json_loadb(body.ptr, body.len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &e);
+    if (!v)
+        return reply_malformed_json(rq, &e);
+    if (!json_is_object(v)) {
+        json_decref(v);
+        cm_reply_problem(rq, 400, "Malformed JSON", "The request body must be a JSON object.",
+                         NULL);
+        return CM_EPARSE;
+    }
+    *out = v;
+    return 0;
+}
+
+/* ---- built-in routes ------------------------------------------------------------------- */
+
+static void on_healthz(cm_req_t *rq, void *ctx)
+{
+    (void)ctx;
+    cm_reply_json(rq, 200, json_pack("{s:s}", "status", "ok"));
+}
+
+static void on_readyz(cm_req_t *rq, void *ctx)
+{
+    cm_http_t *srv = ctx;
+    cm_buf_t why;
+    cm_buf_init(&why);
+    if (!srv->ready || srv->ready(srv->ready_ctx, &why)) {
+        cm_reply_json(rq, 200, json_pack("{s:s}", "status", "ready"));
+    } else {
+        cm_buf_t detail;
+        cm_buf_init(&detail);
+        cm_buf_puts(&detail, "Not ready: ");
+        cm_buf_puts(&detail, why.len ? why.data : "unknown");
+        cm_reply_problem(rq, 503, "Service Unavailable", detail.data, NULL);
+        cm_buf_dispose(&detail);
+    }
+    cm_buf_dispose(&why);
+}
+
+static void on_metrics(cm_req_t *rq, void *ctx)
+{
+    cm_http_t *srv = ctx;
+    cm_buf_t text;
+    cm_buf_init(&text);
+    cm_metrics_render(srv->metrics, &text);
+    cm_reply_raw(rq, 200, "text/plain; version=0.0.4; charset=utf-8", text.data, text.len);
+    cm_buf_dispose(&text);
+}
+
+static const cm_route_t builtin_routes[] = {
+    {"GET", "/healthz", on_healthz, CM_ROUTE_NO_STORE},
+    {"GET", "/readyz", on_readyz, CM_ROUTE_NO_STORE},
+    {"GET", "/metrics", on_metrics, CM_ROUTE_NO_STORE},
+};
+
+/* ---- dispatch ----------------------------------------------------------------------------- */
+
+static void reply_no_route(cm_req_t *rq, int rc, const cm_buf_t *allow)
+{
+    if (rc == CM_ESTATE) {
+        cm_reply_header(rq, "Allow", allow->data);
+        cm_reply_problem(rq, 405, "Method Not Allowed",
+                         "This path does not accept that method; see the Allow header.", NULL);
+    } else {
+        cm_reply_problem(rq, 404, "Not Found", "No such resource.", NULL);
+    }
+}
+
+static void run_route(cm_req_t *rq, const cm_route_t *r, void *ctx)
+{
+    rq->route_label = r->path;
+    rq->flags = r->flags;
+    r->fn(rq, ctx);
+}
+
+static void dispatch(cm_req_t *rq)
+{
+    cm_http_t *srv = rq->srv;
+    const char *method = rq->ri->request_method;
+    const cm_route_t *r = NULL;
+    cm_buf_t allow;
+    cm_buf_init(&allow);
+    size_t nbuiltin = sizeof builtin_routes / sizeof builtin_routes[0];
+    int rc = cm_route_find(builtin_routes, nbuiltin, method, rq->path, &r, &allow);
+    if (rc == 0) {
+        run_route(rq, r, srv);
+    } else if (rc == CM_ESTATE) {
+        reply_no_route(rq, rc, &allow);
+    } else {
+        rc = cm_route_find(srv->routes, srv->nroutes, method, rq->path, &r, &allow);
+        if (rc == 0)
+            run_route(rq, r, srv->ctx);
+        else
+            reply_no_route(rq, rc, &allow);
+    }
+    cm_buf_dispose(&allow);
+}
+
+static const char *method_label(const char *m)
+{
+    static const char *const known[] = {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"};
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+        if (m && strcmp(m, known[i]) == 0)
+            return known[i];
+    return "other";
+}
+
+static double seconds_since(const struct timespec *t0)
+{
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    return (double)(t1.tv_sec - t0->tv_sec) + (double)(t1.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+static void record(const cm_req_t *rq, double secs)
+{
+    char status[16];
+    snprintf(status, sizeof status, "%d", rq->status);
+    const char *values[] = {rq->route_label, method_label(rq->ri->request_method), status};
+    cm_metric_add(rq->srv->requests, values, 1);
+    cm_metric_observe(rq->srv->duration, values, secs);
+}
+
+static void req_init(cm_req_t *rq, cm_http_t *srv, struct mg_connection *conn)
+{
+    memset(rq, 0, sizeof *rq);
+    rq->srv = srv;
+    rq->conn = conn;
+    rq->ri = mg_get_request_info(conn);
+    rq->arena = cm_arena_new();
+    rq->route_label = "unmatched";
+    rq->status = 500;
+    const char *p = rq->ri->local_uri ? rq->ri->local_uri : "/";
+    rq->path = cm_arena_strndup(rq->arena, p, strlen(p));
+    const char *id = mg_get_header(conn, "X-Request-Id");
+    if (cm_request_id_valid(id))
+        memcpy(rq->id, id, strlen(id) + 1);
+    else
+        cm_uuid_v4(rq->id);
+}
+
+static int on_request(struct mg_connection *conn, void *cbdata)
+{
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    cm_req_t rq;
+    req_init(&rq, cbdata, conn);
+    dispatch(&rq);
+    if (!rq.replied) {
+        /* A handler bug must not leave the client waiting. */
+        CM_ERROR(rq.id, "handler for %s %s returned without replying", rq.ri->request_method,
+                 rq.route_label);
+        cm_reply_problem(&rq, 500, "Internal Server Error", "The server failed to answer.", NULL);
+    }
+    double secs = seconds_since(&t0);
+    record(&rq, secs);
+    CM_DEBUG(rq.id, "%s %s %d %.3f ms", rq.ri->request_method, rq.route_label, rq.status,
+             secs * 1e3);
+    cm_arena_free(rq.arena);
+    return rq.status;
+}
+
+/* ---- the server ----------------------------------------------------------------------------- */
+
+/*
+ * Errors civetweb answers itself before any handler runs (a malformed
+ * request line, a missing or invalid Content-Length, a head over the size
+ * cap) get the same problem+json and security headers as every other
+ * answer. civetweb closes the connection afterwards.
+ */
+static int on_http_error(struct mg_connection *conn, int status, const char *errmsg)
+{
+    cm_http_t *srv = mg_get_user_data(mg_get_context(conn));
+    if (!srv || status < 400 || status > 599)
+        return 1;
+    cm_req_t rq;
+    req_init(&rq, srv, conn);
+    rq.must_close = true;
+    CM_DEBUG(rq.id, "civetweb refused a request (%d): %.200s", status, errmsg ? errmsg : "");
+    cm_reply_problem(&rq, status, NULL, "The request could not be processed.", NULL);
+    record(&rq, 0);
+    cm_arena_free(rq.arena);
+    return 0;
+}
+
+static int on_civetweb_log(const struct mg_connection *conn, const char *message)
+{
+    (void)conn;
+    CM_WARN(NULL, "civetweb: %s", message);
+    return 1;
+}
+
+static bool valid_bind(const char *b)
+{
+    size_t n = b ? strnlen(b, 64) : 0;
+    if (n == 0 || n == 64)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!strchr("0123456789abcdefABCDEF.:", b[i]))
+            return false;
+    return true;
+}
+
+static bool valid_config(const cm_http_config_t *cfg)
+{
+    if (!cfg || !valid_bind(cfg->bind) || cfg->port < 1 || cfg->port > 65535)
+        return false;
+    if (cfg->threads < 0 || cfg->threads > 1024 || cfg->request_timeout_ms < 0)
+        return false;
+    if (cfg->nroutes && !cfg->routes)
+        return false;
+    for (size_t i = 0; i < cfg->nroutes; i++) {
+        const cm_route_t *r = &cfg->routes[i];
+        if (!r->method || !r->path || r->path[0] != '/' || !r->fn)
+            return false;
+    }
+    return true;
+}
+
+static void register_metrics(cm_http_t *srv, cm_metrics_t *shared)
+{
+    if (!shared)
+        srv->own_metrics = shared = cm_metrics_new();
+    srv->metrics = shared;
+    srv->requests = cm_metrics_counter(
+        shared, "linktr_http_requests_total",
+        "HTTP requests answered, by route pattern, method and status.", "route,method,status");
+    srv->duration =
+        cm_metrics_histogram(shared, "linktr_http_request_duration_seconds",
+                             "Time to answer an HTTP request, by route pattern.", "route", NULL, 0);
+}
+
+static void init_library_once(void)
+{
+    mg_init_library(0);
+}
+
+/* Starts civetweb with the catch-all handler. Returns 0 or CM_EIO. */
+static int start_civetweb(cm_http_t *srv, const cm_http_config_t *cfg)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, init_library_once);
+    char ports[96], threads[16], timeout[16];
+    if (strchr(cfg->bind, ':'))
+        snprintf(ports, sizeof ports, "[%s]:%d", cfg->bind, cfg->port);
+    else
+        snprintf(ports, sizeof ports, "%s:%d", cfg->bind, cfg->port);
+    snprintf(threads, sizeof threads, "%d", cfg->threads ? cfg->threads : 8);
+    snprintf(timeout, sizeof timeout, "%d",
+             cfg->request_timeout_ms ? cfg->request_timeout_ms : 10000);
+    const char *options[] = {"listening_ports",
+                             ports,
+                             "num_threads",
+                             threads,
+                             "request_timeout_ms",
+                             timeout,
+                             "enable_keep_alive",
+                             "yes",
+                             "max_request_size",
+                             MAX_REQUEST_HEAD,
+                             "tcp_nodelay",
+                             "1",
+                             NULL};
+    struct mg_callbacks cb;
+    memset(&cb, 0, sizeof cb);
+    cb.log_message = on_civetweb_log;
+    cb.http_error = on_http_error;
+    srv->mg = mg_start(&cb, srv, options);
+    if (!srv->mg)
+        return CM_EIO;
+    mg_set_request_handler(srv->mg, "/", on_request, srv);
+    return 0;
+}
+
+cm_http_t *cm_http_start(const cm_http_config_t *cfg, int *err)
+{
+    int rc = CM_EINVAL;
+    cm_http_t *srv = NULL;
+    if (!valid_config(cfg))
+        goto out;
+    srv = cm_xcalloc(1, sizeof *srv);
+    srv->service = cm_xstrdup(cfg->service ? cfg->service : "linktr");
+    srv->max_body = cfg->max_body ? cfg->max_body : CM_MAX_BODY;
+    srv->routes = cfg->routes;
+    srv->nroutes = cfg->nroutes;
+    srv->ctx = cfg->ctx;
+    srv->ready = cfg->ready;
+    srv->ready_ctx = cfg->ready_ctx;
+    register_metrics(srv, cfg->metrics);
+    rc = start_civetweb(srv, cfg);
+out:
+    if (rc != 0) {
+        cm_http_stop(srv);
+        srv = NULL;
+    }
+    if (err)
+        *err = rc;
+    return srv;
+}
+
+void cm_http_stop(cm_http_t *srv)
+{
+    if (!srv)
+        return;
+    if (srv->mg)
+        mg_stop(srv->mg);
+    cm_metrics_free(srv->own_metrics);
+    free(srv->service);
+    free(srv);
+}

@@ -1,0 +1,889 @@
+/*
+ * Tests for common/src/http.c: a real server on 127.0.0.1 (one for the
+ * group: civetweb takes about two seconds to stop; no test relies on
+ * another's requests), called over real HTTP with libcurl, plus raw sockets where curl
+ * would not misbehave on purpose (lying Content-Length, chunked bodies,
+ * several requests on one kept-alive connection).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <jansson.h>
+
+#include "cm/http.h"
+#include "cm/log.h"
+#include "cm/metrics.h"
+#include "cm/util.h"
+#include "http_client.h"
+
+typedef struct fixture {
+    cm_http_t *srv;
+    cm_metrics_t *metrics;
+    int port;
+    bool ready;
+    char base[64];
+} fixture_t;
+
+/* ---- handlers under test ------------------------------------------------------- */
+
+static void on_hello(cm_req_t *rq, void *ctx)
+{
+    (void)ctx;
+    cm_reply_json(rq, 200, json_pack("{s:s}", "hello", "world"));
+}
+
+/* Echoes the JSON object it received, so a test sees what reached the handler. */
+static void on_echo(cm_req_t *rq, void *ctx)
+{
+    (void)ctx;
+    json_t *body = NULL;
+    if (cm_req_json_or_reply(rq, &body) != 0)
+        return;
+    cm_reply_json(rq, 200, body);
+}
+
+static void on_delete(cm_req_t *rq, void *ctx)
+{
+    (void)ctx;
+    cm_reply_empty(rq, 204);
+}
+
+static void on_forgetful(cm_req_t *rq, void *ctx)
+{
+    (void)rq;
+    (void)ctx;
+}
+
+static void on_headers(cm_req_t *rq, void *ctx)
+{
+    (void)ctx;
+    cm_reply_header(rq, "X-Good", "fine value");
+    cm_reply_header(rq, "X-Evil", "a\r\nSet-Cookie: stolen=1");
+    cm_reply_header(rq, "X-Evil2", "b\nX-Injected: 1");
+    cm_reply_header(rq, "Bad Name", "x");
+    cm_reply_header(rq, "Content-Length", "0");
+    cm_reply_raw(rq, 200, "text/plain", "ok", 2);
+}
+
+static void on_items(cm_req_t *rq, void *ctx)
+{
+    (void)ctx;
+    const char *limit = NULL;
+    int rc = cm_req_query_param(rq, "limit", 8, &limit);
+    if (rc == CM_ETOOBIG) {
+        json_t *errors = json_object();
+        cm_errors_add(errors, "limit", "Too long.");
+        cm_reply_invalid(rq, errors);
+        return;
+    }
+    cm_reply_json(rq, 200, json_pack("{s:s?}", "limit", rc == 0 ? limit : NULL));
+}
+
+static void on_secret(cm_req_t *rq, void *ctx)
+{
+    (void)ctx;
+    cm_reply_json(rq, 200, json_pack("{s:s}", "secret", "shh"));
+}
+
+static const cm_route_t routes[] = {
+    {"GET", "/api/hello/", on_hello, 0},
+    {"POST", "/api/echo", on_echo, 0},
+    {"DELETE", "/api/echo/", on_delete, 0},
+    {"GET", "/api/forgetful", on_forgetful, 0},
+    {"GET", "/api/headers", on_headers, 0},
+    {"GET", "/api/items", on_items, 0},
+    {"GET", "/api/secret", on_secret, CM_ROUTE_NO_STORE},
+    {"GET", "/api/counted/", on_hello, 0}, /* only the metrics test calls it */
+    {"POST", "/api/counted", on_echo, 0},
+};
+
+static bool is_ready(void *ctx, cm_buf_t *why)
+{
+    fixture_t *fx = ctx;
+    if (__atomic_load_n(&fx->ready, __ATOMIC_SEQ_CST))
+        return true;
+    cm_buf_puts(why, "database");
+    return false;
+}
+
+/* ---- fixture -------------------------------------------------------------------- */
+
+/* A port the kernel just handed out and nobody listens on (civetweb cannot bind port 0). */
+static int free_port(void)
+{
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(s >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(s, (struct sockaddr *)&a, sizeof a), 0);
+    socklen_t len = sizeof a;
+    assert_int_equal(getsockname(s, (struct sockaddr *)&a, &len), 0);
+    close(s);
+    return ntohs(a.sin_port);
+}
+
+static int group_setup(void **state)
+{
+    fixture_t *fx = cm_xcalloc(1, sizeof *fx);
+    fx->ready = true;
+    fx->metrics = cm_metrics_new();
+    fx->port = free_port();
+    snprintf(fx->base, sizeof fx->base, "http://127.0.0.1:%d", fx->port);
+    cm_http_config_t cfg = {
+        .service = "test",
+        .bind = "127.0.0.1",
+        .port = fx->port,
+        .threads = 4,
+        .request_timeout_ms = 5000,
+        .routes = routes,
+        .nroutes = sizeof routes / sizeof routes[0],
+        .ready = is_ready,
+        .ready_ctx = fx,
+        .metrics = fx->metrics,
+    };
+    int err = 1;
+    fx->srv = cm_http_start(&cfg, &err);
+    assert_non_null(fx->srv);
+    assert_int_equal(err, 0);
+    *state = fx;
+    return 0;
+}
+
+/* Each test starts with a ready service. */
+static int reset(void **state)
+{
+    fixture_t *fx = *state;
+    __atomic_store_n(&fx->ready, true, __ATOMIC_SEQ_CST);
+    return 0;
+}
+
+static int group_teardown(void **state)
+{
+    fixture_t *fx = *state;
+    cm_http_stop(fx->srv);
+    cm_metrics_free(fx->metrics);
+    free(fx);
+    return 0;
+}
+
+/* ---- helpers ------------------------------------------------------------------------ */
+
+static char *url(const fixture_t *fx, const char *path)
+{
+    return cm_xasprintf("%s%s", fx->base, path);
+}
+
+static void get(const fixture_t *fx, const char *path, const char *const *headers, t_resp_t *r)
+{
+    char *u = url(fx, path);
+    assert_int_equal(t_http("GET", u, NULL, NULL, 0, headers, r), 0);
+    free(u);
+}
+
+static void post(const fixture_t *fx, const char *path, const char *ctype, const char *body,
+                 size_t len, t_resp_t *r)
+{
+    char *u = url(fx, path);
+    assert_int_equal(t_http("POST", u, ctype, body, len, NULL, r), 0);
+    free(u);
+}
+
+static void assert_header(const t_resp_t *r, const char *name, const char *want)
+{
+    char *v = t_resp_header(r, name);
+    if (!v)
+        fail_msg("missing header %s", name);
+    assert_string_equal(v, want);
+    free(v);
+}
+
+static void assert_no_header(const t_resp_t *r, const char *name)
+{
+    char *v = t_resp_header(r, name);
+    if (v)
+        fail_msg("unexpected header %s: %s", name, v);
+}
+
+static void assert_security_headers(const t_resp_t *r)
+{
+    assert_header(r, "X-Content-Type-Options", "nosniff");
+    assert_header(r, "Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'");
+    assert_header(r, "Referrer-Policy", "no-referrer");
+    char *id = t_resp_header(r, "X-Request-Id");
+    assert_non_null(id);
+    assert_true(cm_request_id_valid(id));
+    free(id);
+    char *len = t_resp_header(r, "Content-Length");
+    assert_non_null(len);
+    long long n = -1;
+    assert_int_equal(cm_strtonum(len, 0, 1 << 20, &n), 0);
+    assert_int_equal((size_t)n, r->len);
+    free(len);
+}
+
+/* A problem+json answer with the given status, its request id matching the header. */
+static void assert_problem(const t_resp_t *r, long status)
+{
+    assert_int_equal(r->status, status);
+    assert_non_null(r->content_type);
+    assert_string_equal(r->content_type, "application/problem+json");
+    assert_non_null(r->json);
+    assert_string_equal(json_string_value(json_object_get(r->json, "type")), "about:blank");
+    assert_int_equal(json_integer_value(json_object_get(r->json, "status")), status);
+    assert_non_null(json_string_value(json_object_get(r->json, "title")));
+    char *id = t_resp_header(r, "X-Request-Id");
+    assert_non_null(id);
+    assert_string_equal(json_string_value(json_object_get(r->json, "request_id")), id);
+    free(id);
+    assert_header(r, "Cache-Control", "no-store");
+    assert_security_headers(r);
+}
+
+/* The server is still healthy: used after every bad request. */
+static void assert_still_answering(const fixture_t *fx)
+{
+    t_resp_t r;
+    get(fx, "/healthz", NULL, &r);
+    assert_int_equal(r.status, 200);
+    t_resp_dispose(&r);
+}
+
+static const char *detail_of(const t_resp_t *r)
+{
+    return json_string_value(json_object_get(r->json, "detail"));
+}
+
+/* ---- raw sockets ------------------------------------------------------------------------ */
+
+static int raw_connect(const fixture_t *fx)
+{
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(s >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)fx->port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(connect(s, (struct sockaddr *)&a, sizeof a), 0);
+    return s;
+}
+
+static void raw_send(int s, const char *data, size_t len)
+{
+    while (len) {
+        ssize_t n = send(s, data, len, MSG_NOSIGNAL);
+        if (n <= 0)
+            return; /* the server may close early on purpose */
+        data += n;
+        len -= (size_t)n;
+    }
+}
+
+/* Case-insensitive strstr (strcasestr is a GNU extension). */
+static const char *find_ci(const char *hay, const char *needle)
+{
+    size_t n = strlen(needle);
+    for (; *hay; hay++)
+        if (strncasecmp(hay, needle, n) == 0)
+            return hay;
+    return NULL;
+}
+
+/* Bytes of body the head announces, or 0. */
+static size_t announced_length(const char *head)
+{
+    const char *p = find_ci(head, "\r\nContent-Length:");
+    return p ? (size_t)strtoul(p + 17, NULL, 10) : 0;
+}
+
+/*
+ * Reads one answer (head and Content-Length body) within timeout_ms.
+ * Returns a new string; empty when the server closed without answering.
+ */
+static char *raw_read_answer(int s, int timeout_ms)
+{
+    cm_buf_t b;
+    cm_buf_init(&b);
+    cm_buf_puts(&b, "");
+    int64_t deadline = cm_now_mono_ms() + timeout_ms;
+    for (;;) {
+        const char *end = strstr(b.data, "\r\n\r\n");
+        if (end && b.len >= (size_t)(end + 4 - b.data) + announced_length(b.data))
+            break;
+        struct pollfd p = {.fd = s, .events = POLLIN};
+        int left = (int)(deadline - cm_now_mono_ms());
+        if (left <= 0 || poll(&p, 1, left) <= 0)
+            break;
+        char chunk[4096];
+        ssize_t n = recv(s, chunk, sizeof chunk, 0);
+        if (n <= 0)
+            break;
+        cm_buf_append(&b, chunk, (size_t)n);
+    }
+    return cm_buf_steal(&b);
+}
+
+static void assert_status_line(const char *answer, int status)
+{
+    char want[32];
+    snprintf(want, sizeof want, "HTTP/1.1 %d ", status);
+    if (strncmp(answer, want, strlen(want)) != 0)
+        fail_msg("expected %s, got: %.200s", want, answer);
+}
+
+/* ---- pure functions ---------------------------------------------------------------------- */
+
+static void route_find_ignores_one_trailing_slash_on_either_side(void **state)
+{
+    (void)state;
+    const cm_route_t *r = NULL;
+    size_t n = sizeof routes / sizeof routes[0];
+    assert_int_equal(cm_route_find(routes, n, "GET", "/api/hello", &r, NULL), 0);
+    assert_ptr_equal(r, &routes[0]);
+    assert_int_equal(cm_route_find(routes, n, "GET", "/api/hello/", &r, NULL), 0);
+    assert_int_equal(cm_route_find(routes, n, "POST", "/api/echo/", &r, NULL), 0);
+    assert_ptr_equal(r, &routes[1]);
+    assert_int_equal(cm_route_find(routes, n, "GET", "/api/hello//", &r, NULL), CM_ENOTFOUND);
+    assert_int_equal(cm_route_find(routes, n, "GET", "/api/hell", &r, NULL), CM_ENOTFOUND);
+    assert_int_equal(cm_route_find(routes, n, "GET", "/api/hello/x", &r, NULL), CM_ENOTFOUND);
+    assert_null(r);
+    const cm_route_t root[] = {{"GET", "/", on_hello, 0}};
+    assert_int_equal(cm_route_find(root, 1, "GET", "/", &r, NULL), 0);
+    assert_int_equal(cm_route_find(root, 1, "GET", "", &r, NULL), CM_ENOTFOUND);
+}
+
+static void route_find_reports_other_methods_in_allow(void **state)
+{
+    (void)state;
+    const cm_route_t table[] = {
+        {"POST", "/a", on_hello, 0},
+        {"DELETE", "/a/", on_hello, 0},
+        {"POST", "/a", on_echo, 0},
+        {"GET", "/b", on_hello, 0},
+    };
+    cm_buf_t allow;
+    cm_buf_init(&allow);
+    const cm_route_t *r = &table[3];
+    assert_int_equal(cm_route_find(table, 4, "GET", "/a/", &r, &allow), CM_ESTATE);
+    assert_null(r);
+    assert_string_equal(allow.data, "POST, DELETE");
+    assert_int_equal(cm_route_find(table, 4, "get", "/b", &r, NULL), CM_ESTATE);
+    cm_buf_dispose(&allow);
+}
+
+static void request_id_accepts_short_safe_tokens_only(void **state)
+{
+    (void)state;
+    assert_true(cm_request_id_valid("abc-123.DEF_x"));
+    assert_true(cm_request_id_valid("0f8fad5b-d9cb-469f-a165-70867728950e"));
+    char max[CM_MAX_REQUEST_ID + 2];
+    memset(max, 'a', sizeof max);
+    max[CM_MAX_REQUEST_ID] = '\0';
+    assert_true(cm_request_id_valid(max));
+    max[CM_MAX_REQUEST_ID] = 'a';
+    max[CM_MAX_REQUEST_ID + 1] = '\0';
+    assert_false(cm_request_id_valid(max));
+    assert_false(cm_request_id_valid(""));
+    assert_false(cm_request_id_valid(NULL));
+    assert_false(cm_request_id_valid("has space"));
+    assert_false(cm_request_id_valid("line\nbreak"));
+    assert_false(cm_request_id_valid("quote\""));
+    assert_false(cm_request_id_valid("caf\xc3\xa9"));
+}
+
+static void start_refuses_a_bad_config_and_a_taken_port(void **state)
+{
+    fixture_t *fx = *state;
+    int err = 0;
+    cm_http_config_t cfg = {.bind = "127.0.0.1", .port = 0};
+    assert_null(cm_http_start(&cfg, &err));
+    assert_int_equal(err, CM_EINVAL);
+    cfg.port = 8080;
+    cfg.bind = "127.0.0.1; rm -rf /";
+    assert_null(cm_http_start(&cfg, &err));
+    assert_int_equal(err, CM_EINVAL);
+    const cm_route_t no_fn[] = {{"GET", "/x", NULL, 0}};
+    cfg.bind = "127.0.0.1";
+    cfg.routes = no_fn;
+    cfg.nroutes = 1;
+    assert_null(cm_http_start(&cfg, &err));
+    assert_int_equal(err, CM_EINVAL);
+    cm_http_config_t taken = {.bind = "127.0.0.1", .port = fx->port};
+    assert_null(cm_http_start(&taken, &err));
+    assert_int_equal(err, CM_EIO);
+    assert_still_answering(fx);
+}
+
+/* ---- routing over HTTP ---------------------------------------------------------------------- */
+
+static void routes_match_with_and_without_trailing_slash(void **state)
+{
+    fixture_t *fx = *state;
+    const char *paths[] = {"/api/hello", "/api/hello/"};
+    for (size_t i = 0; i < 2; i++) {
+        t_resp_t r;
+        get(fx, paths[i], NULL, &r);
+        assert_int_equal(r.status, 200);
+        assert_string_equal(r.content_type, "application/json");
+        assert_string_equal(json_string_value(json_object_get(r.json, "hello")), "world");
+        assert_security_headers(&r);
+        assert_no_header(&r, "Cache-Control");
+        t_resp_dispose(&r);
+    }
+}
+
+static void unknown_path_is_404_problem_json(void **state)
+{
+    fixture_t *fx = *state;
+    t_resp_t r;
+    get(fx, "/api/nope", NULL, &r);
+    assert_problem(&r, 404);
+    t_resp_dispose(&r);
+    assert_still_answering(fx);
+}
+
+static void wrong_method_is_405_with_allow(void **state)
+{
+    fixture_t *fx = *state;
+    t_resp_t r;
+    get(fx, "/api/echo/", NULL, &r);
+    assert_problem(&r, 405);
+    assert_header(&r, "Allow", "POST, DELETE");
+    t_resp_dispose(&r);
+    char *u = url(fx, "/healthz");
+    assert_int_equal(t_http("POST", u, "application/json", "{}", 2, NULL, &r), 0);
+    free(u);
+    assert_problem(&r, 405);
+    assert_header(&r, "Allow", "GET");
+    t_resp_dispose(&r);
+    assert_still_answering(fx);
+}
+
+static void no_store_route_and_204_answers_are_well_formed(void **state)
+{
+    fixture_t *fx = *state;
+    t_resp_t r;
+    get(fx, "/api/secret", NULL, &r);
+    assert_int_equal(r.status, 200);
+    assert_header(&r, "Cache-Control", "no-store");
+    t_resp_dispose(&r);
+    char *u = url(fx, "/api/echo");
+    assert_int_equal(t_http("DELETE", u, NULL, NULL, 0, NULL, &r), 0);
+    free(u);
+    assert_int_equal(r.status, 204);
+    assert_int_equal(r.len, 0);
+    assert_header(&r, "X-Content-Type-Options", "nosniff");
+    assert_no_header(&r, "Content-Length");
+    t_resp_dispose(&r);
+}
+
+static void handler_that_forgets_to_reply_gets_500_problem(void **state)
+{
+    fixture_t *fx = *state;
+    t_resp_t r;
+    get(fx, "/api/forgetful", NULL, &r);
+    assert_problem(&r, 500);
+    t_resp_dispose(&r);
+    assert_still_answering(fx);
+}
+
+static void header_values_with_line_breaks_are_refused(void **state)
+{
+    fixture_t *fx = *state;
+    t_resp_t r;
+    get(fx, "/api/headers", NULL, &r);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, "ok");
+    assert_header(&r, "X-Good", "fine value");
+    assert_no_header(&r, "X-Evil");
+    assert_no_header(&r, "X-Evil2");
+    assert_no_header(&r, "Set-Cookie");
+    assert_no_header(&r, "X-Injected");
+    assert_header(&r, "Content-Length", "2");
+    t_resp_dispose(&r);
+}
+
+static void query_parameters_are_decoded_and_capped(void **state)
+{
+    fixture_t *fx = *state;
+    t_resp_t r;
+    get(fx, "/api/items?x=1&limit=2%200", NULL, &r);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(json_string_value(json_object_get(r.json, "limit")), "2 0");
+    t_resp_dispose(&r);
+    get(fx, "/api/items?limit=123456789", NULL, &r);
+    assert_problem(&r, 400);
+    assert_non_null(json_object_get(json_object_get(r.json, "errors"), "limit"));
+    t_resp_dispose(&r);
+    get(fx, "/api/items", NULL, &r);
+    assert_int_equal(r.status, 200);
+    assert_true(json_is_null(json_object_get(r.json, "limit")));
+    t_resp_dispose(&r);
+}
+
+/* ---- bodies ------------------------------------------------------------------------------------
+ */
+
+static void valid_json_body_reaches_the_handler(void **state)
+{
+    fixture_t *fx = *state;
+    const char *types[] = {"application/json", "Application/JSON; charset=utf-8"};
+    for (size_t i = 0; i < 2; i++) {
+        t_resp_t r;
+        const char *body = "{\"name\":\"ada\",\"n\":3,\"nested\":{\"ok\":true}}";
+        post(fx, "/api/echo/", types[i], body, strlen(body), &r);
+        assert_int_equal(r.status, 200);
+        json_t *want = json_loads(body, 0, NULL);
+        assert_true(json_equal(r.json, want));
+        json_decref(want);
+        assert_security_headers(&r);
+        t_resp_dispose(&r);
+    }
+}
+
+static void text_plain_body_is_415(void **state)
+{
+    fixture_t *fx = *state;
+    const char *types[] = {"text/plain", "application/jsonx", NULL};
+    for (size_t i = 0; i < 3; i++) {
+        t_resp_t r;
+        post(fx, "/api/echo", types[i], "{}", 2, &r);
+        assert_problem(&r, 415);
+        t_resp_dispose(&r);
+        assert_still_answering(fx);
+    }
+}
+
+static void body_of_100_kib_is_413(void **state)
+{
+    fixture_t *fx = *state;
+    size_t n = 100 * 1024;
+    char *big = cm_xmalloc(n);
+    memset(big, ' ', n);
+    big[0] = '{';
+    big[n - 1] = '}';
+    t_resp_t r;
+    post(fx, "/api/echo", "application/json", big, n, &r);
+    assert_problem(&r, 413);
+    t_resp_dispose(&r);
+    free(big);
+    assert_still_answering(fx);
+}
+
+static void lying_content_length_is_413_without_waiting_for_the_body(void **state)
+{
+    fixture_t *fx = *state;
+    int s = raw_connect(fx);
+    const char *req = "POST /api/echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                      "Content-Length: 1000000\r\n\r\n{}";
+    int64_t t0 = cm_now_mono_ms();
+    raw_send(s, req, strlen(req));
+    char *answer = raw_read_answer(s, 4000);
+    assert_status_line(answer, 413);
+    assert_true(cm_now_mono_ms() - t0 < 2000); /* well before the 5 s request timeout */
+    assert_non_null(find_ci(answer, "\r\nContent-Type: application/problem+json"));
+    free(answer);
+    close(s);
+    assert_still_answering(fx);
+}
+
+static void short_body_is_400_and_bad_content_length_is_refused(void **state)
+{
+    fixture_t *fx = *state;
+    int s = raw_connect(fx);
+    const char *req = "POST /api/echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                      "Content-Length: 10\r\n\r\n{}";
+    raw_send(s, req, strlen(req));
+    shutdown(s, SHUT_WR); /* the client gives up after 2 of 10 bytes */
+    char *answer = raw_read_answer(s, 4000);
+    assert_status_line(answer, 400);
+    free(answer);
+    close(s);
+    s = raw_connect(fx);
+    req = "POST /api/echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+          "Content-Length: -5\r\n\r\n{}";
+    raw_send(s, req, strlen(req));
+    answer = raw_read_answer(s, 4000);
+    assert_true(strncmp(answer, "HTTP/1.1 4", 10) == 0);
+    free(answer);
+    close(s);
+    assert_still_answering(fx);
+}
+
+static void chunked_bodies_are_read_and_capped(void **state)
+{
+    fixture_t *fx = *state;
+    int s = raw_connect(fx);
+    const char *req = "POST /api/echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                      "Transfer-Encoding: chunked\r\n\r\n"
+                      "5\r\n{\"a\":\r\n3\r\n 1}\r\n0\r\n\r\n";
+    raw_send(s, req, strlen(req));
+    char *answer = raw_read_answer(s, 4000);
+    assert_status_line(answer, 200);
+    assert_non_null(strstr(answer, "\r\n\r\n{\"a\":1}"));
+    free(answer);
+    close(s);
+
+    s = raw_connect(fx);
+    req = "POST /api/echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+          "Transfer-Encoding: chunked\r\n\r\n";
+    raw_send(s, req, strlen(req));
+    char chunk[1024 + 16];
+    memset(chunk, ' ', sizeof chunk);
+    memcpy(chunk, "400\r\n", 5);
+    memcpy(chunk + 5 + 1024, "\r\n", 2);
+    for (int i = 0; i < 20; i++) /* 20 KiB, never terminated: must not be awaited */
+        raw_send(s, chunk, 5 + 1024 + 2);
+    answer = raw_read_answer(s, 4000);
+    assert_status_line(answer, 413);
+    free(answer);
+    close(s);
+    assert_still_answering(fx);
+}
+
+static void malformed_json_is_400_with_the_position(void **state)
+{
+    fixture_t *fx = *state;
+    t_resp_t r;
+    const char *bad = "{\"a\": 1,\n \"b\": }";
+    post(fx, "/api/echo", "application/json", bad, strlen(bad), &r);
+    assert_problem(&r, 400);
+    assert_string_equal(json_string_value(json_object_get(r.json, "title")), "Malformed JSON");
+    assert_non_null(strstr(detail_of(&r), "line 2"));
+    t_resp_dispose(&r);
+    const char *dup = "{\"a\": 1, \"a\": 2}";
+    post(fx, "/api/echo", "application/json", dup, strlen(dup), &r);
+    assert_problem(&r, 400);
+    t_resp_dispose(&r);
+    const char *binary = "{\"a\": \"\xff\xfe\"}";
+    post(fx, "/api/echo", "application/json", binary, strlen(binary), &r);
+    assert_problem(&r, 400);
+    t_resp_dispose(&r);
+    post(fx, "/api/echo", "application/json", "", 0, &r);
+    assert_problem(&r, 400);
+    t_resp_dispose(&r);
+    assert_still_answering(fx);
+}
+
+static void json_that_is_not_an_object_is_400(void **state)
+{
+    fixture_t *fx = *state;
+    const char *bodies[] = {"[1,2,3]", "\"text\"", "42", "null"};
+    for (size_t i = 0; i < 4; i++) {
+        t_resp_t r;
+        post(fx, "/api/echo", "application/json", bodies[i], strlen(bodies[i]), &r);
+        assert_problem(&r, 400);
+        assert_non_null(strstr(detail_of(&r), "object"));
+        t_resp_dispose(&r);
+    }
+    assert_still_answering(fx);
+}
+
+static void unread_body_does_not_poison_a_kept_alive_connection(void **state)
+{
+    fixture_t *fx = *state;
+    int s = raw_connect(fx);
+    const char *req = "POST /api/nowhere HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                      "Content-Length: 26\r\n\r\nGET /api/secret HTTP/1.1\r\n"
+                      "GET /api/hello HTTP/1.1\r\nHost: t\r\n\r\n";
+    raw_send(s, req, strlen(req));
+    char *first = raw_read_answer(s, 4000);
+    assert_status_line(first, 404);
+    char *second = raw_read_answer(s, 4000);
+    /* Either the next request is answered properly or the connection is closed. */
+    if (second[0])
+        assert_status_line(second, 200);
+    assert_null(strstr(second, "shh"));
+    free(first);
+    free(second);
+    close(s);
+    assert_still_answering(fx);
+}
+
+static void requests_civetweb_refuses_still_get_problem_json_and_headers(void **state)
+{
+    fixture_t *fx = *state;
+    const char *reqs[] = {
+        "POST /api/echo HTTP/1.1\r\nHost: t\r\nX-Request-Id: bad-length\r\n"
+        "Content-Type: application/json\r\nContent-Length: abc\r\n\r\n{}",
+        "NOT AN HTTP REQUEST\r\n\r\n",
+    };
+    for (size_t i = 0; i < 2; i++) {
+        int s = raw_connect(fx);
+        raw_send(s, reqs[i], strlen(reqs[i]));
+        char *answer = raw_read_answer(s, 4000);
+        assert_true(strncmp(answer, "HTTP/1.1 4", 10) == 0);
+        assert_non_null(find_ci(answer, "\r\nContent-Type: application/problem+json\r\n"));
+        assert_non_null(find_ci(answer, "\r\nX-Content-Type-Options: nosniff\r\n"));
+        assert_non_null(find_ci(answer, "\r\nX-Request-Id: "));
+        if (i == 0)
+            assert_non_null(strstr(answer, "\"request_id\":\"bad-length\""));
+        free(answer);
+        close(s);
+    }
+    /* A request head over the cap is refused, not buffered without bound. */
+    int s = raw_connect(fx);
+    size_t n = 40 * 1024;
+    char *huge = cm_xmalloc(n);
+    memset(huge, 'a', n);
+    const char *start = "GET /api/hello HTTP/1.1\r\nHost: t\r\nX-Big: ";
+    raw_send(s, start, strlen(start));
+    raw_send(s, huge, n);
+    raw_send(s, "\r\n\r\n", 4);
+    char *answer = raw_read_answer(s, 4000);
+    assert_true(strncmp(answer, "HTTP/1.1 4", 10) == 0);
+    free(answer);
+    free(huge);
+    close(s);
+    assert_still_answering(fx);
+}
+
+/* ---- request ids
+ * --------------------------------------------------------------------------------- */
+
+static void valid_request_id_is_passed_through(void **state)
+{
+    fixture_t *fx = *state;
+    const char *hdrs[] = {"X-Request-Id: abc-123.DEF_x", NULL};
+    t_resp_t r;
+    get(fx, "/api/hello", hdrs, &r);
+    assert_header(&r, "X-Request-Id", "abc-123.DEF_x");
+    t_resp_dispose(&r);
+    get(fx, "/api/missing", hdrs, &r);
+    assert_problem(&r, 404);
+    assert_string_equal(json_string_value(json_object_get(r.json, "request_id")), "abc-123.DEF_x");
+    t_resp_dispose(&r);
+}
+
+static void odd_request_ids_are_replaced_with_a_uuid(void **state)
+{
+    fixture_t *fx = *state;
+    char long_id[256];
+    memcpy(long_id, "X-Request-Id: ", 14);
+    memset(long_id + 14, 'a', 200);
+    long_id[214] = '\0';
+    const char *cases[][2] = {{long_id, NULL}, {"X-Request-Id: has spaces", NULL}, {NULL, NULL}};
+    for (size_t i = 0; i < 3; i++) {
+        t_resp_t r;
+        get(fx, "/api/hello", cases[i][0] ? cases[i] : NULL, &r);
+        char *id = t_resp_header(&r, "X-Request-Id");
+        assert_non_null(id);
+        assert_true(cm_is_uuid(id, strlen(id)));
+        free(id);
+        t_resp_dispose(&r);
+    }
+}
+
+/* ---- built-ins
+ * ------------------------------------------------------------------------------------ */
+
+static void healthz_and_readyz_answer_ok_when_ready(void **state)
+{
+    fixture_t *fx = *state;
+    t_resp_t r;
+    get(fx, "/healthz", NULL, &r);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(json_string_value(json_object_get(r.json, "status")), "ok");
+    assert_security_headers(&r);
+    t_resp_dispose(&r);
+    get(fx, "/readyz/", NULL, &r);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(json_string_value(json_object_get(r.json, "status")), "ready");
+    t_resp_dispose(&r);
+}
+
+static void readyz_is_503_naming_what_is_down(void **state)
+{
+    fixture_t *fx = *state;
+    __atomic_store_n(&fx->ready, false, __ATOMIC_SEQ_CST);
+    t_resp_t r;
+    get(fx, "/readyz", NULL, &r);
+    assert_problem(&r, 503);
+    assert_non_null(strstr(detail_of(&r), "database"));
+    assert_header(&r, "Retry-After", "1");
+    t_resp_dispose(&r);
+    get(fx, "/healthz", NULL, &r);
+    assert_int_equal(r.status, 200); /* alive, only not ready */
+    t_resp_dispose(&r);
+}
+
+static void metrics_count_requests_by_route_pattern_not_raw_path(void **state)
+{
+    fixture_t *fx = *state;
+    t_resp_t r;
+    get(fx, "/api/counted", NULL, &r);
+    t_resp_dispose(&r);
+    get(fx, "/api/counted/", NULL, &r);
+    t_resp_dispose(&r);
+    get(fx, "/random-7d1f0c", NULL, &r);
+    t_resp_dispose(&r);
+    post(fx, "/api/counted", "text/plain", "x", 1, &r);
+    t_resp_dispose(&r);
+    get(fx, "/metrics", NULL, &r);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.content_type, "text/plain; version=0.0.4; charset=utf-8");
+    assert_security_headers(&r);
+    const char *text = r.body;
+    assert_non_null(strstr(text, "# TYPE linktr_http_requests_total counter\n"));
+    assert_non_null(strstr(text, "# TYPE linktr_http_request_duration_seconds histogram\n"));
+    assert_non_null(strstr(text,
+                           "\nlinktr_http_requests_total{route=\"/api/counted/\",method=\"GET\","
+                           "status=\"200\"} 2\n"));
+    assert_non_null(strstr(text,
+                           "\nlinktr_http_requests_total{route=\"/api/counted\",method=\"POST\","
+                           "status=\"415\"} 1\n"));
+    assert_non_null(strstr(text, "\nlinktr_http_requests_total{route=\"unmatched\",method=\"GET\","
+                                 "status=\"404\"}"));
+    assert_non_null(
+        strstr(text, "\nlinktr_http_request_duration_seconds_count{route=\"/api/counted/\"} 2\n"));
+    assert_non_null(strstr(text,
+                           "\nlinktr_http_request_duration_seconds_bucket{route=\"/api/counted/\","
+                           "le=\"+Inf\"} 2\n"));
+    assert_null(strstr(text, "random-7d1f0c"));
+    t_resp_dispose(&r);
+}
+
+int main(void)
+{
+    cm_log_init("test_http", CM_LOG_ERROR);
+#define T(fn) cmocka_unit_test_setup(fn, reset)
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(route_find_ignores_one_trailing_slash_on_either_side),
+        cmocka_unit_test(route_find_reports_other_methods_in_allow),
+        cmocka_unit_test(request_id_accepts_short_safe_tokens_only),
+        T(start_refuses_a_bad_config_and_a_taken_port),
+        T(routes_match_with_and_without_trailing_slash),
+        T(unknown_path_is_404_problem_json),
+        T(wrong_method_is_405_with_allow),
+        T(no_store_route_and_204_answers_are_well_formed),
+        T(handler_that_forgets_to_reply_gets_500_problem),
+        T(header_values_with_line_breaks_are_refused),
+        T(query_parameters_are_decoded_and_capped),
+        T(valid_json_body_reaches_the_handler),
+        T(text_plain_body_is_415),
+        T(body_of_100_kib_is_413),
+        T(lying_content_length_is_413_without_waiting_for_the_body),
+        T(short_body_is_400_and_bad_content_length_is_refused),
+        T(chunked_bodies_are_read_and_capped),
+        T(malformed_json_is_400_with_the_position),
+        T(json_that_is_not_an_object_is_400),
+        T(unread_body_does_not_poison_a_kept_alive_connection),
+        T(requests_civetweb_refuses_still_get_problem_json_and_headers),
+        T(valid_request_id_is_passed_through),
+        T(odd_request_ids_are_replaced_with_a_uuid),
+        T(healthz_and_readyz_answer_ok_when_ready),
+        T(readyz_is_503_naming_what_is_down),
+        T(metrics_count_requests_by_route_pattern_not_raw_path),
+    };
+#undef T
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
