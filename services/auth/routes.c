@@ -1,0 +1,738 @@
+/* The auth service's HTTP handlers (see routes.h and API.md, "Accounts"). */
+#include "routes.h"
+
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "cm/log.h"
+#include "code.h"
+#include "store.h"
+#include "validate.h"
+
+#define MSG_REQUIRED "This field is required."
+#define MSG_NOT_STRING "Must be a string."
+#define MSG_BLANK "This field may not be blank."
+#define MSG_BAD_TOKEN "Invalid or expired token."
+#define MSG_LOGIN_FAILED "No active account found with the given credentials."
+/* Longest identifier or password a login looks at; longer can never match. */
+#define LOGIN_MAX_BYTES 1024
+
+/* ---- small helpers ---------------------------------------------------------- */
+
+/* A string member: 0 with *s and *len set, or CM_EINVAL with the reason added to errors. */
+static int get_string(json_t *body, const char *field, bool required, json_t *errors,
+                      const char **s, size_t *len)
+{
+    json_t *v = json_object_get(body, field); /* borrowed */
+    *s = NULL;
+    *len = 0;
+    if (!v || json_is_null(v)) {
+        if (required)
+            cm_errors_add(errors, field, MSG_REQUIRED);
+        return required ? CM_EINVAL : 0;
+    }
+    if (!json_is_string(v)) {
+        cm_errors_add(errors, field, MSG_NOT_STRING);
+        return CM_EINVAL;
+    }
+    *s = json_string_value(v);
+    *len = json_string_length(v);
+    return 0;
+}
+
+/* Overwrites a secret string member in place before the body is freed. */
+static void wipe_member(json_t *body, const char *field)
+{
+    json_t *v = json_object_get(body, field); /* borrowed */
+    if (json_is_string(v))
+        sodium_memzero((void *)(uintptr_t)json_string_value(v), json_string_length(v));
+}
+
+/* 503 for an unreachable or saturated dependency, 500 for anything else. */
+static void reply_failure(cm_req_t *rq, int rc, const char *what)
+{
+    if (rc == CM_EUNAVAIL || rc == CM_EBUSY || rc == CM_ETIMEDOUT) {
+        cm_reply_header(rq, "Retry-After", "1");
+        cm_reply_problem(rq, 503, "Service unavailable",
+                         "The service is busy or a dependency is down; try again shortly.", NULL);
+        return;
+    }
+    CM_ERROR(cm_req_id(rq), "%s failed: %s", what, cm_errname(rc));
+    cm_reply_problem(rq, 500, "Internal error", "The request could not be completed.", NULL);
+}
+
+static void reply_unauthorized(cm_req_t *rq, const char *detail)
+{
+    cm_reply_problem(rq, 401, "Unauthorized", detail, NULL);
+}
+
+static void reply_field_error(cm_req_t *rq, const char *field, const char *msg)
+{
+    json_t *errors = json_object();
+    cm_errors_add(errors, field, msg);
+    cm_reply_invalid(rq, errors);
+}
+
+static json_t *user_json(const auth_app_t *app, const auth_user_t *u)
+{
+    cm_buf_t link;
+    cm_buf_init(&link);
+    cm_buf_puts(&link, app->cfg->public_base_url);
+    cm_buf_puts(&link, "/r/");
+    cm_buf_puts(&link, u->referral_code);
+    char created[32];
+    cm_format_time(u->created_us, created);
+    json_t *o = json_pack("{s:s, s:s, s:s, s:b, s:s, s:s, s:s?, s:s}", "id", u->id, "username",
+                          u->username, "email", u->email, "email_verified", u->email_verified,
+                          "referral_code", u->referral_code, "referral_link", link.data,
+                          "referred_by", u->referred_by[0] ? u->referred_by : NULL,
+                          "created_at", created);
+    cm_buf_dispose(&link);
+    return o;
+}
+
+/* Signs an access token and replies 200 with the tokens object. */
+static void reply_tokens(cm_req_t *rq, const auth_app_t *app, const auth_user_t *u,
+                         const char *refresh)
+{
+    char *access = NULL;
+    int rc = cm_jwt_sign(app->signer, u->id, u->username, &access, NULL);
+    if (rc != 0) {
+        reply_failure(rq, rc, "jwt sign");
+        return;
+    }
+    json_t *o = json_pack("{s:s, s:s, s:s, s:i, s:o}", "access", access, "refresh", refresh,
+                          "token_type", "Bearer", "expires_in", app->cfg->access_ttl_s, "user",
+                          user_json(app, u));
+    sodium_memzero(access, strlen(access));
+    free(access);
+    cm_reply_json(rq, 200, o);
+}
+
+/* Verifies the Bearer token and loads its user; replies 401 itself on failure. */
+static int bearer_user_or_reply(cm_req_t *rq, const auth_app_t *app, auth_user_t *u)
+{
+    const char *tok = NULL;
+    size_t len = 0;
+    cm_jwt_claims_t claims;
+    const char *hdr = cm_req_header(rq, "Authorization");
+    if (!hdr || cm_jwt_from_header(hdr, &tok, &len) != 0 ||
+        cm_jwt_verify(app->verifier, tok, len, &claims) != 0) {
+        reply_unauthorized(rq, "Authentication credentials were not provided or are invalid.");
+        return CM_EAUTH;
+    }
+    int rc = auth_store_user_by_id(app->db, claims.sub, u);
+    if (rc == CM_ENOTFOUND)
+        reply_unauthorized(rq, "Authentication credentials were not provided or are invalid.");
+    else if (rc != 0)
+        reply_failure(rq, rc, "user lookup");
+    return rc;
+}
+
+/* Makes a one-time token: its hash for the database and its sealed form for the mailer. */
+static int sealed_token(const auth_app_t *app, char hash[65], char **sealed)
+{
+    char token[CM_TOKEN_CHARS];
+    cm_token_new(token);
+    cm_sha256_hex(token, strlen(token), hash);
+    int rc = cm_seal(app->cfg->mailer_seal_pk, token, strlen(token), sealed);
+    sodium_memzero(token, sizeof token);
+    return rc;
+}
+
+static void count(cm_family_t *f, const char *label)
+{
+    const char *values[1] = {label};
+    if (f)
+        cm_metric_add(f, label ? values : NULL, 1);
+}
+
+void auth_metrics_register(auth_app_t *app, cm_metrics_t *m)
+{
+    app->logins = cm_metrics_counter(m, "linktr_auth_logins_total",
+                                     "Login attempts by result", "result");
+    app->registrations = cm_metrics_counter(m, "linktr_auth_registrations_total",
+                                            "Accounts created", NULL);
+    app->reuse = cm_metrics_counter(m, "linktr_auth_refresh_reuse_total",
+                                    "Rotated refresh tokens presented again (family revoked)",
+                                    NULL);
+}
+
+/* ---- exposed pure helpers --------------------------------------------------------- */
+
+void auth_derive_refresh_key(auth_app_t *app, const char *pem, size_t len)
+{
+    static const char context[] = "linktr refresh successor v1";
+    crypto_generichash_state st;
+    crypto_generichash_init(&st, (const unsigned char *)context, sizeof context - 1,
+                            sizeof app->refresh_key);
+    crypto_generichash_update(&st, (const unsigned char *)pem, len);
+    crypto_generichash_final(&st, app->refresh_key, sizeof app->refresh_key);
+    sodium_memzero(&st, sizeof st);
+}
+
+void auth_refresh_child(const auth_app_t *app, const char *token, size_t len,
+                        char out[CM_TOKEN_CHARS])
+{
+    unsigned char mac[crypto_auth_hmacsha256_BYTES];
+    crypto_auth_hmacsha256(mac, (const unsigned char *)token, len, app->refresh_key);
+    sodium_bin2base64(out, CM_TOKEN_CHARS, mac, sizeof mac,
+                      sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+    sodium_memzero(mac, sizeof mac);
+}
+
+bool auth_token_well_formed(const char *s, size_t len)
+{
+    if (!s || len != CM_TOKEN_CHARS - 1)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_'))
+            return false;
+    }
+    return true;
+}
+
+static bool valid_ip(const char *s)
+{
+    unsigned char buf[sizeof(struct in6_addr)];
+    return inet_pton(AF_INET, s, buf) == 1 || inet_pton(AF_INET6, s, buf) == 1;
+}
+
+void auth_client_ip(const char *peer, const char *xff, char out[46])
+{
+    out[0] = '\0';
+    bool loopback = peer && (strcmp(peer, "127.0.0.1") == 0 || strcmp(peer, "::1") == 0 ||
+                             strcmp(peer, "::ffff:127.0.0.1") == 0);
+    if (loopback && xff) {
+        while (*xff == ' ' || *xff == '\t')
+            xff++;
+        size_t n = strcspn(xff, ", \t");
+        if (n > 0 && n < 46) {
+            memcpy(out, xff, n);
+            out[n] = '\0';
+            if (valid_ip(out))
+                return;
+        }
+        out[0] = '\0';
+    }
+    if (peer && strlen(peer) < 46 && valid_ip(peer))
+        snprintf(out, 46, "%s", peer);
+}
+
+/* ---- registration ----------------------------------------------------------------- */
+
+typedef struct reg_input {
+    const char *username, *email, *password, *code;
+    size_t ulen, elen, plen, clen;
+    char normalized_code[AUTH_CODE_LEN + 1];
+} reg_input_t;
+
+/* Reads and validates the body; every problem lands in errors. */
+static void check_register(json_t *body, reg_input_t *in, json_t *errors)
+{
+    const char *msg = NULL;
+    if (get_string(body, "username", true, errors, &in->username, &in->ulen) == 0 &&
+        auth_validate_username(in->username, in->ulen, &msg) != 0)
+        cm_errors_add(errors, "username", msg);
+    if (get_string(body, "email", true, errors, &in->email, &in->elen) == 0 &&
+        auth_validate_email(in->email, in->elen, &msg) != 0)
+        cm_errors_add(errors, "email", msg);
+    bool names_ok = !json_object_get(errors, "username") && !json_object_get(errors, "email");
+    if (get_string(body, "password", true, errors, &in->password, &in->plen) == 0 &&
+        auth_validate_password(in->password, in->plen, names_ok ? in->username : NULL,
+                               names_ok ? in->email : NULL, &msg) != 0)
+        cm_errors_add(errors, "password", msg);
+    if (get_string(body, "referral_code", false, errors, &in->code, &in->clen) == 0 &&
+        in->code && in->clen > 0 && !auth_code_normalize(in->code, in->clen, in->normalized_code))
+        cm_errors_add(errors, "referral_code", "Unknown referral code.");
+}
+
+static void reply_conflict(cm_req_t *rq, bool username, bool email)
+{
+    json_t *errors = json_object();
+    if (username)
+        cm_errors_add(errors, "username", "A user with that username already exists.");
+    if (email)
+        cm_errors_add(errors, "email", "A user with that email already exists.");
+    cm_reply_problem(rq, 409, "Conflict", "A unique field is already taken.", errors);
+}
+
+/* Fails fast, before spending a hash, when the name or email is visibly taken. */
+static int precheck_or_reply(cm_req_t *rq, const auth_app_t *app, const reg_input_t *in)
+{
+    bool u = false, e = false;
+    int rc = auth_store_taken(app->db, in->username, in->email, &u, &e);
+    if (rc != 0) {
+        reply_failure(rq, rc, "register precheck");
+        return rc;
+    }
+    if (u || e) {
+        reply_conflict(rq, u, e);
+        return CM_ECONFLICT;
+    }
+    return 0;
+}
+
+/* Hashes, makes the verify token and writes everything in one transaction. */
+static void create_user(cm_req_t *rq, const auth_app_t *app, const reg_input_t *in)
+{
+    char pwhash[crypto_pwhash_STRBYTES], token_hash[65], ip[46];
+    char *sealed = NULL;
+    int rc = cm_password_hash(app->hash, in->password, in->plen, pwhash);
+    if (rc != 0) {
+        reply_failure(rq, rc, "password hash");
+        return;
+    }
+    rc = sealed_token(app, token_hash, &sealed);
+    if (rc != 0) {
+        reply_failure(rq, rc, "seal verify token");
+        return;
+    }
+    auth_client_ip(cm_req_peer(rq), cm_req_header(rq, "X-Forwarded-For"), ip);
+    auth_new_user_t nu = {.username = in->username, .email = in->email, .password_hash = pwhash,
+                          .referral_code = in->normalized_code[0] ? in->normalized_code : NULL,
+                          .ip = ip[0] ? ip : NULL, .verify_hash = token_hash,
+                          .verify_sealed = sealed};
+    auth_user_t u;
+    const char *field = NULL;
+    rc = auth_store_register(app->db, &nu, &u, &field);
+    free(sealed);
+    if (rc == CM_ECONFLICT && field)
+        reply_conflict(rq, strcmp(field, "username") == 0, strcmp(field, "email") == 0);
+    else if (rc == CM_ENOTFOUND && field)
+        reply_field_error(rq, field, "Unknown referral code.");
+    else if (rc != 0)
+        reply_failure(rq, rc, "register");
+    else {
+        count(app->registrations, NULL);
+        cm_reply_json(rq, 201, user_json(app, &u));
+    }
+}
+
+static void on_register(cm_req_t *rq, void *ctx)
+{
+    const auth_app_t *app = ctx;
+    json_t *body = NULL;
+    if (cm_req_json_or_reply(rq, &body) != 0)
+        return;
+    json_t *errors = json_object();
+    reg_input_t in = {0};
+    check_register(body, &in, errors);
+    if (json_object_size(errors) > 0) {
+        cm_reply_invalid(rq, errors);
+        goto out;
+    }
+    json_decref(errors);
+    if (precheck_or_reply(rq, app, &in) == 0)
+        create_user(rq, app, &in);
+out:
+    wipe_member(body, "password");
+    json_decref(body);
+}
+
+/* ---- login -------------------------------------------------------------------------- */
+
+/* The throttle is per account; unknown names get their own key, so behaviour is the same. */
+static void throttle_key(const auth_user_t *u, bool found, const char *ident, char *out,
+                         size_t cap)
+{
+    if (found) {
+        snprintf(out, cap, "user:%s", u->id);
+        return;
+    }
+    snprintf(out, cap, "login:%s", ident);
+    size_t n = strlen(out);
+    for (size_t i = 6; i < n; i++)
+        if (out[i] >= 'A' && out[i] <= 'Z')
+            out[i] = (char)(out[i] - 'A' + 'a');
+}
+
+/* Replies 429 with Retry-After when the account is locked; returns non-zero then. */
+static int throttled_or_reply(cm_req_t *rq, const auth_app_t *app, const char *key)
+{
+    int64_t wait_s = 0;
+    int rc = auth_store_throttle_check(app->db, key, &wait_s);
+    if (rc != 0) {
+        reply_failure(rq, rc, "throttle check");
+        return rc;
+    }
+    if (wait_s <= 0)
+        return 0;
+    count(app->logins, "throttled");
+    char v[24];
+    snprintf(v, sizeof v, "%lld", (long long)wait_s);
+    cm_reply_header(rq, "Retry-After", v);
+    cm_reply_problem(rq, 429, "Too many requests",
+                     "Too many failed login attempts; try again later.", NULL);
+    return CM_EBUSY;
+}
+
+/* After the password matched: reset the throttle, rehash if needed, issue tokens. */
+static void login_success(cm_req_t *rq, const auth_app_t *app, const auth_user_t *u,
+                          const char *key, const char *pw, size_t plen, bool rehash)
+{
+    if (auth_store_throttle_reset(app->db, key) != 0)
+        CM_WARN(cm_req_id(rq), "could not reset the login throttle");
+    char newhash[crypto_pwhash_STRBYTES];
+    if (rehash && cm_password_hash(app->hash, pw, plen, newhash) == 0 &&
+        auth_store_set_password_hash(app->db, u->id, newhash) != 0)
+        CM_WARN(cm_req_id(rq), "could not store the rehashed password");
+    char refresh[CM_TOKEN_CHARS], hash[65];
+    cm_token_new(refresh);
+    cm_sha256_hex(refresh, strlen(refresh), hash);
+    int rc = auth_store_refresh_issue(app->db, u->id, hash, app->cfg->refresh_ttl_days);
+    if (rc != 0)
+        reply_failure(rq, rc, "refresh issue");
+    else
+        reply_tokens(rq, app, u, refresh);
+    sodium_memzero(refresh, sizeof refresh);
+}
+
+static void login(cm_req_t *rq, const auth_app_t *app, const char *ident, const char *pw,
+                  size_t plen)
+{
+    auth_user_t u;
+    int rc = auth_store_user_by_login(app->db, ident, &u);
+    if (rc != 0 && rc != CM_ENOTFOUND) {
+        reply_failure(rq, rc, "login lookup");
+        return;
+    }
+    bool found = rc == 0;
+    char key[LOGIN_MAX_BYTES + 16];
+    throttle_key(&u, found, ident, key, sizeof key);
+    if (throttled_or_reply(rq, app, key) != 0)
+        return;
+    bool rehash = false;
+    rc = cm_password_verify(app->hash, found ? u.password_hash : NULL, pw, plen, &rehash);
+    if (rc == 0 && found) {
+        count(app->logins, "success");
+        login_success(rq, app, &u, key, pw, plen, rehash);
+    } else if (rc == CM_EAUTH || rc == 0) {
+        count(app->logins, "failure");
+        if (auth_store_throttle_fail(app->db, key) != 0)
+            CM_WARN(cm_req_id(rq), "could not count a failed login");
+        reply_unauthorized(rq, MSG_LOGIN_FAILED);
+    } else {
+        reply_failure(rq, rc, "password verify");
+    }
+    sodium_memzero(u.password_hash, sizeof u.password_hash);
+}
+
+static void on_login(cm_req_t *rq, void *ctx)
+{
+    const auth_app_t *app = ctx;
+    json_t *body = NULL;
+    if (cm_req_json_or_reply(rq, &body) != 0)
+        return;
+    json_t *errors = json_object();
+    const char *ident = NULL, *pw = NULL;
+    size_t ilen = 0, plen = 0;
+    int a = get_string(body, "username_or_email", true, errors, &ident, &ilen);
+    int b = get_string(body, "password", true, errors, &pw, &plen);
+    if (a == 0 && ilen == 0)
+        cm_errors_add(errors, "username_or_email", MSG_BLANK);
+    if (b == 0 && plen == 0)
+        cm_errors_add(errors, "password", MSG_BLANK);
+    if (json_object_size(errors) > 0) {
+        cm_reply_invalid(rq, errors);
+        goto out;
+    }
+    json_decref(errors);
+    if (ilen > LOGIN_MAX_BYTES || plen > LOGIN_MAX_BYTES ||
+        memchr(ident, '\0', ilen) || memchr(pw, '\0', plen))
+        reply_unauthorized(rq, MSG_LOGIN_FAILED); /* can never match an account */
+    else
+        login(rq, app, ident, pw, plen);
+out:
+    wipe_member(body, "password");
+    json_decref(body);
+}
+
+/* ---- refresh and logout ------------------------------------------------------------------ */
+
+/* Reads {"refresh": "<token>"}; replies 400/401 itself. Malformed tokens never reach SQL. */
+static int refresh_body_or_reply(cm_req_t *rq, json_t *body, const char **tok, size_t *len)
+{
+    json_t *errors = json_object();
+    if (get_string(body, "refresh", true, errors, tok, len) != 0) {
+        cm_reply_invalid(rq, errors);
+        return CM_EINVAL;
+    }
+    json_decref(errors);
+    if (!auth_token_well_formed(*tok, *len)) {
+        reply_unauthorized(rq, "Token is invalid or expired.");
+        return CM_EAUTH;
+    }
+    return 0;
+}
+
+static void on_refresh(cm_req_t *rq, void *ctx)
+{
+    const auth_app_t *app = ctx;
+    json_t *body = NULL;
+    if (cm_req_json_or_reply(rq, &body) != 0)
+        return;
+    const char *tok = NULL;
+    size_t len = 0;
+    if (refresh_body_or_reply(rq, body, &tok, &len) != 0)
+        goto out;
+    char child[CM_TOKEN_CHARS], hash[65], child_hash[65];
+    auth_refresh_child(app, tok, len, child);
+    cm_sha256_hex(tok, len, hash);
+    cm_sha256_hex(child, strlen(child), child_hash);
+    auth_refresh_outcome_t outcome = AUTH_REFRESH_INVALID;
+    auth_user_t u;
+    int rc = auth_store_refresh_rotate(app->db, hash, child_hash, app->cfg->refresh_grace_s,
+                                       app->cfg->refresh_ttl_days, &outcome, &u);
+    if (rc != 0)
+        reply_failure(rq, rc, "refresh");
+    else if (outcome == AUTH_REFRESH_ROTATED || outcome == AUTH_REFRESH_GRACE)
+        reply_tokens(rq, app, &u, child);
+    else {
+        count(outcome == AUTH_REFRESH_REUSED ? app->reuse : NULL, NULL);
+        reply_unauthorized(rq, "Token is invalid or expired.");
+    }
+    sodium_memzero(child, sizeof child);
+out:
+    wipe_member(body, "refresh");
+    json_decref(body);
+}
+
+static void on_logout(cm_req_t *rq, void *ctx)
+{
+    const auth_app_t *app = ctx;
+    json_t *body = NULL;
+    if (cm_req_json_or_reply(rq, &body) != 0)
+        return;
+    const char *tok = NULL;
+    size_t len = 0;
+    if (refresh_body_or_reply(rq, body, &tok, &len) != 0)
+        goto out;
+    char hash[65];
+    cm_sha256_hex(tok, len, hash);
+    int rc = auth_store_logout(app->db, hash);
+    if (rc == CM_ENOTFOUND)
+        reply_unauthorized(rq, "Token is invalid or expired.");
+    else if (rc != 0)
+        reply_failure(rq, rc, "logout");
+    else
+        cm_reply_empty(rq, 204);
+out:
+    wipe_member(body, "refresh");
+    json_decref(body);
+}
+
+/* ---- forgot / reset password, verify email ------------------------------------------------ */
+
+static void on_forgot(cm_req_t *rq, void *ctx)
+{
+    const auth_app_t *app = ctx;
+    json_t *body = NULL;
+    if (cm_req_json_or_reply(rq, &body) != 0)
+        return;
+    json_t *errors = json_object();
+    const char *email = NULL, *msg = NULL;
+    size_t elen = 0;
+    if (get_string(body, "email", true, errors, &email, &elen) == 0 &&
+        auth_validate_email(email, elen, &msg) != 0)
+        cm_errors_add(errors, "email", msg);
+    if (json_object_size(errors) > 0) {
+        cm_reply_invalid(rq, errors);
+        goto out;
+    }
+    json_decref(errors);
+    /* The token is made and sealed whether or not the account exists: same work, same time. */
+    char hash[65];
+    char *sealed = NULL;
+    bool issued = false;
+    int rc = sealed_token(app, hash, &sealed);
+    if (rc == 0)
+        rc = auth_store_reset_request(app->db, email, hash, sealed, &issued);
+    free(sealed);
+    if (rc != 0)
+        reply_failure(rq, rc, "forgot password");
+    else
+        cm_reply_json(rq, 202, json_pack("{s:s}", "detail",
+                                         "If an account with that email exists, a password "
+                                         "reset link has been sent to it."));
+out:
+    json_decref(body);
+}
+
+/* Reads a one-time token member; 400 naming "token" when absent or malformed. */
+static int one_time_token_or_reply(cm_req_t *rq, json_t *body, json_t *errors, char hash[65])
+{
+    const char *tok = NULL;
+    size_t len = 0;
+    if (get_string(body, "token", true, errors, &tok, &len) != 0)
+        return CM_EINVAL;
+    if (!auth_token_well_formed(tok, len)) {
+        cm_errors_add(errors, "token", MSG_BAD_TOKEN);
+        return CM_EINVAL;
+    }
+    (void)rq;
+    cm_sha256_hex(tok, len, hash);
+    return 0;
+}
+
+static void reset_password(cm_req_t *rq, const auth_app_t *app, const char *hash,
+                           const char *pw, size_t plen)
+{
+    auth_user_t u;
+    const char *msg = NULL;
+    char pwhash[crypto_pwhash_STRBYTES];
+    int rc = auth_store_token_owner(app->db, "reset", hash, &u);
+    if (rc == CM_ENOTFOUND) {
+        reply_field_error(rq, "token", MSG_BAD_TOKEN);
+        return;
+    }
+    if (rc != 0) {
+        reply_failure(rq, rc, "reset lookup");
+        return;
+    }
+    if (auth_validate_password(pw, plen, u.username, u.email, &msg) != 0) {
+        reply_field_error(rq, "password", msg);
+        return;
+    }
+    rc = cm_password_hash(app->hash, pw, plen, pwhash);
+    if (rc == 0)
+        rc = auth_store_reset_apply(app->db, hash, pwhash);
+    if (rc == CM_ENOTFOUND)
+        reply_field_error(rq, "token", MSG_BAD_TOKEN);
+    else if (rc != 0)
+        reply_failure(rq, rc, "reset password");
+    else
+        cm_reply_empty(rq, 204);
+}
+
+static void on_reset(cm_req_t *rq, void *ctx)
+{
+    const auth_app_t *app = ctx;
+    json_t *body = NULL;
+    if (cm_req_json_or_reply(rq, &body) != 0)
+        return;
+    json_t *errors = json_object();
+    char hash[65];
+    const char *pw = NULL;
+    size_t plen = 0;
+    int a = one_time_token_or_reply(rq, body, errors, hash);
+    int b = get_string(body, "password", true, errors, &pw, &plen);
+    if (a != 0 || b != 0) {
+        cm_reply_invalid(rq, errors);
+        goto out;
+    }
+    json_decref(errors);
+    reset_password(rq, app, hash, pw, plen);
+out:
+    wipe_member(body, "password");
+    wipe_member(body, "token");
+    json_decref(body);
+}
+
+static void on_verify(cm_req_t *rq, void *ctx)
+{
+    const auth_app_t *app = ctx;
+    json_t *body = NULL;
+    if (cm_req_json_or_reply(rq, &body) != 0)
+        return;
+    json_t *errors = json_object();
+    char hash[65];
+    if (one_time_token_or_reply(rq, body, errors, hash) != 0) {
+        cm_reply_invalid(rq, errors);
+        goto out;
+    }
+    json_decref(errors);
+    auth_user_t u;
+    int rc = auth_store_verify_email(app->db, hash, &u);
+    if (rc == CM_ENOTFOUND)
+        reply_field_error(rq, "token", MSG_BAD_TOKEN);
+    else if (rc != 0)
+        reply_failure(rq, rc, "verify email");
+    else
+        cm_reply_json(rq, 200, user_json(app, &u));
+out:
+    wipe_member(body, "token");
+    json_decref(body);
+}
+
+static void reply_already_verified(cm_req_t *rq)
+{
+    json_t *errors = json_object();
+    cm_errors_add(errors, "email", "Email is already verified.");
+    cm_reply_problem(rq, 409, "Conflict", "Email is already verified.", errors);
+}
+
+static void on_resend(cm_req_t *rq, void *ctx)
+{
+    const auth_app_t *app = ctx;
+    auth_user_t u;
+    if (bearer_user_or_reply(rq, app, &u) != 0)
+        return;
+    if (u.email_verified) {
+        reply_already_verified(rq);
+        return;
+    }
+    char hash[65];
+    char *sealed = NULL;
+    bool issued = false;
+    int rc = sealed_token(app, hash, &sealed);
+    if (rc == 0)
+        rc = auth_store_verify_reissue(app->db, u.id, hash, sealed, &issued);
+    free(sealed);
+    if (rc == CM_ESTATE) {
+        reply_already_verified(rq);
+    } else if (rc != 0) {
+        reply_failure(rq, rc, "resend verification");
+    } else {
+        cm_reply_json(rq, 202, json_pack("{s:s}", "detail",
+                                         "A new verification link has been sent."));
+    }
+}
+
+/* ---- me, jwks, readiness ---------------------------------------------------------------------- */
+
+static void on_me(cm_req_t *rq, void *ctx)
+{
+    const auth_app_t *app = ctx;
+    auth_user_t u;
+    if (bearer_user_or_reply(rq, app, &u) != 0)
+        return;
+    cm_reply_json(rq, 200, user_json(app, &u));
+}
+
+static void on_jwks(cm_req_t *rq, void *ctx)
+{
+    const auth_app_t *app = ctx;
+    cm_reply_json(rq, 200, cm_jwt_signer_jwks(app->signer));
+}
+
+bool auth_ready(void *ctx, cm_buf_t *why)
+{
+    const auth_app_t *app = ctx;
+    bool db = cm_db_ping(app->db);
+    bool kafka = cm_producer_ping(app->producer, 1000);
+    if (!db)
+        cm_buf_puts(why, "database");
+    if (!kafka)
+        cm_buf_puts(why, db ? "kafka" : ", kafka");
+    return db && kafka;
+}
+
+const cm_route_t auth_routes[] = {
+    {"POST", "/api/register", on_register, CM_ROUTE_NO_STORE},
+    {"POST", "/api/login", on_login, CM_ROUTE_NO_STORE},
+    {"POST", "/api/token/refresh", on_refresh, CM_ROUTE_NO_STORE},
+    {"POST", "/api/logout", on_logout, CM_ROUTE_NO_STORE},
+    {"POST", "/api/forgot-password", on_forgot, CM_ROUTE_NO_STORE},
+    {"POST", "/api/reset-password", on_reset, CM_ROUTE_NO_STORE},
+    {"POST", "/api/verify-email", on_verify, CM_ROUTE_NO_STORE},
+    {"POST", "/api/resend-verification", on_resend, CM_ROUTE_NO_STORE},
+    {"GET", "/api/me", on_me, CM_ROUTE_NO_STORE},
+    {"GET", "/.well-known/jwks.json", on_jwks, 0},
+};
+const size_t auth_nroutes = sizeof auth_routes / sizeof auth_routes[0];

@@ -1,0 +1,72 @@
+/*
+ * routes.h — the auth service's HTTP handlers (API.md, "Accounts") and the
+ * state they share. Handlers run on many civetweb threads at once: the
+ * app is read-only after start-up except through the thread-safe objects
+ * it points to (pools, signer, verifier).
+ */
+#ifndef AUTH_ROUTES_H
+#define AUTH_ROUTES_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cm/crypto.h"
+#include "cm/db.h"
+#include "cm/http.h"
+#include "cm/jwt.h"
+#include "cm/kafka.h"
+#include "config.h"
+
+/** Everything a handler needs; owned by main, borrowed by the handlers. */
+typedef struct auth_app {
+    const auth_config_t *cfg;
+    cm_db_pool_t *db;
+    cm_hashpool_t *hash;
+    cm_producer_t *producer;      /* for /readyz */
+    cm_jwt_signer_t *signer;
+    cm_jwt_verifier_t *verifier;  /* our own public key (+ JWT_PUBLIC_KEYS) */
+    /* Key that derives a refresh token's successor from the token itself, so a
+     * retried refresh within the grace window gets the same pair. Derived from
+     * the JWT private key, hence equal on every replica. */
+    uint8_t refresh_key[32];
+    /* Counters (owned by the metrics registry; NULL when not registered). */
+    cm_family_t *logins;        /* linktr_auth_logins_total{result} */
+    cm_family_t *registrations; /* linktr_auth_registrations_total */
+    cm_family_t *reuse;         /* linktr_auth_refresh_reuse_total */
+} auth_app_t;
+
+/** Registers the auth counters in m and stores them in app. */
+void auth_metrics_register(auth_app_t *app, cm_metrics_t *m);
+
+/** The route table (pass app as the server's ctx). */
+extern const cm_route_t auth_routes[];
+/** Number of entries in auth_routes. */
+extern const size_t auth_nroutes;
+
+/** Readiness for cm_http: the database and Kafka answer. ctx is the auth_app_t. */
+bool auth_ready(void *ctx, cm_buf_t *why);
+
+/**
+ * Derives app->refresh_key from the private key PEM (len bytes). Exposed
+ * for main and tests.
+ */
+void auth_derive_refresh_key(auth_app_t *app, const char *pem, size_t len);
+
+/**
+ * Writes the successor of a refresh token: base64url(HMAC-SHA256(key,
+ * token)), CM_TOKEN_CHARS bytes with the NUL.
+ */
+void auth_refresh_child(const auth_app_t *app, const char *token, size_t len,
+                        char out[CM_TOKEN_CHARS]);
+
+/** True if s (len bytes) looks like one of our 256-bit tokens: 43 base64url characters. */
+bool auth_token_well_formed(const char *s, size_t len);
+
+/**
+ * Picks the client address for registration_ip: the first X-Forwarded-For
+ * entry when the peer is loopback (the gateway), else the peer. Writes ""
+ * when neither is a valid IP address. out has room for 46 bytes.
+ */
+void auth_client_ip(const char *peer, const char *xff, char out[46]);
+
+#endif

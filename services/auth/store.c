@@ -1,0 +1,682 @@
+/* All SQL of the auth service (see store.h). */
+#include "store.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "cm/events.h"
+#include "cm/kafka.h"
+#include "cm/log.h"
+#include "cm/util.h"
+
+/* How many fresh referral codes a registration tries before giving up. */
+#define CODE_ATTEMPTS 8
+
+#define USER_SELECT                                                                                \
+    "SELECT u.id, u.username, u.email, u.password_hash, u.referral_code, "                        \
+    "coalesce(r.referral_code, ''), u.email_verified_at IS NOT NULL, "                             \
+    "(extract(epoch FROM u.created_at) * 1000000)::bigint "                                        \
+    "FROM users u LEFT JOIN users r ON r.id = u.referred_by "
+
+/* Runs one prepared statement on a connection of its own. */
+static int run(cm_db_pool_t *pool, const char *name, const char *sql, int n,
+               const char *const *params, PGresult **res)
+{
+    cm_db_t *db = NULL;
+    int rc = cm_db_acquire(pool, &db);
+    if (rc != 0)
+        return rc;
+    rc = cm_db_prepared(db, name, sql, n, params, res);
+    cm_db_release(db);
+    return rc;
+}
+
+/* Copies a text column into a fixed buffer; a value that does not fit is a schema bug. */
+static int copy_col(const PGresult *r, int row, int col, char *dst, size_t cap)
+{
+    int len = PQgetlength(r, row, col);
+    if (len < 0 || (size_t)len >= cap)
+        return CM_EDB;
+    memcpy(dst, PQgetvalue(r, row, col), (size_t)len);
+    dst[len] = '\0';
+    return 0;
+}
+
+static int col_int(const PGresult *r, int row, int col, int64_t *out)
+{
+    long long v = 0;
+    if (cm_strtonum(PQgetvalue(r, row, col), INT64_MIN, INT64_MAX, &v) != 0)
+        return CM_EDB;
+    *out = (int64_t)v;
+    return 0;
+}
+
+/* Fills *u from a row of USER_SELECT. */
+static int parse_user(const PGresult *r, int row, auth_user_t *u)
+{
+    memset(u, 0, sizeof *u);
+    if (PQnfields(r) < 8 || copy_col(r, row, 0, u->id, sizeof u->id) != 0 ||
+        copy_col(r, row, 1, u->username, sizeof u->username) != 0 ||
+        copy_col(r, row, 2, u->email, sizeof u->email) != 0 ||
+        copy_col(r, row, 3, u->password_hash, sizeof u->password_hash) != 0 ||
+        copy_col(r, row, 4, u->referral_code, sizeof u->referral_code) != 0 ||
+        copy_col(r, row, 5, u->referred_by, sizeof u->referred_by) != 0 ||
+        col_int(r, row, 7, &u->created_us) != 0)
+        return CM_EDB;
+    u->email_verified = PQgetvalue(r, row, 6)[0] == 't';
+    return 0;
+}
+
+/* Runs a USER_SELECT statement and parses its single row. */
+static int fetch_user(cm_db_t *db, cm_db_pool_t *pool, const char *name, const char *sql, int n,
+                      const char *const *params, auth_user_t *out)
+{
+    PGresult *r = NULL;
+    int rc = db ? cm_db_prepared(db, name, sql, n, params, &r)
+                : run(pool, name, sql, n, params, &r);
+    if (rc != 0)
+        return rc;
+    rc = PQntuples(r) == 1 ? parse_user(r, 0, out) : CM_ENOTFOUND;
+    PQclear(r);
+    return rc;
+}
+
+int auth_store_user_by_id(cm_db_pool_t *pool, const char *id, auth_user_t *out)
+{
+    const char *p[1] = {id};
+    return fetch_user(NULL, pool, "auth_user_by_id", USER_SELECT "WHERE u.id = $1::uuid", 1, p,
+                      out);
+}
+
+int auth_store_user_by_login(cm_db_pool_t *pool, const char *ident, auth_user_t *out)
+{
+    const char *p[1] = {ident};
+    if (strchr(ident, '@'))
+        return fetch_user(NULL, pool, "auth_user_by_email",
+                          USER_SELECT "WHERE lower(u.email) = lower($1)", 1, p, out);
+    return fetch_user(NULL, pool, "auth_user_by_username",
+                      USER_SELECT "WHERE lower(u.username) = lower($1)", 1, p, out);
+}
+
+int auth_store_taken(cm_db_pool_t *pool, const char *username, const char *email,
+                     bool *username_taken, bool *email_taken)
+{
+    static const char sql[] =
+        "SELECT EXISTS (SELECT 1 FROM users WHERE lower(username) = lower($1)), "
+        "EXISTS (SELECT 1 FROM users WHERE lower(email) = lower($2))";
+    const char *p[2] = {username, email};
+    PGresult *r = NULL;
+    int rc = run(pool, "auth_taken", sql, 2, p, &r);
+    if (rc != 0)
+        return rc;
+    *username_taken = PQgetvalue(r, 0, 0)[0] == 't';
+    *email_taken = PQgetvalue(r, 0, 1)[0] == 't';
+    PQclear(r);
+    return 0;
+}
+
+/* Builds the envelope (data stolen) and writes it to the outbox keyed by user_id. */
+static int emit(cm_db_t *db, const char *type, const char *user_id, json_t *data)
+{
+    json_t *env = cm_event_new(type, "auth", data);
+    if (!env)
+        return CM_EINVAL;
+    int rc = cm_outbox_add(db, AUTH_OUTBOX_CHANNEL, user_id, env);
+    json_decref(env);
+    return rc;
+}
+
+/* ---- registration ------------------------------------------------------------ */
+
+typedef struct reg_ctx {
+    const auth_new_user_t *in;
+    auth_user_t *out;
+    const char *field;
+    char referrer_id[37];
+} reg_ctx_t;
+
+static int find_referrer(cm_db_t *db, reg_ctx_t *c)
+{
+    c->referrer_id[0] = '\0';
+    if (!c->in->referral_code)
+        return 0;
+    const char *p[1] = {c->in->referral_code};
+    PGresult *r = NULL;
+    int rc = cm_db_prepared(db, "auth_referrer", "SELECT id FROM users WHERE referral_code = $1",
+                            1, p, &r);
+    if (rc != 0)
+        return rc;
+    if (PQntuples(r) != 1) {
+        c->field = "referral_code";
+        rc = CM_ENOTFOUND;
+    } else {
+        rc = copy_col(r, 0, 0, c->referrer_id, sizeof c->referrer_id);
+    }
+    PQclear(r);
+    return rc;
+}
+
+/* Maps a unique violation of users to the field it is about. */
+static const char *conflict_field(const cm_db_t *db)
+{
+    const char *name = cm_db_constraint(db);
+    if (strstr(name, "username"))
+        return "username";
+    if (strstr(name, "email"))
+        return "email";
+    return NULL;
+}
+
+/* Inserts the user with a new code; a code collision (no row back) retries. */
+static int insert_user(cm_db_t *db, reg_ctx_t *c)
+{
+    static const char sql[] =
+        "INSERT INTO users (username, email, password_hash, referral_code, referred_by, "
+        "registration_ip) VALUES ($1, $2, $3, $4, $5::uuid, $6::inet) "
+        "ON CONFLICT (referral_code) DO NOTHING "
+        "RETURNING id, (extract(epoch FROM created_at) * 1000000)::bigint";
+    const auth_new_user_t *in = c->in;
+    for (int attempt = 0; attempt < CODE_ATTEMPTS; attempt++) {
+        auth_code_new(c->out->referral_code);
+        const char *p[6] = {in->username, in->email, in->password_hash, c->out->referral_code,
+                            c->referrer_id[0] ? c->referrer_id : NULL, in->ip};
+        PGresult *r = NULL;
+        int rc = cm_db_prepared(db, "auth_insert_user", sql, 6, p, &r);
+        if (rc == CM_ECONFLICT)
+            c->field = conflict_field(db);
+        if (rc != 0)
+            return rc;
+        if (PQntuples(r) == 1) {
+            rc = copy_col(r, 0, 0, c->out->id, sizeof c->out->id);
+            if (rc == 0)
+                rc = col_int(r, 0, 1, &c->out->created_us);
+            PQclear(r);
+            return rc;
+        }
+        PQclear(r);
+    }
+    return CM_ECONFLICT; /* eight collisions in a row: the code space is full */
+}
+
+static int insert_token(cm_db_t *db, const char *hash, const char *kind, const char *user_id,
+                        int ttl_s, int64_t *expires_us)
+{
+    static const char sql[] =
+        "INSERT INTO one_time_tokens (token_hash, kind, user_id, expires_at) "
+        "VALUES ($1, $2, $3::uuid, now() + make_interval(secs => $4::int)) "
+        "RETURNING (extract(epoch FROM expires_at) * 1000000)::bigint";
+    char ttl[16];
+    snprintf(ttl, sizeof ttl, "%d", ttl_s);
+    const char *p[4] = {hash, kind, user_id, ttl};
+    PGresult *r = NULL;
+    int rc = cm_db_prepared(db, "auth_insert_token", sql, 4, p, &r);
+    if (rc != 0)
+        return rc;
+    rc = (PQntuples(r) == 1 && expires_us) ? col_int(r, 0, 0, expires_us) : 0;
+    PQclear(r);
+    return rc;
+}
+
+static int emit_registered(cm_db_t *db, const reg_ctx_t *c)
+{
+    const auth_user_t *u = c->out;
+    char at[32];
+    cm_format_time(u->created_us, at);
+    json_t *ref = c->referrer_id[0]
+                      ? json_pack("{s:s, s:s}", "user_id", c->referrer_id, "referral_code",
+                                  c->in->referral_code)
+                      : json_null();
+    json_t *data = json_pack("{s:s, s:s, s:s, s:s, s:o, s:s?, s:s, s:s}", "user_id", u->id,
+                             "username", u->username, "email", u->email, "referral_code",
+                             u->referral_code, "referred_by", ref, "ip", c->in->ip,
+                             "verify_token_sealed", c->in->verify_sealed, "registered_at", at);
+    if (!json_object_get(data, "ip"))
+        json_object_set_new(data, "ip", json_null());
+    return emit(db, CM_EV_USER_REGISTERED, u->id, data);
+}
+
+static int register_tx(cm_db_t *db, void *vctx)
+{
+    reg_ctx_t *c = vctx;
+    c->field = NULL;
+    int rc = find_referrer(db, c);
+    if (rc == 0)
+        rc = insert_user(db, c);
+    if (rc == 0)
+        rc = insert_token(db, c->in->verify_hash, "verify", c->out->id, AUTH_VERIFY_TTL_S, NULL);
+    if (rc == 0)
+        rc = emit_registered(db, c);
+    return rc;
+}
+
+int auth_store_register(cm_db_pool_t *pool, const auth_new_user_t *in, auth_user_t *out,
+                        const char **field)
+{
+    memset(out, 0, sizeof *out);
+    reg_ctx_t c = {.in = in, .out = out};
+    snprintf(out->username, sizeof out->username, "%s", in->username);
+    snprintf(out->email, sizeof out->email, "%s", in->email);
+    int rc = cm_db_tx(pool, register_tx, &c);
+    *field = c.field;
+    if (rc != 0)
+        return rc;
+    snprintf(out->referred_by, sizeof out->referred_by, "%s",
+             c.referrer_id[0] ? in->referral_code : "");
+    return 0;
+}
+
+int auth_store_set_password_hash(cm_db_pool_t *pool, const char *user_id, const char *hash)
+{
+    const char *p[2] = {user_id, hash};
+    return run(pool, "auth_set_hash", "UPDATE users SET password_hash = $2 WHERE id = $1::uuid",
+               2, p, NULL);
+}
+
+/* ---- login throttling ------------------------------------------------------------ */
+
+int auth_store_throttle_check(cm_db_pool_t *pool, const char *key, int64_t *retry_after_s)
+{
+    static const char sql[] =
+        "SELECT ceil(extract(epoch FROM locked_until - now()))::bigint FROM login_throttle "
+        "WHERE key = $1 AND locked_until > now()";
+    const char *p[1] = {key};
+    PGresult *r = NULL;
+    *retry_after_s = 0;
+    int rc = run(pool, "auth_throttle_check", sql, 1, p, &r);
+    if (rc != 0)
+        return rc;
+    if (PQntuples(r) == 1 && col_int(r, 0, 0, retry_after_s) == 0 && *retry_after_s < 1)
+        *retry_after_s = 1;
+    PQclear(r);
+    return 0;
+}
+
+int auth_store_throttle_fail(cm_db_pool_t *pool, const char *key)
+{
+    static const char sql[] =
+        "INSERT INTO login_throttle AS t (key, failures) VALUES ($1, 1) "
+        "ON CONFLICT (key) DO UPDATE SET failures = t.failures + 1, locked_until = "
+        "CASE WHEN t.failures + 1 >= $2::int THEN now() + make_interval(secs => "
+        "least(900, power(2, least(t.failures + 1 - $2::int, 20)))) ELSE NULL END";
+    char free_failures[16];
+    snprintf(free_failures, sizeof free_failures, "%d", AUTH_THROTTLE_FREE_FAILURES);
+    const char *p[2] = {key, free_failures};
+    return run(pool, "auth_throttle_fail", sql, 2, p, NULL);
+}
+
+int auth_store_throttle_reset(cm_db_pool_t *pool, const char *key)
+{
+    const char *p[1] = {key};
+    return run(pool, "auth_throttle_reset", "DELETE FROM login_throttle WHERE key = $1", 1, p,
+               NULL);
+}
+
+/* ---- refresh tokens ------------------------------------------------------------------ */
+
+int auth_store_refresh_issue(cm_db_pool_t *pool, const char *user_id, const char *hash,
+                             int ttl_days)
+{
+    static const char sql[] =
+        "INSERT INTO refresh_tokens (token_hash, user_id, family_id, expires_at) "
+        "VALUES ($1, $2::uuid, gen_random_uuid(), now() + make_interval(days => $3::int))";
+    char days[16];
+    snprintf(days, sizeof days, "%d", ttl_days);
+    const char *p[3] = {hash, user_id, days};
+    return run(pool, "auth_refresh_issue", sql, 3, p, NULL);
+}
+
+typedef struct rot_ctx {
+    const char *hash, *child;
+    int grace_s, ttl_days;
+    auth_refresh_outcome_t outcome;
+    char user_id[37];
+    char family[37];
+} rot_ctx_t;
+
+static int revoke_family(cm_db_t *db, const char *family)
+{
+    const char *p[1] = {family};
+    return cm_db_prepared(db, "auth_revoke_family",
+                          "UPDATE refresh_tokens SET revoked_at = now() "
+                          "WHERE family_id = $1::uuid AND revoked_at IS NULL",
+                          1, p, NULL);
+}
+
+static int rotate(cm_db_t *db, rot_ctx_t *c)
+{
+    static const char sql[] =
+        "WITH old AS (UPDATE refresh_tokens SET revoked_at = now(), replaced_by = $2 "
+        "WHERE token_hash = $1 RETURNING user_id, family_id) "
+        "INSERT INTO refresh_tokens (token_hash, user_id, family_id, parent_hash, expires_at) "
+        "SELECT $2, user_id, family_id, $1, now() + make_interval(days => $3::int) FROM old";
+    char days[16];
+    snprintf(days, sizeof days, "%d", c->ttl_days);
+    const char *p[3] = {c->hash, c->child, days};
+    c->outcome = AUTH_REFRESH_ROTATED;
+    return cm_db_prepared(db, "auth_refresh_rotate", sql, 3, p, NULL);
+}
+
+/* A rotated token presented again: the same child within the grace window, else theft. */
+static int replayed(cm_db_t *db, rot_ctx_t *c, const PGresult *row)
+{
+    bool same_child = strcmp(PQgetvalue(row, 0, 3), c->child) == 0;
+    int64_t age_ms = 0;
+    int rc = col_int(row, 0, 4, &age_ms);
+    if (rc != 0)
+        return rc;
+    if (same_child && age_ms <= (int64_t)c->grace_s * 1000) {
+        const char *p[1] = {c->child};
+        PGresult *r = NULL;
+        rc = cm_db_prepared(db, "auth_refresh_child_live",
+                            "SELECT 1 FROM refresh_tokens WHERE token_hash = $1 "
+                            "AND revoked_at IS NULL AND expires_at > now()",
+                            1, p, &r);
+        if (rc != 0)
+            return rc;
+        bool live = PQntuples(r) == 1;
+        PQclear(r);
+        if (live) {
+            c->outcome = AUTH_REFRESH_GRACE;
+            return 0;
+        }
+    }
+    c->outcome = AUTH_REFRESH_REUSED;
+    return revoke_family(db, c->family);
+}
+
+static int rotate_tx(cm_db_t *db, void *vctx)
+{
+    static const char sql[] =
+        "SELECT user_id, family_id, revoked_at IS NOT NULL, coalesce(replaced_by, ''), "
+        "coalesce((extract(epoch FROM now() - revoked_at) * 1000)::bigint, 0), "
+        "expires_at > now() FROM refresh_tokens WHERE token_hash = $1 FOR UPDATE";
+    rot_ctx_t *c = vctx;
+    const char *p[1] = {c->hash};
+    PGresult *r = NULL;
+    c->outcome = AUTH_REFRESH_INVALID;
+    int rc = cm_db_prepared(db, "auth_refresh_lock", sql, 1, p, &r);
+    if (rc != 0)
+        return rc;
+    if (PQntuples(r) != 1 || PQgetvalue(r, 0, 5)[0] != 't')
+        goto out; /* unknown or expired */
+    rc = copy_col(r, 0, 0, c->user_id, sizeof c->user_id);
+    if (rc == 0)
+        rc = copy_col(r, 0, 1, c->family, sizeof c->family);
+    if (rc != 0)
+        goto out;
+    if (PQgetvalue(r, 0, 2)[0] != 't')
+        rc = rotate(db, c);
+    else if (PQgetvalue(r, 0, 3)[0] != '\0')
+        rc = replayed(db, c, r);
+    /* else revoked without a successor: logged out or revoked family → INVALID */
+out:
+    PQclear(r);
+    return rc;
+}
+
+int auth_store_refresh_rotate(cm_db_pool_t *pool, const char *hash, const char *child_hash,
+                              int grace_s, int ttl_days, auth_refresh_outcome_t *outcome,
+                              auth_user_t *user)
+{
+    rot_ctx_t c = {.hash = hash, .child = child_hash, .grace_s = grace_s, .ttl_days = ttl_days};
+    int rc = cm_db_tx(pool, rotate_tx, &c);
+    if (rc != 0)
+        return rc;
+    *outcome = c.outcome;
+    if (c.outcome == AUTH_REFRESH_REUSED)
+        CM_WARN(NULL, "security: refresh token reuse for user %s; family %s revoked", c.user_id,
+                c.family);
+    if (c.outcome == AUTH_REFRESH_ROTATED || c.outcome == AUTH_REFRESH_GRACE)
+        return auth_store_user_by_id(pool, c.user_id, user);
+    return 0;
+}
+
+int auth_store_logout(cm_db_pool_t *pool, const char *hash)
+{
+    static const char sql[] =
+        "WITH f AS (SELECT family_id FROM refresh_tokens WHERE token_hash = $1 "
+        "AND expires_at > now()) "
+        "UPDATE refresh_tokens t SET revoked_at = now() FROM f "
+        "WHERE t.family_id = f.family_id AND t.revoked_at IS NULL RETURNING 1";
+    const char *p[1] = {hash};
+    PGresult *r = NULL;
+    int rc = run(pool, "auth_logout", sql, 1, p, &r);
+    if (rc != 0)
+        return rc;
+    rc = PQntuples(r) > 0 ? 0 : CM_ENOTFOUND;
+    PQclear(r);
+    return rc;
+}
+
+/* ---- one-time tokens ---------------------------------------------------------------- */
+
+typedef struct reset_req_ctx {
+    const char *email, *hash, *sealed;
+    bool issued;
+} reset_req_ctx_t;
+
+static int reset_request_tx(cm_db_t *db, void *vctx)
+{
+    static const char sql[] =
+        "SELECT id, username, email, (SELECT count(*) FROM one_time_tokens t WHERE "
+        "t.user_id = u.id AND t.kind = 'reset' AND t.created_at > now() - interval '1 hour') "
+        "FROM users u WHERE lower(email) = lower($1) FOR UPDATE";
+    reset_req_ctx_t *c = vctx;
+    const char *p[1] = {c->email};
+    PGresult *r = NULL;
+    c->issued = false;
+    int rc = cm_db_prepared(db, "auth_reset_user", sql, 1, p, &r);
+    if (rc != 0)
+        return rc;
+    int64_t recent = 0, expires_us = 0;
+    if (PQntuples(r) != 1 || col_int(r, 0, 3, &recent) != 0 || recent >= AUTH_RESETS_PER_HOUR)
+        goto out;
+    const char *uid = PQgetvalue(r, 0, 0);
+    rc = insert_token(db, c->hash, "reset", uid, AUTH_RESET_TTL_S, &expires_us);
+    if (rc != 0)
+        goto out;
+    char at[32];
+    cm_format_time(expires_us, at);
+    rc = emit(db, CM_EV_RESET_REQUESTED, uid,
+              json_pack("{s:s, s:s, s:s, s:s, s:s}", "user_id", uid, "email",
+                        PQgetvalue(r, 0, 2), "username", PQgetvalue(r, 0, 1),
+                        "reset_token_sealed", c->sealed, "expires_at", at));
+    c->issued = rc == 0;
+out:
+    PQclear(r);
+    return rc;
+}
+
+int auth_store_reset_request(cm_db_pool_t *pool, const char *email, const char *hash,
+                             const char *sealed, bool *issued)
+{
+    reset_req_ctx_t c = {.email = email, .hash = hash, .sealed = sealed};
+    int rc = cm_db_tx(pool, reset_request_tx, &c);
+    *issued = rc == 0 && c.issued;
+    return rc;
+}
+
+int auth_store_token_owner(cm_db_pool_t *pool, const char *kind, const char *hash,
+                           auth_user_t *out)
+{
+    const char *p[2] = {hash, kind};
+    return fetch_user(NULL, pool, "auth_token_owner",
+                      USER_SELECT "JOIN one_time_tokens t ON t.user_id = u.id "
+                                  "WHERE t.token_hash = $1 AND t.kind = $2 "
+                                  "AND t.used_at IS NULL AND t.expires_at > now()",
+                      2, p, out);
+}
+
+/* Marks an unused, unexpired token of kind used; *user_id gets its owner. */
+static int use_token(cm_db_t *db, const char *hash, const char *kind, char user_id[37])
+{
+    static const char sql[] =
+        "UPDATE one_time_tokens SET used_at = now() WHERE token_hash = $1 AND kind = $2 "
+        "AND used_at IS NULL AND expires_at > now() RETURNING user_id";
+    const char *p[2] = {hash, kind};
+    PGresult *r = NULL;
+    int rc = cm_db_prepared(db, "auth_use_token", sql, 2, p, &r);
+    if (rc != 0)
+        return rc;
+    rc = PQntuples(r) == 1 ? copy_col(r, 0, 0, user_id, 37) : CM_ENOTFOUND;
+    PQclear(r);
+    return rc;
+}
+
+typedef struct reset_apply_ctx {
+    const char *hash, *password_hash;
+} reset_apply_ctx_t;
+
+static int revoke_user_sessions(cm_db_t *db, const char *uid)
+{
+    const char *p[1] = {uid};
+    int rc = cm_db_prepared(db, "auth_revoke_user",
+                            "UPDATE refresh_tokens SET revoked_at = now() "
+                            "WHERE user_id = $1::uuid AND revoked_at IS NULL",
+                            1, p, NULL);
+    if (rc == 0) /* other reset links die with the one used */
+        rc = cm_db_prepared(db, "auth_use_resets",
+                            "UPDATE one_time_tokens SET used_at = now() WHERE user_id = $1::uuid "
+                            "AND kind = 'reset' AND used_at IS NULL",
+                            1, p, NULL);
+    return rc;
+}
+
+static int reset_apply_tx(cm_db_t *db, void *vctx)
+{
+    reset_apply_ctx_t *c = vctx;
+    char uid[37];
+    int rc = use_token(db, c->hash, "reset", uid);
+    if (rc != 0)
+        return rc;
+    const char *p[2] = {uid, c->password_hash};
+    PGresult *r = NULL;
+    rc = cm_db_prepared(db, "auth_reset_password",
+                        "UPDATE users SET password_hash = $2 WHERE id = $1::uuid RETURNING email, "
+                        "(extract(epoch FROM now()) * 1000000)::bigint",
+                        2, p, &r);
+    if (rc != 0)
+        return rc;
+    int64_t now_us = 0;
+    rc = PQntuples(r) == 1 ? col_int(r, 0, 1, &now_us) : CM_ENOTFOUND;
+    if (rc == 0)
+        rc = revoke_user_sessions(db, uid);
+    if (rc == 0) {
+        char at[32];
+        cm_format_time(now_us, at);
+        rc = emit(db, CM_EV_PASSWORD_CHANGED, uid,
+                  json_pack("{s:s, s:s, s:s}", "user_id", uid, "email", PQgetvalue(r, 0, 0),
+                            "changed_at", at));
+    }
+    PQclear(r);
+    return rc;
+}
+
+int auth_store_reset_apply(cm_db_pool_t *pool, const char *hash, const char *password_hash)
+{
+    reset_apply_ctx_t c = {.hash = hash, .password_hash = password_hash};
+    return cm_db_tx(pool, reset_apply_tx, &c);
+}
+
+typedef struct verify_ctx {
+    const char *hash;
+    auth_user_t *out;
+} verify_ctx_t;
+
+static int verify_tx(cm_db_t *db, void *vctx)
+{
+    verify_ctx_t *c = vctx;
+    char uid[37];
+    int rc = use_token(db, c->hash, "verify", uid);
+    if (rc != 0)
+        return rc;
+    const char *p[1] = {uid};
+    PGresult *r = NULL;
+    rc = cm_db_prepared(db, "auth_mark_verified",
+                        "UPDATE users SET email_verified_at = now() WHERE id = $1::uuid "
+                        "AND email_verified_at IS NULL "
+                        "RETURNING (extract(epoch FROM email_verified_at) * 1000000)::bigint",
+                        1, p, &r);
+    if (rc != 0)
+        return rc;
+    int64_t at_us = 0;
+    if (PQntuples(r) == 1 && (rc = col_int(r, 0, 0, &at_us)) == 0) {
+        char at[32];
+        cm_format_time(at_us, at);
+        rc = emit(db, CM_EV_USER_VERIFIED, uid,
+                  json_pack("{s:s, s:s}", "user_id", uid, "verified_at", at));
+    }
+    PQclear(r);
+    if (rc == 0)
+        rc = fetch_user(db, NULL, "auth_user_by_id", USER_SELECT "WHERE u.id = $1::uuid", 1, p,
+                        c->out);
+    return rc;
+}
+
+int auth_store_verify_email(cm_db_pool_t *pool, const char *hash, auth_user_t *out)
+{
+    verify_ctx_t c = {.hash = hash, .out = out};
+    return cm_db_tx(pool, verify_tx, &c);
+}
+
+typedef struct reissue_ctx {
+    const char *user_id, *hash, *sealed;
+    bool issued;
+} reissue_ctx_t;
+
+static int emit_verify_requested(cm_db_t *db, const reissue_ctx_t *c, const PGresult *u)
+{
+    int64_t expires_us = 0;
+    const char *p[1] = {c->user_id};
+    int rc = cm_db_prepared(db, "auth_retire_verify",
+                            "UPDATE one_time_tokens SET used_at = now() WHERE user_id = $1::uuid "
+                            "AND kind = 'verify' AND used_at IS NULL",
+                            1, p, NULL);
+    if (rc == 0)
+        rc = insert_token(db, c->hash, "verify", c->user_id, AUTH_VERIFY_TTL_S, &expires_us);
+    if (rc != 0)
+        return rc;
+    char at[32];
+    cm_format_time(expires_us, at);
+    return emit(db, AUTH_EV_VERIFY_REQUESTED, c->user_id,
+                json_pack("{s:s, s:s, s:s, s:s, s:s}", "user_id", c->user_id, "email",
+                          PQgetvalue(u, 0, 1), "username", PQgetvalue(u, 0, 0),
+                          "verify_token_sealed", c->sealed, "expires_at", at));
+}
+
+static int reissue_tx(cm_db_t *db, void *vctx)
+{
+    static const char sql[] =
+        "SELECT username, email, email_verified_at IS NOT NULL, (SELECT count(*) FROM "
+        "one_time_tokens t WHERE t.user_id = u.id AND t.kind = 'verify' AND t.created_at > "
+        "now() - interval '1 hour') FROM users u WHERE id = $1::uuid FOR UPDATE";
+    reissue_ctx_t *c = vctx;
+    const char *p[1] = {c->user_id};
+    PGresult *r = NULL;
+    c->issued = false;
+    int rc = cm_db_prepared(db, "auth_reissue_user", sql, 1, p, &r);
+    if (rc != 0)
+        return rc;
+    int64_t recent = 0;
+    if (PQntuples(r) != 1)
+        rc = CM_ENOTFOUND;
+    else if (PQgetvalue(r, 0, 2)[0] == 't')
+        rc = CM_ESTATE;
+    else if ((rc = col_int(r, 0, 3, &recent)) == 0 && recent < AUTH_VERIFIES_PER_HOUR) {
+        rc = emit_verify_requested(db, c, r);
+        c->issued = rc == 0;
+    }
+    PQclear(r);
+    return rc;
+}
+
+int auth_store_verify_reissue(cm_db_pool_t *pool, const char *user_id, const char *hash,
+                              const char *sealed, bool *issued)
+{
+    reissue_ctx_t c = {.user_id = user_id, .hash = hash, .sealed = sealed};
+    int rc = cm_db_tx(pool, reissue_tx, &c);
+    *issued = rc == 0 && c.issued;
+    return rc;
+}

@@ -1,0 +1,177 @@
+/*
+ * store.h — every SQL statement of the auth service (schema auth, see
+ * migrations/). Each function takes the pool, checks a connection out for
+ * as short as it can, and returns 0 or a CM_E* code: CM_ENOTFOUND when the
+ * row is not there, CM_EUNAVAIL / CM_EBUSY when the database cannot be
+ * reached or is saturated (the caller answers 503), CM_EDB otherwise.
+ *
+ * Events are built here, because they must be written to the outbox in the
+ * same transaction as the change they describe; the outbox NOTIFY channel
+ * is AUTH_OUTBOX_CHANNEL. Tokens are only ever passed in hashed (SHA-256
+ * hex) or already sealed for the mailer.
+ */
+#ifndef AUTH_STORE_H
+#define AUTH_STORE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <sodium.h>
+
+#include "cm/db.h"
+#include "cm/error.h"
+#include "code.h"
+#include "validate.h"
+
+#define AUTH_OUTBOX_CHANNEL "auth_outbox"
+/** Verify tokens live 48 hours, reset tokens 30 minutes (DESIGN.md). */
+#define AUTH_VERIFY_TTL_S (48 * 3600)
+#define AUTH_RESET_TTL_S (30 * 60)
+/** At most this many reset mails per account per hour. */
+#define AUTH_RESETS_PER_HOUR 3
+/** Failed logins before the throttle starts answering 429. */
+#define AUTH_THROTTLE_FREE_FAILURES 5
+
+/** A user row as the API shows it. The caller owns the struct. */
+typedef struct auth_user {
+    char id[37];
+    char username[AUTH_USERNAME_MAX + 1];
+    char email[AUTH_EMAIL_MAX + 1];
+    char password_hash[crypto_pwhash_STRBYTES];
+    char referral_code[AUTH_CODE_LEN + 1];
+    char referred_by[AUTH_CODE_LEN + 1]; /* the referrer's code, or "" */
+    bool email_verified;
+    int64_t created_us;
+} auth_user_t;
+
+/** What a registration writes. Every pointer is borrowed. */
+typedef struct auth_new_user {
+    const char *username;
+    const char *email;
+    const char *password_hash;
+    const char *referral_code;    /* normalized referrer's code, or NULL */
+    const char *ip;               /* validated IP address text, or NULL */
+    const char *verify_hash;      /* SHA-256 hex of the verify token */
+    const char *verify_sealed;    /* the verify token sealed for the mailer */
+} auth_new_user_t;
+
+/** Fetches a user by id (canonical UUID text). */
+CM_MUST_CHECK int auth_store_user_by_id(cm_db_pool_t *pool, const char *id, auth_user_t *out);
+
+/**
+ * Fetches a user by username or email, ignoring case: text with an '@' is
+ * an email (a username cannot hold one), anything else a username.
+ */
+CM_MUST_CHECK int auth_store_user_by_login(cm_db_pool_t *pool, const char *ident,
+                                           auth_user_t *out);
+
+/** Sets *username_taken / *email_taken (ignoring case). A hint only: the unique indexes decide. */
+CM_MUST_CHECK int auth_store_taken(cm_db_pool_t *pool, const char *username, const char *email,
+                                   bool *username_taken, bool *email_taken);
+
+/**
+ * Registers a user in one transaction: resolves the referrer's code,
+ * inserts the user with a fresh referral code (retried on collision), the
+ * verify token and the user.registered outbox row. Returns 0 and fills
+ * *out; CM_ECONFLICT with *field "username" or "email" when taken (also
+ * when a concurrent registration won the race); CM_ENOTFOUND with *field
+ * "referral_code" when the code does not exist.
+ */
+CM_MUST_CHECK int auth_store_register(cm_db_pool_t *pool, const auth_new_user_t *in,
+                                      auth_user_t *out, const char **field);
+
+/** Replaces a user's password hash (rehash on login after a parameter change). */
+CM_MUST_CHECK int auth_store_set_password_hash(cm_db_pool_t *pool, const char *user_id,
+                                               const char *hash);
+
+/* ---- login throttling (per account, in the database so replicas share it) -- */
+
+/**
+ * Sets *retry_after_s to the seconds left while key is locked, else 0.
+ */
+CM_MUST_CHECK int auth_store_throttle_check(cm_db_pool_t *pool, const char *key,
+                                            int64_t *retry_after_s);
+
+/**
+ * Counts one failure; from the AUTH_THROTTLE_FREE_FAILURES-th on, locks key
+ * for 2^(failures - 5) seconds, at most 15 minutes.
+ */
+CM_MUST_CHECK int auth_store_throttle_fail(cm_db_pool_t *pool, const char *key);
+
+/** Forgets key's failures (after a successful login). */
+CM_MUST_CHECK int auth_store_throttle_reset(cm_db_pool_t *pool, const char *key);
+
+/* ---- refresh tokens --------------------------------------------------------- */
+
+/** Stores a new refresh token (hash) opening a new family for user_id. */
+CM_MUST_CHECK int auth_store_refresh_issue(cm_db_pool_t *pool, const char *user_id,
+                                           const char *hash, int ttl_days);
+
+/** What happened to a presented refresh token. */
+typedef enum auth_refresh_outcome {
+    AUTH_REFRESH_ROTATED = 0, /* the token was current: child stored, old one rotated */
+    AUTH_REFRESH_GRACE,       /* already rotated to this child within the grace window */
+    AUTH_REFRESH_INVALID,     /* unknown, expired, or its family revoked */
+    AUTH_REFRESH_REUSED,      /* an old token presented again: the family is now revoked */
+} auth_refresh_outcome_t;
+
+/**
+ * Rotates the token whose hash is hash to child_hash (the caller derives
+ * the child deterministically from the presented token, so a retry within
+ * the grace window yields the same child). On ROTATED and GRACE, *user is
+ * the token's owner. Returns 0 with *outcome set, or a CM_E* code.
+ */
+CM_MUST_CHECK int auth_store_refresh_rotate(cm_db_pool_t *pool, const char *hash,
+                                            const char *child_hash, int grace_s, int ttl_days,
+                                            auth_refresh_outcome_t *outcome, auth_user_t *user);
+
+/** Revokes the family of the (unexpired) token hash. CM_ENOTFOUND when there is none. */
+CM_MUST_CHECK int auth_store_logout(cm_db_pool_t *pool, const char *hash);
+
+/* ---- one-time tokens ---------------------------------------------------------------- */
+
+/**
+ * For the account with this email (if any, and if it had fewer than
+ * AUTH_RESETS_PER_HOUR reset tokens in the last hour): stores the reset
+ * token hash and writes reset.requested with the sealed token. *issued
+ * says whether it did. Absent accounts are not an error.
+ */
+CM_MUST_CHECK int auth_store_reset_request(cm_db_pool_t *pool, const char *email,
+                                           const char *hash, const char *sealed, bool *issued);
+
+/** Finds the owner of an unused, unexpired token of kind ("verify"/"reset"). */
+CM_MUST_CHECK int auth_store_token_owner(cm_db_pool_t *pool, const char *kind,
+                                         const char *hash, auth_user_t *out);
+
+/**
+ * In one transaction: uses the reset token (CM_ENOTFOUND when it is
+ * unknown, used or expired), sets the new password hash, revokes every
+ * refresh family of the user and writes password.changed.
+ */
+CM_MUST_CHECK int auth_store_reset_apply(cm_db_pool_t *pool, const char *hash,
+                                         const char *password_hash);
+
+/**
+ * In one transaction: uses the verify token (CM_ENOTFOUND when unknown,
+ * used or expired), marks the email verified and writes user.verified (only
+ * the first time). Fills *out with the user as it now is.
+ */
+CM_MUST_CHECK int auth_store_verify_email(cm_db_pool_t *pool, const char *hash, auth_user_t *out);
+
+/** Event type of a re-sent verification mail (proposed; not yet in proto/events). */
+#define AUTH_EV_VERIFY_REQUESTED "verify.requested"
+/** At most this many verification mails per account per hour (the first included). */
+#define AUTH_VERIFIES_PER_HOUR 3
+
+/**
+ * Re-issues a verify token for user_id in one transaction: earlier unused
+ * verify tokens stop working, the new hash is stored and verify.requested
+ * {user_id, email, username, verify_token_sealed, expires_at} is written.
+ * Returns CM_ESTATE when the email is already verified, CM_ENOTFOUND for no
+ * such user; *issued is false (and nothing changes) when the hourly cap
+ * was reached.
+ */
+CM_MUST_CHECK int auth_store_verify_reissue(cm_db_pool_t *pool, const char *user_id,
+                                            const char *hash, const char *sealed, bool *issued);
+
+#endif
