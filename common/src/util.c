@@ -104,6 +104,8 @@ void cm_arena_free(cm_arena_t *a)
     struct cm_arena_chunk *c = a->head;
     while (c) {
         struct cm_arena_chunk *next = c->next;
+        /* Request bodies live here, passwords included: wipe before reuse by malloc. */
+        sodium_memzero(c->data, c->used);
         free(c);
         c = next;
     }

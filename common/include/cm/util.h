@@ -34,7 +34,7 @@ typedef struct cm_arena cm_arena_t;
 
 /** Returns a new arena; free it with cm_arena_free(). */
 cm_arena_t *cm_arena_new(void);
-/** Frees the arena and everything allocated from it. NULL-safe. */
+/** Wipes and frees the arena and everything allocated from it. NULL-safe. */
 void cm_arena_free(cm_arena_t *a);
 /** Returns size zeroed bytes owned by the arena (aligned for any type). */
 void *cm_arena_alloc(cm_arena_t *a, size_t size);
