@@ -27,20 +27,28 @@ typedef struct cm_hashpool cm_hashpool_t;
 typedef struct cm_hashpool_config {
     int workers;                 /* 0 → one per online core */
     int queue_cap;               /* jobs waiting at most; 0 → 4 × workers */
-    unsigned long long opslimit; /* argon2id t; OWASP default 2 */
-    size_t memlimit;             /* bytes; OWASP default 19 MiB */
+    unsigned long long opslimit; /* argon2id t; 0 → OWASP default 2 */
+    size_t memlimit;             /* bytes; 0 → OWASP default 19 MiB */
 } cm_hashpool_config_t;
 
-/** Starts the workers. Returns NULL with *err for a bad config. */
+/** Longest password the pool accepts (bytes); longer input is CM_EINVAL without hashing. */
+#define CM_PASSWORD_MAX_LEN 4096
+
+/**
+ * Starts the workers and makes the dummy hash (one hash, on the caller's
+ * thread). Returns NULL with *err (if not NULL) = CM_EINVAL for a bad
+ * config (negative counts, argon2id limits out of range) or CM_ECRYPTO.
+ */
 cm_hashpool_t *cm_hashpool_new(const cm_hashpool_config_t *cfg, int *err);
 
 /** Finishes queued jobs, joins the workers, frees. NULL-safe. */
 void cm_hashpool_free(cm_hashpool_t *p);
 
 /**
- * Hashes a password into out (NUL-terminated, crypto_pwhash_STRBYTES).
- * Blocks the caller until done. Returns 0, CM_EBUSY (queue full) or
- * CM_ECRYPTO.
+ * Hashes a password (len bytes, borrowed; not copied, the caller wipes it)
+ * into out (NUL-terminated, crypto_pwhash_STRBYTES). Blocks the caller
+ * until done. Returns 0, CM_EBUSY (queue full), CM_EINVAL (NULL or longer
+ * than CM_PASSWORD_MAX_LEN) or CM_ECRYPTO.
  */
 CM_MUST_CHECK int cm_password_hash(cm_hashpool_t *p, const char *pw, size_t len,
                                    char out[crypto_pwhash_STRBYTES]);
@@ -49,13 +57,14 @@ CM_MUST_CHECK int cm_password_hash(cm_hashpool_t *p, const char *pw, size_t len,
  * Verifies a password against a stored hash. hash NULL spends one verify
  * against a fixed dummy hash and fails, so an unknown account costs the
  * same time. Returns 0 on a match (then *needs_rehash says whether the
- * hash used other parameters than the pool's), CM_EAUTH on a mismatch,
- * CM_EBUSY when the queue is full.
+ * hash used other parameters than the pool's), CM_EAUTH on a mismatch or
+ * a malformed hash, CM_EBUSY when the queue is full, CM_EINVAL as for
+ * cm_password_hash. needs_rehash may be NULL; it is false unless 0.
  */
-CM_MUST_CHECK int cm_password_verify(cm_hashpool_t *p, const char *hash, const char *pw,
-                                     size_t len, bool *needs_rehash);
+CM_MUST_CHECK int cm_password_verify(cm_hashpool_t *p, const char *hash, const char *pw, size_t len,
+                                     bool *needs_rehash);
 
-/** Jobs waiting in the queue (for metrics). */
+/** Jobs waiting in the queue, not counting those being hashed (for metrics). Thread-safe. */
 int cm_hashpool_depth(cm_hashpool_t *p);
 
 /* ---- tokens ------------------------------------------------------------------- */
@@ -80,7 +89,8 @@ CM_MUST_CHECK int cm_key_decode(const char *b64, size_t len, uint8_t key[32]);
 
 /**
  * Seals msg for the holder of pk (crypto_box_seal). *out is a new
- * base64url string the caller free()s. Returns 0 or CM_ECRYPTO.
+ * base64url string the caller free()s. Returns 0, CM_EINVAL (NULL, or
+ * msg longer than 64 KiB) or CM_ECRYPTO.
  */
 CM_MUST_CHECK int cm_seal(const uint8_t pk[32], const char *msg, size_t len, char **out);
 
@@ -96,7 +106,9 @@ CM_MUST_CHECK int cm_unseal(const uint8_t pk[32], const uint8_t sk[32], const ch
 
 /**
  * Reads a whole file of at most max bytes into a new NUL-terminated buffer
- * the caller free()s. Returns 0, CM_EIO or CM_ETOOBIG.
+ * the caller free()s (wiping it first if it holds a secret; the read leaves
+ * no other copy behind). *len (may be NULL) gets the size. Returns 0,
+ * CM_EIO or CM_ETOOBIG (then nothing is returned).
  */
 CM_MUST_CHECK int cm_read_file(const char *path, size_t max, char **out, size_t *len);
 

@@ -23,6 +23,9 @@
 /** Longest token accepted by the verifier (bytes). */
 #define CM_JWT_MAX_LEN 4096
 
+/** Longest key id (bytes, without the NUL). A kid is 1 to 63 of [A-Za-z0-9._-]. */
+#define CM_JWT_KID_MAX 63
+
 typedef struct cm_jwt_signer cm_jwt_signer_t;
 typedef struct cm_jwt_verifier cm_jwt_verifier_t;
 
@@ -36,11 +39,13 @@ typedef struct cm_jwt_claims {
 } cm_jwt_claims_t;
 
 /**
- * Creates a signer from a PEM EC P-256 private key (copied; wiped on free).
- * Returns NULL with *err = CM_ECRYPTO when the key is not a P-256 key.
+ * Creates a signer from a PEM EC P-256 private key (copied; wiped on free;
+ * at most 16 KiB). Returns NULL with *err (if not NULL) = CM_ECRYPTO when
+ * the key is not a P-256 private key, CM_EINVAL for a bad kid, an empty
+ * issuer/audience or ttl_s <= 0. Thread-safe to use once made.
  */
-cm_jwt_signer_t *cm_jwt_signer_new(const char *pem, size_t len, const char *kid,
-                                   const char *issuer, const char *audience, int ttl_s, int *err);
+cm_jwt_signer_t *cm_jwt_signer_new(const char *pem, size_t len, const char *kid, const char *issuer,
+                                   const char *audience, int ttl_s, int *err);
 
 /** Frees and wipes. NULL-safe. */
 void cm_jwt_signer_free(cm_jwt_signer_t *s);
@@ -48,7 +53,9 @@ void cm_jwt_signer_free(cm_jwt_signer_t *s);
 /**
  * Signs an access token for sub/username, valid ttl_s seconds from now.
  * On success *token is a new string the caller free()s and *exp (if not
- * NULL) the expiry in Unix seconds.
+ * NULL) the expiry in Unix seconds. Returns 0, CM_EINVAL (sub empty, sub
+ * or username of 64 bytes or more: they must fit cm_jwt_claims_t) or
+ * CM_ECRYPTO.
  */
 CM_MUST_CHECK int cm_jwt_sign(cm_jwt_signer_t *s, const char *sub, const char *username,
                               char **token, int64_t *exp);
@@ -56,22 +63,40 @@ CM_MUST_CHECK int cm_jwt_sign(cm_jwt_signer_t *s, const char *sub, const char *u
 /** The public key as a JWKS document {"keys":[{kty,crv,x,y,kid,use,alg}]}. New reference. */
 json_t *cm_jwt_signer_jwks(const cm_jwt_signer_t *s);
 
-/** Creates a verifier for issuer/audience with a cache of cache_size entries (0 = no cache). */
-cm_jwt_verifier_t *cm_jwt_verifier_new(const char *issuer, const char *audience,
-                                       size_t cache_size);
+/**
+ * Creates a verifier for issuer/audience (copied) with a cache of
+ * cache_size entries (0 = no cache). Returns NULL if issuer or audience is
+ * NULL or empty. Free with cm_jwt_verifier_free().
+ */
+cm_jwt_verifier_t *cm_jwt_verifier_new(const char *issuer, const char *audience, size_t cache_size);
 
 /** Frees. NULL-safe. */
 void cm_jwt_verifier_free(cm_jwt_verifier_t *v);
 
-/** Adds a PEM public key under kid. Returns 0, CM_ECRYPTO (not a P-256 key) or CM_EINVAL. */
-CM_MUST_CHECK int cm_jwt_verifier_add_key(cm_jwt_verifier_t *v, const char *kid,
-                                          const char *pem, size_t len);
+/**
+ * Adds a PEM public key ("BEGIN PUBLIC KEY") under kid (copied). Returns 0,
+ * CM_ECRYPTO (not a P-256 public key) or CM_EINVAL (bad kid, kid already
+ * present). Safe to call while other threads verify.
+ */
+CM_MUST_CHECK int cm_jwt_verifier_add_key(cm_jwt_verifier_t *v, const char *kid, const char *pem,
+                                          size_t len);
 
 /**
- * Adds keys from a JWT_PUBLIC_KEYS value: comma-separated "kid=path/to.pem".
- * Returns 0 or a CM_E* code; *bad (if not NULL) names the failing entry's kid.
+ * Adds keys from a JWT_PUBLIC_KEYS value: comma-separated "kid=path/to.pem"
+ * (spaces around entries ignored; each file at most 16 KiB, a PEM public
+ * key). Returns 0, CM_EINVAL (bad syntax, bad or repeated kid, no entry),
+ * CM_EIO / CM_ETOOBIG (the file) or CM_ECRYPTO (not a P-256 public key).
+ * Keys before the failing entry stay added.
  */
 CM_MUST_CHECK int cm_jwt_verifier_load(cm_jwt_verifier_t *v, const char *spec);
+
+/**
+ * Like cm_jwt_verifier_load; on failure also copies the failing entry's kid
+ * (cut to fit, NUL-terminated) into bad[bad_len] for the start-up message.
+ * bad may be NULL. On success bad is "".
+ */
+CM_MUST_CHECK int cm_jwt_verifier_load_report(cm_jwt_verifier_t *v, const char *spec, char *bad,
+                                              size_t bad_len);
 
 /**
  * Verifies a token (untrusted bytes, not NUL-terminated): size, header
