@@ -1,0 +1,236 @@
+#include "config.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <arpa/inet.h>
+
+#include "cm/util.h"
+
+static const char *const RATE_NAMES[GW_RL_COUNT] = {"login", "register", "forgot-password",
+                                                    "other"};
+
+/* Defaults for a public deployment: generous for reads, tight for credentials and mail. */
+static const gw_rate_t RATE_DEFAULTS[GW_RL_COUNT] = {
+    [GW_RL_LOGIN] = {20, 60},
+    [GW_RL_REGISTER] = {10, 60},
+    [GW_RL_FORGOT] = {5, 60},
+    [GW_RL_OTHER] = {600, 60},
+};
+
+const char *gw_rate_class_name(gw_rate_class_t c)
+{
+    return (unsigned)c < GW_RL_COUNT ? RATE_NAMES[c] : "unknown";
+}
+
+void gw_list_dispose(gw_list_t *l)
+{
+    if (!l)
+        return;
+    for (size_t i = 0; i < l->n; i++)
+        free(l->items[i]);
+    free(l->items);
+    l->items = NULL;
+    l->n = 0;
+}
+
+static bool is_space(char c)
+{
+    return c == ' ' || c == '\t';
+}
+
+int gw_list_parse(const char *value, gw_list_t *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!value)
+        return CM_EPARSE;
+    const char *p = value;
+    for (;;) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        const char *s = p;
+        while (len > 0 && is_space(*s)) {
+            s++;
+            len--;
+        }
+        while (len > 0 && is_space(s[len - 1]))
+            len--;
+        if (len == 0) {
+            gw_list_dispose(out);
+            return CM_EPARSE;
+        }
+        out->items = cm_xreallocarray(out->items, out->n + 1, sizeof *out->items);
+        out->items[out->n++] = cm_xstrndup(s, len);
+        if (!end)
+            return 0;
+        p = end + 1;
+    }
+}
+
+/* One RATE_LIMITS entry "class=N/S". */
+static int parse_rate_entry(const char *item, gw_rate_t rates[GW_RL_COUNT])
+{
+    const char *eq = strchr(item, '=');
+    const char *slash = eq ? strchr(eq, '/') : NULL;
+    if (!eq || !slash)
+        return CM_EPARSE;
+    int cls = -1;
+    for (int i = 0; i < GW_RL_COUNT; i++)
+        if (strlen(RATE_NAMES[i]) == (size_t)(eq - item) &&
+            strncmp(item, RATE_NAMES[i], (size_t)(eq - item)) == 0)
+            cls = i;
+    char *n = cm_xstrndup(eq + 1, (size_t)(slash - eq - 1));
+    long long burst = 0, period = 0;
+    int rc = cls < 0 ? CM_EPARSE : cm_strtonum(n, 1, 1000000, &burst);
+    if (rc == 0)
+        rc = cm_strtonum(slash + 1, 1, 86400, &period);
+    free(n);
+    if (rc != 0)
+        return CM_EPARSE;
+    rates[cls].burst = burst;
+    rates[cls].period_s = period;
+    return 0;
+}
+
+int gw_rate_spec_parse(const char *spec, bool *on, gw_rate_t rates[GW_RL_COUNT])
+{
+    if (!spec || strcasecmp(spec, "on") == 0) {
+        *on = true;
+        return 0;
+    }
+    if (strcasecmp(spec, "off") == 0) {
+        *on = false;
+        return 0;
+    }
+    gw_list_t l;
+    if (gw_list_parse(spec, &l) != 0)
+        return CM_EPARSE;
+    gw_rate_t tmp[GW_RL_COUNT];
+    memcpy(tmp, rates, sizeof tmp);
+    int rc = 0;
+    for (size_t i = 0; i < l.n && rc == 0; i++)
+        rc = parse_rate_entry(l.items[i], tmp);
+    gw_list_dispose(&l);
+    if (rc != 0)
+        return CM_EPARSE;
+    memcpy(rates, tmp, sizeof tmp);
+    *on = true;
+    return 0;
+}
+
+/* An upstream list: http(s) base URLs; a trailing slash is dropped so paths append cleanly. */
+static void load_urls(cm_cfg_t *c, const char *name, const char *def, gw_list_t *out)
+{
+    char *v = cm_cfg_str(c, name, def);
+    if (gw_list_parse(v, out) != 0) {
+        cm_cfg_error(c, name, "must be a comma-separated list of http:// URLs");
+        free(v);
+        return;
+    }
+    free(v);
+    for (size_t i = 0; i < out->n; i++) {
+        char *u = out->items[i];
+        size_t len = strlen(u);
+        bool scheme = strncmp(u, "http://", 7) == 0 || strncmp(u, "https://", 8) == 0;
+        if (!scheme || len < 9 || strpbrk(u, "?# \"") != NULL) {
+            cm_cfg_error(c, name, "\"%.80s\" is not an http:// or https:// base URL", u);
+            continue;
+        }
+        while (len > 0 && u[len - 1] == '/')
+            u[--len] = '\0';
+    }
+}
+
+static bool is_ip(const char *s)
+{
+    unsigned char buf[16];
+    return inet_pton(AF_INET, s, buf) == 1 || inet_pton(AF_INET6, s, buf) == 1;
+}
+
+static void load_proxies(cm_cfg_t *c, gw_list_t *out)
+{
+    char *v = cm_cfg_str(c, "TRUSTED_PROXIES", NULL);
+    if (v && gw_list_parse(v, out) != 0)
+        cm_cfg_error(c, "TRUSTED_PROXIES", "must be a comma-separated list of IP addresses");
+    for (size_t i = 0; i < out->n; i++)
+        if (!is_ip(out->items[i]))
+            cm_cfg_error(c, "TRUSTED_PROXIES", "\"%.60s\" is not an IP address", out->items[i]);
+    free(v);
+}
+
+static void load_origins(cm_cfg_t *c, gw_list_t *out)
+{
+    char *v = cm_cfg_str(c, "CORS_ORIGINS", NULL);
+    if (v && gw_list_parse(v, out) != 0)
+        cm_cfg_error(c, "CORS_ORIGINS", "must be a comma-separated list of origins");
+    for (size_t i = 0; i < out->n; i++) {
+        const char *o = out->items[i];
+        bool ok = (strncmp(o, "http://", 7) == 0 || strncmp(o, "https://", 8) == 0) &&
+                  strpbrk(o, " \"\r\n") == NULL && o[strlen(o) - 1] != '/';
+        if (!ok)
+            cm_cfg_error(c, "CORS_ORIGINS", "\"%.60s\" is not an origin (scheme://host[:port])", o);
+    }
+    free(v);
+}
+
+static void load_limits(cm_cfg_t *c, gw_config_t *cfg)
+{
+    memcpy(cfg->rates, RATE_DEFAULTS, sizeof cfg->rates);
+    char *v = cm_cfg_str(c, "RATE_LIMITS", "on");
+    if (gw_rate_spec_parse(v, &cfg->rate_limits, cfg->rates) != 0)
+        cm_cfg_error(c, "RATE_LIMITS",
+                     "must be on, off, or a list like login=20/60,register=10/60,"
+                     "forgot-password=5/60,other=600/60 (N requests per S seconds)");
+    free(v);
+}
+
+static void load_log_level(cm_cfg_t *c, gw_config_t *cfg)
+{
+    char *v = cm_cfg_str(c, "LOG_LEVEL", "info");
+    cfg->log_level = CM_LOG_INFO;
+    if (cm_log_parse_level(v, &cfg->log_level) != 0)
+        cm_cfg_error(c, "LOG_LEVEL", "must be debug, info, warn or error");
+    free(v);
+}
+
+int gw_config_load(gw_config_t *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cm_cfg_t c;
+    cm_cfg_init(&c, "gateway");
+    cfg->port = (int)cm_cfg_int(&c, "PORT", 8000, 1, 65535);
+    cfg->bind = cm_cfg_str(&c, "BIND_ADDRESS", "127.0.0.1");
+    load_urls(&c, "AUTH_URL", "http://127.0.0.1:8001", &cfg->auth_urls);
+    load_urls(&c, "REFERRAL_URL", "http://127.0.0.1:8002", &cfg->referral_urls);
+    cfg->jwt_public_keys = cm_cfg_str_required(&c, "JWT_PUBLIC_KEYS");
+    cfg->jwt_issuer = cm_cfg_str(&c, "JWT_ISSUER", "linktr");
+    cfg->jwt_audience = cm_cfg_str(&c, "JWT_AUDIENCE", "linktr");
+    cfg->connect_timeout_ms = (int)cm_cfg_int(&c, "UPSTREAM_CONNECT_TIMEOUT_MS", 1000, 1, 60000);
+    cfg->upstream_timeout_ms = (int)cm_cfg_int(&c, "UPSTREAM_TIMEOUT_MS", 10000, 1, 600000);
+    /* At most the upstream's worker threads (referral has 8): see proxy.h. */
+    cfg->upstream_max_conns = (int)cm_cfg_int(&c, "UPSTREAM_MAX_CONNECTIONS", 8, 1, 1024);
+    cfg->threads = (int)cm_cfg_int(&c, "HTTP_THREADS", 32, 1, 1024);
+    cfg->request_timeout_ms = (int)cm_cfg_int(&c, "REQUEST_TIMEOUT_MS", 10000, 100, 600000);
+    load_limits(&c, cfg);
+    load_proxies(&c, &cfg->trusted_proxies);
+    load_origins(&c, &cfg->cors_origins);
+    load_log_level(&c, cfg);
+    cfg->jwks_refresh = cm_cfg_bool(&c, "JWKS_REFRESH", true);
+    return cm_cfg_finish(&c);
+}
+
+void gw_config_dispose(gw_config_t *cfg)
+{
+    if (!cfg)
+        return;
+    free(cfg->bind);
+    gw_list_dispose(&cfg->auth_urls);
+    gw_list_dispose(&cfg->referral_urls);
+    free(cfg->jwt_public_keys);
+    free(cfg->jwt_issuer);
+    free(cfg->jwt_audience);
+    gw_list_dispose(&cfg->trusted_proxies);
+    gw_list_dispose(&cfg->cors_origins);
+    memset(cfg, 0, sizeof *cfg);
+}

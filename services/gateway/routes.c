@@ -1,0 +1,524 @@
+#include "routes.h"
+
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <curl/curl.h>
+
+#include "cm/log.h"
+#include "jwks.h"
+
+/* Clients are tracked per class; this bounds the limiter's memory (~100 bytes each). */
+#define GW_RATE_MAX_CLIENTS 65536
+/* Verified tokens cached by the verifier (an ES256 check costs about 0.4 ms). */
+#define GW_JWT_CACHE 10000
+
+static void on_forward(cm_req_t *rq, void *ctx);
+static void on_preflight(cm_req_t *rq, void *ctx);
+
+/*
+ * The public API. resend-verification sends mail, so it shares the tight
+ * forgot-password bucket; token refresh and reset are guarded by 256-bit
+ * secrets and count as "other".
+ */
+#define GW_ROUTE_LIST(X)                                                                           \
+    X("POST", "/api/register", GW_UP_AUTH, false, GW_RL_REGISTER)                                  \
+    X("POST", "/api/login", GW_UP_AUTH, false, GW_RL_LOGIN)                                        \
+    X("POST", "/api/token/refresh", GW_UP_AUTH, false, GW_RL_OTHER)                                \
+    X("POST", "/api/logout", GW_UP_AUTH, false, GW_RL_OTHER)                                       \
+    X("POST", "/api/forgot-password", GW_UP_AUTH, false, GW_RL_FORGOT)                             \
+    X("POST", "/api/reset-password", GW_UP_AUTH, false, GW_RL_OTHER)                               \
+    X("POST", "/api/verify-email", GW_UP_AUTH, false, GW_RL_OTHER)                                 \
+    X("POST", "/api/resend-verification", GW_UP_AUTH, true, GW_RL_FORGOT)                          \
+    X("GET", "/api/me", GW_UP_AUTH, true, GW_RL_OTHER)                                             \
+    X("GET", "/.well-known/jwks.json", GW_UP_AUTH, false, GW_RL_OTHER)                             \
+    X("GET", "/api/referrals", GW_UP_REFERRAL, true, GW_RL_OTHER)                                  \
+    X("GET", "/api/referral-stats", GW_UP_REFERRAL, true, GW_RL_OTHER)                             \
+    X("GET", "/api/rewards", GW_UP_REFERRAL, true, GW_RL_OTHER)
+
+#define AS_POLICY(m, p, up, tok, rl) {m, p, up, tok, rl},
+#define AS_CM_ROUTE(m, p, up, tok, rl)                                                             \
+    {m, p, on_forward, (up) == GW_UP_AUTH ? CM_ROUTE_NO_STORE : 0u},
+
+static const gw_route_t ROUTES[] = {GW_ROUTE_LIST(AS_POLICY)};
+static const cm_route_t CM_ROUTES[] = {GW_ROUTE_LIST(AS_CM_ROUTE)};
+#define NROUTES (sizeof ROUTES / sizeof ROUTES[0])
+
+const gw_route_t *gw_routes(size_t *n)
+{
+    *n = NROUTES;
+    return ROUTES;
+}
+
+int gw_route_find(const char *method, const char *path, const gw_route_t **out, cm_buf_t *allow)
+{
+    const cm_route_t *r = NULL;
+    int rc = cm_route_find(CM_ROUTES, NROUTES, method, path, &r, allow);
+    if (rc != 0)
+        return rc;
+    *out = &ROUTES[r - CM_ROUTES];
+    return 0;
+}
+
+/* ---- small checks ------------------------------------------------------------ */
+
+bool gw_content_type_is_json(const char *ct)
+{
+    static const char json[] = "application/json";
+    if (!ct)
+        return false;
+    while (*ct == ' ' || *ct == '\t')
+        ct++;
+    if (strncasecmp(ct, json, sizeof json - 1) != 0)
+        return false;
+    ct += sizeof json - 1;
+    while (*ct == ' ' || *ct == '\t')
+        ct++;
+    return *ct == '\0' || *ct == ';';
+}
+
+bool gw_query_valid(const char *q)
+{
+    if (!q)
+        return true;
+    size_t len = strnlen(q, GW_MAX_QUERY + 1);
+    if (len > GW_MAX_QUERY)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)q[i];
+        if (c <= 0x20 || c >= 0x7f || c == '#')
+            return false;
+    }
+    return true;
+}
+
+static bool origin_allowed(const gw_t *gw, const char *origin)
+{
+    for (size_t i = 0; origin && i < gw->cfg->cors_origins.n; i++)
+        if (strcmp(origin, gw->cfg->cors_origins.items[i]) == 0)
+            return true;
+    return false;
+}
+
+/* CORS headers for an allowed Origin; anyone else gets none. */
+static void add_cors(const gw_t *gw, cm_req_t *rq)
+{
+    const char *origin = cm_req_header(rq, "Origin");
+    if (!origin_allowed(gw, origin))
+        return;
+    cm_reply_header(rq, "Access-Control-Allow-Origin", origin);
+    cm_reply_header(rq, "Vary", "Origin");
+    cm_reply_header(rq, "Access-Control-Expose-Headers",
+                    "X-Request-Id, Retry-After, WWW-Authenticate");
+}
+
+/* Writes a non-negative number of seconds as decimal text into buf[24]; returns buf. */
+static const char *seconds_text(int64_t s, char buf[24])
+{
+    char tmp[24];
+    size_t n = 0;
+    uint64_t v = s > 0 ? (uint64_t)s : 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v && n < sizeof tmp);
+    for (size_t i = 0; i < n; i++)
+        buf[i] = tmp[n - 1 - i];
+    buf[n] = '\0';
+    return buf;
+}
+
+/* ---- edge checks: each replies and returns < 0 when the request stops here ----- */
+
+static int rate_limit_or_reply(gw_t *gw, cm_req_t *rq, const gw_route_t *r, const char *ip)
+{
+    int64_t retry = 0;
+    if (!gw->limiter || gw_limiter_take(gw->limiter, r->rate_class, ip, cm_now_mono_ms(), &retry))
+        return 0;
+    const char *cls = gw_rate_class_name(r->rate_class);
+    cm_metric_add(gw->rate_limited, &cls, 1);
+    char buf[24];
+    cm_reply_header(rq, "Retry-After", seconds_text(retry, buf));
+    cm_reply_problem(rq, 429, "Too many requests", "Slow down and try again later.", NULL);
+    return -1;
+}
+
+/* Asks auth for its JWKS document and adds the keys we do not know yet. */
+static int fetch_jwks(gw_t *gw, const char *rid)
+{
+    struct curl_slist *h = curl_slist_append(NULL, "Accept: application/json");
+    cm_buf_t line;
+    cm_buf_init(&line);
+    cm_buf_puts(&line, "X-Request-Id: ");
+    cm_buf_puts(&line, rid);
+    h = curl_slist_append(h, line.data);
+    cm_buf_dispose(&line);
+    gw_fwd_request_t f = {.method = "GET", .path = "/.well-known/jwks.json", .headers = h};
+    gw_fwd_response_t resp;
+    int rc = gw_upstream_forward(gw->upstreams[GW_UP_AUTH], &f, &resp);
+    int added = CM_EUNAVAIL;
+    if (rc == 0 && resp.status == 200) {
+        json_t *doc = json_loadb(resp.body.data, resp.body.len, 0, NULL);
+        added = gw_jwks_add(gw->verifier, doc);
+        json_decref(doc);
+    }
+    gw_fwd_response_dispose(&resp);
+    curl_slist_free_all(h);
+    return added;
+}
+
+/*
+ * A token failed: perhaps auth rotated to a key we have not seen. Fetch its
+ * JWKS, but at most once per interval whatever the number of failing
+ * tokens (the compare-and-swap lets exactly one thread do it). True when
+ * new keys arrived, so the token deserves a second look.
+ */
+static bool refresh_keys(gw_t *gw, const char *rid)
+{
+    long long now = (long long)cm_now_mono_ms();
+    long long next = atomic_load(&gw->jwks_next_ms);
+    if (!gw->cfg->jwks_refresh || now < next ||
+        !atomic_compare_exchange_strong(&gw->jwks_next_ms, &next, now + GW_JWKS_MIN_INTERVAL_MS))
+        return false;
+    int added = fetch_jwks(gw, rid);
+    const char *result = added > 0 ? "new_keys" : added == 0 ? "no_new_keys" : "failed";
+    cm_metric_add(gw->jwks_fetches, &result, 1);
+    if (added > 0)
+        CM_INFO(rid, "added %d key(s) from auth's JWKS", added);
+    else if (added == 0)
+        CM_INFO(rid, "auth's JWKS brought no new key");
+    else if (added < 0)
+        CM_WARN(rid, "could not fetch auth's JWKS: %s", cm_strerror(added));
+    return added > 0;
+}
+
+static int token_or_reply(gw_t *gw, cm_req_t *rq)
+{
+    const char *hdr = cm_req_header(rq, "Authorization");
+    const char *tok = NULL;
+    size_t len = 0;
+    cm_jwt_claims_t claims;
+    if (!hdr || cm_jwt_from_header(hdr, &tok, &len) != 0) {
+        cm_metric_add(gw->edge_auth_failures, NULL, 1);
+        cm_reply_problem(rq, 401, "Authentication required",
+                         "Send an access token: Authorization: Bearer <token>.", NULL);
+        return -1;
+    }
+    int rc = cm_jwt_verify(gw->verifier, tok, len, &claims);
+    if (rc != 0 && refresh_keys(gw, cm_req_id(rq)))
+        rc = cm_jwt_verify(gw->verifier, tok, len, &claims);
+    if (rc != 0) {
+        cm_metric_add(gw->edge_auth_failures, NULL, 1);
+        cm_reply_problem(rq, 401, "Invalid token", "The access token is invalid or expired.", NULL);
+        return -1;
+    }
+    return 0;
+}
+
+/* True when the client announced body bytes: a non-zero Content-Length or a Transfer-Encoding. */
+static bool announces_body(cm_req_t *rq)
+{
+    const char *cl = cm_req_header(rq, "Content-Length");
+    long long n = 0;
+    if (cm_req_header(rq, "Transfer-Encoding"))
+        return true;
+    return cl && (cm_strtonum(cl, 0, LLONG_MAX, &n) != 0 || n > 0);
+}
+
+/*
+ * JSON-only bodies: 415 for another type, 413 over the cap, 400 when not a
+ * JSON object. The raw bytes are forwarded, after the same parse (duplicate
+ * keys refused) that the services use, so both sides read the same document.
+ */
+static int body_or_reply(cm_req_t *rq, cm_slice_t *body)
+{
+    const char *ct = cm_req_header(rq, "Content-Type");
+    if ((ct || announces_body(rq)) && !gw_content_type_is_json(ct)) {
+        /* cm_http answers 415 for us and closes the connection on the unread body. */
+        json_t *doc = NULL;
+        if (cm_req_json_or_reply(rq, &doc) == 0) {
+            json_decref(doc);
+            cm_reply_problem(rq, 415, "Unsupported Media Type",
+                             "The request body must be application/json.", NULL);
+        }
+        return -1;
+    }
+    if (cm_req_body_or_reply(rq, body) != 0)
+        return -1;
+    if (body->len == 0)
+        return 0; /* nothing to check; the service says which fields it needs */
+    json_error_t jerr;
+    json_t *doc = json_loadb(body->ptr, body->len, JSON_REJECT_DUPLICATES, &jerr);
+    bool object = json_is_object(doc);
+    json_decref(doc);
+    if (!object) {
+        cm_reply_problem(rq, 400, "Malformed JSON", "The request body must be a JSON object.",
+                         NULL);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- forwarding ------------------------------------------------------------------ */
+
+static const char *req_header(const void *src, const char *name)
+{
+    return cm_req_header(src, name);
+}
+
+/* The path sent upstream: the route's own path, with the client's trailing slash if any. */
+static const char *upstream_path(cm_req_t *rq, const gw_route_t *r)
+{
+    const char *p = cm_req_path(rq);
+    size_t len = strlen(p);
+    if (len == 0 || p[len - 1] != '/')
+        return r->path;
+    size_t rlen = strlen(r->path);
+    char *out = cm_arena_alloc(cm_req_arena(rq), rlen + 2);
+    memcpy(out, r->path, rlen);
+    out[rlen] = '/';
+    return out;
+}
+
+static void count_error(gw_t *gw, const gw_upstream_t *u, const char *kind)
+{
+    const char *labels[2] = {gw_upstream_name(u), kind};
+    cm_metric_add(gw->upstream_errors, labels, 1);
+}
+
+static bool has_body(long status)
+{
+    return !(status == 204 || status == 304 || (status >= 100 && status < 200));
+}
+
+/* A transport failure as problem+json: 503 unreachable or saturated, 504 too slow, 502 broken. */
+static void reply_failure(gw_t *gw, cm_req_t *rq, const gw_upstream_t *u, int rc)
+{
+    static const struct {
+        int rc, status;
+        const char *kind, *title, *detail;
+    } map[] = {
+        {CM_EUNAVAIL, 503, "unavailable", "Service unavailable",
+         "A service behind the gateway is not reachable; try again shortly."},
+        {CM_EBUSY, 503, "saturated", "Service unavailable",
+         "A service behind the gateway is overloaded; try again shortly."},
+        {CM_ETIMEDOUT, 504, "timeout", "Gateway timeout",
+         "A service behind the gateway did not answer in time."},
+        {CM_ETOOBIG, 502, "too_big", "Bad gateway",
+         "A service behind the gateway gave no usable answer."},
+    };
+    size_t i = 0, n = sizeof map / sizeof map[0];
+    while (i < n - 1 && map[i].rc != rc)
+        i++; /* anything unlisted is a broken answer, like too_big */
+    const char *kind = map[i].rc == rc ? map[i].kind : "bad_answer";
+    count_error(gw, u, kind);
+    CM_WARN(cm_req_id(rq), "upstream %s: %s (%s)", gw_upstream_name(u), kind, cm_strerror(rc));
+    cm_reply_problem(rq, map[i].status, map[i].title, map[i].detail, NULL);
+}
+
+/* Relays the upstream answer, or turns a transport failure into problem+json. */
+static void relay(gw_t *gw, cm_req_t *rq, const gw_upstream_t *u, int rc,
+                  const gw_fwd_response_t *resp)
+{
+    if (rc == 0 && (resp->status < 200 || resp->status > 599))
+        rc = CM_EIO; /* 1xx as a final answer, or nonsense */
+    if (rc != 0) {
+        reply_failure(gw, rq, u, rc);
+        return;
+    }
+    if (resp->retry_after[0])
+        cm_reply_header(rq, "Retry-After", resp->retry_after);
+    if (resp->www_authenticate[0])
+        cm_reply_header(rq, "WWW-Authenticate", resp->www_authenticate);
+    if (!has_body(resp->status) || (resp->body.len == 0 && !resp->content_type[0]))
+        cm_reply_empty(rq, (int)resp->status);
+    else
+        cm_reply_raw(rq, (int)resp->status,
+                     resp->content_type[0] ? resp->content_type : "application/octet-stream",
+                     resp->body.data, resp->body.len);
+}
+
+static void forward(gw_t *gw, cm_req_t *rq, const gw_route_t *r, cm_slice_t body, const char *ip,
+                    const char *xff)
+{
+    gw_fwd_request_t f = {
+        .method = r->method,
+        .path = upstream_path(rq, r),
+        .query = cm_req_query(rq),
+        .body = body,
+        .headers = gw_upstream_headers(req_header, rq, cm_req_id(rq), xff, ip),
+    };
+    gw_upstream_t *u = gw->upstreams[r->upstream];
+    gw_fwd_response_t resp;
+    int rc = gw_upstream_forward(u, &f, &resp);
+    relay(gw, rq, u, rc, &resp);
+    gw_fwd_response_dispose(&resp);
+    curl_slist_free_all(f.headers);
+}
+
+static void edge(gw_t *gw, cm_req_t *rq)
+{
+    const gw_route_t *r = NULL;
+    if (gw_route_find(cm_req_method(rq), cm_req_path(rq), &r, NULL) != 0) {
+        cm_reply_problem(rq, 404, "Not Found", "No such resource.", NULL);
+        return;
+    }
+    add_cors(gw, rq);
+    const char *ip = NULL, *xff = NULL;
+    gw_client_addr(cm_req_arena(rq), cm_req_peer(rq), cm_req_header(rq, "X-Forwarded-For"),
+                   &gw->cfg->trusted_proxies, &ip, &xff);
+    if (rate_limit_or_reply(gw, rq, r, ip) != 0)
+        return;
+    if (r->needs_token && token_or_reply(gw, rq) != 0)
+        return;
+    cm_slice_t body = {NULL, 0};
+    if (strcmp(r->method, "POST") == 0 && body_or_reply(rq, &body) != 0)
+        return;
+    if (!gw_query_valid(cm_req_query(rq))) {
+        cm_reply_problem(rq, 400, "Malformed request", "The query string is not valid.", NULL);
+        return;
+    }
+    forward(gw, rq, r, body, ip, xff);
+}
+
+static void on_forward(cm_req_t *rq, void *ctx)
+{
+    gw_t *gw = ctx;
+    atomic_fetch_add(&gw->in_flight, 1);
+    edge(gw, rq);
+    atomic_fetch_sub(&gw->in_flight, 1);
+}
+
+/* ---- CORS preflight -------------------------------------------------------------- */
+
+static void on_preflight(cm_req_t *rq, void *ctx)
+{
+    gw_t *gw = ctx;
+    const char *origin = cm_req_header(rq, "Origin");
+    const char *want = cm_req_header(rq, "Access-Control-Request-Method");
+    const gw_route_t *r = NULL;
+    bool known = want && gw_route_find(want, cm_req_path(rq), &r, NULL) == 0;
+    if (!origin_allowed(gw, origin) || !known) {
+        cm_reply_problem(rq, 403, "Forbidden", "This cross-origin request is not allowed.", NULL);
+        return;
+    }
+    cm_reply_header(rq, "Access-Control-Allow-Origin", origin);
+    cm_reply_header(rq, "Vary", "Origin");
+    cm_reply_header(rq, "Access-Control-Allow-Methods", r->method);
+    cm_reply_header(rq, "Access-Control-Allow-Headers",
+                    "Authorization, Content-Type, X-Request-Id");
+    cm_reply_header(rq, "Access-Control-Max-Age", "600");
+    cm_reply_empty(rq, 204);
+}
+
+/* ---- life cycle -------------------------------------------------------------------- */
+
+/* The table for cm_http: every public route, plus OPTIONS per path when CORS is on. */
+static void build_table(gw_t *gw)
+{
+    bool cors = gw->cfg->cors_origins.n > 0;
+    gw->routes = cm_xcalloc(NROUTES * 2, sizeof *gw->routes);
+    memcpy(gw->routes, CM_ROUTES, sizeof CM_ROUTES);
+    gw->nroutes = NROUTES;
+    for (size_t i = 0; cors && i < NROUTES; i++) {
+        bool seen = false;
+        for (size_t j = NROUTES; j < gw->nroutes; j++)
+            seen = seen || strcmp(gw->routes[j].path, ROUTES[i].path) == 0;
+        if (!seen)
+            gw->routes[gw->nroutes++] = (cm_route_t){"OPTIONS", ROUTES[i].path, on_preflight, 0};
+    }
+}
+
+static void make_metrics(gw_t *gw)
+{
+    gw->metrics = cm_metrics_new();
+    gw->upstream_errors =
+        cm_metrics_counter(gw->metrics, "gateway_upstream_errors_total",
+                           "Requests the gateway could not complete upstream.", "upstream,kind");
+    gw->rate_limited = cm_metrics_counter(gw->metrics, "gateway_rate_limited_total",
+                                          "Requests refused with 429, by route class.", "class");
+    gw->jwks_fetches =
+        cm_metrics_counter(gw->metrics, "gateway_jwks_fetches_total",
+                           "Fetches of auth's JWKS after an unknown key id.", "result");
+    gw->edge_auth_failures = cm_metrics_counter(gw->metrics, "gateway_edge_auth_failures_total",
+                                                "Requests refused with 401 at the gateway.", NULL);
+}
+
+gw_t *gw_new(const gw_config_t *cfg, int *err)
+{
+    gw_t *gw = cm_xcalloc(1, sizeof *gw);
+    gw->cfg = cfg;
+    atomic_init(&gw->in_flight, 0);
+    atomic_init(&gw->draining, false);
+    atomic_init(&gw->jwks_next_ms, 0);
+    gw->verifier = cm_jwt_verifier_new(cfg->jwt_issuer, cfg->jwt_audience, GW_JWT_CACHE);
+    char bad[64] = "";
+    int rc = gw->verifier
+                 ? cm_jwt_verifier_load_report(gw->verifier, cfg->jwt_public_keys, bad, sizeof bad)
+                 : CM_ENOMEM;
+    if (rc != 0) {
+        fprintf(stderr, "linktr-gateway: config: JWT_PUBLIC_KEYS: cannot load key \"%s\": %s\n",
+                bad, cm_strerror(rc));
+        *err = rc;
+        gw_free(gw);
+        return NULL;
+    }
+    size_t pool = (size_t)cfg->upstream_max_conns;
+    gw->upstreams[GW_UP_AUTH] = gw_upstream_new("auth", &cfg->auth_urls, cfg->connect_timeout_ms,
+                                                cfg->upstream_timeout_ms, pool);
+    gw->upstreams[GW_UP_REFERRAL] = gw_upstream_new(
+        "referral", &cfg->referral_urls, cfg->connect_timeout_ms, cfg->upstream_timeout_ms, pool);
+    if (cfg->rate_limits)
+        gw->limiter = gw_limiter_new(cfg->rates, GW_RATE_MAX_CLIENTS);
+    make_metrics(gw);
+    build_table(gw);
+    *err = 0;
+    return gw;
+}
+
+void gw_free(gw_t *gw)
+{
+    if (!gw)
+        return;
+    cm_jwt_verifier_free(gw->verifier);
+    for (int i = 0; i < GW_UP_COUNT; i++)
+        gw_upstream_free(gw->upstreams[i]);
+    gw_limiter_free(gw->limiter);
+    cm_metrics_free(gw->metrics);
+    free(gw->routes);
+    free(gw);
+}
+
+bool gw_drain(gw_t *gw, int timeout_ms)
+{
+    atomic_store(&gw->draining, true);
+    int64_t deadline = cm_now_mono_ms() + timeout_ms;
+    while (atomic_load(&gw->in_flight) > 0 && cm_now_mono_ms() < deadline) {
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    return atomic_load(&gw->in_flight) == 0;
+}
+
+bool gw_ready(void *ctx, cm_buf_t *why)
+{
+    gw_t *gw = ctx;
+    if (atomic_load(&gw->draining)) {
+        cm_buf_puts(why, "shutting down");
+        return false;
+    }
+    bool ok = true;
+    for (int i = 0; i < GW_UP_COUNT; i++) {
+        if (gw_upstream_healthy(gw->upstreams[i]))
+            continue;
+        if (!ok)
+            cm_buf_puts(why, ", ");
+        cm_buf_puts(why, gw_upstream_name(gw->upstreams[i]));
+        ok = false;
+    }
+    return ok;
+}

@@ -1,0 +1,96 @@
+/*
+ * routes.h — the gateway's public route table and the edge handler.
+ *
+ * Every public path of API.md maps to an upstream (auth or referral), says
+ * whether a token is required at the edge and which rate-limit class it
+ * counts against. A path not in the table is never forwarded (cm_http
+ * answers 404, or 405 with Allow). The handler, in order: CORS headers,
+ * rate limit (429), token (401), body checks for POST (415, 413, 400),
+ * query check (400), then forwarding; upstream failures become 503 (not
+ * reachable), 504 (too slow) or 502 (broken answer), all problem+json.
+ */
+#ifndef GW_ROUTES_H
+#define GW_ROUTES_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "cm/http.h"
+#include "cm/jwt.h"
+#include "cm/metrics.h"
+#include "config.h"
+#include "proxy.h"
+#include "ratelimit.h"
+
+typedef enum gw_upstream_id { GW_UP_AUTH = 0, GW_UP_REFERRAL, GW_UP_COUNT } gw_upstream_id_t;
+
+/** One public route and its edge policy. */
+typedef struct gw_route {
+    const char *method;
+    const char *path; /* without a trailing slash */
+    gw_upstream_id_t upstream;
+    bool needs_token; /* refused with 401 at the edge without a valid token */
+    gw_rate_class_t rate_class;
+} gw_route_t;
+
+/** The whole gateway: shared read-only by every worker thread (its parts are thread-safe). */
+typedef struct gw {
+    const gw_config_t *cfg; /* borrowed */
+    cm_jwt_verifier_t *verifier;
+    gw_upstream_t *upstreams[GW_UP_COUNT];
+    gw_limiter_t *limiter; /* NULL when RATE_LIMITS=off */
+    cm_metrics_t *metrics;
+    cm_family_t *upstream_errors; /* upstream, kind */
+    cm_family_t *rate_limited;    /* class */
+    cm_family_t *edge_auth_failures;
+    cm_route_t *routes; /* the table handed to cm_http */
+    size_t nroutes;
+    atomic_int in_flight;      /* requests inside the forwarding handler */
+    atomic_bool draining;      /* set on SIGTERM: /readyz says no */
+    atomic_llong jwks_next_ms; /* earliest next JWKS fetch (monotonic ms) */
+    cm_family_t *jwks_fetches; /* by result */
+} gw_t;
+
+/** The public route table (static storage); *n receives its length. */
+const gw_route_t *gw_routes(size_t *n);
+
+/**
+ * Finds the policy for method + path (trailing slash optional). Returns 0
+ * and sets *out, CM_ENOTFOUND for an unknown path, CM_ESTATE when the
+ * path exists for other methods (allow, if not NULL, receives them).
+ */
+CM_MUST_CHECK int gw_route_find(const char *method, const char *path, const gw_route_t **out,
+                                cm_buf_t *allow);
+
+/**
+ * Creates the gateway from cfg (borrowed; must outlive it): loads the JWT
+ * keys, makes the upstream pools, the limiter, the metrics and the route
+ * table. Returns NULL with *err set (and a log line) on failure.
+ */
+gw_t *gw_new(const gw_config_t *cfg, int *err);
+
+/** Frees the gateway. NULL-safe; the HTTP server must be stopped first. */
+void gw_free(gw_t *gw);
+
+/**
+ * Starts a graceful stop: /readyz answers 503 from now on, then waits up
+ * to timeout_ms for requests inside the handler to finish. civetweb stops
+ * writing answers once mg_stop() begins, so main() drains here first and
+ * only then calls cm_http_stop(). Returns true when none are left.
+ */
+bool gw_drain(gw_t *gw, int timeout_ms);
+
+/** The readiness probe for cm_http: true when every upstream answers /healthz. */
+bool gw_ready(void *ctx, cm_buf_t *why);
+
+/**
+ * True if ct is application/json, optionally with parameters
+ * ("application/json; charset=utf-8"), case-insensitive.
+ */
+bool gw_content_type_is_json(const char *ct);
+
+/** True if q (a raw query string) may be forwarded: printable ASCII without '#', bounded. */
+bool gw_query_valid(const char *q);
+
+#endif

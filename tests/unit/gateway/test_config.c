@@ -1,0 +1,145 @@
+/*
+ * The gateway's configuration: defaults for the local stack, comma lists
+ * of upstreams, RATE_LIMITS specs, and a clear failure naming each bad
+ * variable.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include <cmocka.h>
+
+#include "config.h"
+
+static const char *const VARS[] = {"PORT",
+                                   "BIND_ADDRESS",
+                                   "AUTH_URL",
+                                   "REFERRAL_URL",
+                                   "JWT_PUBLIC_KEYS",
+                                   "RATE_LIMITS",
+                                   "TRUSTED_PROXIES",
+                                   "CORS_ORIGINS",
+                                   "LOG_LEVEL",
+                                   "UPSTREAM_TIMEOUT_MS",
+                                   "UPSTREAM_MAX_CONNECTIONS",
+                                   "JWKS_REFRESH",
+                                   NULL};
+
+static int clear_env(void **state)
+{
+    (void)state;
+    for (int i = 0; VARS[i]; i++)
+        unsetenv(VARS[i]);
+    return 0;
+}
+
+static void defaults_fit_the_local_stack(void **state)
+{
+    (void)state;
+    setenv("JWT_PUBLIC_KEYS", "k1=/tmp/k1.pem", 1);
+    gw_config_t c;
+    assert_int_equal(gw_config_load(&c), 0);
+    assert_int_equal(c.port, 8000);
+    assert_string_equal(c.bind, "127.0.0.1");
+    assert_int_equal(c.auth_urls.n, 1);
+    assert_string_equal(c.auth_urls.items[0], "http://127.0.0.1:8001");
+    assert_string_equal(c.referral_urls.items[0], "http://127.0.0.1:8002");
+    assert_int_equal(c.connect_timeout_ms, 1000);
+    assert_int_equal(c.upstream_timeout_ms, 10000);
+    assert_int_equal(c.threads, 32);
+    assert_true(c.rate_limits);
+    assert_int_equal(c.trusted_proxies.n, 0);
+    assert_int_equal(c.cors_origins.n, 0);
+    assert_int_equal(c.upstream_max_conns, 8);
+    assert_true(c.jwks_refresh);
+    assert_int_equal(c.rates[GW_RL_LOGIN].burst, 20);
+    assert_int_equal(c.rates[GW_RL_REGISTER].burst, 10);
+    assert_int_equal(c.rates[GW_RL_FORGOT].burst, 5);
+    assert_int_equal(c.rates[GW_RL_OTHER].burst, 600);
+    gw_config_dispose(&c);
+}
+
+static void upstream_lists_are_split_trimmed_and_lose_trailing_slashes(void **state)
+{
+    (void)state;
+    setenv("JWT_PUBLIC_KEYS", "k1=/tmp/k1.pem", 1);
+    setenv("AUTH_URL", "http://10.0.0.1:8001/ , http://10.0.0.2:8001", 1);
+    setenv("TRUSTED_PROXIES", "127.0.0.1, ::1", 1);
+    setenv("CORS_ORIGINS", "https://app.example.com", 1);
+    setenv("RATE_LIMITS", "off", 1);
+    gw_config_t c;
+    assert_int_equal(gw_config_load(&c), 0);
+    assert_int_equal(c.auth_urls.n, 2);
+    assert_string_equal(c.auth_urls.items[0], "http://10.0.0.1:8001");
+    assert_string_equal(c.auth_urls.items[1], "http://10.0.0.2:8001");
+    assert_int_equal(c.trusted_proxies.n, 2);
+    assert_string_equal(c.trusted_proxies.items[1], "::1");
+    assert_int_equal(c.cors_origins.n, 1);
+    assert_false(c.rate_limits);
+    gw_config_dispose(&c);
+}
+
+static void bad_variables_fail_the_load(void **state)
+{
+    (void)state;
+    const char *bad[][2] = {
+        {"JWT_PUBLIC_KEYS", ""},
+        {"PORT", "0"},
+        {"AUTH_URL", "ftp://x"},
+        {"AUTH_URL", "http://a:1,,http://b:2"},
+        {"REFERRAL_URL", "127.0.0.1:8002"},
+        {"RATE_LIMITS", "login=abc"},
+        {"RATE_LIMITS", "lunch=5/60"},
+        {"TRUSTED_PROXIES", "10.0.0.0/8"},
+        {"CORS_ORIGINS", "app.example.com"},
+        {"LOG_LEVEL", "loud"},
+        {"UPSTREAM_TIMEOUT_MS", "-5"},
+        {"UPSTREAM_MAX_CONNECTIONS", "0"},
+        {"JWKS_REFRESH", "sometimes"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        clear_env(NULL);
+        setenv("JWT_PUBLIC_KEYS", "k1=/tmp/k1.pem", 1);
+        setenv(bad[i][0], bad[i][1], 1);
+        gw_config_t c;
+        int rc = gw_config_load(&c);
+        gw_config_dispose(&c);
+        if (rc != CM_EINVAL)
+            fail_msg("%s=%s was accepted", bad[i][0], bad[i][1]);
+    }
+}
+
+static void rate_specs_override_only_the_named_classes(void **state)
+{
+    (void)state;
+    gw_rate_t rates[GW_RL_COUNT] = {{20, 60}, {10, 60}, {5, 60}, {600, 60}};
+    bool on = false;
+    assert_int_equal(gw_rate_spec_parse("login=3/10, forgot-password=1/3600", &on, rates), 0);
+    assert_true(on);
+    assert_int_equal(rates[GW_RL_LOGIN].burst, 3);
+    assert_int_equal(rates[GW_RL_LOGIN].period_s, 10);
+    assert_int_equal(rates[GW_RL_FORGOT].period_s, 3600);
+    assert_int_equal(rates[GW_RL_REGISTER].burst, 10);
+    assert_int_equal(rates[GW_RL_OTHER].burst, 600);
+    assert_int_equal(gw_rate_spec_parse("login=0/10", &on, rates), CM_EPARSE);
+    assert_int_equal(gw_rate_spec_parse("login=5/", &on, rates), CM_EPARSE);
+    assert_int_equal(gw_rate_spec_parse("login=5/10,other", &on, rates), CM_EPARSE);
+    assert_int_equal(rates[GW_RL_LOGIN].burst, 3); /* a failed parse changes nothing */
+    assert_int_equal(gw_rate_spec_parse("OFF", &on, rates), 0);
+    assert_false(on);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup(defaults_fit_the_local_stack, clear_env),
+        cmocka_unit_test_setup(upstream_lists_are_split_trimmed_and_lose_trailing_slashes,
+                               clear_env),
+        cmocka_unit_test_setup(bad_variables_fail_the_load, clear_env),
+        cmocka_unit_test(rate_specs_override_only_the_named_classes),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,156 @@
+/*
+ * The gateway's route table: every public path of API.md reaches the right
+ * upstream with the right edge policy, with or without a trailing slash;
+ * a wrong method is told apart from an unknown path; the body and query
+ * checks accept what API.md allows and nothing else.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "routes.h"
+
+typedef struct expect {
+    const char *method;
+    const char *path;
+    gw_upstream_id_t upstream;
+    bool token;
+    gw_rate_class_t cls;
+} expect_t;
+
+/* Written from API.md, independently of the table in routes.c. */
+static const expect_t API[] = {
+    {"POST", "/api/register/", GW_UP_AUTH, false, GW_RL_REGISTER},
+    {"POST", "/api/login/", GW_UP_AUTH, false, GW_RL_LOGIN},
+    {"POST", "/api/token/refresh/", GW_UP_AUTH, false, GW_RL_OTHER},
+    {"POST", "/api/logout/", GW_UP_AUTH, false, GW_RL_OTHER},
+    {"POST", "/api/forgot-password/", GW_UP_AUTH, false, GW_RL_FORGOT},
+    {"POST", "/api/reset-password/", GW_UP_AUTH, false, GW_RL_OTHER},
+    {"POST", "/api/verify-email/", GW_UP_AUTH, false, GW_RL_OTHER},
+    {"POST", "/api/resend-verification/", GW_UP_AUTH, true, GW_RL_FORGOT},
+    {"GET", "/api/me/", GW_UP_AUTH, true, GW_RL_OTHER},
+    {"GET", "/.well-known/jwks.json", GW_UP_AUTH, false, GW_RL_OTHER},
+    {"GET", "/api/referrals/", GW_UP_REFERRAL, true, GW_RL_OTHER},
+    {"GET", "/api/referral-stats/", GW_UP_REFERRAL, true, GW_RL_OTHER},
+    {"GET", "/api/rewards/", GW_UP_REFERRAL, true, GW_RL_OTHER},
+};
+#define NAPI (sizeof API / sizeof API[0])
+
+static void check_one(const expect_t *e, const char *path)
+{
+    const gw_route_t *r = NULL;
+    assert_int_equal(gw_route_find(e->method, path, &r, NULL), 0);
+    assert_non_null(r);
+    assert_string_equal(r->method, e->method);
+    assert_int_equal(r->upstream, e->upstream);
+    assert_int_equal(r->needs_token, e->token);
+    assert_int_equal(r->rate_class, e->cls);
+}
+
+static void every_api_path_routes_with_and_without_trailing_slash(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < NAPI; i++) {
+        check_one(&API[i], API[i].path);
+        size_t len = strlen(API[i].path);
+        char *other = API[i].path[len - 1] == '/' ? cm_xstrndup(API[i].path, len - 1)
+                                                  : cm_xasprintf("%s/", API[i].path);
+        check_one(&API[i], other);
+        free(other);
+    }
+}
+
+static void the_table_has_exactly_the_public_api(void **state)
+{
+    (void)state;
+    size_t n = 0;
+    const gw_route_t *t = gw_routes(&n);
+    assert_int_equal(n, NAPI);
+    for (size_t i = 0; i < n; i++) {
+        bool found = false;
+        for (size_t j = 0; j < NAPI; j++) {
+            size_t len = strlen(t[i].path);
+            found = found || (strncmp(API[j].path, t[i].path, len) == 0 &&
+                              (API[j].path[len] == '\0' || strcmp(API[j].path + len, "/") == 0));
+        }
+        assert_true(found);
+    }
+}
+
+static void wrong_method_is_told_apart_and_lists_allowed_methods(void **state)
+{
+    (void)state;
+    const gw_route_t *r = NULL;
+    cm_buf_t allow;
+    cm_buf_init(&allow);
+    assert_int_equal(gw_route_find("GET", "/api/login/", &r, &allow), CM_ESTATE);
+    assert_string_equal(allow.data, "POST");
+    allow.len = 0;
+    assert_int_equal(gw_route_find("DELETE", "/api/me", &r, &allow), CM_ESTATE);
+    assert_string_equal(allow.data, "GET");
+    assert_int_equal(gw_route_find("POST", "/api/referrals", &r, NULL), CM_ESTATE);
+    cm_buf_dispose(&allow);
+}
+
+static void unknown_paths_are_not_found(void **state)
+{
+    (void)state;
+    const gw_route_t *r = NULL;
+    const char *paths[] = {
+        "/",           "/api",           "/api/",        "/api/users/", "/api/login/x",
+        "/api//login", "/API/login/",    "/api/login//", "/healthz/x",  "/.well-known/",
+        "/api/token/", "/internal/users"};
+    for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++)
+        assert_int_equal(gw_route_find("POST", paths[i], &r, NULL), CM_ENOTFOUND);
+}
+
+static void json_content_types_are_recognised_and_others_refused(void **state)
+{
+    (void)state;
+    assert_true(gw_content_type_is_json("application/json"));
+    assert_true(gw_content_type_is_json("Application/JSON; charset=utf-8"));
+    assert_true(gw_content_type_is_json("application/json ;charset=utf-8"));
+    assert_false(gw_content_type_is_json(NULL));
+    assert_false(gw_content_type_is_json("text/plain"));
+    assert_false(gw_content_type_is_json("application/jsonx"));
+    assert_false(gw_content_type_is_json("application/x-www-form-urlencoded"));
+    assert_false(gw_content_type_is_json("multipart/form-data; boundary=x"));
+}
+
+static void query_strings_with_controls_spaces_or_fragments_are_refused(void **state)
+{
+    (void)state;
+    assert_true(gw_query_valid(NULL));
+    assert_true(gw_query_valid(""));
+    assert_true(gw_query_valid("limit=20&cursor=abc%20def&status=pending"));
+    assert_false(gw_query_valid("a=b c"));
+    assert_false(gw_query_valid("a=b\r\nX-User-Id: 1"));
+    assert_false(gw_query_valid("a=b#frag"));
+    assert_false(gw_query_valid("a=\x7f"));
+    assert_false(gw_query_valid("a=\xc3\xa9"));
+    char *big = cm_xmalloc(GW_MAX_QUERY + 2);
+    memset(big, 'a', GW_MAX_QUERY + 1);
+    big[GW_MAX_QUERY + 1] = '\0';
+    assert_false(gw_query_valid(big));
+    big[GW_MAX_QUERY] = '\0';
+    assert_true(gw_query_valid(big));
+    free(big);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(every_api_path_routes_with_and_without_trailing_slash),
+        cmocka_unit_test(the_table_has_exactly_the_public_api),
+        cmocka_unit_test(wrong_method_is_told_apart_and_lists_allowed_methods),
+        cmocka_unit_test(unknown_paths_are_not_found),
+        cmocka_unit_test(json_content_types_are_recognised_and_others_refused),
+        cmocka_unit_test(query_strings_with_controls_spaces_or_fragments_are_refused),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
