@@ -2,6 +2,7 @@
 
 #include <limits.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,6 +49,10 @@ struct cm_http {
     cm_metrics_t *own_metrics;
     cm_family_t *requests;
     cm_family_t *duration;
+    /* Requests inside on_request; cm_http_drain waits for it to reach 0. */
+    atomic_int in_flight;
+    /* Set by cm_http_drain: /readyz answers 503 so load balancers move away. */
+    atomic_bool draining;
 };
 
 struct cm_req {
@@ -561,7 +566,9 @@ static void on_readyz(cm_req_t *rq, void *ctx)
     cm_http_t *srv = ctx;
     cm_buf_t why;
     cm_buf_init(&why);
-    if (!srv->ready || srv->ready(srv->ready_ctx, &why)) {
+    if (atomic_load(&srv->draining))
+        cm_buf_puts(&why, "shutting down");
+    if (!atomic_load(&srv->draining) && (!srv->ready || srv->ready(srv->ready_ctx, &why))) {
         cm_reply_json(rq, 200, json_pack("{s:s}", "status", "ready"));
     } else {
         cm_buf_t detail;
@@ -678,6 +685,8 @@ static void req_init(cm_req_t *rq, cm_http_t *srv, struct mg_connection *conn)
 
 static int on_request(struct mg_connection *conn, void *cbdata)
 {
+    cm_http_t *srv = cbdata;
+    atomic_fetch_add(&srv->in_flight, 1);
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     cm_req_t rq;
@@ -694,6 +703,7 @@ static int on_request(struct mg_connection *conn, void *cbdata)
     CM_DEBUG(rq.id, "%s %s %d %.3f ms", rq.ri->request_method, rq.route_label, rq.status,
              secs * 1e3);
     cm_arena_free(rq.arena);
+    atomic_fetch_sub(&srv->in_flight, 1);
     return rq.status;
 }
 
@@ -797,6 +807,10 @@ static int start_civetweb(cm_http_t *srv, const cm_http_config_t *cfg)
                              MAX_REQUEST_HEAD,
                              "tcp_nodelay",
                              "1",
+                             /* Empty: civetweb must not answer CORS preflights
+                                itself (with "*"); services decide. */
+                             "access_control_allow_origin",
+                             "",
                              NULL};
     struct mg_callbacks cb;
     memset(&cb, 0, sizeof cb);
@@ -823,6 +837,8 @@ cm_http_t *cm_http_start(const cm_http_config_t *cfg, int *err)
     srv->ctx = cfg->ctx;
     srv->ready = cfg->ready;
     srv->ready_ctx = cfg->ready_ctx;
+    atomic_init(&srv->in_flight, 0);
+    atomic_init(&srv->draining, false);
     register_metrics(srv, cfg->metrics);
     rc = start_civetweb(srv, cfg);
 out:
@@ -835,10 +851,27 @@ out:
     return srv;
 }
 
+bool cm_http_drain(cm_http_t *srv, int timeout_ms)
+{
+    if (!srv)
+        return true;
+    atomic_store(&srv->draining, true);
+    int64_t deadline = cm_now_mono_ms() + timeout_ms;
+    while (atomic_load(&srv->in_flight) > 0 && cm_now_mono_ms() < deadline) {
+        struct timespec pause = {0, 10 * 1000 * 1000};
+        nanosleep(&pause, NULL);
+    }
+    return atomic_load(&srv->in_flight) == 0;
+}
+
 void cm_http_stop(cm_http_t *srv)
 {
     if (!srv)
         return;
+    /* civetweb stops writing answers once mg_stop begins: finish first. */
+    if (!cm_http_drain(srv, CM_HTTP_DRAIN_MS))
+        CM_WARN(NULL, "%s: stopping with requests still in flight after %d ms", srv->service,
+                CM_HTTP_DRAIN_MS);
     if (srv->mg)
         mg_stop(srv->mg);
     cm_metrics_free(srv->own_metrics);

@@ -75,7 +75,7 @@ int main(void)
     sigwait(&set, &sig);
     CM_INFO(NULL, "signal %d: finishing in-flight requests", sig);
     /* The longest a forwarded request can take, plus a margin for the answer. */
-    if (!gw_drain(gw, cfg.upstream_timeout_ms + 2000))
+    if (!cm_http_drain(srv, cfg.upstream_timeout_ms + 2000))
         CM_WARN(NULL, "stopping with requests still in flight");
     cm_http_stop(srv);
     status = 0;

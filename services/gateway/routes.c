@@ -387,10 +387,7 @@ static void edge(gw_t *gw, cm_req_t *rq)
 
 static void on_forward(cm_req_t *rq, void *ctx)
 {
-    gw_t *gw = ctx;
-    atomic_fetch_add(&gw->in_flight, 1);
-    edge(gw, rq);
-    atomic_fetch_sub(&gw->in_flight, 1);
+    edge(ctx, rq);
 }
 
 /* ---- CORS preflight -------------------------------------------------------------- */
@@ -452,8 +449,6 @@ gw_t *gw_new(const gw_config_t *cfg, int *err)
 {
     gw_t *gw = cm_xcalloc(1, sizeof *gw);
     gw->cfg = cfg;
-    atomic_init(&gw->in_flight, 0);
-    atomic_init(&gw->draining, false);
     atomic_init(&gw->jwks_next_ms, 0);
     gw->verifier = cm_jwt_verifier_new(cfg->jwt_issuer, cfg->jwt_audience, GW_JWT_CACHE);
     char bad[64] = "";
@@ -493,24 +488,9 @@ void gw_free(gw_t *gw)
     free(gw);
 }
 
-bool gw_drain(gw_t *gw, int timeout_ms)
-{
-    atomic_store(&gw->draining, true);
-    int64_t deadline = cm_now_mono_ms() + timeout_ms;
-    while (atomic_load(&gw->in_flight) > 0 && cm_now_mono_ms() < deadline) {
-        struct timespec ts = {0, 10 * 1000 * 1000};
-        nanosleep(&ts, NULL);
-    }
-    return atomic_load(&gw->in_flight) == 0;
-}
-
 bool gw_ready(void *ctx, cm_buf_t *why)
 {
     gw_t *gw = ctx;
-    if (atomic_load(&gw->draining)) {
-        cm_buf_puts(why, "shutting down");
-        return false;
-    }
     bool ok = true;
     for (int i = 0; i < GW_UP_COUNT; i++) {
         if (gw_upstream_healthy(gw->upstreams[i]))

@@ -46,8 +46,6 @@ typedef struct gw {
     cm_family_t *edge_auth_failures;
     cm_route_t *routes; /* the table handed to cm_http */
     size_t nroutes;
-    atomic_int in_flight;      /* requests inside the forwarding handler */
-    atomic_bool draining;      /* set on SIGTERM: /readyz says no */
     atomic_llong jwks_next_ms; /* earliest next JWKS fetch (monotonic ms) */
     cm_family_t *jwks_fetches; /* by result */
 } gw_t;
@@ -72,14 +70,6 @@ gw_t *gw_new(const gw_config_t *cfg, int *err);
 
 /** Frees the gateway. NULL-safe; the HTTP server must be stopped first. */
 void gw_free(gw_t *gw);
-
-/**
- * Starts a graceful stop: /readyz answers 503 from now on, then waits up
- * to timeout_ms for requests inside the handler to finish. civetweb stops
- * writing answers once mg_stop() begins, so main() drains here first and
- * only then calls cm_http_stop(). Returns true when none are left.
- */
-bool gw_drain(gw_t *gw, int timeout_ms);
 
 /** The readiness probe for cm_http: true when every upstream answers /healthz. */
 bool gw_ready(void *ctx, cm_buf_t *why);

@@ -84,9 +84,21 @@ typedef struct cm_http_config {
  */
 cm_http_t *cm_http_start(const cm_http_config_t *cfg, int *err);
 
+/** How long cm_http_stop waits for in-flight requests (ms). */
+#define CM_HTTP_DRAIN_MS 10000
+
 /**
- * Stops accepting, waits for in-flight requests to finish, frees the
- * server. NULL-safe.
+ * Starts draining: /readyz answers 503 ("shutting down") from now on, and
+ * this waits until no request is in flight or timeout_ms passed. New
+ * requests are still served meanwhile (a load balancer needs a moment to
+ * notice). Returns true when nothing is in flight. NULL-safe.
+ */
+bool cm_http_drain(cm_http_t *srv, int timeout_ms);
+
+/**
+ * Drains (up to CM_HTTP_DRAIN_MS), stops civetweb, frees the server.
+ * civetweb stops writing answers as soon as mg_stop begins, hence the
+ * drain first. NULL-safe.
  */
 void cm_http_stop(cm_http_t *srv);
 
