@@ -46,17 +46,27 @@ typedef struct cm_consumer cm_consumer_t;
  */
 cm_producer_t *cm_producer_new(const char *bootstrap, const char *client_id, int *err);
 
-/** Flushes (up to a few seconds) and frees. NULL-safe. */
+/**
+ * Flushes (up to a few seconds) and frees. NULL-safe. Stop the relays that
+ * borrow it first. Messages still undelivered after the flush are dropped
+ * (their outbox rows stay unsent and go out after the restart).
+ */
 void cm_producer_free(cm_producer_t *p);
 
 /**
  * Produces one message and waits until the broker acknowledged it or
- * timeout_ms passed. Returns 0, CM_ETIMEDOUT or CM_EKAFKA.
+ * timeout_ms passed. Returns 0, CM_ETIMEDOUT or CM_EKAFKA (CM_EINVAL for a
+ * topic outside [A-Za-z0-9._-]). key may be NULL. Safe to call from many
+ * threads at once. After CM_ETIMEDOUT the message may still be delivered
+ * later (at-least-once).
  */
 CM_MUST_CHECK int cm_producer_send(cm_producer_t *p, const char *topic, const char *key,
                                    const char *value, size_t len, int timeout_ms);
 
-/** True when the cluster answered a metadata request within timeout_ms (for /readyz). */
+/**
+ * True when the cluster answered a metadata request within timeout_ms and
+ * the producer has not hit a fatal (idempotence) error (for /readyz).
+ */
 bool cm_producer_ping(cm_producer_t *p, int timeout_ms);
 
 /* ---- transactional outbox --------------------------------------------------- */
@@ -65,21 +75,32 @@ bool cm_producer_ping(cm_producer_t *p, int timeout_ms);
  * Inserts the event envelope (borrowed) into the outbox on this connection,
  * inside the caller's transaction, and NOTIFYs channel (delivered when the
  * transaction commits). The topic is the envelope's "type"; key is the
- * user id the event is about. Returns 0 or a CM_E* code.
+ * user id the event is about. Returns 0 or a CM_E* code: CM_EINVAL for a
+ * channel that is not [a-z_][a-z0-9_]*, an empty key or an envelope
+ * without a UUID id and a type; CM_ETOOBIG over CM_EVENT_MAX_BYTES;
+ * CM_ECONFLICT when the event id is already in the outbox; db errors.
  */
 CM_MUST_CHECK int cm_outbox_add(cm_db_t *db, const char *channel, const char *key,
                                 json_t *envelope);
 
 typedef struct cm_outbox_config {
-    const char *conninfo;   /* its own connection, for LISTEN (copied) */
-    const char *channel;    /* NOTIFY channel, a plain identifier ("auth_outbox") */
-    cm_db_pool_t *pool;     /* for taking and marking rows (borrowed) */
-    cm_producer_t *producer;/* borrowed */
-    int batch;              /* rows per round, default 100 */
-    cm_metrics_t *metrics;  /* borrowed; NULL for none. Adds linktr_outbox_backlog and _published_total */
+    const char *conninfo;    /* its own connection, for LISTEN (copied) */
+    const char *channel;     /* NOTIFY channel, a plain identifier ("auth_outbox") */
+    cm_db_pool_t *pool;      /* for taking and marking rows (borrowed) */
+    cm_producer_t *producer; /* borrowed */
+    int batch;               /* rows per round, default 100 */
+    /* Borrowed; NULL for none. Adds linktr_outbox_backlog and linktr_outbox_published_total. */
+    cm_metrics_t *metrics;
 } cm_outbox_config_t;
 
-/** Starts the relay thread. Returns NULL with *err on a bad config. */
+/**
+ * Starts the relay thread. Returns NULL with *err on a bad config. The
+ * relay takes at most batch rows per round, waits up to 10 s for their
+ * acknowledgements, marks the acknowledged ones sent, and backs off
+ * (250 ms doubling to 10 s, checking the cluster before producing again)
+ * while Kafka or the database fails. Delivery is at-least-once: a row whose
+ * acknowledgement came too late is published again.
+ */
 cm_outbox_relay_t *cm_outbox_relay_start(const cm_outbox_config_t *cfg, int *err);
 
 /** Wakes the relay early (tests, or after a commit in the same process). */
@@ -116,10 +137,17 @@ typedef struct cm_consumer_config {
     const char *const *topics; /* NULL-terminated */
     cm_consume_fn fn;
     void *ctx;
-    cm_metrics_t *metrics;     /* borrowed; NULL for none. Adds linktr_consumer_lag etc. */
+    cm_metrics_t *metrics; /* borrowed; NULL for none. Adds linktr_consumer_lag etc. */
 } cm_consumer_config_t;
 
-/** Subscribes and starts the consumer thread. Returns NULL with *err on a bad config. */
+/**
+ * Subscribes and starts the consumer thread. Returns NULL with *err on a
+ * bad config (topics must be plain names: no "^regex"). Offsets are
+ * committed only after fn returned 0 or CM_EPARSE (at-least-once); the
+ * group uses cooperative-sticky assignment and a 6 s session timeout.
+ * Metrics (when set): linktr_consumer_messages_total{topic,result} with
+ * result ok|malformed|retry, and linktr_consumer_lag{topic}.
+ */
 cm_consumer_t *cm_consumer_start(const cm_consumer_config_t *cfg, int *err);
 
 /** True when the consumer has an assignment and heard from the broker recently (for /readyz). */
