@@ -16,7 +16,7 @@
 
 static const char *const topics[] = {
     "user.registered",    "user.verified",  "reset.requested", "password.changed",
-    "referral.converted", "reward.granted", "mail.dead",
+    "referral.converted", "reward.granted", "mail.dead", "verify.requested",
 };
 enum { NTOPICS = sizeof topics / sizeof topics[0], TIMEOUT_MS = 30000 };
 
