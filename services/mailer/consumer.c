@@ -1,0 +1,418 @@
+/* consumer.c — events to mails, exactly once per event id (see consumer.h). */
+#include "consumer.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <sodium.h>
+
+#include "cm/crypto.h"
+#include "cm/events.h"
+#include "cm/log.h"
+#include "cm/util.h"
+#include "maildir.h"
+#include "render.h"
+#include "smtp.h"
+#include "store.h"
+
+const char *const mail_topics[] = {CM_EV_USER_REGISTERED, CM_EV_RESET_REQUESTED,
+                                   CM_EV_PASSWORD_CHANGED, CM_EV_REWARD_GRANTED, NULL};
+
+/* Limits on the values that go into a mail. */
+#define MAX_USERNAME 64
+#define MAX_EMAIL 254
+#define MAX_TEXT 256
+#define MAX_SEALED 4096
+#define MAX_FIELDS 6
+
+/* One mail to send for one event. Strings are borrowed from the event's
+ * JSON unless listed under "owned". */
+typedef struct job {
+    const char *event_id;
+    const char *template_name;
+    const char *user_id;
+    bool put_contact;  /* user.registered: keep the contacts row */
+    bool need_contact; /* address and name from contacts */
+    bool duplicate;    /* the ledger already had this event */
+    bool parked;       /* no contact yet: parked until the registration */
+    const char *bytes; /* the envelope as received (for parking) */
+    size_t len;
+    int attempt;             /* 1 for the first try */
+    int transport_rc;        /* what the transport said on this try */
+    const char *dead_reason; /* set when burying */
+    const char *email;
+    const char *username;
+    mail_field_t fields[MAX_FIELDS];
+    size_t nfields;
+    mail_ctx_t *ctx;
+    const char *event_type;
+    /* owned */
+    char *token; /* opened one-time token; wiped */
+    char *link;  /* contains the token; wiped */
+    char *amount;
+    char *contact_email;
+    char *contact_username;
+} job_t;
+
+static void job_dispose(job_t *j)
+{
+    if (j->token) {
+        sodium_memzero(j->token, strlen(j->token));
+        free(j->token);
+    }
+    if (j->link) {
+        sodium_memzero(j->link, strlen(j->link));
+        free(j->link);
+    }
+    free(j->amount);
+    free(j->contact_email);
+    free(j->contact_username);
+}
+
+/* A string member of 1..max bytes without control characters, or NULL. */
+static const char *get_text(json_t *data, const char *key, size_t max)
+{
+    const char *s = json_string_value(json_object_get(data, key)); /* borrowed */
+    if (!s)
+        return NULL;
+    size_t n = json_string_length(json_object_get(data, key));
+    if (n == 0 || n > max || strlen(s) != n)
+        return NULL;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+        if (*p < 0x20 || *p == 0x7f)
+            return NULL;
+    return s;
+}
+
+static const char *get_uuid(json_t *data, const char *key)
+{
+    const char *s = get_text(data, key, 36);
+    return s && cm_is_uuid(s, strlen(s)) ? s : NULL;
+}
+
+/* An address that can go into To: and RCPT TO: as is. */
+static const char *get_email(json_t *data, const char *key)
+{
+    const char *s = get_text(data, key, MAX_EMAIL);
+    if (!s || strpbrk(s, " <>,;\"()[]\\") || !strchr(s, '@') || s[0] == '@')
+        return NULL;
+    return s;
+}
+
+static void add_field(job_t *j, const char *name, const char *value)
+{
+    if (j->nfields < MAX_FIELDS)
+        j->fields[j->nfields++] = (mail_field_t){name, value};
+}
+
+/* Opens data[key] (sealed for us) into j->token and checks it is base64url. */
+static int open_token(job_t *j, json_t *data, const char *key)
+{
+    const char *sealed = get_text(data, key, MAX_SEALED);
+    if (!sealed)
+        return CM_EPARSE;
+    const mail_config_t *cfg = j->ctx->cfg;
+    if (cm_unseal(cfg->seal_pk, cfg->seal_sk, sealed, strlen(sealed), &j->token) != 0)
+        return CM_EPARSE;
+    size_t n = strlen(j->token);
+    if (n < 16 || n > 256 ||
+        strspn(j->token, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_") != n)
+        return CM_EPARSE;
+    return 0;
+}
+
+/* The link PUBLIC_BASE_URL/<page>?token=<token> into j->link. */
+static void make_link(job_t *j, const char *page)
+{
+    cm_buf_t b;
+    cm_buf_init(&b);
+    cm_buf_puts(&b, j->ctx->cfg->public_base_url);
+    cm_buf_puts(&b, page);
+    cm_buf_puts(&b, "?token=");
+    cm_buf_puts(&b, j->token);
+    j->link = cm_buf_steal(&b);
+}
+
+static int plan_registered(job_t *j, json_t *data)
+{
+    j->user_id = get_uuid(data, "user_id");
+    j->email = get_email(data, "email");
+    j->username = get_text(data, "username", MAX_USERNAME);
+    if (!j->user_id || !j->email || !j->username || open_token(j, data, "verify_token_sealed"))
+        return CM_EPARSE;
+    make_link(j, "/verify-email");
+    j->template_name = "verify_email";
+    j->put_contact = true;
+    add_field(j, "email", j->email);
+    add_field(j, "verify_url", j->link);
+    return 0;
+}
+
+static int plan_reset(job_t *j, json_t *data)
+{
+    j->user_id = get_uuid(data, "user_id");
+    j->email = get_email(data, "email");
+    j->username = get_text(data, "username", MAX_USERNAME);
+    if (!j->user_id || !j->email || !j->username || open_token(j, data, "reset_token_sealed"))
+        return CM_EPARSE;
+    make_link(j, "/reset-password");
+    j->template_name = "reset_password";
+    add_field(j, "email", j->email);
+    add_field(j, "reset_url", j->link);
+    return 0;
+}
+
+static int plan_password_changed(job_t *j, json_t *data)
+{
+    j->user_id = get_uuid(data, "user_id");
+    j->email = get_email(data, "email");
+    const char *at = get_text(data, "changed_at", 64);
+    if (!j->user_id || !j->email || !at)
+        return CM_EPARSE;
+    j->template_name = "password_changed";
+    j->need_contact = true; /* for the name; the address is the event's */
+    add_field(j, "email", j->email);
+    add_field(j, "changed_at", at);
+    return 0;
+}
+
+static int plan_reward(job_t *j, json_t *data)
+{
+    j->user_id = get_uuid(data, "user_id");
+    const char *kind = get_text(data, "kind", 32);
+    const char *reason = get_text(data, "reason", MAX_TEXT);
+    json_t *amount = json_object_get(data, "amount"); /* borrowed */
+    if (!j->user_id || !kind || !reason || !json_is_integer(amount))
+        return CM_EPARSE;
+    j->amount = cm_xasprintf("%lld", (long long)json_integer_value(amount));
+    j->template_name = "reward_granted";
+    j->need_contact = true;
+    add_field(j, "kind", kind);
+    add_field(j, "reason", reason);
+    add_field(j, "amount", j->amount);
+    return 0;
+}
+
+/* Fills the job from a parsed event; 1 when the mailer has nothing to send for its type. */
+static int plan(job_t *j, const cm_event_t *ev)
+{
+    j->event_id = ev->id;
+    j->event_type = ev->type;
+    if (strcmp(ev->type, CM_EV_USER_REGISTERED) == 0)
+        return plan_registered(j, ev->data);
+    if (strcmp(ev->type, CM_EV_RESET_REQUESTED) == 0)
+        return plan_reset(j, ev->data);
+    if (strcmp(ev->type, CM_EV_PASSWORD_CHANGED) == 0)
+        return plan_password_changed(j, ev->data);
+    if (strcmp(ev->type, CM_EV_REWARD_GRANTED) == 0)
+        return plan_reward(j, ev->data);
+    return 1;
+}
+
+/* Takes the address and name from contacts when the event lacks them. */
+static int load_contact(cm_db_t *db, job_t *j)
+{
+    free(j->contact_email);
+    free(j->contact_username);
+    j->contact_email = j->contact_username = NULL;
+    int rc = mail_store_contact_get(db, j->user_id, &j->contact_email, &j->contact_username);
+    if (rc == CM_ENOTFOUND && j->email) {
+        j->username = j->email; /* the address alone still makes a correct greeting */
+        return 0;
+    }
+    if (rc == CM_ENOTFOUND) {
+        /* Waiting here would block every topic behind this one message. */
+        char *text = cm_xstrndup(j->bytes, j->len);
+        rc = mail_store_park(db, j->event_id, j->user_id, text);
+        free(text);
+        j->parked = rc == 0;
+        return rc;
+    }
+    if (rc != 0)
+        return rc;
+    if (!j->email)
+        j->email = j->contact_email;
+    j->username = j->contact_username;
+    return 0;
+}
+
+static int deliver(const mail_ctx_t *ctx, const char *to, const cm_buf_t *msg)
+{
+    const mail_config_t *cfg = ctx->cfg;
+    if (!cfg->smtp_url)
+        return mail_maildir_deliver(cfg->mail_dir, msg->data, msg->len, NULL);
+    mail_smtp_t s = {.url = cfg->smtp_url,
+                     .user = cfg->smtp_user,
+                     .password = cfg->smtp_password,
+                     .starttls = cfg->smtp_starttls,
+                     .timeout_ms = 30000};
+    return mail_smtp_send(&s, cfg->mail_from, to, msg->data, msg->len);
+}
+
+/* The transaction: contact, ledger claim, render, deliver; commit follows. */
+static int send_tx(cm_db_t *db, void *arg)
+{
+    job_t *j = arg;
+    int rc = 0;
+    if (j->put_contact)
+        rc = mail_store_contact_put(db, j->user_id, j->email, j->username);
+    if (rc == 0 && j->need_contact)
+        rc = load_contact(db, j);
+    if (rc != 0 || j->parked)
+        return rc;
+    rc = mail_store_claim(db, j->event_id, j->email, j->template_name, j->attempt);
+    j->duplicate = rc == CM_ECONFLICT;
+    if (j->duplicate)
+        return 0; /* already sent: keep the contact update, send nothing */
+    if (rc != 0)
+        return rc;
+    /* The name is known only now (it may come from contacts). */
+    mail_field_t fields[MAX_FIELDS + 1];
+    memcpy(fields, j->fields, j->nfields * sizeof fields[0]);
+    fields[j->nfields] = (mail_field_t){"username", j->username};
+    mail_compose_t c = {.template_name = j->template_name,
+                        .from = j->ctx->cfg->mail_from,
+                        .to = j->email,
+                        .fields = fields,
+                        .nfields = j->nfields + 1,
+                        .date_us = cm_now_us()};
+    cm_buf_t msg;
+    cm_buf_init(&msg);
+    rc = mail_render(&c, &msg);
+    if (rc != 0)
+        rc = CM_EPARSE; /* the data cannot make a message; retrying will not help */
+    else
+        rc = j->transport_rc = deliver(j->ctx, j->email, &msg);
+    sodium_memzero(msg.data, msg.len);
+    cm_buf_dispose(&msg);
+    return rc;
+}
+
+static void count(cm_family_t *f, const char *template_name)
+{
+    if (f) {
+        const char *labels[1] = {template_name};
+        cm_metric_add(f, labels, 1);
+    }
+}
+
+/* The dead-letter transaction: a ledger row marked dead, then mail.dead. */
+static int bury_tx(cm_db_t *db, void *arg)
+{
+    job_t *j = arg;
+    int rc =
+        mail_store_claim(db, j->event_id, j->email ? j->email : "", j->template_name, j->attempt);
+    if (rc == CM_ECONFLICT)
+        return 0;
+    if (rc == 0)
+        rc = mail_store_mark_dead(db, j->event_id, j->dead_reason);
+    if (rc != 0)
+        return rc;
+    if (!j->ctx->dead)
+        return CM_ESTATE;
+    char at[32];
+    cm_format_time(cm_now_us(), at);
+    json_t *data = json_pack("{s:s, s:s, s:s, s:s, s:i, s:s}", "event_id", j->event_id,
+                             "event_type", j->event_type, "recipient_user_id", j->user_id, "reason",
+                             j->dead_reason, "attempts", j->attempt, "at", at);
+    json_t *letter = cm_event_new(CM_EV_MAIL_DEAD, "mailer", data);
+    char *text = letter ? json_dumps(letter, JSON_COMPACT) : NULL;
+    json_decref(letter);
+    rc = text ? j->ctx->dead(j->ctx->dead_ctx, j->user_id, text, strlen(text)) : CM_EINVAL;
+    free(text);
+    return rc;
+}
+
+static void sleep_ms(int64_t ms)
+{
+    struct timespec ts = {.tv_sec = (time_t)(ms / 1000), .tv_nsec = (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0)
+        ;
+}
+
+/* Tries the send; a temporary refusal is retried with backoff, up to the limit. */
+static int send_with_retries(mail_ctx_t *ctx, job_t *j)
+{
+    const mail_config_t *cfg = ctx->cfg;
+    int rc = 0;
+    for (j->attempt = 1;; j->attempt++) {
+        j->transport_rc = 0;
+        rc = cm_db_tx(ctx->pool, send_tx, j);
+        if (rc == 0 || !cfg->smtp_url || j->transport_rc != CM_EBUSY ||
+            j->attempt >= cfg->max_attempts)
+            break;
+        sleep_ms(mail_backoff_ms(j->attempt, cfg->retry_base_ms, cfg->retry_cap_ms,
+                                 randombytes_random()));
+    }
+    /* Only a mail server's answer is a verdict on the message; a Maildir
+     * that cannot be written is retried like any outage. */
+    bool refused = cfg->smtp_url && (j->transport_rc == CM_EBUSY || j->transport_rc == CM_EIO);
+    if (rc != 0 && refused) {
+        j->dead_reason = j->transport_rc == CM_EIO ? "rejected permanently by the mail server"
+                                                   : "refused by the mail server on every try";
+        rc = cm_db_tx(ctx->pool, bury_tx, j);
+        if (rc == 0)
+            CM_WARN(NULL, "mailer: event %s went to mail.dead: %s", j->event_id, j->dead_reason);
+    }
+    return rc;
+}
+
+/* Sends what waited for user_id's contact. A parked event that fails
+ * stays parked and fails this call, so the registration is retried. */
+static int release_parked(mail_ctx_t *ctx, const char *user_id)
+{
+    cm_db_t *db = NULL;
+    PGresult *res = NULL;
+    int rc = cm_db_acquire(ctx->pool, &db);
+    if (rc == 0)
+        rc = mail_store_parked(db, user_id, &res);
+    cm_db_release(db);
+    for (int i = 0; rc == 0 && i < PQntuples(res); i++) {
+        const char *payload = PQgetvalue(res, i, 1);
+        rc = mail_handle_event(ctx, payload, strlen(payload));
+        if (rc == CM_EPARSE)
+            rc = 0;
+        if (rc == 0 && (rc = cm_db_acquire(ctx->pool, &db)) == 0) {
+            rc = mail_store_unpark(db, PQgetvalue(res, i, 0));
+            cm_db_release(db);
+        }
+    }
+    PQclear(res);
+    return rc;
+}
+
+int mail_handle_event(mail_ctx_t *ctx, const char *bytes, size_t len)
+{
+    cm_event_t ev;
+    if (cm_event_parse(bytes, len, &ev) != 0)
+        return CM_EPARSE;
+    job_t j = {.ctx = ctx, .bytes = bytes, .len = len};
+    int rc = plan(&j, &ev);
+    if (rc == 1) {
+        rc = 0; /* not a mail event */
+        goto out;
+    }
+    if (rc != 0) {
+        CM_WARN(NULL, "mailer: event %s (%s) cannot be mailed", ev.id, ev.type);
+        goto out;
+    }
+    rc = send_with_retries(ctx, &j);
+    if (rc == 0 && j.put_contact)
+        rc = release_parked(ctx, j.user_id);
+    if (rc == 0 && !j.duplicate && !j.dead_reason && !j.parked)
+        count(ctx->sent, j.template_name);
+    else if (rc != 0 && rc != CM_EPARSE)
+        count(ctx->failed, j.template_name);
+    if (rc != 0)
+        CM_WARN(NULL, "mailer: event %s (%s): %s", ev.id, ev.type, cm_strerror(rc));
+out:
+    job_dispose(&j);
+    cm_event_dispose(&ev);
+    return rc;
+}
+
+int mail_consume(const cm_kmsg_t *msg, void *ctx)
+{
+    return mail_handle_event(ctx, msg->value, msg->len);
+}

@@ -1,0 +1,102 @@
+/* store.c — the mailer's SQL, parameterized only (see store.h). */
+#include "store.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "cm/util.h"
+
+int mail_store_contact_put(cm_db_t *db, const char *user_id, const char *email,
+                           const char *username)
+{
+    static const char sql[] =
+        "INSERT INTO contacts (user_id, email, username) VALUES ($1::uuid, $2, $3) "
+        "ON CONFLICT (user_id) DO UPDATE SET email = EXCLUDED.email, "
+        "username = EXCLUDED.username, updated_at = now()";
+    const char *p[3] = {user_id, email, username};
+    return cm_db_prepared(db, "mail_contact_put", sql, 3, p, NULL);
+}
+
+int mail_store_contact_get(cm_db_t *db, const char *user_id, char **email, char **username)
+{
+    static const char sql[] = "SELECT email, username FROM contacts WHERE user_id = $1::uuid";
+    const char *p[1] = {user_id};
+    PGresult *res = NULL;
+    int rc = cm_db_prepared(db, "mail_contact_get", sql, 1, p, &res);
+    if (rc != 0)
+        return rc;
+    if (PQntuples(res) != 1) {
+        rc = CM_ENOTFOUND;
+    } else {
+        *email = cm_xstrdup(PQgetvalue(res, 0, 0));
+        *username = cm_xstrdup(PQgetvalue(res, 0, 1));
+    }
+    PQclear(res);
+    return rc;
+}
+
+int mail_store_claim(cm_db_t *db, const char *event_id, const char *recipient,
+                     const char *template_name, int attempts)
+{
+    static const char sql[] =
+        "INSERT INTO sent (event_id, recipient, template, attempts) "
+        "VALUES ($1::uuid, $2, $3, $4::int) ON CONFLICT (event_id) DO NOTHING RETURNING 1";
+    char n[16];
+    snprintf(n, sizeof n, "%d", attempts > 0 ? attempts : 1);
+    const char *p[4] = {event_id, recipient, template_name, n};
+    PGresult *res = NULL;
+    int rc = cm_db_prepared(db, "mail_claim", sql, 4, p, &res);
+    if (rc != 0)
+        return rc;
+    rc = PQntuples(res) == 1 ? 0 : CM_ECONFLICT;
+    PQclear(res);
+    return rc;
+}
+
+int mail_store_mark_dead(cm_db_t *db, const char *event_id, const char *reason)
+{
+    static const char sql[] =
+        "UPDATE sent SET outcome = 'dead', reason = $2 WHERE event_id = $1::uuid";
+    const char *p[2] = {event_id, reason};
+    return cm_db_prepared(db, "mail_mark_dead", sql, 2, p, NULL);
+}
+
+int mail_store_park(cm_db_t *db, const char *event_id, const char *user_id, const char *payload)
+{
+    static const char sql[] =
+        "INSERT INTO parked_mails (event_id, user_id, payload) VALUES ($1::uuid, $2::uuid, $3) "
+        "ON CONFLICT (event_id) DO NOTHING";
+    const char *p[3] = {event_id, user_id, payload};
+    return cm_db_prepared(db, "mail_park", sql, 3, p, NULL);
+}
+
+int mail_store_parked(cm_db_t *db, const char *user_id, PGresult **res)
+{
+    static const char sql[] = "SELECT event_id, payload FROM parked_mails "
+                              "WHERE user_id = $1::uuid ORDER BY parked_at LIMIT 100";
+    const char *p[1] = {user_id};
+    *res = NULL;
+    return cm_db_prepared(db, "mail_parked", sql, 1, p, res);
+}
+
+int mail_store_unpark(cm_db_t *db, const char *event_id)
+{
+    static const char sql[] = "DELETE FROM parked_mails WHERE event_id = $1::uuid";
+    const char *p[1] = {event_id};
+    return cm_db_prepared(db, "mail_unpark", sql, 1, p, NULL);
+}
+
+int mail_store_sent_count(cm_db_t *db, const char *event_id)
+{
+    static const char sql[] = "SELECT count(*) FROM sent WHERE event_id = $1::uuid";
+    const char *p[1] = {event_id};
+    PGresult *res = NULL;
+    int rc = cm_db_prepared(db, "mail_sent_count", sql, 1, p, &res);
+    if (rc != 0)
+        return rc;
+    long long n = 0;
+    if (cm_strtonum(PQgetvalue(res, 0, 0), 0, 1000000, &n) != 0)
+        rc = CM_EDB;
+    PQclear(res);
+    return rc != 0 ? rc : (int)n;
+}

@@ -1,0 +1,347 @@
+/* consumer.c — user events to members and referrals, idempotently (see consumer.h). */
+#include "consumer.h"
+
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "cm/events.h"
+#include "cm/log.h"
+#include "cm/util.h"
+#include "rules.h"
+#include "store.h"
+
+const char *const ref_topics[] = {CM_EV_USER_REGISTERED, CM_EV_USER_VERIFIED, NULL};
+
+#define MAX_USERNAME 64
+#define MAX_EMAIL 254
+#define MAX_CODE 16
+
+/* What one event asks for; strings borrowed from the event's JSON. */
+typedef struct plan {
+    const ref_config_t *cfg;
+    const char *event_id;
+    ref_member_t member; /* user.registered */
+    const char *user_id; /* user.verified */
+    const char *verified_at;
+} plan_t;
+
+/* A string member of 1..max bytes without control characters, or NULL. */
+static const char *get_text(json_t *obj, const char *key, size_t max)
+{
+    json_t *v = json_object_get(obj, key); /* borrowed */
+    const char *s = json_string_value(v);
+    if (!s)
+        return NULL;
+    size_t n = json_string_length(v);
+    if (n == 0 || n > max || strlen(s) != n)
+        return NULL;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+        if (*p < 0x20 || *p == 0x7f)
+            return NULL;
+    return s;
+}
+
+static const char *get_uuid(json_t *obj, const char *key)
+{
+    const char *s = get_text(obj, key, 36);
+    return s && cm_is_uuid(s, strlen(s)) ? s : NULL;
+}
+
+static bool digits(const char *s, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+    return true;
+}
+
+/* RFC 3339 date-time ("2026-11-27T10:00:00.123Z", or with ±hh:mm) whose
+ * fields form a real calendar time, so PostgreSQL will accept it. */
+static const char *get_time(json_t *obj, const char *key)
+{
+    const char *s = get_text(obj, key, 40);
+    if (!s || strlen(s) < 20 || !digits(s, 4) || s[4] != '-' || !digits(s + 5, 2) || s[7] != '-' ||
+        !digits(s + 8, 2) || (s[10] != 'T' && s[10] != 't') || !digits(s + 11, 2) || s[13] != ':' ||
+        !digits(s + 14, 2) || s[16] != ':' || !digits(s + 17, 2))
+        return NULL;
+    const char *p = s + 19;
+    if (*p == '.') {
+        size_t n = strspn(p + 1, "0123456789");
+        if (n < 1 || n > 9)
+            return NULL;
+        p += 1 + n;
+    }
+    bool zone_ok = ((*p == 'Z' || *p == 'z') && p[1] == '\0') ||
+                   ((*p == '+' || *p == '-') && digits(p + 1, 2) && p[3] == ':' &&
+                    digits(p + 4, 2) && p[6] == '\0');
+    struct tm tm = {0};
+    if (!zone_ok || sscanf(s, "%4d-%2d-%2d", &tm.tm_year, &tm.tm_mon, &tm.tm_mday) != 3)
+        return NULL;
+    int y = tm.tm_year, mo = tm.tm_mon, d = tm.tm_mday;
+    tm.tm_year -= 1900;
+    tm.tm_mon -= 1;
+    tm.tm_hour = (s[11] - '0') * 10 + (s[12] - '0');
+    tm.tm_min = (s[14] - '0') * 10 + (s[15] - '0');
+    tm.tm_sec = (s[17] - '0') * 10 + (s[18] - '0');
+    time_t t = timegm(&tm);
+    struct tm back;
+    if (y < 1970 || !gmtime_r(&t, &back) || back.tm_year + 1900 != y || back.tm_mon + 1 != mo ||
+        back.tm_mday != d || back.tm_hour >= 24 || tm.tm_min >= 60 || tm.tm_sec >= 60)
+        return NULL;
+    return s;
+}
+
+static int plan_registered(plan_t *p, json_t *data)
+{
+    ref_member_t *m = &p->member;
+    m->user_id = get_uuid(data, "user_id");
+    m->username = get_text(data, "username", MAX_USERNAME);
+    m->email = get_text(data, "email", MAX_EMAIL);
+    m->referral_code = get_text(data, "referral_code", MAX_CODE);
+    m->registered_at = get_time(data, "registered_at");
+    if (!m->user_id || !m->username || !m->email || !m->referral_code || !m->registered_at)
+        return CM_EPARSE;
+    json_t *by = json_object_get(data, "referred_by"); /* borrowed */
+    if (by && !json_is_null(by)) {
+        m->referred_by = json_is_object(by) ? get_uuid(by, "user_id") : NULL;
+        if (!m->referred_by)
+            return CM_EPARSE;
+    }
+    return 0;
+}
+
+static int plan_verified(plan_t *p, json_t *data)
+{
+    p->user_id = get_uuid(data, "user_id");
+    p->verified_at = get_time(data, "verified_at");
+    return p->user_id && p->verified_at ? 0 : CM_EPARSE;
+}
+
+/* Writes referral.converted for a change into the outbox, in the caller's transaction. */
+static int emit_converted(cm_db_t *db, const ref_conversion_t *c, const char *referred_id,
+                          const char *status, const char *reason)
+{
+    json_t *data =
+        json_pack("{s:s, s:s, s:s, s:s, s:o, s:s}", "referral_id", c->referral_id, "referrer_id",
+                  c->referrer_id, "referred_id", referred_id, "status", status, "reason",
+                  reason ? json_string(reason) : json_null(), "at", c->at);
+    json_t *env = cm_event_new(CM_EV_REFERRAL_CONVERTED, "referral", data);
+    if (!env)
+        return CM_EINVAL;
+    int rc = cm_outbox_add(db, REF_OUTBOX_CHANNEL, c->referrer_id, env);
+    json_decref(env);
+    return rc;
+}
+
+/* Grants one reward and announces it (reward.granted through the outbox).
+ * A rule that already paid for this referral pays nothing. */
+static int grant(cm_db_t *db, const ref_grant_t *g)
+{
+    if (g->amount <= 0)
+        return 0;
+    char reward_id[37];
+    int rc = ref_store_grant(db, g, reward_id);
+    if (rc == CM_ESTATE)
+        return 0;
+    if (rc != 0)
+        return rc;
+    json_t *data = json_pack(
+        "{s:s, s:s, s:s, s:I, s:s, s:o, s:s}", "reward_id", reward_id, "user_id", g->user_id,
+        "kind", g->kind, "amount", (json_int_t)g->amount, "reason", g->reason, "referral_id",
+        g->referral_id ? json_string(g->referral_id) : json_null(), "at", g->at);
+    json_t *env = cm_event_new(CM_EV_REWARD_GRANTED, "referral", data);
+    if (!env)
+        return CM_EINVAL;
+    rc = cm_outbox_add(db, REF_OUTBOX_CHANNEL, g->user_id, env);
+    json_decref(env);
+    return rc;
+}
+
+/* The reward engine, run in the transaction that made a referral successful. */
+static int pay_rewards(cm_db_t *db, const ref_rules_t *rules, const ref_conversion_t *c,
+                       const char *referred_id)
+{
+    ref_grant_t g = {.user_id = c->referrer_id,
+                     .kind = "credit",
+                     .amount = rules->referrer_credit,
+                     .reason = "A friend you referred joined",
+                     .rule = "referrer_credit",
+                     .referral_id = c->referral_id,
+                     .at = c->at};
+    int rc = grant(db, &g);
+    if (rc == 0) {
+        g = (ref_grant_t){.user_id = referred_id,
+                          .kind = "credit",
+                          .amount = rules->welcome_credit,
+                          .reason = "Welcome to linktr",
+                          .rule = "welcome_credit",
+                          .referral_id = c->referral_id,
+                          .at = c->at};
+        rc = grant(db, &g);
+    }
+    for (size_t i = 0; rc == 0 && i < rules->nmilestones; i++) {
+        if (rules->milestones[i].at != c->successful)
+            continue;
+        char rule[40], reason[80];
+        snprintf(rule, sizeof rule, "milestone_%lld", rules->milestones[i].at);
+        snprintf(reason, sizeof reason, "%lld friends joined through your link",
+                 rules->milestones[i].at);
+        g = (ref_grant_t){.user_id = c->referrer_id,
+                          .kind = "milestone",
+                          .amount = rules->milestones[i].amount,
+                          .reason = reason,
+                          .rule = rule,
+                          .referral_id = c->referral_id,
+                          .at = c->at};
+        rc = grant(db, &g);
+    }
+    return rc;
+}
+
+int ref__convert(cm_db_t *db, const ref_config_t *cfg, const char *referred_id, const char *status,
+                 const char *reason, const char *at)
+{
+    ref_conversion_t c;
+    int rc = ref_store_convert(db, referred_id, status, reason, at, &c);
+    if (rc != 0)
+        return rc;
+    rc = emit_converted(db, &c, referred_id, status, reason);
+    if (rc == 0 && strcmp(status, REF_SUCCESSFUL) == 0)
+        rc = pay_rewards(db, &cfg->rules, &c, referred_id);
+    return rc;
+}
+
+/* pending → successful for user_id's referral, if it has a pending one. */
+static int apply_verified(cm_db_t *db, const ref_config_t *cfg, const char *user_id, const char *at)
+{
+    int rc = ref__convert(db, cfg, user_id, REF_SUCCESSFUL, NULL, at);
+    return rc == CM_ENOTFOUND ? 0 : rc; /* not referred, or already decided */
+}
+
+/* The fraud rules for a new referral; the reason to reject it, or NULL. */
+static const char *fraud_reason(cm_db_t *db, const plan_t *p, int *rc)
+{
+    const ref_member_t *m = &p->member;
+    char referrer_email[255];
+    *rc = ref_store_member_email(db, m->referred_by, referrer_email);
+    if (*rc == 0 && ref_email_alias(referrer_email, m->email))
+        return REF_REASON_ALIAS;
+    if (*rc != 0 && *rc != CM_ENOTFOUND)
+        return NULL;
+    *rc = 0; /* a referrer not seen yet cannot be compared: the other rules still apply */
+    if (ref_domains_match(&p->cfg->disposable, m->email))
+        return REF_REASON_DISPOSABLE;
+    int recent = ref_store_recent_referrals(db, m->referred_by, m->registered_at);
+    if (recent < 0) {
+        *rc = recent;
+        return NULL;
+    }
+    /* The new referral is already counted: more than the cap is too many. */
+    return recent > p->cfg->daily_cap ? REF_REASON_DAILY_CAP : NULL;
+}
+
+/* Creates the referral of a new member, rejected at once when a fraud rule says so. */
+static int add_referral(cm_db_t *db, const plan_t *p)
+{
+    const ref_member_t *m = &p->member;
+    int rc = ref_store_add_referral(db, m->referred_by, m->user_id, m->registered_at);
+    if (rc == CM_ESTATE)
+        return 0;
+    const char *reason = rc == 0 ? fraud_reason(db, p, &rc) : NULL;
+    if (rc == 0 && reason)
+        rc = ref__convert(db, p->cfg, m->user_id, REF_REJECTED, reason, m->registered_at);
+    return rc;
+}
+
+static int registered_tx(cm_db_t *db, void *arg)
+{
+    const plan_t *p = arg;
+    const ref_member_t *m = &p->member;
+    int rc = ref_store_lock_user(db, m->user_id);
+    if (rc == 0)
+        rc = ref_store_mark_processed(db, p->event_id);
+    if (rc == CM_ECONFLICT)
+        return 0; /* redelivered: nothing to do */
+    if (rc == 0)
+        rc = ref_store_add_member(db, m);
+    if (rc == CM_ESTATE)
+        return 0; /* the member is known (another event for the same user) */
+    if (rc == CM_ECONFLICT) {
+        CM_WARN(NULL, "referral: event %s: referral code taken by another member", p->event_id);
+        return CM_EPARSE;
+    }
+    /* A self-referral is never a referral; auth refuses it, this is the backstop. */
+    if (rc == 0 && m->referred_by && strcmp(m->referred_by, m->user_id) != 0)
+        rc = add_referral(db, p);
+    char at[40];
+    if (rc == 0 && (rc = ref_store_take_parked(db, m->user_id, at)) == 0)
+        rc = apply_verified(db, p->cfg, m->user_id, at);
+    return rc == CM_ENOTFOUND ? 0 : rc;
+}
+
+static int verified_tx(cm_db_t *db, void *arg)
+{
+    const plan_t *p = arg;
+    int rc = ref_store_lock_user(db, p->user_id);
+    if (rc == 0)
+        rc = ref_store_mark_processed(db, p->event_id);
+    if (rc == CM_ECONFLICT)
+        return 0;
+    if (rc == 0)
+        rc = ref_store_member_exists(db, p->user_id);
+    if (rc == CM_ENOTFOUND)
+        return ref_store_park_verification(db, p->user_id, p->verified_at);
+    if (rc != 0)
+        return rc;
+    return apply_verified(db, p->cfg, p->user_id, p->verified_at);
+}
+
+/* The transaction body and its plan, for guarded_tx. */
+typedef struct guarded {
+    cm_db_tx_fn fn;
+    plan_t *plan;
+} guarded_t;
+
+/* Data PostgreSQL itself refuses (class 22 data exception, 23 integrity)
+ * will be refused again on every retry: the event is unprocessable. */
+static int guarded_tx(cm_db_t *db, void *arg)
+{
+    guarded_t *g = arg;
+    int rc = g->fn(db, g->plan);
+    if (rc == CM_EDB) {
+        const char *state = cm_db_sqlstate(db);
+        if (strncmp(state, "22", 2) == 0 || strncmp(state, "23", 2) == 0)
+            rc = CM_EPARSE;
+    }
+    return rc;
+}
+
+int ref_handle_event(ref_ctx_t *ctx, const char *bytes, size_t len)
+{
+    cm_event_t ev;
+    if (cm_event_parse(bytes, len, &ev) != 0)
+        return CM_EPARSE;
+    plan_t p = {.cfg = ctx->cfg, .event_id = ev.id};
+    cm_db_tx_fn fn = NULL;
+    int rc = 0;
+    if (strcmp(ev.type, CM_EV_USER_REGISTERED) == 0) {
+        rc = plan_registered(&p, ev.data);
+        fn = registered_tx;
+    } else if (strcmp(ev.type, CM_EV_USER_VERIFIED) == 0) {
+        rc = plan_verified(&p, ev.data);
+        fn = verified_tx;
+    }
+    if (rc == 0 && fn)
+        rc = cm_db_tx(ctx->pool, guarded_tx, &(guarded_t){fn, &p});
+    if (rc != 0)
+        CM_WARN(NULL, "referral: event %s (%s): %s", ev.id, ev.type, cm_strerror(rc));
+    cm_event_dispose(&ev);
+    return rc;
+}
+
+int ref_consume(const cm_kmsg_t *msg, void *ctx)
+{
+    return ref_handle_event(ctx, msg->value, msg->len);
+}

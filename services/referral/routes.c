@@ -1,0 +1,265 @@
+/* routes.c — referral stats and the keyset-paginated list (see routes.h). */
+#include "routes.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "cm/log.h"
+#include "cm/util.h"
+
+#define DEFAULT_LIMIT 20
+#define MAX_LIMIT 100
+
+void ref_cursor_encode(const ref_cursor_t *c, char out[REF_CURSOR_MAX + 1])
+{
+    char raw[64];
+    int n = snprintf(raw, sizeof raw, "%lld.%s", (long long)c->created_us, c->id);
+    sodium_bin2base64(out, REF_CURSOR_MAX + 1, (const unsigned char *)raw, (size_t)n,
+                      sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+}
+
+int ref_cursor_decode(const char *s, ref_cursor_t *c)
+{
+    unsigned char raw[64];
+    size_t n = 0;
+    size_t len = strnlen(s, REF_CURSOR_MAX + 1);
+    if (len == 0 || len > REF_CURSOR_MAX ||
+        sodium_base642bin(raw, sizeof raw - 1, s, len, NULL, &n, NULL,
+                          sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0)
+        return CM_EPARSE;
+    raw[n] = '\0';
+    char *dot = memchr(raw, '.', n);
+    if (!dot || strlen((char *)raw) != n)
+        return CM_EPARSE;
+    *dot = '\0';
+    long long us = 0;
+    const char *id = dot + 1;
+    if (cm_strtonum((char *)raw, 0, 253402300799999999LL, &us) != 0 || strlen(id) != 36 ||
+        !cm_is_uuid(id, 36))
+        return CM_EPARSE;
+    c->created_us = us;
+    memcpy(c->id, id, 37);
+    return 0;
+}
+
+/* Verifies the Bearer token; on failure it has replied 401 and returns < 0. */
+static int authenticate_or_reply(cm_req_t *rq, ref_api_t *api, cm_jwt_claims_t *claims)
+{
+    const char *hdr = cm_req_header(rq, "Authorization");
+    const char *tok = NULL;
+    size_t len = 0;
+    if (!hdr || cm_jwt_from_header(hdr, &tok, &len) != 0 ||
+        cm_jwt_verify(api->jwt, tok, len, claims) != 0 ||
+        !cm_is_uuid(claims->sub, strnlen(claims->sub, sizeof claims->sub))) {
+        cm_reply_problem(rq, 401, "Unauthorized", "A valid access token is required.", NULL);
+        return -1;
+    }
+    return 0;
+}
+
+/* Checks out a connection; on failure it has replied 503 and returns < 0. */
+static int db_or_reply(cm_req_t *rq, ref_api_t *api, cm_db_t **db)
+{
+    int rc = cm_db_acquire(api->pool, db);
+    if (rc != 0) {
+        CM_WARN(cm_req_id(rq), "referral: database: %s", cm_strerror(rc));
+        cm_reply_problem(rq, 503, "Service unavailable", "Try again shortly.", NULL);
+        return -1;
+    }
+    return 0;
+}
+
+static json_t *stats_json(const ref_api_t *api, const ref_stats_t *s)
+{
+    long long decided = s->successful + s->rejected + s->expired;
+    double rate =
+        decided > 0 ? round(1000.0 * (double)s->successful / (double)decided) / 1000.0 : 0.0;
+    json_t *code = json_null(), *link = json_null();
+    if (s->referral_code[0]) {
+        code = json_string(s->referral_code);
+        char *l = cm_xasprintf("%s/r/%s", api->cfg->public_base_url, s->referral_code);
+        link = json_string(l);
+        free(l);
+    }
+    return json_pack("{s:o, s:o, s:I, s:I, s:I, s:I, s:I, s:f, s:I, s:I}", "referral_code", code,
+                     "referral_link", link, "total", (json_int_t)s->total, "pending",
+                     (json_int_t)s->pending, "successful", (json_int_t)s->successful, "rejected",
+                     (json_int_t)s->rejected, "expired", (json_int_t)s->expired, "conversion_rate",
+                     rate, "credits", (json_int_t)s->credits, "rewards_count",
+                     (json_int_t)s->rewards_count);
+}
+
+static void on_stats(cm_req_t *rq, void *ctx)
+{
+    ref_api_t *api = ctx;
+    cm_jwt_claims_t claims;
+    cm_db_t *db = NULL;
+    if (authenticate_or_reply(rq, api, &claims) != 0 || db_or_reply(rq, api, &db) != 0)
+        return;
+    ref_stats_t s;
+    int rc = ref_store_stats(db, claims.sub, &s);
+    cm_db_release(db);
+    if (rc != 0) {
+        CM_WARN(cm_req_id(rq), "referral: stats: %s", cm_strerror(rc));
+        cm_reply_problem(rq, 503, "Service unavailable", "Try again shortly.", NULL);
+        return;
+    }
+    cm_reply_json(rq, 200, stats_json(api, &s));
+}
+
+/* The validated query of a list request. */
+typedef struct list_query {
+    int limit;
+    const char *status; /* NULL for all */
+    ref_cursor_t cursor;
+    bool has_cursor;
+} list_query_t;
+
+/* Parses limit, cursor and (when with_status) status; on a bad one it has
+ * replied 400 and returns < 0. */
+static int list_query_or_reply(cm_req_t *rq, list_query_t *q, bool with_status)
+{
+    static const char *const statuses[] = {REF_PENDING, REF_SUCCESSFUL, REF_REJECTED, REF_EXPIRED};
+    json_t *errors = json_object();
+    const char *v = NULL;
+    long long limit = DEFAULT_LIMIT;
+    if (cm_req_query_param(rq, "limit", 16, &v) != CM_ENOTFOUND &&
+        (!v || cm_strtonum(v, 1, MAX_LIMIT, &limit) != 0))
+        cm_errors_add(errors, "limit", "Enter a whole number from 1 to 100.");
+    q->limit = (int)limit;
+    v = NULL;
+    int rc = cm_req_query_param(rq, "cursor", REF_CURSOR_MAX, &v);
+    q->has_cursor = rc != CM_ENOTFOUND;
+    if (q->has_cursor && (!v || ref_cursor_decode(v, &q->cursor) != 0))
+        cm_errors_add(errors, "cursor", "Invalid cursor.");
+    v = NULL;
+    q->status = NULL;
+    if (with_status && cm_req_query_param(rq, "status", 16, &v) != CM_ENOTFOUND) {
+        for (size_t i = 0; v && i < 4 && !q->status; i++)
+            if (strcmp(v, statuses[i]) == 0)
+                q->status = statuses[i];
+        if (!q->status)
+            cm_errors_add(errors, "status", "Expected pending, successful, rejected or expired.");
+    }
+    if (json_object_size(errors) > 0) {
+        cm_reply_invalid(rq, errors);
+        return -1;
+    }
+    json_decref(errors);
+    return 0;
+}
+
+static json_t *text_or_null(PGresult *res, int row, int col)
+{
+    return PQgetisnull(res, row, col) ? json_null() : json_string(PQgetvalue(res, row, col));
+}
+
+/* The cursor after row shown - 1 (id in column 0, microseconds in us_col), or null. */
+static json_t *next_cursor(PGresult *res, int shown, bool more, int us_col)
+{
+    ref_cursor_t c;
+    long long us = 0;
+    if (!more || shown < 1 ||
+        cm_strtonum(PQgetvalue(res, shown - 1, us_col), 0, 253402300799999999LL, &us) != 0)
+        return json_null();
+    c.created_us = us;
+    snprintf(c.id, sizeof c.id, "%s", PQgetvalue(res, shown - 1, 0));
+    char text[REF_CURSOR_MAX + 1];
+    ref_cursor_encode(&c, text);
+    return json_string(text);
+}
+
+/* One page: the first `limit` rows; a further row means there is a next page. */
+static json_t *page_json(PGresult *res, int limit)
+{
+    json_t *results = json_array();
+    int rows = PQntuples(res);
+    int shown = rows > limit ? limit : rows;
+    for (int i = 0; i < shown; i++) {
+        json_t *user = json_pack("{s:s, s:o}", "id", PQgetvalue(res, i, 1), "username",
+                                 text_or_null(res, i, 2));
+        json_array_append_new(
+            results, json_pack("{s:s, s:o, s:s, s:o, s:s, s:o}", "id", PQgetvalue(res, i, 0),
+                               "referred_user", user, "status", PQgetvalue(res, i, 3), "reason",
+                               text_or_null(res, i, 4), "created_at", PQgetvalue(res, i, 5),
+                               "converted_at", text_or_null(res, i, 6)));
+    }
+    return json_pack("{s:o, s:o}", "results", results, "next",
+                     next_cursor(res, shown, rows > limit, 7));
+}
+
+static void on_list(cm_req_t *rq, void *ctx)
+{
+    ref_api_t *api = ctx;
+    cm_jwt_claims_t claims;
+    list_query_t q;
+    cm_db_t *db = NULL;
+    if (authenticate_or_reply(rq, api, &claims) != 0 || list_query_or_reply(rq, &q, true) != 0 ||
+        db_or_reply(rq, api, &db) != 0)
+        return;
+    PGresult *res = NULL;
+    int rc = ref_store_list(db, claims.sub, q.status, q.has_cursor ? &q.cursor : NULL, q.limit + 1,
+                            &res);
+    cm_db_release(db);
+    if (rc != 0) {
+        CM_WARN(cm_req_id(rq), "referral: list: %s", cm_strerror(rc));
+        cm_reply_problem(rq, 503, "Service unavailable", "Try again shortly.", NULL);
+        return;
+    }
+    json_t *page = page_json(res, q.limit);
+    PQclear(res);
+    cm_reply_json(rq, 200, page);
+}
+
+/* One page of rewards; a further row means there is a next page. */
+static json_t *rewards_json(PGresult *res, int limit)
+{
+    json_t *results = json_array();
+    int rows = PQntuples(res);
+    int shown = rows > limit ? limit : rows;
+    for (int i = 0; i < shown; i++) {
+        long long amount = 0;
+        if (cm_strtonum(PQgetvalue(res, i, 2), 0, 1LL << 62, &amount) != 0)
+            amount = 0;
+        json_array_append_new(
+            results, json_pack("{s:s, s:s, s:I, s:s, s:o, s:s}", "id", PQgetvalue(res, i, 0),
+                               "kind", PQgetvalue(res, i, 1), "amount", (json_int_t)amount,
+                               "reason", PQgetvalue(res, i, 3), "referral_id",
+                               text_or_null(res, i, 4), "created_at", PQgetvalue(res, i, 5)));
+    }
+    return json_pack("{s:o, s:o}", "results", results, "next",
+                     next_cursor(res, shown, rows > limit, 6));
+}
+
+static void on_rewards(cm_req_t *rq, void *ctx)
+{
+    ref_api_t *api = ctx;
+    cm_jwt_claims_t claims;
+    list_query_t q;
+    cm_db_t *db = NULL;
+    if (authenticate_or_reply(rq, api, &claims) != 0 || list_query_or_reply(rq, &q, false) != 0 ||
+        db_or_reply(rq, api, &db) != 0)
+        return;
+    PGresult *res = NULL;
+    int rc = ref_store_rewards(db, claims.sub, q.has_cursor ? &q.cursor : NULL, q.limit + 1, &res);
+    cm_db_release(db);
+    if (rc != 0) {
+        CM_WARN(cm_req_id(rq), "referral: rewards: %s", cm_strerror(rc));
+        cm_reply_problem(rq, 503, "Service unavailable", "Try again shortly.", NULL);
+        return;
+    }
+    json_t *page = rewards_json(res, q.limit);
+    PQclear(res);
+    cm_reply_json(rq, 200, page);
+}
+
+const cm_route_t ref_routes[] = {
+    {"GET", "/api/referral-stats", on_stats, CM_ROUTE_NO_STORE},
+    {"GET", "/api/referrals", on_list, CM_ROUTE_NO_STORE},
+    {"GET", "/api/rewards", on_rewards, CM_ROUTE_NO_STORE},
+};
+const size_t ref_routes_count = sizeof ref_routes / sizeof ref_routes[0];

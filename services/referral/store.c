@@ -1,0 +1,313 @@
+/* store.c — the referral service's SQL, parameterized only (see store.h). */
+#include "store.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cm/util.h"
+
+/* A timestamptz column as RFC 3339 UTC text with milliseconds. */
+#define RFC3339(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+
+/* Runs a statement and tells whether it returned a row: 0 yes, none_code no. */
+static int exec_row(cm_db_t *db, const char *name, const char *sql, int n, const char *const *p,
+                    int none_code, PGresult **keep)
+{
+    PGresult *res = NULL;
+    int rc = cm_db_prepared(db, name, sql, n, p, &res);
+    if (rc != 0)
+        return rc;
+    rc = PQntuples(res) > 0 ? 0 : none_code;
+    if (keep && rc == 0)
+        *keep = res;
+    else
+        PQclear(res);
+    return rc;
+}
+
+static long long col_ll(PGresult *res, int col)
+{
+    long long v = 0;
+    if (cm_strtonum(PQgetvalue(res, 0, col), -(1LL << 62), 1LL << 62, &v) != 0)
+        v = 0;
+    return v;
+}
+
+static void copy_text(char *dst, size_t cap, const char *src)
+{
+    snprintf(dst, cap, "%s", src ? src : "");
+}
+
+int ref_store_mark_processed(cm_db_t *db, const char *event_id)
+{
+    static const char sql[] = "INSERT INTO processed_events (event_id) VALUES ($1::uuid) "
+                              "ON CONFLICT (event_id) DO NOTHING RETURNING 1";
+    const char *p[1] = {event_id};
+    return exec_row(db, "ref_mark_processed", sql, 1, p, CM_ECONFLICT, NULL);
+}
+
+int ref_store_lock_user(cm_db_t *db, const char *user_id)
+{
+    static const char sql[] = "SELECT pg_advisory_xact_lock(hashtextextended($1, 7))";
+    const char *p[1] = {user_id};
+    return cm_db_prepared(db, "ref_lock_user", sql, 1, p, NULL);
+}
+
+int ref_store_add_member(cm_db_t *db, const ref_member_t *m)
+{
+    static const char sql[] =
+        "WITH ins AS (INSERT INTO members (user_id, username, referral_code, referred_by, "
+        "email, created_at) VALUES ($1::uuid, $2, $3, $4::uuid, $5, $6::timestamptz) "
+        "ON CONFLICT (user_id) DO NOTHING RETURNING user_id), "
+        "cnt AS (INSERT INTO referral_counters (user_id) SELECT user_id FROM ins "
+        "ON CONFLICT (user_id) DO NOTHING) "
+        "SELECT 1 FROM ins";
+    const char *p[6] = {m->user_id,     m->username, m->referral_code,
+                        m->referred_by, m->email,    m->registered_at};
+    return exec_row(db, "ref_add_member", sql, 6, p, CM_ESTATE, NULL);
+}
+
+int ref_store_add_referral(cm_db_t *db, const char *referrer_id, const char *referred_id,
+                           const char *at)
+{
+    static const char sql[] =
+        "WITH ins AS (INSERT INTO referrals (id, referrer_id, referred_id, status, created_at) "
+        "VALUES ($1::uuid, $2::uuid, $3::uuid, 'pending', $4::timestamptz) "
+        "ON CONFLICT (referred_id) DO NOTHING RETURNING referrer_id), "
+        "cnt AS (INSERT INTO referral_counters AS k (user_id, total, pending) "
+        "SELECT referrer_id, 1, 1 FROM ins ON CONFLICT (user_id) DO UPDATE "
+        "SET total = k.total + 1, pending = k.pending + 1) "
+        "SELECT 1 FROM ins";
+    char id[37];
+    cm_uuid_v4(id);
+    const char *p[4] = {id, referrer_id, referred_id, at};
+    return exec_row(db, "ref_add_referral", sql, 4, p, CM_ESTATE, NULL);
+}
+
+int ref_store_member_exists(cm_db_t *db, const char *user_id)
+{
+    static const char sql[] = "SELECT 1 FROM members WHERE user_id = $1::uuid";
+    const char *p[1] = {user_id};
+    return exec_row(db, "ref_member_exists", sql, 1, p, CM_ENOTFOUND, NULL);
+}
+
+int ref_store_park_verification(cm_db_t *db, const char *user_id, const char *verified_at)
+{
+    static const char sql[] = "INSERT INTO parked_verifications (user_id, verified_at) "
+                              "VALUES ($1::uuid, $2::timestamptz) ON CONFLICT (user_id) DO NOTHING";
+    const char *p[2] = {user_id, verified_at};
+    return cm_db_prepared(db, "ref_park", sql, 2, p, NULL);
+}
+
+int ref_store_take_parked(cm_db_t *db, const char *user_id, char verified_at[40])
+{
+    static const char sql[] = "DELETE FROM parked_verifications WHERE user_id = $1::uuid "
+                              "RETURNING " RFC3339("verified_at");
+    const char *p[1] = {user_id};
+    PGresult *res = NULL;
+    int rc = exec_row(db, "ref_take_parked", sql, 1, p, CM_ENOTFOUND, &res);
+    if (rc == 0) {
+        copy_text(verified_at, 40, PQgetvalue(res, 0, 0));
+        PQclear(res);
+    }
+    return rc;
+}
+
+int ref_store_convert(cm_db_t *db, const char *referred_id, const char *status, const char *reason,
+                      const char *at, ref_conversion_t *out)
+{
+    /* Both updates run even though only the first is selected from: data-
+     * modifying WITH clauses always execute, in the same snapshot. */
+    static const char sql[] =
+        "WITH c AS (UPDATE referrals SET status = $2, reason = $3, "
+        "converted_at = $4::timestamptz "
+        "WHERE referred_id = $1::uuid AND status = 'pending' "
+        "RETURNING id, referrer_id, converted_at), "
+        "k AS (UPDATE referral_counters k SET pending = k.pending - 1, "
+        "successful = k.successful + (CASE WHEN $2 = 'successful' THEN 1 ELSE 0 END), "
+        "rejected = k.rejected + (CASE WHEN $2 = 'rejected' THEN 1 ELSE 0 END), "
+        "expired = k.expired + (CASE WHEN $2 = 'expired' THEN 1 ELSE 0 END) "
+        "FROM c WHERE k.user_id = c.referrer_id RETURNING k.successful) "
+        "SELECT id, referrer_id, " RFC3339(
+            "converted_at") ", "
+                            "coalesce((SELECT successful FROM k), 0) FROM c";
+    const char *p[4] = {referred_id, status, reason, at};
+    PGresult *res = NULL;
+    int rc = exec_row(db, "ref_convert", sql, 4, p, CM_ENOTFOUND, &res);
+    if (rc == 0) {
+        copy_text(out->referral_id, sizeof out->referral_id, PQgetvalue(res, 0, 0));
+        copy_text(out->referrer_id, sizeof out->referrer_id, PQgetvalue(res, 0, 1));
+        copy_text(out->at, sizeof out->at, PQgetvalue(res, 0, 2));
+        out->successful = col_ll(res, 3);
+        PQclear(res);
+    }
+    return rc;
+}
+
+int ref_store_stats(cm_db_t *db, const char *user_id, ref_stats_t *out)
+{
+    static const char sql[] =
+        "SELECT coalesce(m.referral_code, ''), k.total, k.pending, k.successful, k.rejected, "
+        "k.expired, k.credits, k.rewards_count FROM referral_counters k "
+        "LEFT JOIN members m ON m.user_id = k.user_id WHERE k.user_id = $1::uuid";
+    const char *p[1] = {user_id};
+    memset(out, 0, sizeof *out);
+    PGresult *res = NULL;
+    int rc = exec_row(db, "ref_stats", sql, 1, p, CM_ENOTFOUND, &res);
+    if (rc == CM_ENOTFOUND)
+        return 0; /* not known yet: all zeros */
+    if (rc != 0)
+        return rc;
+    copy_text(out->referral_code, sizeof out->referral_code, PQgetvalue(res, 0, 0));
+    long long *fields[] = {&out->total,   &out->pending, &out->successful,   &out->rejected,
+                           &out->expired, &out->credits, &out->rewards_count};
+    for (int i = 0; i < 7; i++)
+        *fields[i] = col_ll(res, i + 1);
+    PQclear(res);
+    return 0;
+}
+
+/* The columns of a page, shared by the four list statements. */
+#define LIST_COLUMNS                                                                               \
+    "SELECT r.id, r.referred_id, m.username, r.status, r.reason, " RFC3339(                        \
+        "r.created_at") ", " RFC3339("r.converted_at") ", "                                        \
+                                                       "(extract(epoch FROM r.created_at) * "      \
+                                                       "1000000)::bigint "                         \
+                                                       "FROM referrals r LEFT JOIN members m ON "  \
+                                                       "m.user_id = r.referred_id "                \
+                                                       "WHERE r.referrer_id = $1::uuid "
+#define LIST_AFTER                                                                                 \
+    "AND (r.created_at, r.id) < ('epoch'::timestamptz + $3::bigint * interval '1 microsecond', "   \
+    "$4::uuid) "
+#define LIST_ORDER "ORDER BY r.created_at DESC, r.id DESC LIMIT $2::int"
+
+int ref_store_list(cm_db_t *db, const char *referrer_id, const char *status,
+                   const ref_cursor_t *cursor, int limit, PGresult **res)
+{
+    /* Four static statements rather than optional predicates, so each
+     * plan is an index range scan on (referrer_id[, status], created_at, id). */
+    static const char first[] = LIST_COLUMNS LIST_ORDER;
+    static const char after[] = LIST_COLUMNS LIST_AFTER LIST_ORDER;
+    static const char first_st[] = LIST_COLUMNS "AND r.status = $3 " LIST_ORDER;
+    static const char after_st[] = LIST_COLUMNS "AND r.status = $5 " LIST_AFTER LIST_ORDER;
+    char lim[16], us[24];
+    snprintf(lim, sizeof lim, "%d", limit);
+    snprintf(us, sizeof us, "%lld", cursor ? (long long)cursor->created_us : 0LL);
+    const char *p[5] = {referrer_id, lim, cursor ? us : NULL, cursor ? cursor->id : NULL, status};
+    *res = NULL;
+    if (!cursor && !status)
+        return cm_db_prepared(db, "ref_list_first", first, 2, p, res);
+    if (cursor && !status)
+        return cm_db_prepared(db, "ref_list_after", after, 4, p, res);
+    if (!cursor) {
+        const char *ps[3] = {referrer_id, lim, status};
+        return cm_db_prepared(db, "ref_list_first_st", first_st, 3, ps, res);
+    }
+    return cm_db_prepared(db, "ref_list_after_st", after_st, 5, p, res);
+}
+
+int ref_store_member_email(cm_db_t *db, const char *user_id, char email[255])
+{
+    static const char sql[] = "SELECT email FROM members WHERE user_id = $1::uuid";
+    const char *p[1] = {user_id};
+    PGresult *res = NULL;
+    int rc = exec_row(db, "ref_member_email", sql, 1, p, CM_ENOTFOUND, &res);
+    if (rc == 0) {
+        copy_text(email, 255, PQgetvalue(res, 0, 0));
+        PQclear(res);
+    }
+    return rc;
+}
+
+int ref_store_recent_referrals(cm_db_t *db, const char *referrer_id, const char *at)
+{
+    static const char sql[] = "SELECT count(*) FROM referrals WHERE referrer_id = $1::uuid "
+                              "AND created_at > $2::timestamptz - interval '24 hours' "
+                              "AND created_at <= $2::timestamptz";
+    const char *p[2] = {referrer_id, at};
+    PGresult *res = NULL;
+    int rc = exec_row(db, "ref_recent", sql, 2, p, CM_EDB, &res);
+    if (rc != 0)
+        return rc;
+    long long n = col_ll(res, 0);
+    PQclear(res);
+    return n > 1000000000LL ? 1000000000 : (int)n;
+}
+
+int ref_store_grant(cm_db_t *db, const ref_grant_t *g, char reward_id[37])
+{
+    /* ON CONFLICT without a target covers both uniqueness rules. */
+    static const char sql[] =
+        "WITH ins AS (INSERT INTO rewards (id, user_id, kind, amount, reason, rule, "
+        "referral_id, created_at) VALUES ($1::uuid, $2::uuid, $3, $4::bigint, $5, $6, "
+        "$7::uuid, $8::timestamptz) ON CONFLICT DO NOTHING RETURNING user_id, amount), "
+        "cnt AS (INSERT INTO referral_counters AS k (user_id, credits, rewards_count) "
+        "SELECT user_id, amount, 1 FROM ins ON CONFLICT (user_id) DO UPDATE "
+        "SET credits = k.credits + EXCLUDED.credits, rewards_count = k.rewards_count + 1) "
+        "SELECT 1 FROM ins";
+    char amount[24];
+    snprintf(amount, sizeof amount, "%lld", g->amount);
+    cm_uuid_v4(reward_id);
+    const char *p[8] = {reward_id, g->user_id, g->kind,        amount,
+                        g->reason, g->rule,    g->referral_id, g->at};
+    return exec_row(db, "ref_grant", sql, 8, p, CM_ESTATE, NULL);
+}
+
+int ref_store_expirable(cm_db_t *db, int ttl_days, int limit, PGresult **res)
+{
+    static const char sql[] = "SELECT referred_id FROM referrals WHERE status = 'pending' "
+                              "AND created_at < now() - $1::int * interval '1 day' "
+                              "ORDER BY created_at LIMIT $2::int FOR UPDATE SKIP LOCKED";
+    char ttl[16], lim[16];
+    snprintf(ttl, sizeof ttl, "%d", ttl_days);
+    snprintf(lim, sizeof lim, "%d", limit);
+    const char *p[2] = {ttl, lim};
+    *res = NULL;
+    return cm_db_prepared(db, "ref_expirable", sql, 2, p, res);
+}
+
+#define REWARD_COLUMNS                                                                             \
+    "SELECT id, kind, amount, reason, referral_id, " RFC3339(                                      \
+        "created_at") ", "                                                                         \
+                      "(extract(epoch FROM created_at) * 1000000)::bigint FROM rewards WHERE "     \
+                      "user_id = $1::uuid "
+
+int ref_store_rewards(cm_db_t *db, const char *user_id, const ref_cursor_t *cursor, int limit,
+                      PGresult **res)
+{
+    static const char first[] = REWARD_COLUMNS "ORDER BY created_at DESC, id DESC LIMIT $2::int";
+    static const char after[] =
+        REWARD_COLUMNS "AND (created_at, id) < ('epoch'::timestamptz + $3::bigint * "
+                       "interval '1 microsecond', $4::uuid) "
+                       "ORDER BY created_at DESC, id DESC LIMIT $2::int";
+    char lim[16], us[24];
+    snprintf(lim, sizeof lim, "%d", limit);
+    snprintf(us, sizeof us, "%lld", cursor ? (long long)cursor->created_us : 0LL);
+    const char *p[4] = {user_id, lim, us, cursor ? cursor->id : NULL};
+    *res = NULL;
+    if (!cursor)
+        return cm_db_prepared(db, "ref_rewards_first", first, 2, p, res);
+    return cm_db_prepared(db, "ref_rewards_after", after, 4, p, res);
+}
+
+int ref_store_prune_processed(cm_db_t *db, int days, int limit)
+{
+    static const char sql[] =
+        "WITH old AS (SELECT event_id FROM processed_events "
+        "WHERE processed_at < now() - $1::int * interval '1 day' LIMIT $2::int) "
+        "DELETE FROM processed_events p USING old WHERE p.event_id = old.event_id";
+    char d[16], lim[16];
+    snprintf(d, sizeof d, "%d", days);
+    snprintf(lim, sizeof lim, "%d", limit);
+    const char *p[2] = {d, lim};
+    PGresult *res = NULL;
+    int rc = cm_db_prepared(db, "ref_prune", sql, 2, p, &res);
+    if (rc != 0)
+        return rc;
+    long long n = 0;
+    if (cm_strtonum(PQcmdTuples(res), 0, 1LL << 40, &n) != 0)
+        n = 0;
+    PQclear(res);
+    return (int)n;
+}

@@ -1,0 +1,172 @@
+/*
+ * store.h — every SQL statement of the referral service (schema "referral").
+ *
+ * Functions take a connection the caller holds; the consumer runs them
+ * inside one transaction per event (effect + processed_events row), and
+ * every change to a referral updates referral_counters in that same
+ * transaction, so stats are a single-row read.
+ */
+#ifndef REF_STORE_H
+#define REF_STORE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "cm/db.h"
+#include "cm/error.h"
+
+/** A member as user.registered describes it; every string borrowed. */
+typedef struct ref_member {
+    const char *user_id;
+    const char *username;
+    const char *email;
+    const char *referral_code;
+    const char *referred_by;   /* the referrer's user id, or NULL */
+    const char *registered_at; /* RFC 3339 */
+} ref_member_t;
+
+/** The result of a status change (strings owned by the struct). */
+typedef struct ref_conversion {
+    char referral_id[37];
+    char referrer_id[37];
+    char at[40];          /* RFC 3339 UTC */
+    long long successful; /* the referrer's successful count after the change */
+} ref_conversion_t;
+
+/** One reward to grant; strings borrowed. */
+typedef struct ref_grant {
+    const char *user_id;
+    const char *kind; /* "credit" or "milestone" */
+    long long amount;
+    const char *reason;
+    const char *rule;        /* "referrer_credit", "welcome_credit", "milestone_5" ... */
+    const char *referral_id; /* or NULL */
+    const char *at;          /* RFC 3339 */
+} ref_grant_t;
+
+/** Statuses a referral can have (matches the CHECK constraint). */
+#define REF_PENDING "pending"
+#define REF_SUCCESSFUL "successful"
+#define REF_REJECTED "rejected"
+#define REF_EXPIRED "expired"
+
+/**
+ * Records event_id as processed. Returns 0 when it is new, CM_ECONFLICT
+ * when it was processed before (the caller then changes nothing).
+ */
+CM_MUST_CHECK int ref_store_mark_processed(cm_db_t *db, const char *event_id);
+
+/**
+ * Serializes this transaction with every other one about user_id (a
+ * transaction-scoped advisory lock), so a registration and a verification
+ * of one user handled by two consumers cannot miss each other.
+ */
+CM_MUST_CHECK int ref_store_lock_user(cm_db_t *db, const char *user_id);
+
+/**
+ * Inserts the member and an empty counters row. Returns 0 when inserted,
+ * CM_ESTATE when the user id is already a member (nothing changes),
+ * CM_ECONFLICT when another member has the code.
+ */
+CM_MUST_CHECK int ref_store_add_member(cm_db_t *db, const ref_member_t *m);
+
+/**
+ * Creates the pending referral referrer → referred (created at `at`) and
+ * adds it to the referrer's counters (total, pending). Returns 0, or
+ * CM_ESTATE when the referred user already has a referral.
+ */
+CM_MUST_CHECK int ref_store_add_referral(cm_db_t *db, const char *referrer_id,
+                                         const char *referred_id, const char *at);
+
+/** Returns 0 when user_id is a member, CM_ENOTFOUND when not, or a CM_E* code. */
+CM_MUST_CHECK int ref_store_member_exists(cm_db_t *db, const char *user_id);
+
+/** Parks a verification whose registration has not arrived (first one wins). */
+CM_MUST_CHECK int ref_store_park_verification(cm_db_t *db, const char *user_id,
+                                              const char *verified_at);
+
+/**
+ * Takes (and deletes) a parked verification of user_id. Returns 0 and
+ * copies its time into verified_at, or CM_ENOTFOUND.
+ */
+CM_MUST_CHECK int ref_store_take_parked(cm_db_t *db, const char *user_id, char verified_at[40]);
+
+/**
+ * Moves the pending referral of referred_id to status (successful,
+ * rejected or expired) with reason (NULL for none) at time `at`, and moves
+ * one count in the referrer's counters from pending to status. Returns 0
+ * and fills *out, or CM_ENOTFOUND when there is no pending referral.
+ */
+CM_MUST_CHECK int ref_store_convert(cm_db_t *db, const char *referred_id, const char *status,
+                                    const char *reason, const char *at, ref_conversion_t *out);
+
+/**
+ * Copies the member's email into email (255 bytes). Returns 0 or
+ * CM_ENOTFOUND when user_id is not a member (yet).
+ */
+CM_MUST_CHECK int ref_store_member_email(cm_db_t *db, const char *user_id, char email[255]);
+
+/**
+ * Counts referrer_id's referrals created in the 24 hours before `at`.
+ * Returns the count (>= 0) or a CM_E* code.
+ */
+int ref_store_recent_referrals(cm_db_t *db, const char *referrer_id, const char *at);
+
+/**
+ * Grants a reward: a rewards row and the user's credits and rewards_count,
+ * in the caller's transaction. Returns 0 and copies the new reward's id
+ * into reward_id, or CM_ESTATE when this rule already paid for this
+ * referral (or, for a milestone, for this user): nothing changes then.
+ */
+CM_MUST_CHECK int ref_store_grant(cm_db_t *db, const ref_grant_t *g, char reward_id[37]);
+
+/**
+ * Lists the referred ids of up to limit pending referrals older than
+ * ttl_days, locked (FOR UPDATE SKIP LOCKED, so replicas share the sweep).
+ * *res has one column; the caller PQclear()s it.
+ */
+CM_MUST_CHECK int ref_store_expirable(cm_db_t *db, int ttl_days, int limit, PGresult **res);
+
+/** One user's stats: the counters row plus the member's code. */
+typedef struct ref_stats {
+    char referral_code[32]; /* "" when the member is not known yet */
+    long long total, pending, successful, rejected, expired, credits, rewards_count;
+} ref_stats_t;
+
+/** Reads the stats of user_id (zeros when unknown). Returns 0 or a CM_E* code. */
+CM_MUST_CHECK int ref_store_stats(cm_db_t *db, const char *user_id, ref_stats_t *out);
+
+/** A keyset position: the last row of the previous page. */
+typedef struct ref_cursor {
+    int64_t created_us; /* created_at in microseconds since the epoch */
+    char id[37];
+} ref_cursor_t;
+
+/**
+ * Lists referrer_id's referrals newest first: at most limit rows after
+ * cursor (NULL for the first page), only status when not NULL. *res gets
+ * columns id, referred_id, referred_username, status, reason,
+ * created_at (RFC 3339), converted_at (RFC 3339 or NULL), created_us;
+ * the caller PQclear()s it. The cost does not depend on the page's depth.
+ */
+CM_MUST_CHECK int ref_store_list(cm_db_t *db, const char *referrer_id, const char *status,
+                                 const ref_cursor_t *cursor, int limit, PGresult **res);
+
+/**
+ * Forgets processed event ids older than days (up to limit of them), so
+ * the table does not grow forever. Safe: every effect is also guarded by
+ * the state it changes (a known member, a referral no longer pending), so
+ * a replay older than that window still changes nothing. Returns the
+ * number deleted (>= 0) or a CM_E* code.
+ */
+int ref_store_prune_processed(cm_db_t *db, int days, int limit);
+
+/**
+ * Lists user_id's rewards newest first after cursor (NULL: first page).
+ * *res columns: id, kind, amount, reason, referral_id, created_at,
+ * created_us. The caller PQclear()s it.
+ */
+CM_MUST_CHECK int ref_store_rewards(cm_db_t *db, const char *user_id, const ref_cursor_t *cursor,
+                                    int limit, PGresult **res);
+
+#endif

@@ -1,0 +1,537 @@
+/*
+ * Tests for services/referral/consumer.c, store.c and sweep.c against a
+ * real PostgreSQL: user.registered and user.verified events as auth emits
+ * them, the fraud rules, the reward engine and the expiry sweep.
+ * LINKTR_TEST_NEEDS: postgres
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <jansson.h>
+
+#include "cm/db.h"
+#include "cm/util.h"
+#include "config.h"
+#include "consumer.h"
+#include "rules.h"
+#include "sweep.h"
+#include "testenv.h"
+
+extern const cm_migration_t referral_migrations[];
+extern const size_t referral_migrations_count;
+
+typedef struct fixture {
+    ref_config_t cfg;
+    cm_db_pool_t *pool;
+    ref_ctx_t ctx;
+} fixture_t;
+
+static int setup(void **state)
+{
+    fixture_t *f = cm_xcalloc(1, sizeof *f);
+    char *url = t_env("LINKTR_PG_ENV_FILE", "REFERRAL_DATABASE_URL");
+    cm_db_config_t dbc = {
+        .conninfo = url, .size = 2, .acquire_timeout_ms = 5000, .connect_timeout_s = 5};
+    int err = 0;
+    f->pool = cm_db_pool_new(&dbc, &err);
+    free(url);
+    assert_non_null(f->pool);
+    assert_int_equal(cm_db_migrate(f->pool, referral_migrations, referral_migrations_count), 0);
+    f->cfg.ttl_days = 30;
+    f->cfg.daily_cap = 50;
+    ref_rules_defaults(&f->cfg.rules);
+    assert_int_equal(ref_domains_parse(ref_default_disposable, &f->cfg.disposable), 0);
+    f->ctx = (ref_ctx_t){.cfg = &f->cfg, .pool = f->pool};
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture_t *f = *state;
+    cm_db_pool_free(f->pool);
+    ref_config_dispose(&f->cfg);
+    free(f);
+    return 0;
+}
+
+/* A new user: ids and a unique 8-character code. */
+typedef struct user {
+    char id[37];
+    char code[9];
+    char name[32];
+} user_t;
+
+static void new_user(user_t *u)
+{
+    cm_uuid_v4(u->id);
+    /* The uuid's random tail makes a unique code. */
+    snprintf(u->code, sizeof u->code, "%.8s", u->id + 28);
+    for (char *p = u->code; *p; p++)
+        if (*p >= 'a' && *p <= 'z')
+            *p = (char)(*p - 'a' + 'A');
+    snprintf(u->name, sizeof u->name, "user_%.8s", u->id);
+}
+
+/* The envelope auth emits, as bytes; event_id receives its id. The caller frees. */
+static char *envelope(const char *type, json_t *data, char event_id[37])
+{
+    cm_uuid_v4(event_id);
+    json_t *env =
+        json_pack("{s:s, s:s, s:i, s:s, s:s, s:o}", "id", event_id, "type", type, "version", 1,
+                  "occurred_at", "2026-11-27T10:00:00.123Z", "source", "auth", "data", data);
+    char *s = json_dumps(env, JSON_COMPACT);
+    json_decref(env);
+    return s;
+}
+
+static char *registered_as(const user_t *u, const user_t *referrer, const char *email,
+                           char event_id[37])
+{
+    json_t *by =
+        referrer ? json_pack("{s:s, s:s}", "user_id", referrer->id, "referral_code", referrer->code)
+                 : json_null();
+    json_t *data =
+        json_pack("{s:s, s:s, s:s, s:s, s:o, s:s, s:s, s:s}", "user_id", u->id, "username", u->name,
+                  "email", email, "referral_code", u->code, "referred_by", by, "ip", "127.0.0.1",
+                  "verify_token_sealed", "c2VhbGVk", "registered_at", "2026-11-27T10:00:00.100Z");
+    return envelope("user.registered", data, event_id);
+}
+
+static char *registered(const user_t *u, const user_t *referrer, char event_id[37])
+{
+    char email[64];
+    snprintf(email, sizeof email, "%s@example.com", u->name);
+    return registered_as(u, referrer, email, event_id);
+}
+
+static char *verified(const user_t *u, char event_id[37])
+{
+    json_t *data = json_pack("{s:s, s:s}", "user_id", u->id, "verified_at", "2026-11-27T11:00:00Z");
+    return envelope("user.verified", data, event_id);
+}
+
+static int handle(fixture_t *f, const char *bytes)
+{
+    return ref_handle_event(&f->ctx, bytes, strlen(bytes));
+}
+
+/* The first column of the first row of sql with one parameter, as a new string ("" if none). */
+static char *query1(fixture_t *f, const char *sql, const char *param)
+{
+    cm_db_t *db = NULL;
+    assert_int_equal(cm_db_acquire(f->pool, &db), 0);
+    PGresult *res = NULL;
+    const char *p[1] = {param};
+    assert_int_equal(cm_db_exec(db, sql, 1, p, &res), 0);
+    char *v = cm_xstrdup(PQntuples(res) > 0 ? PQgetvalue(res, 0, 0) : "");
+    PQclear(res);
+    cm_db_release(db);
+    return v;
+}
+
+static void assert_query(fixture_t *f, const char *sql, const char *param, const char *want)
+{
+    char *got = query1(f, sql, param);
+    assert_string_equal(got, want);
+    free(got);
+}
+
+#define COUNTERS                                                                                   \
+    "SELECT concat_ws(',', total, pending, successful, rejected, expired) "                        \
+    "FROM referral_counters WHERE user_id = $1::uuid"
+
+static void a_registration_creates_the_member_with_empty_counters(void **state)
+{
+    fixture_t *f = *state;
+    user_t u;
+    new_user(&u);
+    char ev[37];
+    char *bytes = registered(&u, NULL, ev);
+    assert_int_equal(handle(f, bytes), 0);
+    char *row = query1(f,
+                       "SELECT concat_ws('|', username, referral_code, "
+                       "coalesce(referred_by::text, 'none')) FROM members WHERE user_id = $1::uuid",
+                       u.id);
+    char want[128];
+    snprintf(want, sizeof want, "%s|%s|none", u.name, u.code);
+    assert_string_equal(row, want);
+    free(row);
+    assert_query(f, COUNTERS, u.id, "0,0,0,0,0");
+    assert_query(f, "SELECT count(*) FROM processed_events WHERE event_id = $1::uuid", ev, "1");
+    free(bytes);
+}
+
+static void a_referred_registration_creates_a_pending_referral_and_counts_it(void **state)
+{
+    fixture_t *f = *state;
+    user_t ref, a, b;
+    new_user(&ref);
+    new_user(&a);
+    new_user(&b);
+    char ev[37];
+    char *r = registered(&ref, NULL, ev);
+    char *ra = registered(&a, &ref, ev);
+    char *rb = registered(&b, &ref, ev);
+    assert_int_equal(handle(f, r), 0);
+    assert_int_equal(handle(f, ra), 0);
+    assert_int_equal(handle(f, rb), 0);
+    char *row = query1(f,
+                       "SELECT status || '|' || referrer_id FROM referrals "
+                       "WHERE referred_id = $1::uuid",
+                       a.id);
+    char want[64];
+    snprintf(want, sizeof want, "pending|%s", ref.id);
+    assert_string_equal(row, want);
+    free(row);
+    assert_query(f, COUNTERS, ref.id, "2,2,0,0,0");
+    assert_query(f, "SELECT referred_by::text FROM members WHERE user_id = $1::uuid", b.id, ref.id);
+    free(r);
+    free(ra);
+    free(rb);
+}
+
+static void the_same_event_twice_changes_nothing(void **state)
+{
+    fixture_t *f = *state;
+    user_t ref, a;
+    new_user(&ref);
+    new_user(&a);
+    char ev[37];
+    char *bytes = registered(&a, &ref, ev);
+    assert_int_equal(handle(f, bytes), 0);
+    assert_int_equal(handle(f, bytes), 0);
+    assert_query(f, COUNTERS, ref.id, "1,1,0,0,0");
+    assert_query(f, "SELECT count(*) FROM referrals WHERE referrer_id = $1::uuid", ref.id, "1");
+    /* A second registration event (new id) for the same user counts nothing either. */
+    char *again = registered(&a, &ref, ev);
+    assert_int_equal(handle(f, again), 0);
+    assert_query(f, COUNTERS, ref.id, "1,1,0,0,0");
+    free(again);
+    free(bytes);
+}
+
+static void malformed_events_are_eparse_and_change_nothing(void **state)
+{
+    fixture_t *f = *state;
+    user_t u;
+    new_user(&u);
+    char ev[37];
+    assert_int_equal(handle(f, "{\"id\": 12"), CM_EPARSE);
+    assert_int_equal(handle(f, "[]"), CM_EPARSE);
+    const char *bad[][2] = {
+        {"user_id", "not-a-uuid"},
+        {"registered_at", "2026-02-30T10:00:00Z"},
+        {"registered_at", "yesterday"},
+        {"username", ""},
+        {"referral_code", "ABCDEFGHIJKLMNOPQRSTUVWXYZ"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char email[64];
+        snprintf(email, sizeof email, "%s@example.com", u.name);
+        json_t *data = json_pack("{s:s, s:s, s:s, s:s, s:n, s:s}", "user_id", u.id, "username",
+                                 u.name, "email", email, "referral_code", u.code, "referred_by",
+                                 "registered_at", "2026-11-27T10:00:00Z");
+        json_object_set_new(data, bad[i][0], json_string(bad[i][1]));
+        char *bytes = envelope("user.registered", data, ev);
+        assert_int_equal(handle(f, bytes), CM_EPARSE);
+        free(bytes);
+    }
+    json_t *data = json_pack("{s:s, s:s, s:s, s:s, s:{s:i}, s:s}", "user_id", u.id, "username",
+                             u.name, "email", "x@example.com", "referral_code", u.code,
+                             "referred_by", "user_id", 5, "registered_at", "2026-11-27T10:00:00Z");
+    char *bytes = envelope("user.registered", data, ev);
+    assert_int_equal(handle(f, bytes), CM_EPARSE);
+    free(bytes);
+    data = json_pack("{s:s}", "user_id", u.id); /* verified without verified_at */
+    bytes = envelope("user.verified", data, ev);
+    assert_int_equal(handle(f, bytes), CM_EPARSE);
+    free(bytes);
+    assert_query(f, "SELECT count(*) FROM members WHERE user_id = $1::uuid", u.id, "0");
+    assert_query(f, "SELECT count(*) FROM parked_verifications WHERE user_id = $1::uuid", u.id,
+                 "0");
+}
+
+static void verification_makes_the_referral_successful_once_and_emits_converted(void **state)
+{
+    fixture_t *f = *state;
+    user_t ref, a;
+    new_user(&ref);
+    new_user(&a);
+    char ev[37];
+    char *reg = registered(&a, &ref, ev);
+    char *ver = verified(&a, ev);
+    assert_int_equal(handle(f, reg), 0);
+    assert_int_equal(handle(f, ver), 0);
+    assert_int_equal(handle(f, ver), 0);
+    assert_query(f, COUNTERS, ref.id, "1,0,1,0,0");
+    assert_query(f, "SELECT status FROM referrals WHERE referred_id = $1::uuid", a.id,
+                 "successful");
+    assert_query(f, "SELECT count(*) FROM outbox WHERE key = $1 AND topic = 'referral.converted'",
+                 ref.id, "1");
+    char *payload = query1(f, "SELECT payload FROM outbox WHERE key = $1", ref.id);
+    json_t *env = json_loads(payload, 0, NULL);
+    assert_non_null(env);
+    json_t *data = json_object_get(env, "data");
+    assert_string_equal(json_string_value(json_object_get(data, "status")), "successful");
+    assert_string_equal(json_string_value(json_object_get(data, "referred_id")), a.id);
+    assert_string_equal(json_string_value(json_object_get(data, "referrer_id")), ref.id);
+    assert_true(json_is_null(json_object_get(data, "reason")));
+    json_decref(env);
+    free(payload);
+    free(reg);
+    free(ver);
+}
+
+static void a_verification_before_its_registration_is_parked_then_applied(void **state)
+{
+    fixture_t *f = *state;
+    user_t ref, a;
+    new_user(&ref);
+    new_user(&a);
+    char ev[37];
+    char *ver = verified(&a, ev);
+    char *reg = registered(&a, &ref, ev);
+    assert_int_equal(handle(f, ver), 0);
+    assert_query(f, "SELECT count(*) FROM parked_verifications WHERE user_id = $1::uuid", a.id,
+                 "1");
+    assert_int_equal(handle(f, reg), 0);
+    assert_query(f, "SELECT status FROM referrals WHERE referred_id = $1::uuid", a.id,
+                 "successful");
+    assert_query(f, COUNTERS, ref.id, "1,0,1,0,0");
+    assert_query(f, "SELECT count(*) FROM parked_verifications WHERE user_id = $1::uuid", a.id,
+                 "0");
+    free(ver);
+    free(reg);
+}
+
+static void events_of_other_types_are_ignored(void **state)
+{
+    fixture_t *f = *state;
+    char ev[37];
+    char *bytes = envelope("password.changed", json_pack("{s:s}", "user_id", "x"), ev);
+    assert_int_equal(handle(f, bytes), 0);
+    assert_query(f, "SELECT count(*) FROM processed_events WHERE event_id = $1::uuid", ev, "0");
+    free(bytes);
+}
+
+/* Registers u (referred by referrer, or not) with email through the consumer. */
+static void join(fixture_t *f, const user_t *u, const user_t *referrer, const char *email)
+{
+    char ev[37];
+    char *bytes = email ? registered_as(u, referrer, email, ev) : registered(u, referrer, ev);
+    assert_int_equal(handle(f, bytes), 0);
+    free(bytes);
+}
+
+static void verify(fixture_t *f, const user_t *u)
+{
+    char ev[37];
+    char *bytes = verified(u, ev);
+    assert_int_equal(handle(f, bytes), 0);
+    assert_int_equal(handle(f, bytes), 0); /* redelivered: pays nothing more */
+    free(bytes);
+}
+
+#define STATUS_REASON                                                                              \
+    "SELECT status || ':' || coalesce(reason, '') FROM referrals "                                 \
+    "WHERE referred_id = $1::uuid"
+#define CREDITS                                                                                    \
+    "SELECT credits || ',' || rewards_count FROM referral_counters "                               \
+    "WHERE user_id = $1::uuid"
+
+static void a_referral_from_an_alias_of_the_referrers_own_email_is_rejected(void **state)
+{
+    fixture_t *f = *state;
+    user_t ref, alias, other;
+    new_user(&ref);
+    new_user(&alias);
+    new_user(&other);
+    char mine[80], theirs[80], friend[80];
+    snprintf(mine, sizeof mine, "Ada.Love%.8s@gmail.com", ref.id);
+    snprintf(theirs, sizeof theirs, "adalove%.8s+promo@GoogleMail.com", ref.id);
+    snprintf(friend, sizeof friend, "ada.love%.8s@example.com", ref.id);
+    join(f, &ref, NULL, mine);
+    join(f, &alias, &ref, theirs);
+    join(f, &other, &ref, friend); /* same local part, another domain: a real friend */
+    assert_query(f, STATUS_REASON, alias.id, "rejected:self_referral_alias");
+    assert_query(f, STATUS_REASON, other.id, "pending:");
+    assert_query(f, COUNTERS, ref.id, "2,1,0,1,0");
+    char *payload = query1(f,
+                           "SELECT payload FROM outbox WHERE key = $1 AND "
+                           "payload::jsonb->'data'->>'status' = 'rejected'",
+                           ref.id);
+    json_t *env = json_loads(payload, 0, NULL);
+    assert_non_null(env);
+    json_t *data = json_object_get(env, "data");
+    assert_string_equal(json_string_value(json_object_get(data, "reason")), "self_referral_alias");
+    assert_string_equal(json_string_value(json_object_get(data, "referred_id")), alias.id);
+    json_decref(env);
+    free(payload);
+}
+
+static void a_referral_from_a_disposable_domain_is_rejected(void **state)
+{
+    fixture_t *f = *state;
+    user_t ref, a;
+    new_user(&ref);
+    new_user(&a);
+    join(f, &ref, NULL, NULL);
+    join(f, &a, &ref, "someone@inbox.Mailinator.com");
+    assert_query(f, STATUS_REASON, a.id, "rejected:disposable_email");
+    assert_query(f, COUNTERS, ref.id, "1,0,0,1,0");
+    /* A rejected referral is not made successful by a verification. */
+    verify(f, &a);
+    assert_query(f, STATUS_REASON, a.id, "rejected:disposable_email");
+    assert_query(f, CREDITS, ref.id, "0,0");
+}
+
+static void more_than_the_daily_cap_of_referrals_is_rejected(void **state)
+{
+    fixture_t *f = *state;
+    f->cfg.daily_cap = 3;
+    user_t ref, kids[4];
+    new_user(&ref);
+    join(f, &ref, NULL, NULL);
+    for (int i = 0; i < 4; i++) {
+        new_user(&kids[i]);
+        join(f, &kids[i], &ref, NULL);
+    }
+    f->cfg.daily_cap = 50;
+    for (int i = 0; i < 3; i++)
+        assert_query(f, STATUS_REASON, kids[i].id, "pending:");
+    assert_query(f, STATUS_REASON, kids[3].id, "rejected:daily_cap");
+    assert_query(f, COUNTERS, ref.id, "4,3,0,1,0");
+}
+
+static void a_verification_pays_the_referrer_and_the_welcome_credit_once(void **state)
+{
+    fixture_t *f = *state;
+    user_t ref, a;
+    new_user(&ref);
+    new_user(&a);
+    join(f, &ref, NULL, NULL);
+    join(f, &a, &ref, NULL);
+    verify(f, &a);
+    verify(f, &a); /* a second user.verified (new event id) changes nothing either */
+    assert_query(f, CREDITS, ref.id, "10,1");
+    assert_query(f, CREDITS, a.id, "5,1");
+    assert_query(f,
+                 "SELECT string_agg(rule || '=' || amount, ',' ORDER BY rule) FROM rewards "
+                 "WHERE user_id = $1::uuid",
+                 ref.id, "referrer_credit=10");
+    assert_query(f, "SELECT count(*) FROM outbox WHERE topic = 'reward.granted' AND key = $1", a.id,
+                 "1");
+    char *payload = query1(f,
+                           "SELECT payload FROM outbox WHERE topic = 'reward.granted' "
+                           "AND key = $1",
+                           ref.id);
+    json_t *env = json_loads(payload, 0, NULL);
+    json_t *data = json_object_get(env, "data");
+    assert_string_equal(json_string_value(json_object_get(data, "kind")), "credit");
+    assert_int_equal(json_integer_value(json_object_get(data, "amount")), 10);
+    assert_string_equal(json_string_value(json_object_get(data, "user_id")), ref.id);
+    assert_non_null(json_string_value(json_object_get(data, "referral_id")));
+    json_decref(env);
+    free(payload);
+}
+
+static void the_fifth_success_pays_the_milestone_exactly_once(void **state)
+{
+    fixture_t *f = *state;
+    user_t ref, kids[6];
+    new_user(&ref);
+    join(f, &ref, NULL, NULL);
+    for (int i = 0; i < 6; i++) {
+        new_user(&kids[i]);
+        join(f, &kids[i], &ref, NULL);
+    }
+    const char *milestone = "SELECT count(*) FROM rewards WHERE user_id = $1::uuid "
+                            "AND kind = 'milestone' AND rule = 'milestone_5'";
+    for (int i = 0; i < 4; i++)
+        verify(f, &kids[i]);
+    assert_query(f, milestone, ref.id, "0");
+    verify(f, &kids[4]);
+    assert_query(f, milestone, ref.id, "1");
+    verify(f, &kids[5]);
+    assert_query(f, milestone, ref.id, "1");
+    assert_query(f, CREDITS, ref.id, "85,7"); /* 6 × 10 + 25 */
+    assert_query(f, COUNTERS, ref.id, "6,0,6,0,0");
+}
+
+static void the_sweep_expires_pending_referrals_older_than_the_ttl(void **state)
+{
+    fixture_t *f = *state;
+    user_t ref, old, fresh;
+    new_user(&ref);
+    new_user(&old);
+    new_user(&fresh);
+    join(f, &ref, NULL, NULL);
+    join(f, &old, &ref, NULL);
+    join(f, &fresh, &ref, NULL);
+    assert_query(f,
+                 "UPDATE referrals SET created_at = now() - interval '31 days' "
+                 "WHERE referred_id = $1::uuid RETURNING 'aged'",
+                 old.id, "aged");
+    assert_query(f,
+                 "UPDATE referrals SET created_at = now() - interval '29 days' "
+                 "WHERE referred_id = $1::uuid RETURNING 'aged'",
+                 fresh.id, "aged");
+    int expired = 0;
+    assert_int_equal(ref_sweep_once(&f->cfg, f->pool, &expired), 0);
+    assert_true(expired >= 1);
+    assert_query(f, STATUS_REASON, old.id, "expired:ttl");
+    assert_query(f, STATUS_REASON, fresh.id, "pending:");
+    assert_query(f, COUNTERS, ref.id, "2,1,0,0,1");
+    assert_int_equal(ref_sweep_once(&f->cfg, f->pool, &expired), 0);
+    assert_int_equal(expired, 0);
+    /* An expired referral does not turn successful later. */
+    verify(f, &old);
+    assert_query(f, STATUS_REASON, old.id, "expired:ttl");
+}
+
+static void the_sweep_forgets_event_ids_older_than_the_dedup_window(void **state)
+{
+    fixture_t *f = *state;
+    char old_ev[37], new_ev[37];
+    cm_uuid_v4(old_ev);
+    cm_uuid_v4(new_ev);
+    assert_query(f,
+                 "INSERT INTO processed_events (event_id, processed_at) VALUES ($1::uuid, "
+                 "now() - interval '31 days') RETURNING 'in'",
+                 old_ev, "in");
+    assert_query(f,
+                 "INSERT INTO processed_events (event_id, processed_at) VALUES ($1::uuid, "
+                 "now() - interval '29 days') RETURNING 'in'",
+                 new_ev, "in");
+    assert_int_equal(ref_sweep_once(&f->cfg, f->pool, NULL), 0);
+    assert_query(f, "SELECT count(*) FROM processed_events WHERE event_id = $1::uuid", old_ev, "0");
+    assert_query(f, "SELECT count(*) FROM processed_events WHERE event_id = $1::uuid", new_ev, "1");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(a_registration_creates_the_member_with_empty_counters),
+        cmocka_unit_test(a_referred_registration_creates_a_pending_referral_and_counts_it),
+        cmocka_unit_test(the_same_event_twice_changes_nothing),
+        cmocka_unit_test(malformed_events_are_eparse_and_change_nothing),
+        cmocka_unit_test(verification_makes_the_referral_successful_once_and_emits_converted),
+        cmocka_unit_test(a_verification_before_its_registration_is_parked_then_applied),
+        cmocka_unit_test(events_of_other_types_are_ignored),
+        cmocka_unit_test(a_referral_from_an_alias_of_the_referrers_own_email_is_rejected),
+        cmocka_unit_test(a_referral_from_a_disposable_domain_is_rejected),
+        cmocka_unit_test(more_than_the_daily_cap_of_referrals_is_rejected),
+        cmocka_unit_test(a_verification_pays_the_referrer_and_the_welcome_credit_once),
+        cmocka_unit_test(the_fifth_success_pays_the_milestone_exactly_once),
+        cmocka_unit_test(the_sweep_expires_pending_referrals_older_than_the_ttl),
+        cmocka_unit_test(the_sweep_forgets_event_ids_older_than_the_dedup_window),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
