@@ -528,7 +528,15 @@ static int reply_malformed_json(cm_req_t *rq, const json_error_t *e)
 
 int cm_req_json_or_reply(cm_req_t *rq, json_t **out)
 {
+    cm_slice_t raw;
+    return cm_req_json_raw_or_reply(rq, &raw, out);
+}
+
+int cm_req_json_raw_or_reply(cm_req_t *rq, cm_slice_t *raw, json_t **out)
+{
     *out = NULL;
+    raw->ptr = NULL;
+    raw->len = 0;
     /* civetweb discards an unread body after the handler, so the connection stays usable. */
     if (!is_json_type(mg_get_header(rq->conn, "Content-Type"))) {
         cm_reply_problem(rq, 415, "Unsupported Media Type",
@@ -549,6 +557,7 @@ int cm_req_json_or_reply(cm_req_t *rq, json_t **out)
                          NULL);
         return CM_EPARSE;
     }
+    *raw = body;
     *out = v;
     return 0;
 }

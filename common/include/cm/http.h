@@ -159,6 +159,12 @@ CM_MUST_CHECK int cm_req_body_or_reply(cm_req_t *rq, cm_slice_t *out);
  */
 CM_MUST_CHECK int cm_req_json_or_reply(cm_req_t *rq, json_t **out);
 
+/**
+ * Like cm_req_json_or_reply, and also hands back the raw bytes (in the
+ * arena) that were parsed, for a caller that forwards them unchanged.
+ */
+CM_MUST_CHECK int cm_req_json_raw_or_reply(cm_req_t *rq, cm_slice_t *raw, json_t **out);
+
 /* ---- replies (each adds X-Request-Id and the security headers) ----------- */
 
 /**
