@@ -114,7 +114,7 @@ void cm_arena_free(cm_arena_t *a)
 
 void *cm_arena_alloc(cm_arena_t *a, size_t size)
 {
-    const size_t align = sizeof(max_align_t);
+    const size_t align = _Alignof(max_align_t);
     if (size > SIZE_MAX - align)
         die_oom();
     size = (size + align - 1) / align * align;

@@ -16,8 +16,9 @@
 #include "smtp.h"
 #include "store.h"
 
-const char *const mail_topics[] = {CM_EV_USER_REGISTERED, CM_EV_RESET_REQUESTED,
-                                   CM_EV_PASSWORD_CHANGED, CM_EV_REWARD_GRANTED, NULL};
+const char *const mail_topics[] = {CM_EV_USER_REGISTERED, CM_EV_VERIFY_REQUESTED,
+                                   CM_EV_RESET_REQUESTED,  CM_EV_PASSWORD_CHANGED,
+                                   CM_EV_REWARD_GRANTED,   NULL};
 
 /* Limits on the values that go into a mail. */
 #define MAX_USERNAME 64
@@ -134,7 +135,8 @@ static void make_link(job_t *j, const char *page)
     j->link = cm_buf_steal(&b);
 }
 
-static int plan_registered(job_t *j, json_t *data)
+/* user.registered (which also makes the contact) and verify.requested (a resend). */
+static int plan_verify(job_t *j, json_t *data, bool registered)
 {
     j->user_id = get_uuid(data, "user_id");
     j->email = get_email(data, "email");
@@ -143,7 +145,7 @@ static int plan_registered(job_t *j, json_t *data)
         return CM_EPARSE;
     make_link(j, "/verify-email");
     j->template_name = "verify_email";
-    j->put_contact = true;
+    j->put_contact = registered;
     add_field(j, "email", j->email);
     add_field(j, "verify_url", j->link);
     return 0;
@@ -200,7 +202,9 @@ static int plan(job_t *j, const cm_event_t *ev)
     j->event_id = ev->id;
     j->event_type = ev->type;
     if (strcmp(ev->type, CM_EV_USER_REGISTERED) == 0)
-        return plan_registered(j, ev->data);
+        return plan_verify(j, ev->data, true);
+    if (strcmp(ev->type, CM_EV_VERIFY_REQUESTED) == 0)
+        return plan_verify(j, ev->data, false);
     if (strcmp(ev->type, CM_EV_RESET_REQUESTED) == 0)
         return plan_reset(j, ev->data);
     if (strcmp(ev->type, CM_EV_PASSWORD_CHANGED) == 0)

@@ -152,6 +152,74 @@ static void the_verify_mail_reaches_the_user_with_escaped_fields_and_a_working_l
     free(id);
 }
 
+/* Every verify token mailed to email, in no particular order (at most 8). */
+static int verify_tokens(const char *email, char *tokens[8])
+{
+    char *dir = t_env(ENV, "MAIL_DIR");
+    char *newdir = cm_xasprintf("%s/new", dir);
+    int n = 0;
+    DIR *d = opendir(newdir);
+    for (struct dirent *e; d && n < 8 && (e = readdir(d));) {
+        char *path = cm_xasprintf("%s/%s", newdir, e->d_name);
+        char *text = NULL;
+        size_t len = 0;
+        if (e->d_name[0] != '.' && cm_read_file(path, 1 << 20, &text, &len) == 0 &&
+            strstr(text, email) && strstr(text, "verify-email?token="))
+            tokens[n++] = token_in(text, "verify-email");
+        free(text);
+        free(path);
+    }
+    if (d)
+        closedir(d);
+    free(newdir);
+    free(dir);
+    return n;
+}
+
+static void resend_verification_mails_a_new_link_that_replaces_the_first(void **state)
+{
+    (void)state;
+    char name[48], email[96];
+    snprintf(name, sizeof name, "mq_%s", t_unique());
+    snprintf(email, sizeof email, "%s@example.com", name);
+    char *id = register_user(name, email);
+    int n = 0;
+    free(mail_with(email, "verify-email?token=", 1, &n));
+    assert_int_equal(n, 1);
+
+    json_t *login = json_pack("{s:s, s:s}", "username_or_email", name, "password", PASSWORD);
+    t_resp_t r;
+    assert_int_equal(post_auth("/api/login/", login, &r), 200);
+    char *access = cm_xstrdup(json_string_value(json_object_get(r.json, "access")));
+    t_resp_dispose(&r);
+    char *u = url("GATEWAY_URL", "/api/resend-verification/");
+    json_t *empty = json_object();
+    assert_int_equal(t_post_json(u, empty, access, &r), 0);
+    assert_int_equal(r.status, 202);
+    t_resp_dispose(&r);
+
+    free(mail_with(email, "verify-email?token=", 2, &n));
+    assert_int_equal(n, 2);
+    char *tokens[8];
+    assert_int_equal(verify_tokens(email, tokens), 2);
+    long answers[2];
+    for (int i = 0; i < 2; i++) {
+        json_t *body = json_pack("{s:s}", "token", tokens[i]);
+        answers[i] = post_auth("/api/verify-email/", body, &r);
+        t_resp_dispose(&r);
+        json_decref(body);
+        free(tokens[i]);
+    }
+    /* The resent link verifies; the first one was replaced by it. */
+    assert_true((answers[0] == 200 && answers[1] == 400) || (answers[0] == 400 && answers[1] == 200));
+
+    json_decref(empty);
+    free(u);
+    free(access);
+    json_decref(login);
+    free(id);
+}
+
 static void forgot_and_reset_send_the_reset_mail_then_the_password_changed_mail(void **state)
 {
     (void)state;
@@ -239,6 +307,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(the_verify_mail_reaches_the_user_with_escaped_fields_and_a_working_link),
+        cmocka_unit_test(resend_verification_mails_a_new_link_that_replaces_the_first),
         cmocka_unit_test(forgot_and_reset_send_the_reset_mail_then_the_password_changed_mail),
         cmocka_unit_test(a_reward_event_mails_the_user_found_in_contacts),
     };

@@ -18,6 +18,7 @@
 
 #define CM_EV_USER_REGISTERED "user.registered"
 #define CM_EV_USER_VERIFIED "user.verified"
+#define CM_EV_VERIFY_REQUESTED "verify.requested"
 #define CM_EV_RESET_REQUESTED "reset.requested"
 #define CM_EV_PASSWORD_CHANGED "password.changed"
 #define CM_EV_REFERRAL_CONVERTED "referral.converted"

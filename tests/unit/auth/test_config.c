@@ -12,6 +12,7 @@
 
 #include "cm/crypto.h"
 #include "config.h"
+#include "capture.h"
 
 /* 32 zero bytes in standard base64. */
 #define SEAL_KEY "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
@@ -35,23 +36,23 @@ static int clean_env(void **state)
     return 0;
 }
 
+struct load {
+    auth_config_t *cfg;
+    int rc;
+};
+
+static void load(void *arg)
+{
+    struct load *l = arg;
+    l->rc = auth_config_load(l->cfg);
+}
+
 /* Loads the config with stderr captured; returns what was printed (caller frees). */
 static char *load_capture(auth_config_t *cfg, int *rc)
 {
-    fflush(stderr);
-    FILE *tmp = tmpfile();
-    assert_non_null(tmp);
-    int saved = dup(STDERR_FILENO);
-    dup2(fileno(tmp), STDERR_FILENO);
-    *rc = auth_config_load(cfg);
-    fflush(stderr);
-    dup2(saved, STDERR_FILENO);
-    close(saved);
-    long n = ftell(tmp);
-    rewind(tmp);
-    char *out = calloc(1, (size_t)n + 1);
-    assert_int_equal(fread(out, 1, (size_t)n, tmp), (size_t)n);
-    fclose(tmp);
+    struct load l = {cfg, -1};
+    char *out = t_capture(STDERR_FILENO, load, &l);
+    *rc = l.rc;
     return out;
 }
 

@@ -11,24 +11,25 @@
 #include <cmocka.h>
 
 #include "cm/config.h"
+#include "capture.h"
+
+struct finish {
+    cm_cfg_t *c;
+    int rc;
+};
+
+static void finish(void *arg)
+{
+    struct finish *f = arg;
+    f->rc = cm_cfg_finish(f->c);
+}
 
 /* Captures what cm_cfg_finish prints to stderr. */
 static char *finish_and_capture(cm_cfg_t *c, int *rc)
 {
-    fflush(stderr);
-    FILE *tmp = tmpfile();
-    assert_non_null(tmp);
-    int saved = dup(STDERR_FILENO);
-    dup2(fileno(tmp), STDERR_FILENO);
-    *rc = cm_cfg_finish(c);
-    fflush(stderr);
-    dup2(saved, STDERR_FILENO);
-    close(saved);
-    long n = ftell(tmp);
-    rewind(tmp);
-    char *out = calloc(1, (size_t)n + 1);
-    assert_int_equal(fread(out, 1, (size_t)n, tmp), (size_t)n);
-    fclose(tmp);
+    struct finish f = {c, 0};
+    char *out = t_capture(STDERR_FILENO, finish, &f);
+    *rc = f.rc;
     return out;
 }
 

@@ -29,6 +29,7 @@
 #include "cm/log.h"
 #include "cm/util.h"
 #include "testenv.h"
+#include "capture.h"
 
 #define PG_ENV "LINKTR_PG_ENV_FILE"
 
@@ -232,31 +233,20 @@ static void a_deallocated_statement_is_prepared_again(void **state)
 
 /* ---- error mapping ------------------------------------------------------ */
 
-/* Runs fn(db) with stdout (where the log goes) redirected; returns what was written. */
-static char *capture_log(cm_db_t *db, void (*fn)(cm_db_t *))
+/* Runs fn(db) with stdout (where the log goes) redirected and every level on. */
+static char *capture_log(cm_db_t *db, void (*fn)(void *db))
 {
-    fflush(stdout);
-    FILE *tmp = tmpfile();
-    assert_non_null(tmp);
-    int saved = dup(STDOUT_FILENO);
-    assert_true(saved >= 0);
-    assert_true(dup2(fileno(tmp), STDOUT_FILENO) >= 0);
-    fn(db);
-    fflush(stdout);
-    dup2(saved, STDOUT_FILENO);
-    close(saved);
-    long n = ftell(tmp);
-    rewind(tmp);
-    char *out = cm_xcalloc(1, (size_t)n + 1);
-    assert_int_equal(fread(out, 1, (size_t)n, tmp), (size_t)n);
-    fclose(tmp);
+    cm_log_init("test_db", CM_LOG_DEBUG);
+    char *out = t_capture(STDOUT_FILENO, fn, db);
+    cm_log_init("test_db", CM_LOG_WARN);
     return out;
 }
 
 #define SECRET "hunter2-correct-horse"
 
-static void fail_with_secret_parameters(cm_db_t *db)
+static void fail_with_secret_parameters(void *arg)
 {
+    cm_db_t *db = arg;
     const char *const p[] = {SECRET};
     assert_int_equal(cm_db_exec(db, "SELECT $1::int", 1, p, NULL), CM_EDB);
     assert_int_equal(cm_db_exec(db, "INSERT INTO s (v) VALUES ($1)", 1, p, NULL), CM_ECONFLICT);

@@ -12,25 +12,23 @@
 #include <jansson.h>
 
 #include "cm/log.h"
+#include "capture.h"
+
+/* The logging calls to capture, behind the void * that t_capture passes. */
+struct calls {
+    void (*fn)(void);
+};
+
+static void call(void *arg)
+{
+    ((struct calls *)arg)->fn();
+}
 
 /* Runs the logging calls in fn with stdout redirected; returns what was written. */
 static char *capture(void (*fn)(void))
 {
-    fflush(stdout);
-    FILE *tmp = tmpfile();
-    assert_non_null(tmp);
-    int saved = dup(STDOUT_FILENO);
-    dup2(fileno(tmp), STDOUT_FILENO);
-    fn();
-    fflush(stdout);
-    dup2(saved, STDOUT_FILENO);
-    close(saved);
-    long n = ftell(tmp);
-    rewind(tmp);
-    char *out = calloc(1, (size_t)n + 1);
-    assert_int_equal(fread(out, 1, (size_t)n, tmp), (size_t)n);
-    fclose(tmp);
-    return out;
+    struct calls c = {fn};
+    return t_capture(STDOUT_FILENO, call, &c);
 }
 
 static void log_one_line_with_fields(void)

@@ -59,7 +59,7 @@ static void arena_allocations_are_aligned_zeroed_and_large_ones_work(void **stat
     cm_arena_t *a = cm_arena_new();
     for (int i = 1; i < 200; i++) {
         unsigned char *p = cm_arena_alloc(a, (size_t)i * 7);
-        assert_int_equal((uintptr_t)p % sizeof(max_align_t), 0);
+        assert_int_equal((uintptr_t)p % _Alignof(max_align_t), 0);
         for (int j = 0; j < i * 7; j++)
             assert_int_equal(p[j], 0);
         memset(p, 0xab, (size_t)i * 7);

@@ -12,23 +12,25 @@
 #include <sodium.h>
 
 #include "config.h"
+#include "capture.h"
 
+struct load {
+    mail_config_t *cfg;
+    int rc;
+};
+
+static void load(void *arg)
+{
+    struct load *l = arg;
+    l->rc = mail_config_load(l->cfg);
+}
+
+/* Runs mail_config_load with stderr captured; returns what it printed (caller frees). */
 static char *load_capturing(mail_config_t *cfg, int *rc)
 {
-    fflush(stderr);
-    FILE *tmp = tmpfile();
-    assert_non_null(tmp);
-    int saved = dup(STDERR_FILENO);
-    dup2(fileno(tmp), STDERR_FILENO);
-    *rc = mail_config_load(cfg);
-    fflush(stderr);
-    dup2(saved, STDERR_FILENO);
-    close(saved);
-    long n = ftell(tmp);
-    rewind(tmp);
-    char *out = calloc(1, (size_t)n + 1);
-    assert_int_equal(fread(out, 1, (size_t)n, tmp), (size_t)n);
-    fclose(tmp);
+    struct load l = {cfg, -1};
+    char *out = t_capture(STDERR_FILENO, load, &l);
+    *rc = l.rc;
     return out;
 }
 
