@@ -22,11 +22,14 @@ set(LINKTR_PG_ENV_FILE ${LINKTR_PG_DIR}/pg.env)
 # Ready means /readyz (database and Kafka reachable, consumers connected).
 # Every test client comes from 127.0.0.1, so the per-IP limits are off
 # here; the gateway's own tests check them against a gateway they start.
-set(_linktr_stack_env
-  LINKTR_RUN_DIR=${LINKTR_STACK_RUN_DIR}
+# The fault and scale-out tests refer 200 users from one referrer, past
+# the default daily cap (the cap itself is tested in unit.referral).
+set(_linktr_test_env
   LINKTR_BUILD_DIR=${CMAKE_BINARY_DIR}
   LINKTR_READY_PATH=/readyz
-  RATE_LIMITS=off)
+  RATE_LIMITS=off
+  REFERRAL_DAILY_CAP=1000)
+set(_linktr_stack_env LINKTR_RUN_DIR=${LINKTR_STACK_RUN_DIR} ${_linktr_test_env})
 
 add_test(NAME stack_start
   COMMAND ${LINKTR_STACK_SCRIPT} start --free-ports --clean)
@@ -40,6 +43,29 @@ add_test(NAME stack_stop COMMAND ${LINKTR_STACK_SCRIPT} stop)
 set_tests_properties(stack_stop PROPERTIES
   FIXTURES_CLEANUP linktr_stack
   ENVIRONMENT "${_linktr_stack_env}"
+  TIMEOUT 120
+  LABELS integration)
+
+# linktr_replicas: a second stack with two instances of auth, referral and
+# mailer (the gateway round-robins over them), for the scale-out tests
+# (tests/integration/test_replicas*.c).
+set(LINKTR_REPLICAS_RUN_DIR ${CMAKE_BINARY_DIR}/replicas-run)
+set(LINKTR_REPLICAS_ENV_FILE ${LINKTR_REPLICAS_RUN_DIR}/stack.env)
+set(_linktr_replicas_env LINKTR_RUN_DIR=${LINKTR_REPLICAS_RUN_DIR} ${_linktr_test_env}
+  LINKTR_REPLICAS=auth=2,referral=2,mailer=2)
+
+add_test(NAME replicas_start
+  COMMAND ${LINKTR_STACK_SCRIPT} start --free-ports --clean)
+set_tests_properties(replicas_start PROPERTIES
+  FIXTURES_SETUP linktr_replicas
+  ENVIRONMENT "${_linktr_replicas_env}"
+  TIMEOUT 180
+  LABELS integration)
+
+add_test(NAME replicas_stop COMMAND ${LINKTR_STACK_SCRIPT} stop)
+set_tests_properties(replicas_stop PROPERTIES
+  FIXTURES_CLEANUP linktr_replicas
+  ENVIRONMENT "${_linktr_replicas_env}"
   TIMEOUT 120
   LABELS integration)
 
@@ -67,3 +93,5 @@ set_tests_properties(pg_stop PROPERTIES
   LABELS unit)
 
 unset(_linktr_stack_env)
+unset(_linktr_replicas_env)
+unset(_linktr_test_env)

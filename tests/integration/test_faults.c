@@ -3,6 +3,9 @@
  * part of the running stack, checks the answers while it is broken, and
  * restores it before it ends, so the next test finds a whole stack.
  *
+ * The referral service killed with SIGKILL while 200 referred users
+ * verify must, once restarted, count and reward each exactly once.
+ *
  * The broker outage needs a real Apache Kafka that can be stopped and
  * resumed (make test-kafka sets LINKTR_KAFKA_DIR); against the embedded
  * broker that test is skipped. Recovery times are printed, not asserted:
@@ -31,6 +34,7 @@
 /* Bounds for the waits: generous for a loaded 2-core machine, finite. */
 #define RECOVERY_MS 120000
 #define OUTAGE_USERS 50
+#define WAVE_USERS 200
 
 typedef struct users {
     int n;
@@ -267,9 +271,35 @@ static void the_same_event_produced_twice_has_one_effect(void **state)
     json_decref(env);
 }
 
+static int64_t killed_at;
+
+static void kill_referral(void *arg)
+{
+    (void)arg;
+    assert_int_equal(t_stack_cmd("kill referral KILL"), 0);
+    killed_at = cm_now_mono_ms();
+    fprintf(stderr, "kill: referral got SIGKILL halfway through the verifications\n");
+}
+
+static void a_referral_service_killed_mid_stream_loses_and_doubles_nothing(void **state)
+{
+    (void)state;
+    t_wave_t *w = t_wave_register("kil", WAVE_USERS, 8);
+    t_wave_verify(w, 8, kill_referral, NULL);
+    assert_int_equal(t_stack_cmd("respawn referral"), 0);
+    fprintf(stderr, "kill: referral ready again %lld ms after the kill\n",
+            (long long)(cm_now_mono_ms() - killed_at));
+    int64_t t0 = cm_now_mono_ms();
+    t_wave_assert_exact(w);
+    fprintf(stderr, "kill: %d successes, their rewards and mails exact %lld ms after the respawn\n",
+            WAVE_USERS, (long long)(cm_now_mono_ms() - t0));
+    t_wave_free(w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(a_referral_service_killed_mid_stream_loses_and_doubles_nothing),
         cmocka_unit_test(the_same_event_produced_twice_has_one_effect),
         cmocka_unit_test(a_database_outage_gets_503_answers_and_services_recover_without_restart),
         cmocka_unit_test(registrations_during_a_broker_outage_are_delivered_exactly_once_after_it),

@@ -7,12 +7,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <dirent.h>
+#include <pthread.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <curl/curl.h>
 #include <libpq-fe.h>
 
+#include "cm/crypto.h"
 #include "cm/util.h"
 #include "http_client.h"
 #include "testenv.h"
@@ -210,4 +213,314 @@ const char *t_repo(void)
         }
     }
     return root;
+}
+
+int t_stack_cmd(const char *args)
+{
+    char *run = t_stack("RUN_DIR");
+    char *build = t_stack("BUILD_DIR");
+    char *cmd = cm_xasprintf("LINKTR_RUN_DIR='%s' LINKTR_BUILD_DIR='%s' '%s/deploy/local/stack' %s",
+                             run, build, t_repo(), args);
+    int rc = t_sh(cmd);
+    free(cmd);
+    free(build);
+    free(run);
+    return rc;
+}
+
+/* ---- waves ---------------------------------------------------------------------- */
+
+
+#define WAVE_DEADLINE_MS 180000
+#define WAVE_PASSWORD "correct horse battery staple 42"
+
+typedef struct wave_job {
+    t_wave_t *w;
+    int from, step;
+    const char *code;
+    char **tokens;
+    int *answered; /* verifications answered so far (atomic) */
+} wave_job_t;
+
+/* POSTs body through the gateway, retrying while the answer is 503 or 429. */
+static long post_retrying(const char *path, json_t *body, t_resp_t *r)
+{
+    char *u = t_gw(path);
+    long status = 0;
+    for (int tries = 0; tries < 200; tries++) {
+        if (t_post_json(u, body, NULL, r) != 0)
+            status = 0;
+        else
+            status = r->status;
+        if (status != 503 && status != 429 && status != 0)
+            break;
+        t_resp_dispose(r);
+        usleep(100 * 1000);
+    }
+    free(u);
+    return status;
+}
+
+static void *register_some(void *arg)
+{
+    wave_job_t *j = arg;
+    for (int i = j->from; i < j->w->n; i += j->step) {
+        json_t *body = t_user_body("w", j->code);
+        t_resp_t r;
+        long status = post_retrying("/api/register/", body, &r);
+        if (status == 201) {
+            j->w->ids[i] = cm_xstrdup(json_string_value(json_object_get(r.json, "id")));
+            j->w->emails[i] = cm_xstrdup(json_string_value(json_object_get(body, "email")));
+        } else {
+            fprintf(stderr, "wave: register answered %ld: %s\n", status, r.body ? r.body : "");
+        }
+        t_resp_dispose(&r);
+        json_decref(body);
+    }
+    return NULL;
+}
+
+static void run_threads(wave_job_t *jobs, int threads, void *(*fn)(void *))
+{
+    pthread_t tid[64];
+    for (int t = 0; t < threads; t++)
+        assert_int_equal(pthread_create(&tid[t], NULL, fn, &jobs[t]), 0);
+    for (int t = 0; t < threads; t++)
+        pthread_join(tid[t], NULL);
+}
+
+t_wave_t *t_wave_register(const char *tag, int n, int threads)
+{
+    assert_true(threads >= 1 && threads <= 64);
+    curl_global_init(CURL_GLOBAL_DEFAULT); /* before any thread makes a handle */
+    t_wave_t *w = cm_xcalloc(1, sizeof *w);
+    w->n = n;
+    w->ids = cm_xcalloc((size_t)n, sizeof *w->ids);
+    w->emails = cm_xcalloc((size_t)n, sizeof *w->emails);
+    json_t *body = t_user_body(tag, NULL);
+    w->referrer = t_register(body);
+    w->referrer_id = json_string_value(json_object_get(w->referrer, "id"));
+    w->referrer_access =
+        t_login_access(json_string_value(json_object_get(body, "username")), WAVE_PASSWORD);
+    json_decref(body);
+    const char *code = json_string_value(json_object_get(w->referrer, "referral_code"));
+    wave_job_t jobs[64];
+    for (int t = 0; t < threads; t++)
+        jobs[t] = (wave_job_t){.w = w, .from = t, .step = threads, .code = code};
+    run_threads(jobs, threads, register_some);
+    for (int i = 0; i < n; i++)
+        assert_non_null(w->ids[i]);
+    return w;
+}
+
+/* One pass over the Maildir: the verify token of every user that has one. */
+static bool fill_tokens(t_wave_t *w, char **tokens)
+{
+    char *dir = t_stack("MAIL_DIR");
+    char *newdir = cm_xasprintf("%s/new", dir);
+    DIR *d = opendir(newdir);
+    for (struct dirent *e; d && (e = readdir(d));) {
+        if (e->d_name[0] == '.')
+            continue;
+        char *path = cm_xasprintf("%s/%s", newdir, e->d_name);
+        char *text = NULL;
+        size_t len = 0;
+        const char *link = NULL;
+        if (cm_read_file(path, 1 << 20, &text, &len) == 0 &&
+            (link = strstr(text, "verify-email?token="))) {
+            link += strlen("verify-email?token=");
+            for (int i = 0; i < w->n; i++) {
+                if (!tokens[i] && strstr(text, w->emails[i]))
+                    tokens[i] = cm_xstrndup(link, strspn(link, "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                                               "abcdefghijklmnopqrstuvwxyz0123456789-_"));
+            }
+        }
+        free(text);
+        free(path);
+    }
+    if (d)
+        closedir(d);
+    free(newdir);
+    free(dir);
+    for (int i = 0; i < w->n; i++)
+        if (!tokens[i])
+            return false;
+    return true;
+}
+
+static void *verify_some(void *arg)
+{
+    wave_job_t *j = arg;
+    for (int i = j->from; i < j->w->n; i += j->step) {
+        json_t *body = json_pack("{s:s}", "token", j->tokens[i]);
+        t_resp_t r;
+        long status = post_retrying("/api/verify-email/", body, &r);
+        if (status != 200)
+            fprintf(stderr, "wave: verify answered %ld: %s\n", status, r.body ? r.body : "");
+        t_resp_dispose(&r);
+        json_decref(body);
+        __atomic_add_fetch(j->answered, 1, __ATOMIC_SEQ_CST);
+    }
+    return NULL;
+}
+
+struct midway {
+    int *answered;
+    int half;
+    void (*fn)(void *);
+    void *arg;
+};
+
+static void *call_midway(void *arg)
+{
+    struct midway *m = arg;
+    while (__atomic_load_n(m->answered, __ATOMIC_SEQ_CST) < m->half)
+        usleep(5 * 1000);
+    m->fn(m->arg);
+    return NULL;
+}
+
+void t_wave_verify(t_wave_t *w, int threads, void (*midway)(void *arg), void *arg)
+{
+    char **tokens = cm_xcalloc((size_t)w->n, sizeof *tokens);
+    int64_t deadline = cm_now_mono_ms() + WAVE_DEADLINE_MS;
+    while (!fill_tokens(w, tokens) && cm_now_mono_ms() < deadline)
+        usleep(250 * 1000);
+    for (int i = 0; i < w->n; i++)
+        assert_non_null(tokens[i]);
+    int answered = 0;
+    struct midway m = {&answered, w->n / 2, midway, arg};
+    pthread_t mid;
+    if (midway)
+        assert_int_equal(pthread_create(&mid, NULL, call_midway, &m), 0);
+    wave_job_t jobs[64];
+    for (int t = 0; t < threads; t++)
+        jobs[t] = (wave_job_t){.w = w, .from = t, .step = threads, .tokens = tokens,
+                               .answered = &answered};
+    run_threads(jobs, threads, verify_some);
+    if (midway)
+        pthread_join(mid, NULL);
+    for (int i = 0; i < w->n; i++)
+        free(tokens[i]);
+    free(tokens);
+}
+
+static bool all_counted(void *arg)
+{
+    t_wave_t *w = arg;
+    char *v = t_db_value("SELECT successful FROM referral.referral_counters WHERE user_id = $1::uuid",
+                         w->referrer_id);
+    long long n = 0;
+    bool done = v && cm_strtonum(v, 0, 1LL << 40, &n) == 0 && n >= w->n;
+    free(v);
+    return done;
+}
+
+/* One pass over the Maildir: how many mails name each user's address. */
+static void mail_counts(t_wave_t *w, int *counts)
+{
+    memset(counts, 0, (size_t)w->n * sizeof *counts);
+    char *dir = t_stack("MAIL_DIR");
+    char *newdir = cm_xasprintf("%s/new", dir);
+    DIR *d = opendir(newdir);
+    for (struct dirent *e; d && (e = readdir(d));) {
+        char *path = cm_xasprintf("%s/%s", newdir, e->d_name);
+        char *text = NULL;
+        size_t len = 0;
+        if (e->d_name[0] != '.' && cm_read_file(path, 1 << 20, &text, &len) == 0) {
+            for (int i = 0; i < w->n; i++)
+                counts[i] += strstr(text, w->emails[i]) != NULL;
+        }
+        free(text);
+        free(path);
+    }
+    if (d)
+        closedir(d);
+    free(newdir);
+    free(dir);
+}
+
+/* True when every user has at least its verify mail and its welcome-credit mail. */
+static bool all_mailed(void *arg)
+{
+    t_wave_t *w = arg;
+    int *counts = cm_xcalloc((size_t)w->n, sizeof *counts);
+    mail_counts(w, counts);
+    bool done = true;
+    for (int i = 0; i < w->n && done; i++)
+        done = counts[i] >= 2;
+    free(counts);
+    return done;
+}
+
+static long long db_number(const char *sql, const char *p0)
+{
+    char *v = t_db_value(sql, p0);
+    assert_non_null(v);
+    long long n = 0;
+    assert_int_equal(cm_strtonum(v, -1, 1LL << 40, &n), 0);
+    free(v);
+    return n;
+}
+
+/* The referrer's own view through the API agrees with the tables. */
+static void assert_stats(t_wave_t *w)
+{
+    char *u = t_gw("/api/referral-stats/");
+    t_resp_t r;
+    assert_int_equal(t_get(u, w->referrer_access, &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(json_integer_value(json_object_get(r.json, "total")), w->n);
+    assert_int_equal(json_integer_value(json_object_get(r.json, "successful")), w->n);
+    assert_int_equal(json_integer_value(json_object_get(r.json, "pending")), 0);
+    t_resp_dispose(&r);
+    free(u);
+}
+
+void t_wave_assert_exact(t_wave_t *w)
+{
+    assert_true(t_wait(all_counted, w, WAVE_DEADLINE_MS));
+    assert_true(t_wait(all_mailed, w, WAVE_DEADLINE_MS));
+    usleep(2000 * 1000); /* anything doubled would arrive by now */
+    const char *id = w->referrer_id;
+    assert_int_equal(db_number("SELECT count(*) FROM referral.referrals WHERE referrer_id = $1::uuid "
+                               "AND status = 'successful'", id), w->n);
+    assert_int_equal(db_number("SELECT count(*) FROM referral.referrals WHERE referrer_id = $1::uuid",
+                               id), w->n);
+    assert_int_equal(db_number("SELECT successful FROM referral.referral_counters "
+                               "WHERE user_id = $1::uuid", id), w->n);
+    /* Defaults: 10 credits per success; milestones 25, 50, 150 at 5, 10, 25. */
+    int milestones = (w->n >= 5) + (w->n >= 10) + (w->n >= 25);
+    assert_int_equal(db_number("SELECT count(*) FROM referral.rewards WHERE user_id = $1::uuid "
+                               "AND kind = 'credit'", id), w->n);
+    assert_int_equal(db_number("SELECT count(*) FROM referral.rewards WHERE user_id = $1::uuid "
+                               "AND kind = 'milestone'", id), milestones);
+    long long credits = 10LL * w->n + (w->n >= 5 ? 25 : 0) + (w->n >= 10 ? 50 : 0) +
+                        (w->n >= 25 ? 150 : 0);
+    assert_int_equal(db_number("SELECT credits FROM referral.referral_counters "
+                               "WHERE user_id = $1::uuid", id), credits);
+    int *counts = cm_xcalloc((size_t)w->n, sizeof *counts);
+    mail_counts(w, counts);
+    for (int i = 0; i < w->n; i++) {
+        assert_int_equal(db_number("SELECT count(*) FROM referral.rewards WHERE user_id = $1::uuid",
+                                   w->ids[i]), 1);
+        assert_int_equal(counts[i], 2); /* the verify mail and the welcome-credit mail */
+    }
+    free(counts);
+    assert_stats(w);
+}
+
+void t_wave_free(t_wave_t *w)
+{
+    if (!w)
+        return;
+    for (int i = 0; i < w->n; i++) {
+        free(w->ids[i]);
+        free(w->emails[i]);
+    }
+    free(w->ids);
+    free(w->emails);
+    free(w->referrer_access);
+    json_decref(w->referrer);
+    free(w);
 }

@@ -59,4 +59,48 @@ int t_sh(const char *cmdline);
 /** The repository root (for deploy/ scripts), static storage. */
 const char *t_repo(void);
 
+/**
+ * Runs deploy/local/stack with args ("kill referral KILL", "respawn
+ * referral") against the stack this test uses; returns its exit status.
+ */
+int t_stack_cmd(const char *args);
+
 #endif
+
+/* ---- a wave of referred users: the scale-out and fault tests ------------ */
+
+/** One referrer and the users it referred, registered through the gateway. */
+typedef struct t_wave {
+    int n;
+    json_t *referrer;     /* the referrer's user object (owned) */
+    const char *referrer_id; /* borrowed from referrer */
+    char *referrer_access;    /* owned */
+    char **ids;    /* n user ids (owned) */
+    char **emails; /* n addresses (owned) */
+} t_wave_t;
+
+/**
+ * Registers a referrer and n users referred by it, with `threads` clients
+ * at once (registrations that get 503/429 are retried). Asserts every 201.
+ */
+t_wave_t *t_wave_register(const char *tag, int n, int threads);
+
+/**
+ * Waits (bounded) for every user's verify mail and verifies each through
+ * the gateway with `threads` clients. When midway is not NULL it is called
+ * once, after half of the verifications were answered, while the rest go
+ * on (to break something mid-stream).
+ */
+void t_wave_verify(t_wave_t *w, int threads, void (*midway)(void *arg), void *arg);
+
+/**
+ * Waits (bounded) until the referral service counted every success, then
+ * asserts each effect exactly once: n successful referrals and nothing
+ * else, the referrer's counters and rewards (a credit per success and the
+ * milestones), one welcome credit per user, and per user one verify mail
+ * and one reward mail.
+ */
+void t_wave_assert_exact(t_wave_t *w);
+
+/** Frees the wave. NULL-safe. */
+void t_wave_free(t_wave_t *w);
