@@ -50,11 +50,16 @@ build-asan: deps
 	$(CONFIGURE) -DLINKTR_SANITIZE=ON -B $(ASAN_DIR)
 	cmake --build $(ASAN_DIR) -j $(JOBS)
 
-# The stack the fixture starts inherits these, so the services run with them too.
+# The stacks the fixtures start inherit these, so the services run with
+# them too; what a service reports (a leak at exit, say) lands in its log,
+# so the logs are searched afterwards.
 test-asan: build-asan
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1 \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	$(CTEST) --test-dir $(ASAN_DIR)
+	@if grep -lE 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:' \
+	    $(ASAN_DIR)/*-run/logs/*.log 2>/dev/null; then \
+	  echo "sanitizer reports in the service logs above"; exit 1; fi
 
 # Stop the stacks and databases that may run from the trees before deleting
 # them, so nothing is left running with its files gone.

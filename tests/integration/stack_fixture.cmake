@@ -48,11 +48,12 @@ set_tests_properties(stack_stop PROPERTIES
 
 # linktr_replicas: a second stack with two instances of auth, referral and
 # mailer (the gateway round-robins over them), for the scale-out tests
-# (tests/integration/test_replicas*.c).
+# (tests/integration/test_replicas*.c). Its mailers send over real SMTP, to
+# deploy/local/smtp-catcher (aiosmtpd), which the tests stop and restart.
 set(LINKTR_REPLICAS_RUN_DIR ${CMAKE_BINARY_DIR}/replicas-run)
 set(LINKTR_REPLICAS_ENV_FILE ${LINKTR_REPLICAS_RUN_DIR}/stack.env)
 set(_linktr_replicas_env LINKTR_RUN_DIR=${LINKTR_REPLICAS_RUN_DIR} ${_linktr_test_env}
-  LINKTR_REPLICAS=auth=2,referral=2,mailer=2)
+  LINKTR_REPLICAS=auth=2,referral=2,mailer=2 LINKTR_SMTP_CATCHER=1)
 
 add_test(NAME replicas_start
   COMMAND ${LINKTR_STACK_SCRIPT} start --free-ports --clean)

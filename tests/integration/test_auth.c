@@ -1,5 +1,5 @@
 /*
- * The auth service, black-box over HTTP (AUTH_URL of the running stack):
+ * The auth service, black-box over HTTP through the gateway (GATEWAY_URL):
  * registration and its validation, the duplicate race, login, tokens,
  * /api/me/, JWKS, refresh rotation with the grace window and family
  * revocation, logout, email verification, the password reset flow, login
@@ -45,7 +45,7 @@
 
 static char *url(const char *path)
 {
-    char *base = t_env(ENV, "AUTH_URL");
+    char *base = t_env(ENV, "GATEWAY_URL");
     char *u = cm_xasprintf("%s%s", base, path);
     free(base);
     return u;

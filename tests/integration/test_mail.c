@@ -40,7 +40,7 @@ static char *url(const char *base_key, const char *path)
 /* POSTs body to auth; retries while its hash pool says 503; returns the status. */
 static long post_auth(const char *path, json_t *body, t_resp_t *r)
 {
-    char *u = url("AUTH_URL", path);
+    char *u = url("GATEWAY_URL", path);
     for (int tries = 0;; tries++) {
         assert_int_equal(t_post_json(u, body, NULL, r), 0);
         if ((r->status != 503 && r->status != 429) || tries > 100)

@@ -88,7 +88,7 @@ static void register_user(user_t *u, const char *tag, const char *referral_code)
         json_pack("{s:s, s:s, s:s}", "username", u->name, "email", u->email, "password", PASSWORD);
     if (referral_code)
         json_object_set_new(body, "referral_code", json_string(referral_code));
-    char *reg = url("AUTH_URL", "/api/register/");
+    char *reg = url("GATEWAY_URL", "/api/register/");
     t_resp_t r;
     for (int tries = 0;; tries++) {
         assert_int_equal(t_post_json(reg, body, NULL, &r), 0);
@@ -109,7 +109,7 @@ static void register_user(user_t *u, const char *tag, const char *referral_code)
 static char *login(const user_t *u)
 {
     json_t *body = json_pack("{s:s, s:s}", "username_or_email", u->name, "password", PASSWORD);
-    char *lg = url("AUTH_URL", "/api/login/");
+    char *lg = url("GATEWAY_URL", "/api/login/");
     t_resp_t r;
     for (int tries = 0;; tries++) {
         assert_int_equal(t_post_json(lg, body, NULL, &r), 0);
@@ -527,7 +527,7 @@ static void a_referral_from_a_disposable_address_is_rejected_and_pays_nothing(vo
     snprintf(bad.email, sizeof bad.email, "%s@mailinator.com", bad.name);
     json_t *body = json_pack("{s:s, s:s, s:s, s:s}", "username", bad.name, "email", bad.email,
                              "password", PASSWORD, "referral_code", ada.code);
-    char *reg = url("AUTH_URL", "/api/register/");
+    char *reg = url("GATEWAY_URL", "/api/register/");
     t_resp_t r;
     assert_int_equal(t_post_json(reg, body, NULL, &r), 0);
     assert_int_equal(r.status, 201);
