@@ -65,6 +65,8 @@ struct cm_req {
     unsigned flags;
     bool no_store;
     bool must_close;
+    /* A HEAD request: answers carry the head GET would get, and no body. */
+    bool head;
     bool replied;
     int status;
     size_t nextra;
@@ -97,6 +99,37 @@ static bool method_listed(const cm_route_t *routes, size_t i)
     return false;
 }
 
+/* The first route with exactly this method and path, or NULL. */
+static const cm_route_t *match(const cm_route_t *routes, size_t n, const char *method,
+                               const char *path)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(routes[i].method, method) == 0 && same_path(routes[i].path, path))
+            return &routes[i];
+    return NULL;
+}
+
+/*
+ * Appends the path's methods to allow (table order, each once; HEAD right
+ * after GET unless the table routes HEAD itself). True when the path is known.
+ */
+static bool list_allowed(const cm_route_t *routes, size_t n, const char *path, cm_buf_t *allow)
+{
+    bool known = false;
+    for (size_t i = 0; i < n; i++) {
+        if (!same_path(routes[i].path, path))
+            continue;
+        if (allow && !method_listed(routes, i)) {
+            cm_buf_puts(allow, known ? ", " : "");
+            cm_buf_puts(allow, routes[i].method);
+            if (strcmp(routes[i].method, "GET") == 0 && !match(routes, n, "HEAD", path))
+                cm_buf_puts(allow, ", HEAD");
+        }
+        known = true;
+    }
+    return known;
+}
+
 int cm_route_find(const cm_route_t *routes, size_t n, const char *method, const char *path,
                   const cm_route_t **out, cm_buf_t *allow)
 {
@@ -104,22 +137,16 @@ int cm_route_find(const cm_route_t *routes, size_t n, const char *method, const 
         *out = NULL;
     if (!method || !path || (n && !routes))
         return CM_ENOTFOUND;
-    bool path_known = false;
-    for (size_t i = 0; i < n; i++) {
-        if (!same_path(routes[i].path, path))
-            continue;
-        if (strcmp(routes[i].method, method) == 0) {
-            if (out)
-                *out = &routes[i];
-            return 0;
-        }
-        if (allow && !method_listed(routes, i)) {
-            cm_buf_puts(allow, path_known ? ", " : "");
-            cm_buf_puts(allow, routes[i].method);
-        }
-        path_known = true;
+    const cm_route_t *r = match(routes, n, method, path);
+    /* RFC 9110: HEAD is GET without the body; a GET route answers it. */
+    if (!r && strcmp(method, "HEAD") == 0)
+        r = match(routes, n, "GET", path);
+    if (r) {
+        if (out)
+            *out = r;
+        return 0;
     }
-    return path_known ? CM_ESTATE : CM_ENOTFOUND;
+    return list_allowed(routes, n, path, allow) ? CM_ESTATE : CM_ENOTFOUND;
 }
 
 bool cm_request_id_valid(const char *s)
@@ -289,11 +316,15 @@ static void build_head(const cm_req_t *rq, int status, const char *ctype, size_t
     }
     if (carries_length(status))
         cm_buf_printf(out, "Content-Length: %zu\r\n", len);
-    if ((rq->flags & CM_ROUTE_NO_STORE) || rq->no_store)
+    bool no_store = (rq->flags & CM_ROUTE_NO_STORE) || rq->no_store;
+    if (no_store)
         cm_buf_puts(out, "Cache-Control: no-store\r\n");
     if (rq->must_close)
         cm_buf_puts(out, "Connection: close\r\n");
     for (size_t i = 0; i < rq->nextra; i++) {
+        /* no-store wins: an error or a secret must not be cached whatever a handler set. */
+        if (no_store && strcasecmp(rq->extra[i].name, "Cache-Control") == 0)
+            continue;
         cm_buf_puts(out, rq->extra[i].name);
         cm_buf_puts(out, ": ");
         cm_buf_puts(out, rq->extra[i].value);
@@ -322,7 +353,8 @@ void cm_reply_raw(cm_req_t *rq, int status, const char *content_type, const void
     cm_buf_t msg;
     cm_buf_init(&msg);
     build_head(rq, status, len || carries_length(status) ? content_type : NULL, len, &msg);
-    if (len)
+    /* HEAD: the same head, Content-Length included, and no body (RFC 9110, 9.3.2). */
+    if (len && !rq->head)
         cm_buf_append(&msg, body, len);
     rq->replied = true;
     rq->status = status;
@@ -626,26 +658,34 @@ static void run_route(cm_req_t *rq, const cm_route_t *r, void *ctx)
     r->fn(rq, ctx);
 }
 
+/*
+ * Looks method + path up in the built-in routes, then the service's. *ctx
+ * receives what the handler gets. A path the built-ins own (/healthz ...)
+ * is never looked up in the service's table.
+ */
+static int find_route(cm_http_t *srv, const char *method, const char *path, const cm_route_t **r,
+                      void **ctx, cm_buf_t *allow)
+{
+    size_t nbuiltin = sizeof builtin_routes / sizeof builtin_routes[0];
+    *ctx = srv;
+    int rc = cm_route_find(builtin_routes, nbuiltin, method, path, r, allow);
+    if (rc != CM_ENOTFOUND)
+        return rc;
+    *ctx = srv->ctx;
+    return cm_route_find(srv->routes, srv->nroutes, method, path, r, allow);
+}
+
 static void dispatch(cm_req_t *rq)
 {
-    cm_http_t *srv = rq->srv;
-    const char *method = rq->ri->request_method;
     const cm_route_t *r = NULL;
+    void *ctx = NULL;
     cm_buf_t allow;
     cm_buf_init(&allow);
-    size_t nbuiltin = sizeof builtin_routes / sizeof builtin_routes[0];
-    int rc = cm_route_find(builtin_routes, nbuiltin, method, rq->path, &r, &allow);
-    if (rc == 0) {
-        run_route(rq, r, srv);
-    } else if (rc == CM_ESTATE) {
+    int rc = find_route(rq->srv, rq->ri->request_method, rq->path, &r, &ctx, &allow);
+    if (rc == 0)
+        run_route(rq, r, ctx);
+    else
         reply_no_route(rq, rc, &allow);
-    } else {
-        rc = cm_route_find(srv->routes, srv->nroutes, method, rq->path, &r, &allow);
-        if (rc == 0)
-            run_route(rq, r, srv->ctx);
-        else
-            reply_no_route(rq, rc, &allow);
-    }
     cm_buf_dispose(&allow);
 }
 
@@ -685,6 +725,7 @@ static void req_init(cm_req_t *rq, cm_http_t *srv, struct mg_connection *conn)
     rq->status = 500;
     const char *p = rq->ri->local_uri ? rq->ri->local_uri : "/";
     rq->path = cm_arena_strndup(rq->arena, p, strlen(p));
+    rq->head = rq->ri->request_method && strcmp(rq->ri->request_method, "HEAD") == 0;
     const char *id = mg_get_header(conn, "X-Request-Id");
     if (cm_request_id_valid(id))
         memcpy(rq->id, id, strlen(id) + 1);
@@ -718,11 +759,57 @@ static int on_request(struct mg_connection *conn, void *cbdata)
 
 /* ---- the server ----------------------------------------------------------------------------- */
 
+/* True if s is an HTTP token (RFC 9110) of 1 to max bytes: what a method name must be. */
+static bool is_token(const char *s, size_t max)
+{
+    size_t n = s ? strnlen(s, max + 1) : 0;
+    if (n == 0 || n > max)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!is_tchar(s[i]))
+            return false;
+    return true;
+}
+
+/*
+ * civetweb 1.15 parses only the methods it knows (GET, HEAD, POST, PUT,
+ * DELETE, OPTIONS, CONNECT, PATCH and a few WebDAV ones). Any other token
+ * (TRACE, a made-up one) fails its request-line parser: http_error gets 400
+ * before any handler runs, with method, target and version set and no
+ * header parsed (num_headers is 0; a broken header line gives -1). Such a
+ * request gets what any unrouted method gets: 405 with Allow on a known
+ * path, 404 elsewhere. Returns true when it answered.
+ */
+static bool reply_unknown_method(cm_req_t *rq, int status)
+{
+    const struct mg_request_info *ri = rq->ri;
+    const char *target = ri->request_uri, *v = ri->http_version;
+    if (status != 400 || ri->num_headers != 0 || !is_token(ri->request_method, 32) || !target ||
+        target[0] != '/' || !v || (strcmp(v, "1.1") != 0 && strcmp(v, "1.0") != 0))
+        return false;
+    /* The target is at most the request head (16 KiB): it fits an int. */
+    size_t len = strcspn(target, "?");
+    char *path = cm_arena_alloc(rq->arena, len + 1);
+    if (mg_url_decode(target, (int)len, path, (int)len + 1, 0) < 0)
+        return false;
+    const cm_route_t *r = NULL;
+    void *ctx = NULL;
+    cm_buf_t allow;
+    cm_buf_init(&allow);
+    int rc = find_route(rq->srv, ri->request_method, path, &r, &ctx, &allow);
+    if (rc != 0) {
+        rq->path = path;
+        reply_no_route(rq, rc, &allow);
+    }
+    cm_buf_dispose(&allow);
+    return rc != 0; /* a route civetweb never delivers keeps civetweb's 400 */
+}
+
 /*
  * Errors civetweb answers itself before any handler runs (a malformed
- * request line, a missing or invalid Content-Length, a head over the size
- * cap) get the same problem+json and security headers as every other
- * answer. civetweb closes the connection afterwards.
+ * request line, an unknown method, a missing or invalid Content-Length, a
+ * head over the size cap) get the same problem+json and security headers
+ * as every other answer. civetweb closes the connection afterwards.
  */
 static int on_http_error(struct mg_connection *conn, int status, const char *errmsg)
 {
@@ -733,7 +820,8 @@ static int on_http_error(struct mg_connection *conn, int status, const char *err
     req_init(&rq, srv, conn);
     rq.must_close = true;
     CM_DEBUG(rq.id, "civetweb refused a request (%d): %.200s", status, errmsg ? errmsg : "");
-    cm_reply_problem(&rq, status, NULL, "The request could not be processed.", NULL);
+    if (!reply_unknown_method(&rq, status))
+        cm_reply_problem(&rq, status, NULL, "The request could not be processed.", NULL);
     record(&rq, 0);
     cm_arena_free(rq.arena);
     return 0;

@@ -4,9 +4,8 @@
 #include <string.h>
 #include <strings.h>
 
-#include <arpa/inet.h>
-
 #include "cm/util.h"
+#include "proxy.h"
 
 static const char *const RATE_NAMES[GW_RL_COUNT] = {"login", "register", "forgot-password",
                                                     "other"};
@@ -142,20 +141,24 @@ static void load_urls(cm_cfg_t *c, const char *name, const char *def, gw_list_t 
     }
 }
 
-static bool is_ip(const char *s)
-{
-    unsigned char buf[16];
-    return inet_pton(AF_INET, s, buf) == 1 || inet_pton(AF_INET6, s, buf) == 1;
-}
-
+/* Addresses and CIDR ranges of proxies whose X-Forwarded-For is believed. */
 static void load_proxies(cm_cfg_t *c, gw_list_t *out)
 {
     char *v = cm_cfg_str(c, "TRUSTED_PROXIES", NULL);
     if (v && gw_list_parse(v, out) != 0)
-        cm_cfg_error(c, "TRUSTED_PROXIES", "must be a comma-separated list of IP addresses");
-    for (size_t i = 0; i < out->n; i++)
-        if (!is_ip(out->items[i]))
-            cm_cfg_error(c, "TRUSTED_PROXIES", "\"%.60s\" is not an IP address", out->items[i]);
+        cm_cfg_error(c, "TRUSTED_PROXIES",
+                     "must be a comma-separated list of IP addresses or CIDR ranges");
+    for (size_t i = 0; i < out->n; i++) {
+        int rc = gw_cidr_check(out->items[i]);
+        if (rc == CM_ERANGE)
+            cm_cfg_error(c, "TRUSTED_PROXIES",
+                         "\"%.60s\" has address bits set after its prefix length", out->items[i]);
+        else if (rc != 0)
+            cm_cfg_error(c, "TRUSTED_PROXIES",
+                         "\"%.60s\" is not an IP address or CIDR range (like 10.0.0.0/8 or "
+                         "fd00::/8)",
+                         out->items[i]);
+    }
     free(v);
 }
 

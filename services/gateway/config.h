@@ -51,7 +51,7 @@ typedef struct gw_config {
     int request_timeout_ms;
     bool rate_limits; /* false when RATE_LIMITS=off */
     gw_rate_t rates[GW_RL_COUNT];
-    gw_list_t trusted_proxies; /* IP addresses as text */
+    gw_list_t trusted_proxies; /* IP addresses and CIDR ranges as text */
     gw_list_t cors_origins;    /* exact origins, e.g. "https://app.example.com" */
     cm_log_level_t log_level;
     bool jwks_refresh; /* fetch auth's JWKS when an unknown kid appears */

@@ -167,11 +167,13 @@ static size_t on_header(char *line, size_t size, size_t n, void *ud)
     if (len >= 5 && strncmp(line, "HTTP/", 5) == 0) {
         /* A new status line (after a 100 Continue): forget the interim headers. */
         r->content_type[0] = r->retry_after[0] = r->www_authenticate[0] = '\0';
+        r->cache_control[0] = '\0';
         return len;
     }
     take_value(line, len, "Content-Type", r->content_type, sizeof r->content_type);
     take_value(line, len, "Retry-After", r->retry_after, sizeof r->retry_after);
     take_value(line, len, "WWW-Authenticate", r->www_authenticate, sizeof r->www_authenticate);
+    take_value(line, len, "Cache-Control", r->cache_control, sizeof r->cache_control);
     return len;
 }
 
@@ -182,6 +184,7 @@ static void response_reset(gw_fwd_response_t *r)
     if (r->body.data)
         r->body.data[0] = '\0';
     r->content_type[0] = r->retry_after[0] = r->www_authenticate[0] = '\0';
+    r->cache_control[0] = '\0';
     r->too_big = false;
 }
 
@@ -395,14 +398,104 @@ bool gw_ip_valid(const char *s)
     return s && ip_parse(s, &b);
 }
 
+/* An address range: family, network address and prefix length in bits. */
+typedef struct ipnet {
+    ipbin_t net;
+    unsigned prefix;
+} ipnet_t;
+
+/* Reads a prefix length: 1 to 3 decimal digits, at most max. */
+static bool prefix_parse(const char *s, unsigned max, unsigned *out)
+{
+    size_t n = strspn(s, "0123456789");
+    if (n == 0 || n > 3 || s[n] != '\0')
+        return false;
+    unsigned v = 0;
+    for (size_t i = 0; i < n; i++)
+        v = v * 10 + (unsigned)(s[i] - '0');
+    *out = v;
+    return v <= max;
+}
+
+/* True when the bits of a[0..len) after the first bits bits are all zero. */
+static bool host_bits_zero(const unsigned char *a, size_t len, unsigned bits)
+{
+    for (size_t i = bits / 8; i < len; i++) {
+        unsigned char mask = i == bits / 8 ? (unsigned char)(0xffu >> (bits % 8)) : 0xffu;
+        if (a[i] & mask)
+            return false;
+    }
+    return true;
+}
+
+/*
+ * Parses "address" or "address/prefix". An address alone is a range of one
+ * (/32, /128). An IPv4-mapped IPv6 range (::ffff:a.b.c.d/96 or longer) is
+ * the IPv4 range it maps, since mapped addresses are compared as IPv4.
+ */
+static int net_parse(const char *s, ipnet_t *out)
+{
+    char text[INET6_ADDRSTRLEN];
+    const char *slash = strchr(s, '/');
+    size_t alen = slash ? (size_t)(slash - s) : strlen(s);
+    if (alen == 0 || alen >= sizeof text)
+        return CM_EPARSE;
+    memcpy(text, s, alen);
+    text[alen] = '\0';
+    bool v6_text = strchr(text, ':') != NULL;
+    if (!ip_parse(text, &out->net))
+        return CM_EPARSE;
+    unsigned max = v6_text ? 128 : 32;
+    out->prefix = max;
+    if (slash && !prefix_parse(slash + 1, max, &out->prefix))
+        return CM_EPARSE;
+    if (v6_text && out->net.family == AF_INET) {
+        if (out->prefix < 96) /* wider than the mapped block: an IPv6 range */
+            return CM_EPARSE;
+        out->prefix -= 96;
+    }
+    size_t len = out->net.family == AF_INET ? 4 : 16;
+    return host_bits_zero(out->net.addr, len, out->prefix) ? 0 : CM_ERANGE;
+}
+
+int gw_cidr_check(const char *s)
+{
+    ipnet_t n;
+    return s ? net_parse(s, &n) : CM_EPARSE;
+}
+
+/* True when the first bits bits of a and b agree. */
+static bool prefix_equal(const unsigned char *a, const unsigned char *b, unsigned bits)
+{
+    size_t full = bits / 8;
+    if (memcmp(a, b, full) != 0)
+        return false;
+    if (bits % 8 == 0)
+        return true;
+    unsigned char mask = (unsigned char)(0xffu << (8 - bits % 8));
+    return ((a[full] ^ b[full]) & mask) == 0;
+}
+
+static bool net_contains(const ipnet_t *n, const ipbin_t *a)
+{
+    return a->family == n->net.family && prefix_equal(a->addr, n->net.addr, n->prefix);
+}
+
+bool gw_cidr_match(const char *ip, const char *cidr)
+{
+    ipbin_t a;
+    ipnet_t n;
+    return ip && cidr && ip_parse(ip, &a) && net_parse(cidr, &n) == 0 && net_contains(&n, &a);
+}
+
 bool gw_ip_trusted(const char *ip, const gw_list_t *trusted)
 {
-    ipbin_t a, b;
+    ipbin_t a;
+    ipnet_t n;
     if (!ip || !ip_parse(ip, &a))
         return false;
     for (size_t i = 0; i < trusted->n; i++)
-        if (ip_parse(trusted->items[i], &b) && a.family == b.family &&
-            memcmp(a.addr, b.addr, sizeof a.addr) == 0)
+        if (net_parse(trusted->items[i], &n) == 0 && net_contains(&n, &a))
             return true;
     return false;
 }

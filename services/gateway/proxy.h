@@ -57,6 +57,7 @@ typedef struct gw_fwd_response {
     char content_type[128];
     char retry_after[32];
     char www_authenticate[256];
+    char cache_control[128];
     bool too_big; /* the body passed GW_MAX_RESPONSE */
 } gw_fwd_response_t;
 
@@ -114,7 +115,27 @@ struct curl_slist *gw_upstream_headers(gw_header_fn get, const void *src, const 
 /** True if s is an IPv4 or IPv6 address in text form. */
 bool gw_ip_valid(const char *s);
 
-/** True if ip (text) equals one of the addresses in trusted (compared as addresses). */
+/**
+ * Checks one TRUSTED_PROXIES entry: an IP address, or a CIDR range such as
+ * "10.0.0.0/8" or "fd00::/8" (/0 to /32 for IPv4, /0 to /128 for IPv6).
+ * An IPv4-mapped IPv6 range (::ffff:10.0.0.0/104) stands for the IPv4 range
+ * it maps (10.0.0.0/8) and must be /96 or longer. Returns 0, CM_EPARSE when
+ * s is neither an address nor a range, or CM_ERANGE when the range has
+ * address bits set after its prefix ("10.0.0.1/8": a typo, not a range).
+ */
+CM_MUST_CHECK int gw_cidr_check(const char *s);
+
+/**
+ * True if ip (text) lies in cidr (an address or range as gw_cidr_check
+ * accepts; false for anything it refuses). IPv4-mapped IPv6 addresses are
+ * compared as IPv4; IPv6 ranges never match IPv4 addresses, nor the reverse.
+ */
+bool gw_cidr_match(const char *ip, const char *cidr);
+
+/**
+ * True if ip (text) equals one of the addresses or lies in one of the
+ * ranges in trusted (TRUSTED_PROXIES entries, see gw_cidr_match).
+ */
 bool gw_ip_trusted(const char *ip, const gw_list_t *trusted);
 
 /**

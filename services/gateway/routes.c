@@ -23,35 +23,52 @@ static void on_preflight(cm_req_t *rq, void *ctx);
 /*
  * The public API. resend-verification sends mail, so it shares the tight
  * forgot-password bucket; token refresh and reset are guarded by 256-bit
- * secrets and count as "other".
+ * secrets and count as "other". Account answers are never stored
+ * (no-store); the JWKS is public and meant to be cached.
  */
+#define NS GW_CACHE_NO_STORE
+#define PUB GW_CACHE_PUBLIC
+#define UP GW_CACHE_UPSTREAM
 #define GW_ROUTE_LIST(X)                                                                           \
-    X("POST", "/api/register", GW_UP_AUTH, false, GW_RL_REGISTER)                                  \
-    X("POST", "/api/login", GW_UP_AUTH, false, GW_RL_LOGIN)                                        \
-    X("POST", "/api/token/refresh", GW_UP_AUTH, false, GW_RL_OTHER)                                \
-    X("POST", "/api/logout", GW_UP_AUTH, false, GW_RL_OTHER)                                       \
-    X("POST", "/api/forgot-password", GW_UP_AUTH, false, GW_RL_FORGOT)                             \
-    X("POST", "/api/reset-password", GW_UP_AUTH, false, GW_RL_OTHER)                               \
-    X("POST", "/api/verify-email", GW_UP_AUTH, false, GW_RL_OTHER)                                 \
-    X("POST", "/api/resend-verification", GW_UP_AUTH, true, GW_RL_FORGOT)                          \
-    X("GET", "/api/me", GW_UP_AUTH, true, GW_RL_OTHER)                                             \
-    X("GET", "/.well-known/jwks.json", GW_UP_AUTH, false, GW_RL_OTHER)                             \
-    X("GET", "/api/referrals", GW_UP_REFERRAL, true, GW_RL_OTHER)                                  \
-    X("GET", "/api/referral-stats", GW_UP_REFERRAL, true, GW_RL_OTHER)                             \
-    X("GET", "/api/rewards", GW_UP_REFERRAL, true, GW_RL_OTHER)
+    X("POST", "/api/register", GW_UP_AUTH, false, GW_RL_REGISTER, NS)                              \
+    X("POST", "/api/login", GW_UP_AUTH, false, GW_RL_LOGIN, NS)                                    \
+    X("POST", "/api/token/refresh", GW_UP_AUTH, false, GW_RL_OTHER, NS)                            \
+    X("POST", "/api/logout", GW_UP_AUTH, false, GW_RL_OTHER, NS)                                   \
+    X("POST", "/api/forgot-password", GW_UP_AUTH, false, GW_RL_FORGOT, NS)                         \
+    X("POST", "/api/reset-password", GW_UP_AUTH, false, GW_RL_OTHER, NS)                           \
+    X("POST", "/api/verify-email", GW_UP_AUTH, false, GW_RL_OTHER, NS)                             \
+    X("POST", "/api/resend-verification", GW_UP_AUTH, true, GW_RL_FORGOT, NS)                      \
+    X("GET", "/api/me", GW_UP_AUTH, true, GW_RL_OTHER, NS)                                         \
+    X("GET", "/.well-known/jwks.json", GW_UP_AUTH, false, GW_RL_OTHER, PUB)                        \
+    X("GET", "/api/referrals", GW_UP_REFERRAL, true, GW_RL_OTHER, UP)                              \
+    X("GET", "/api/referral-stats", GW_UP_REFERRAL, true, GW_RL_OTHER, UP)                         \
+    X("GET", "/api/rewards", GW_UP_REFERRAL, true, GW_RL_OTHER, UP)
 
-#define AS_POLICY(m, p, up, tok, rl) {m, p, up, tok, rl},
-#define AS_CM_ROUTE(m, p, up, tok, rl)                                                             \
-    {m, p, on_forward, (up) == GW_UP_AUTH ? CM_ROUTE_NO_STORE : 0u},
+#define AS_POLICY(m, p, up, tok, rl, cache) {m, p, up, tok, rl},
+#define AS_CACHE(m, p, up, tok, rl, cache) cache,
+#define AS_CM_ROUTE(m, p, up, tok, rl, cache)                                                      \
+    {m, p, on_forward, (cache) == GW_CACHE_NO_STORE ? CM_ROUTE_NO_STORE : 0u},
 
 static const gw_route_t ROUTES[] = {GW_ROUTE_LIST(AS_POLICY)};
 static const cm_route_t CM_ROUTES[] = {GW_ROUTE_LIST(AS_CM_ROUTE)};
+static const gw_cache_t CACHE[] = {GW_ROUTE_LIST(AS_CACHE)};
 #define NROUTES (sizeof ROUTES / sizeof ROUTES[0])
+#undef NS
+#undef PUB
+#undef UP
 
 const gw_route_t *gw_routes(size_t *n)
 {
     *n = NROUTES;
     return ROUTES;
+}
+
+gw_cache_t gw_route_cache(const gw_route_t *r)
+{
+    for (size_t i = 0; i < NROUTES; i++)
+        if (r == &ROUTES[i])
+            return CACHE[i];
+    return GW_CACHE_NO_STORE;
 }
 
 int gw_route_find(const char *method, const char *path, const gw_route_t **out, cm_buf_t *allow)
@@ -104,14 +121,20 @@ static bool origin_allowed(const gw_t *gw, const char *origin)
     return false;
 }
 
-/* CORS headers for an allowed Origin; anyone else gets none. */
+/*
+ * CORS headers for an allowed Origin; anyone else gets none. With CORS on,
+ * every answer varies by Origin, so a cache (the JWKS is cacheable) never
+ * hands one origin's answer to another.
+ */
 static void add_cors(const gw_t *gw, cm_req_t *rq)
 {
+    if (gw->cfg->cors_origins.n == 0)
+        return;
+    cm_reply_header(rq, "Vary", "Origin");
     const char *origin = cm_req_header(rq, "Origin");
     if (!origin_allowed(gw, origin))
         return;
     cm_reply_header(rq, "Access-Control-Allow-Origin", origin);
-    cm_reply_header(rq, "Vary", "Origin");
     cm_reply_header(rq, "Access-Control-Expose-Headers",
                     "X-Request-Id, Retry-After, WWW-Authenticate");
 }
@@ -305,8 +328,35 @@ static void reply_failure(gw_t *gw, cm_req_t *rq, const gw_upstream_t *u, int rc
     cm_reply_problem(rq, map[i].status, map[i].title, map[i].detail, NULL);
 }
 
+/*
+ * The upstream's own headers that pass: Retry-After and WWW-Authenticate
+ * (API.md promises them on 429/503 and 401, so they are filled in when the
+ * upstream left them out) and, on routes that may be cached, Cache-Control.
+ */
+static void relay_headers(cm_req_t *rq, const gw_route_t *r, const gw_fwd_response_t *resp)
+{
+    long st = resp->status;
+    if (resp->retry_after[0])
+        cm_reply_header(rq, "Retry-After", resp->retry_after);
+    else if (st == 429 || st == 503)
+        cm_reply_header(rq, "Retry-After", "1");
+    if (resp->www_authenticate[0])
+        cm_reply_header(rq, "WWW-Authenticate", resp->www_authenticate);
+    else if (st == 401)
+        cm_reply_header(rq, "WWW-Authenticate", "Bearer");
+    gw_cache_t cache = gw_route_cache(r);
+    if (cache == GW_CACHE_NO_STORE)
+        return; /* cm_http adds no-store */
+    if (st >= 400)
+        cm_reply_header(rq, "Cache-Control", "no-store"); /* an error is never cached */
+    else if (resp->cache_control[0])
+        cm_reply_header(rq, "Cache-Control", resp->cache_control);
+    else if (cache == GW_CACHE_PUBLIC && st == 200)
+        cm_reply_header(rq, "Cache-Control", GW_PUBLIC_CACHE);
+}
+
 /* Relays the upstream answer, or turns a transport failure into problem+json. */
-static void relay(gw_t *gw, cm_req_t *rq, const gw_upstream_t *u, int rc,
+static void relay(gw_t *gw, cm_req_t *rq, const gw_route_t *r, const gw_upstream_t *u, int rc,
                   const gw_fwd_response_t *resp)
 {
     if (rc == 0 && (resp->status < 200 || resp->status > 599))
@@ -315,10 +365,7 @@ static void relay(gw_t *gw, cm_req_t *rq, const gw_upstream_t *u, int rc,
         reply_failure(gw, rq, u, rc);
         return;
     }
-    if (resp->retry_after[0])
-        cm_reply_header(rq, "Retry-After", resp->retry_after);
-    if (resp->www_authenticate[0])
-        cm_reply_header(rq, "WWW-Authenticate", resp->www_authenticate);
+    relay_headers(rq, r, resp);
     if (!has_body(resp->status) || (resp->body.len == 0 && !resp->content_type[0]))
         cm_reply_empty(rq, (int)resp->status);
     else
@@ -340,7 +387,7 @@ static void forward(gw_t *gw, cm_req_t *rq, const gw_route_t *r, cm_slice_t body
     gw_upstream_t *u = gw->upstreams[r->upstream];
     gw_fwd_response_t resp;
     int rc = gw_upstream_forward(u, &f, &resp);
-    relay(gw, rq, u, rc, &resp);
+    relay(gw, rq, r, u, rc, &resp);
     gw_fwd_response_dispose(&resp);
     curl_slist_free_all(f.headers);
 }

@@ -25,6 +25,16 @@
 
 typedef enum gw_upstream_id { GW_UP_AUTH = 0, GW_UP_REFERRAL, GW_UP_COUNT } gw_upstream_id_t;
 
+/** Cache-Control of a route's answers (errors are always no-store, from cm_http). */
+typedef enum gw_cache {
+    GW_CACHE_NO_STORE = 0, /* no-store on every answer, whatever the upstream says */
+    GW_CACHE_PUBLIC,       /* the upstream's Cache-Control, else GW_PUBLIC_CACHE on 200 */
+    GW_CACHE_UPSTREAM,     /* the upstream's Cache-Control, if any */
+} gw_cache_t;
+
+/** Cache-Control of a public route's 200 when the upstream sends none (the JWKS). */
+#define GW_PUBLIC_CACHE "public, max-age=300"
+
 /** One public route and its edge policy. */
 typedef struct gw_route {
     const char *method;
@@ -52,6 +62,13 @@ typedef struct gw {
 
 /** The public route table (static storage); *n receives its length. */
 const gw_route_t *gw_routes(size_t *n);
+
+/**
+ * The Cache-Control policy of a route of the table (kept beside the table,
+ * not in gw_route_t, so code that builds its own gw_route_t is unaffected).
+ * A route that is not from gw_routes() gets GW_CACHE_NO_STORE.
+ */
+gw_cache_t gw_route_cache(const gw_route_t *r);
 
 /**
  * Finds the policy for method + path (trailing slash optional). Returns 0

@@ -14,7 +14,7 @@
  *   broken — auth = a closed port only, referral = a socket that accepts
  *            and never answers, UPSTREAM_TIMEOUT_MS short;
  *   patient — referral = the slow stand-in with a long timeout and one
- *            connection, trusting 127.0.0.1 as a proxy; SIGTERM ends it.
+ *            connection, trusting 127.0.0.0/8 as proxies; SIGTERM ends it.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -31,6 +31,7 @@
 #include <netinet/in.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -84,6 +85,16 @@ static bool canned_reply(cm_req_t *rq)
         cm_reply_problem(rq, 401, "Upstream says no", NULL, NULL);
     } else if (strcmp(want, "204") == 0) {
         cm_reply_empty(rq, 204);
+    } else if (strcmp(want, "503bare") == 0 || strcmp(want, "401bare") == 0) {
+        /* An error without the headers API.md promises with it. */
+        static const char body[] = "{\"title\":\"bare\"}";
+        int status = want[0] == '5' ? 503 : 401;
+        cm_reply_raw(rq, status, "application/problem+json", body, sizeof body - 1);
+    } else if (strcmp(want, "cached") == 0) {
+        cm_reply_header(rq, "Cache-Control", "public, max-age=60");
+        cm_reply_json(rq, 200, json_pack("{s:[]}", "keys"));
+    } else if (strcmp(want, "fixed") == 0) {
+        cm_reply_raw(rq, 200, "application/json", "{\"fixed\":\"0123456789\"}", 22);
     } else if (strcmp(want, "big") == 0) {
         size_t n = 2 * 1024 * 1024; /* over the gateway's 1 MiB answer cap */
         char *big = cm_xmalloc(n);
@@ -406,7 +417,7 @@ static void start_gateways(world_t *w, const char *keys)
     const char *patient_env[] = {
         "AUTH_URL", closed, "REFERRAL_URL", slow, "JWT_PUBLIC_KEYS", keys,
         "UPSTREAM_TIMEOUT_MS", "8000", "UPSTREAM_MAX_CONNECTIONS", "1",
-        "TRUSTED_PROXIES", "127.0.0.1", NULL};
+        "TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.0/8", NULL};
     /* clang-format on */
     gateway_start(w, &w->main, "main", main_env);
     gateway_start(w, &w->broken, "broken", broken_env);
@@ -530,6 +541,88 @@ static const char *echoed(const t_resp_t *r, const char *name)
     return json_string_value(json_object_get(json_object_get(r->json, "headers"), name));
 }
 
+/* Case-insensitive strstr (strcasestr is a GNU extension). */
+static const char *find_ci(const char *hay, const char *needle)
+{
+    size_t n = strlen(needle);
+    for (; *hay; hay++)
+        if (strncasecmp(hay, needle, n) == 0)
+            return hay;
+    return NULL;
+}
+
+/*
+ * Sends raw bytes to g (for what curl will not send: HEAD pipelined with
+ * another request, methods without a body rule) and returns everything
+ * answered until the gateway closed the connection, as a new string.
+ */
+static char *raw_call(const gateway_t *g, const char *req)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)g->port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    for (size_t off = 0, len = strlen(req); off < len;) {
+        ssize_t n = send(fd, req + off, len - off, MSG_NOSIGNAL);
+        if (n <= 0)
+            break;
+        off += (size_t)n;
+    }
+    cm_buf_t b;
+    cm_buf_init(&b);
+    cm_buf_puts(&b, "");
+    int64_t deadline = cm_now_mono_ms() + 5000;
+    for (;;) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        int left = (int)(deadline - cm_now_mono_ms());
+        char chunk[4096];
+        ssize_t n = left > 0 && poll(&p, 1, left) > 0 ? recv(fd, chunk, sizeof chunk, 0) : 0;
+        if (n <= 0)
+            break;
+        cm_buf_append(&b, chunk, (size_t)n);
+    }
+    close(fd);
+    return cm_buf_steal(&b);
+}
+
+/* The value of header name in the first head of a raw answer (a new string), or NULL. */
+static char *raw_header(const char *answer, const char *name)
+{
+    char want[80];
+    snprintf(want, sizeof want, "\r\n%s:", name);
+    const char *end = strstr(answer, "\r\n\r\n");
+    const char *p = find_ci(answer, want);
+    if (!p || !end || p > end)
+        return NULL;
+    p += strlen(want);
+    while (*p == ' ')
+        p++;
+    return cm_xstrndup(p, strcspn(p, "\r"));
+}
+
+static void assert_raw(const char *answer, int status, const char *name, const char *want)
+{
+    char line[32];
+    snprintf(line, sizeof line, "HTTP/1.1 %d ", status);
+    if (strncmp(answer, line, strlen(line)) != 0)
+        fail_msg("want %s, got: %.300s", line, answer);
+    if (!name)
+        return;
+    char *v = raw_header(answer, name);
+    if (!v || strcmp(v, want) != 0)
+        fail_msg("%s: want \"%s\", got \"%s\"", name, want, v ? v : "(none)");
+    free(v);
+}
+
+/* The bytes after the first head: what followed the answer on the connection. */
+static const char *after_head(const char *answer)
+{
+    const char *end = strstr(answer, "\r\n\r\n");
+    assert_non_null(end);
+    return end + 4;
+}
+
 /* ---- tests --------------------------------------------------------------------------- */
 
 static void every_public_path_reaches_its_service_with_method_path_query_and_body(void **state)
@@ -561,8 +654,11 @@ static void every_public_path_reaches_its_service_with_method_path_query_and_bod
         assert_string_equal(json_string_value(json_object_get(r.json, "query")),
                             post ? "" : "limit=5&cursor=a%20b");
         assert_string_equal(json_string_value(json_object_get(r.json, "body")), post ? body : "");
-        /* Auth answers are never cached; referral answers carry no such header from us. */
-        if (strcmp(API[i].upstream, "auth") == 0)
+        /* Auth answers are never cached, but for the public keys; referral answers carry
+         * no such header from us. */
+        if (strcmp(API[i].path, "/.well-known/jwks.json") == 0)
+            assert_header(&r, "Cache-Control", "public, max-age=300");
+        else if (strcmp(API[i].upstream, "auth") == 0)
             assert_header(&r, "Cache-Control", "no-store");
         else
             assert_no_header(&r, "Cache-Control");
@@ -775,6 +871,143 @@ static void upstream_statuses_and_their_headers_pass_through(void **state)
     t_resp_dispose(&r);
 }
 
+static void head_is_answered_like_get_without_a_body(void **state)
+{
+    world_t *w = *state;
+    char auth[4200];
+    snprintf(auth, sizeof auth, "Authorization: Bearer %s", w->token);
+    const char *hdrs[] = {auth, NULL};
+    t_resp_t g;
+    assert_int_equal(call(&w->main, "GET", "/api/me/?reply=fixed", NULL, NULL, 0, hdrs, &g), 0);
+    assert_int_equal(g.status, 200);
+    char len[24];
+    snprintf(len, sizeof len, "%zu", g.len);
+    t_resp_dispose(&g);
+    /* HEAD, then GET on the same connection: a body after the HEAD answer would be read
+     * as the start of the next answer. */
+    char *req = cm_xasprintf("HEAD /api/me/?reply=fixed HTTP/1.1\r\nHost: t\r\n%s\r\n\r\n"
+                             "GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+                             auth);
+    char *all = raw_call(&w->main, req);
+    assert_raw(all, 200, "Content-Length", len);
+    assert_raw(all, 200, "Content-Type", "application/json");
+    assert_raw(all, 200, "Cache-Control", "no-store");
+    assert_raw(after_head(all), 200, "Content-Type", "application/json");
+    free(all);
+    free(req);
+    const struct {
+        const char *line;
+        int status;
+        const char *name, *value;
+    } cases[] = {
+        {"HEAD /api/me/", 401, "WWW-Authenticate", "Bearer"},
+        {"HEAD /.well-known/jwks.json", 200, "Cache-Control", "public, max-age=300"},
+        {"HEAD /api/login/", 405, "Allow", "POST, OPTIONS"},
+        {"HEAD /api/users/", 404, "Content-Type", "application/problem+json"},
+        {"HEAD /healthz", 200, "Content-Type", "application/json"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        req = cm_xasprintf("%s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", cases[i].line);
+        all = raw_call(&w->main, req);
+        assert_raw(all, cases[i].status, cases[i].name, cases[i].value);
+        char *cl = raw_header(all, "Content-Length");
+        assert_non_null(cl);
+        assert_true(strcmp(cl, "0") != 0); /* the length GET would have had */
+        free(cl);
+        if (after_head(all)[0])
+            fail_msg("%s: a body came after the head: %s", cases[i].line, after_head(all));
+        free(all);
+        free(req);
+    }
+}
+
+static void unknown_methods_are_405_with_allow_or_404_and_never_forwarded(void **state)
+{
+    world_t *w = *state;
+    int before = total_hits(w);
+    const struct {
+        const char *line;
+        int status;
+        const char *allow;
+    } cases[] = {
+        {"TRACE /api/me/ HTTP/1.1", 405, "GET, HEAD, OPTIONS"},
+        {"TRACE /api/login HTTP/1.1", 405, "POST, OPTIONS"},
+        {"BREW /.well-known/jwks.json HTTP/1.1", 405, "GET, HEAD, OPTIONS"},
+        {"CONNECT /api/rewards/ HTTP/1.1", 405, "GET, HEAD, OPTIONS"},
+        {"PROPFIND /api/referrals/ HTTP/1.1", 405, "GET, HEAD, OPTIONS"},
+        {"PUT /api/me HTTP/1.1", 405, "GET, HEAD, OPTIONS"},
+        {"TRACE /admin HTTP/1.1", 404, NULL},
+        {"TRACE /api/ HTTP/1.1", 404, NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *req = cm_xasprintf("%s\r\nHost: t\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+                                 cases[i].line);
+        char *all = raw_call(&w->main, req);
+        assert_raw(all, cases[i].status, "Content-Type", "application/problem+json");
+        assert_raw(all, cases[i].status, "X-Content-Type-Options", "nosniff");
+        if (cases[i].allow)
+            assert_raw(all, cases[i].status, "Allow", cases[i].allow);
+        json_t *p = json_loads(after_head(all), 0, NULL);
+        if (!p)
+            fail_msg("%s: not a problem: %s", cases[i].line, all);
+        assert_int_equal(json_integer_value(json_object_get(p, "status")), cases[i].status);
+        json_decref(p);
+        free(all);
+        free(req);
+    }
+    assert_int_equal(total_hits(w), before);
+}
+
+static void the_public_keys_may_be_cached_and_errors_may_not(void **state)
+{
+    world_t *w = *state;
+    t_resp_t r;
+    assert_int_equal(call(&w->main, "GET", "/.well-known/jwks.json", NULL, NULL, 0, NULL, &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_header(&r, "Cache-Control", "public, max-age=300");
+    t_resp_dispose(&r);
+    /* auth's own Cache-Control for its keys is kept. */
+    assert_int_equal(
+        call(&w->main, "GET", "/.well-known/jwks.json?reply=cached", NULL, NULL, 0, NULL, &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_header(&r, "Cache-Control", "public, max-age=60");
+    t_resp_dispose(&r);
+    /* auth is down behind the broken gateway: the 503 must not be cached. */
+    assert_int_equal(call(&w->broken, "GET", "/.well-known/jwks.json", NULL, NULL, 0, NULL, &r), 0);
+    assert_problem(&r, 503);
+    assert_header(&r, "Cache-Control", "no-store");
+    t_resp_dispose(&r);
+    /* Other auth answers stay no-store, whatever auth says. */
+    assert_int_equal(
+        call(&w->main, "POST", "/api/login/?reply=cached", "application/json", "{}", 2, NULL, &r),
+        0);
+    assert_int_equal(r.status, 200);
+    assert_header(&r, "Cache-Control", "no-store");
+    t_resp_dispose(&r);
+}
+
+static void upstream_errors_get_the_headers_api_md_promises(void **state)
+{
+    world_t *w = *state;
+    char auth[4200];
+    snprintf(auth, sizeof auth, "Authorization: Bearer %s", w->token);
+    const char *hdrs[] = {auth, NULL};
+    t_resp_t r;
+    assert_int_equal(
+        call(&w->main, "POST", "/api/login/?reply=503bare", "application/json", "{}", 2, NULL, &r),
+        0);
+    assert_int_equal(r.status, 503);
+    assert_header(&r, "Retry-After", "1");
+    assert_header(&r, "Cache-Control", "no-store");
+    t_resp_dispose(&r);
+    assert_int_equal(
+        call(&w->main, "GET", "/api/referrals/?reply=401bare", NULL, NULL, 0, hdrs, &r), 0);
+    assert_int_equal(r.status, 401);
+    assert_header(&r, "WWW-Authenticate", "Bearer");
+    assert_header(&r, "Cache-Control", "no-store");
+    t_resp_dispose(&r);
+}
+
 static void connections_to_a_service_are_kept_alive_and_reused(void **state)
 {
     world_t *w = *state;
@@ -950,6 +1183,11 @@ static void cors_headers_go_only_to_listed_origins(void **state)
     assert_int_equal(call(&w->main, "GET", "/.well-known/jwks.json", NULL, NULL, 0, evil, &r), 0);
     assert_int_equal(r.status, 200);
     assert_no_header(&r, "Access-Control-Allow-Origin");
+    /* The answer still varies by Origin: a cache must not hand it to a listed origin. */
+    assert_header(&r, "Vary", "Origin");
+    t_resp_dispose(&r);
+    assert_int_equal(call(&w->main, "GET", "/.well-known/jwks.json", NULL, NULL, 0, NULL, &r), 0);
+    assert_header(&r, "Vary", "Origin");
     t_resp_dispose(&r);
 }
 
@@ -1121,6 +1359,10 @@ int main(void)
         cmocka_unit_test(bad_bodies_get_problem_answers_and_never_reach_the_service),
         cmocka_unit_test(unknown_paths_are_404_and_wrong_methods_405_with_allow),
         cmocka_unit_test(upstream_statuses_and_their_headers_pass_through),
+        cmocka_unit_test(head_is_answered_like_get_without_a_body),
+        cmocka_unit_test(unknown_methods_are_405_with_allow_or_404_and_never_forwarded),
+        cmocka_unit_test(the_public_keys_may_be_cached_and_errors_may_not),
+        cmocka_unit_test(upstream_errors_get_the_headers_api_md_promises),
         cmocka_unit_test(connections_to_a_service_are_kept_alive_and_reused),
         cmocka_unit_test(a_replica_that_is_down_is_skipped),
         cmocka_unit_test(requests_keep_succeeding_when_a_replica_dies),

@@ -3,7 +3,10 @@
  *
  * What it gives a service:
  *   - a route table (method + exact path; a trailing slash is optional),
- *     404 and 405 (with Allow) as problem+json for everything else;
+ *     404 and 405 (with Allow) as problem+json for everything else, methods
+ *     civetweb itself does not parse (TRACE, made-up tokens) included;
+ *   - HEAD answered by the GET route (RFC 9110): the head GET would get,
+ *     Content-Length included, and no body — for errors too;
  *   - a request object with an arena that dies with the request, the
  *     request id (X-Request-Id taken when well-formed, else a new UUID,
  *     echoed on every answer), and the peer address;
@@ -107,9 +110,11 @@ void cm_http_stop(cm_http_t *srv);
 /**
  * Finds the route for method + path. Returns 0 and sets *out, CM_ENOTFOUND
  * when no route has the path, or CM_ESTATE when the path exists for other
- * methods; then allow (if not NULL) receives "GET, POST" style text.
+ * methods; then allow (if not NULL) receives "GET, HEAD, POST" style text.
  * path is the request path without the query string; a single trailing
- * slash is ignored on both sides ("/api/me" matches "/api/me/").
+ * slash is ignored on both sides ("/api/me" matches "/api/me/"). HEAD
+ * finds the path's GET route unless the table routes HEAD itself, so *out
+ * may have method "GET" for a HEAD; Allow lists HEAD right after GET.
  */
 int cm_route_find(const cm_route_t *routes, size_t n, const char *method, const char *path,
                   const cm_route_t **out, cm_buf_t *allow);
@@ -125,6 +130,7 @@ struct mg_connection *cm_req_conn(cm_req_t *rq);
 cm_arena_t *cm_req_arena(cm_req_t *rq);
 /** The request id (valid until the request ends). */
 const char *cm_req_id(const cm_req_t *rq);
+/** The request's own method ("HEAD" even when a GET route answers it). */
 const char *cm_req_method(const cm_req_t *rq);
 /** The path, without the query string. */
 const char *cm_req_path(const cm_req_t *rq);
@@ -166,12 +172,15 @@ CM_MUST_CHECK int cm_req_json_or_reply(cm_req_t *rq, json_t **out);
 CM_MUST_CHECK int cm_req_json_raw_or_reply(cm_req_t *rq, cm_slice_t *raw, json_t **out);
 
 /* ---- replies (each adds X-Request-Id and the security headers) ----------- */
+/* To a HEAD request every reply sends its head only (Content-Length as for GET). */
 
 /**
  * Adds a header to the coming reply (copied). At most 16 extra headers.
  * Logs and drops a header whose name is not an HTTP token or is one this
  * module writes itself (Content-Length, Content-Type, Transfer-Encoding,
- * Connection), or whose value holds CR, LF or another control byte.
+ * Connection), or whose value holds CR, LF or another control byte. A
+ * Cache-Control set here is left out when the answer is no-store (a
+ * CM_ROUTE_NO_STORE route, or any cm_reply_problem): no-store wins.
  */
 void cm_reply_header(cm_req_t *rq, const char *name, const char *value);
 

@@ -97,6 +97,19 @@ static void on_secret(cm_req_t *rq, void *ctx)
     cm_reply_json(rq, 200, json_pack("{s:s}", "secret", "shh"));
 }
 
+/* Public data a cache may keep: unless the answer is an error. */
+static void on_cacheable(cm_req_t *rq, void *ctx)
+{
+    (void)ctx;
+    const char *fail = NULL;
+    cm_reply_header(rq, "Cache-Control", "public, max-age=300");
+    if (cm_req_query_param(rq, "fail", 8, &fail) == 0) {
+        cm_reply_problem(rq, 503, NULL, "Down.", NULL);
+        return;
+    }
+    cm_reply_json(rq, 200, json_pack("{s:s}", "keys", "public"));
+}
+
 static const cm_route_t routes[] = {
     {"GET", "/api/hello/", on_hello, 0},
     {"POST", "/api/echo", on_echo, 0},
@@ -107,6 +120,8 @@ static const cm_route_t routes[] = {
     {"GET", "/api/secret", on_secret, CM_ROUTE_NO_STORE},
     {"GET", "/api/counted/", on_hello, 0}, /* only the metrics test calls it */
     {"POST", "/api/counted", on_echo, 0},
+    {"GET", "/api/cacheable", on_cacheable, 0},
+    {"GET", "/api/secret-cacheable", on_cacheable, CM_ROUTE_NO_STORE},
 };
 
 static bool is_ready(void *ctx, cm_buf_t *why)
@@ -332,6 +347,60 @@ static char *raw_read_answer(int s, int timeout_ms)
     return cm_buf_steal(&b);
 }
 
+/* Reads until the server closes the connection or timeout_ms passes. Returns a new string. */
+static char *raw_read_all(int s, int timeout_ms)
+{
+    cm_buf_t b;
+    cm_buf_init(&b);
+    cm_buf_puts(&b, "");
+    int64_t deadline = cm_now_mono_ms() + timeout_ms;
+    for (;;) {
+        struct pollfd p = {.fd = s, .events = POLLIN};
+        int left = (int)(deadline - cm_now_mono_ms());
+        if (left <= 0 || poll(&p, 1, left) <= 0)
+            break;
+        char chunk[4096];
+        ssize_t n = recv(s, chunk, sizeof chunk, 0);
+        if (n <= 0)
+            break;
+        cm_buf_append(&b, chunk, (size_t)n);
+    }
+    return cm_buf_steal(&b);
+}
+
+/* Sends one raw request and returns everything the server sent until it closed. */
+static char *raw_exchange(const fixture_t *fx, const char *req)
+{
+    int s = raw_connect(fx);
+    raw_send(s, req, strlen(req));
+    char *all = raw_read_all(s, 4000);
+    close(s);
+    return all;
+}
+
+/* The value of header name in a raw answer (a new string), or NULL. */
+static char *raw_header(const char *answer, const char *name)
+{
+    char want[80];
+    snprintf(want, sizeof want, "\r\n%s:", name);
+    const char *end = strstr(answer, "\r\n\r\n");
+    const char *p = find_ci(answer, want);
+    if (!p || !end || p > end)
+        return NULL;
+    p += strlen(want);
+    while (*p == ' ')
+        p++;
+    return cm_xstrndup(p, strcspn(p, "\r"));
+}
+
+static void assert_raw_header(const char *answer, const char *name, const char *want)
+{
+    char *v = raw_header(answer, name);
+    if (!v || strcmp(v, want) != 0)
+        fail_msg("%s: want \"%s\", got \"%s\" in: %.300s", name, want, v ? v : "(none)", answer);
+    free(v);
+}
+
 static void assert_status_line(const char *answer, int status)
 {
     char want[32];
@@ -377,6 +446,34 @@ static void route_find_reports_other_methods_in_allow(void **state)
     assert_null(r);
     assert_string_equal(allow.data, "POST, DELETE");
     assert_int_equal(cm_route_find(table, 4, "get", "/b", &r, NULL), CM_ESTATE);
+    cm_buf_dispose(&allow);
+}
+
+static void head_finds_the_get_route_and_allow_lists_head_after_get(void **state)
+{
+    (void)state;
+    const cm_route_t table[] = {
+        {"POST", "/a", on_echo, 0},   {"GET", "/a/", on_hello, 0}, {"GET", "/b", on_hello, 0},
+        {"HEAD", "/b", on_delete, 0}, {"POST", "/c", on_echo, 0},
+    };
+    const cm_route_t *r = NULL;
+    cm_buf_t allow;
+    cm_buf_init(&allow);
+    assert_int_equal(cm_route_find(table, 5, "HEAD", "/a", &r, NULL), 0);
+    assert_ptr_equal(r, &table[1]);
+    /* A table that routes HEAD itself keeps that route. */
+    assert_int_equal(cm_route_find(table, 5, "HEAD", "/b/", &r, NULL), 0);
+    assert_ptr_equal(r, &table[3]);
+    assert_int_equal(cm_route_find(table, 5, "HEAD", "/c", &r, &allow), CM_ESTATE);
+    assert_null(r);
+    assert_string_equal(allow.data, "POST");
+    allow.len = 0;
+    assert_int_equal(cm_route_find(table, 5, "DELETE", "/a", &r, &allow), CM_ESTATE);
+    assert_string_equal(allow.data, "POST, GET, HEAD");
+    allow.len = 0;
+    assert_int_equal(cm_route_find(table, 5, "TRACE", "/b", &r, &allow), CM_ESTATE);
+    assert_string_equal(allow.data, "GET, HEAD");
+    assert_int_equal(cm_route_find(table, 5, "HEAD", "/d", &r, NULL), CM_ENOTFOUND);
     cm_buf_dispose(&allow);
 }
 
@@ -463,7 +560,7 @@ static void wrong_method_is_405_with_allow(void **state)
     assert_int_equal(t_http("POST", u, "application/json", "{}", 2, NULL, &r), 0);
     free(u);
     assert_problem(&r, 405);
-    assert_header(&r, "Allow", "GET");
+    assert_header(&r, "Allow", "GET, HEAD");
     t_resp_dispose(&r);
     assert_still_answering(fx);
 }
@@ -483,6 +580,120 @@ static void no_store_route_and_204_answers_are_well_formed(void **state)
     assert_int_equal(r.len, 0);
     assert_header(&r, "X-Content-Type-Options", "nosniff");
     assert_no_header(&r, "Content-Length");
+    t_resp_dispose(&r);
+}
+
+static void head_gets_the_get_head_with_its_length_and_no_body(void **state)
+{
+    fixture_t *fx = *state;
+    t_resp_t g;
+    get(fx, "/api/hello", NULL, &g);
+    assert_int_equal(g.status, 200);
+    char want_len[24];
+    snprintf(want_len, sizeof want_len, "%zu", g.len);
+    t_resp_dispose(&g);
+    /* HEAD then GET on one kept-alive connection: a body after the HEAD answer would be
+     * read as the start of the next answer. */
+    char *all = raw_exchange(fx, "HEAD /api/hello/ HTTP/1.1\r\nHost: t\r\n\r\n"
+                                 "GET /api/hello HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    assert_status_line(all, 200);
+    assert_raw_header(all, "Content-Length", want_len);
+    assert_raw_header(all, "Content-Type", "application/json");
+    assert_raw_header(all, "X-Content-Type-Options", "nosniff");
+    const char *second = strstr(all, "\r\n\r\n") + 4;
+    assert_status_line(second, 200);
+    assert_non_null(strstr(second, "{\"hello\":\"world\"}"));
+    free(all);
+    /* The built-ins too; and errors to HEAD carry no body either. */
+    all = raw_exchange(fx, "HEAD /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    assert_status_line(all, 200);
+    assert_string_equal(strstr(all, "\r\n\r\n"), "\r\n\r\n");
+    free(all);
+    all = raw_exchange(fx, "HEAD /api/nope HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    assert_status_line(all, 404);
+    assert_raw_header(all, "Content-Type", "application/problem+json");
+    assert_string_equal(strstr(all, "\r\n\r\n"), "\r\n\r\n");
+    free(all);
+    all = raw_exchange(fx, "HEAD /api/echo HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    assert_status_line(all, 405);
+    assert_raw_header(all, "Allow", "POST, DELETE");
+    assert_string_equal(strstr(all, "\r\n\r\n"), "\r\n\r\n");
+    free(all);
+    assert_still_answering(fx);
+}
+
+static void methods_civetweb_does_not_know_get_405_with_allow_or_404(void **state)
+{
+    fixture_t *fx = *state;
+    static const struct {
+        const char *line;
+        int status;
+        const char *allow;
+    } cases[] = {
+        {"TRACE /api/hello HTTP/1.1", 405, "GET, HEAD"},
+        {"TRACE /api/echo/?x=1 HTTP/1.1", 405, "POST, DELETE"},
+        {"BREW /api/h%65llo HTTP/1.1", 405, "GET, HEAD"},
+        {"TRACE /healthz HTTP/1.0", 405, "GET, HEAD"},
+        {"CONNECT /api/hello HTTP/1.1", 405, "GET, HEAD"},
+        {"TRACE /api/nope HTTP/1.1", 404, NULL},
+        {"FOO / HTTP/1.1", 404, NULL},
+        /* Not a method token, or no path: still a plain 400. */
+        {"TR@CE /api/hello HTTP/1.1", 400, NULL},
+        {"TRACE * HTTP/1.1", 400, NULL},
+        {"TRACE http://t/api/hello HTTP/1.1", 400, NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char req[256];
+        snprintf(req, sizeof req, "%s\r\nHost: t\r\nX-Request-Id: m-%zu\r\n\r\n", cases[i].line, i);
+        char *all = raw_exchange(fx, req);
+        assert_status_line(all, cases[i].status);
+        assert_raw_header(all, "Content-Type", "application/problem+json");
+        assert_raw_header(all, "X-Content-Type-Options", "nosniff");
+        assert_raw_header(all, "Cache-Control", "no-store");
+        char *allow = raw_header(all, "Allow");
+        if (cases[i].allow)
+            assert_raw_header(all, "Allow", cases[i].allow);
+        else if (allow)
+            fail_msg("%s: unexpected Allow: %s", cases[i].line, allow);
+        free(allow);
+        const char *body = strstr(all, "\r\n\r\n") + 4;
+        json_t *p = json_loads(body, 0, NULL);
+        assert_non_null(p);
+        assert_int_equal(json_integer_value(json_object_get(p, "status")), cases[i].status);
+        json_decref(p);
+        free(all);
+    }
+    assert_still_answering(fx);
+}
+
+/* How many header lines named name the answer has. */
+static int header_count(const t_resp_t *r, const char *name)
+{
+    int n = 0;
+    size_t len = strlen(name);
+    for (const char *l = r->headers; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : "")
+        n += strncasecmp(l, name, len) == 0 && l[len] == ':';
+    return n;
+}
+
+static void cache_control_set_by_a_handler_passes_unless_no_store_applies(void **state)
+{
+    fixture_t *fx = *state;
+    t_resp_t r;
+    get(fx, "/api/cacheable", NULL, &r);
+    assert_int_equal(r.status, 200);
+    assert_header(&r, "Cache-Control", "public, max-age=300");
+    assert_int_equal(header_count(&r, "Cache-Control"), 1);
+    t_resp_dispose(&r);
+    /* An error is never cacheable, whatever the handler said before it failed. */
+    get(fx, "/api/cacheable?fail=1", NULL, &r);
+    assert_problem(&r, 503);
+    assert_int_equal(header_count(&r, "Cache-Control"), 1);
+    t_resp_dispose(&r);
+    get(fx, "/api/secret-cacheable", NULL, &r);
+    assert_int_equal(r.status, 200);
+    assert_header(&r, "Cache-Control", "no-store");
+    assert_int_equal(header_count(&r, "Cache-Control"), 1);
     t_resp_dispose(&r);
 }
 
@@ -859,12 +1070,16 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(route_find_ignores_one_trailing_slash_on_either_side),
         cmocka_unit_test(route_find_reports_other_methods_in_allow),
+        cmocka_unit_test(head_finds_the_get_route_and_allow_lists_head_after_get),
         cmocka_unit_test(request_id_accepts_short_safe_tokens_only),
         T(start_refuses_a_bad_config_and_a_taken_port),
         T(routes_match_with_and_without_trailing_slash),
         T(unknown_path_is_404_problem_json),
         T(wrong_method_is_405_with_allow),
         T(no_store_route_and_204_answers_are_well_formed),
+        T(head_gets_the_get_head_with_its_length_and_no_body),
+        T(methods_civetweb_does_not_know_get_405_with_allow_or_404),
+        T(cache_control_set_by_a_handler_passes_unless_no_store_applies),
         T(handler_that_forgets_to_reply_gets_500_problem),
         T(header_values_with_line_breaks_are_refused),
         T(query_parameters_are_decoded_and_capped),

@@ -9,10 +9,13 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
 #include "config.h"
+#include "proxy.h"
 
 static const char *const VARS[] = {"PORT",
                                    "BIND_ADDRESS",
@@ -93,7 +96,10 @@ static void bad_variables_fail_the_load(void **state)
         {"REFERRAL_URL", "127.0.0.1:8002"},
         {"RATE_LIMITS", "login=abc"},
         {"RATE_LIMITS", "lunch=5/60"},
-        {"TRUSTED_PROXIES", "10.0.0.0/8"},
+        {"TRUSTED_PROXIES", "10.0.0.0/33"},
+        {"TRUSTED_PROXIES", "10.0.0.1/8"},
+        {"TRUSTED_PROXIES", "fd00::/129"},
+        {"TRUSTED_PROXIES", "127.0.0.1, proxy.internal"},
         {"CORS_ORIGINS", "app.example.com"},
         {"LOG_LEVEL", "loud"},
         {"UPSTREAM_TIMEOUT_MS", "-5"},
@@ -110,6 +116,62 @@ static void bad_variables_fail_the_load(void **state)
         if (rc != CM_EINVAL)
             fail_msg("%s=%s was accepted", bad[i][0], bad[i][1]);
     }
+}
+
+static void trusted_proxies_take_addresses_and_cidr_ranges(void **state)
+{
+    (void)state;
+    setenv("JWT_PUBLIC_KEYS", "k1=/tmp/k1.pem", 1);
+    setenv("TRUSTED_PROXIES", "10.0.0.0/8, 192.0.2.7, fd00::/8, ::1/128, 0.0.0.0/0", 1);
+    gw_config_t c;
+    assert_int_equal(gw_config_load(&c), 0);
+    assert_int_equal(c.trusted_proxies.n, 5);
+    assert_string_equal(c.trusted_proxies.items[0], "10.0.0.0/8");
+    assert_true(gw_ip_trusted("10.200.0.1", &c.trusted_proxies));
+    assert_true(gw_ip_trusted("fd12::1", &c.trusted_proxies));
+    gw_config_dispose(&c);
+}
+
+/* Runs gw_config_load with stderr captured; returns what it printed (a new string). */
+static char *load_and_capture(int *rc)
+{
+    char path[] = "/tmp/gw-config-test.XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    fflush(stderr);
+    int saved = dup(STDERR_FILENO);
+    dup2(fd, STDERR_FILENO);
+    gw_config_t c;
+    *rc = gw_config_load(&c);
+    gw_config_dispose(&c);
+    fflush(stderr);
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    char buf[2048];
+    ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+    close(fd);
+    unlink(path);
+    buf[n > 0 ? n : 0] = '\0';
+    return cm_xstrdup(buf);
+}
+
+static void a_bad_trusted_proxy_is_named_with_the_variable(void **state)
+{
+    (void)state;
+    setenv("JWT_PUBLIC_KEYS", "k1=/tmp/k1.pem", 1);
+    setenv("TRUSTED_PROXIES", "10.0.0.0/8, 10.0.0.0/40", 1);
+    int rc = 0;
+    char *out = load_and_capture(&rc);
+    assert_int_equal(rc, CM_EINVAL);
+    if (!strstr(out, "TRUSTED_PROXIES") || !strstr(out, "10.0.0.0/40") || !strstr(out, "CIDR"))
+        fail_msg("unclear message: %s", out);
+    free(out);
+    setenv("TRUSTED_PROXIES", "10.1.2.3/8", 1);
+    out = load_and_capture(&rc);
+    assert_int_equal(rc, CM_EINVAL);
+    if (!strstr(out, "TRUSTED_PROXIES") || !strstr(out, "10.1.2.3/8") || !strstr(out, "prefix"))
+        fail_msg("unclear message: %s", out);
+    free(out);
 }
 
 static void rate_specs_override_only_the_named_classes(void **state)
@@ -139,6 +201,8 @@ int main(void)
         cmocka_unit_test_setup(upstream_lists_are_split_trimmed_and_lose_trailing_slashes,
                                clear_env),
         cmocka_unit_test_setup(bad_variables_fail_the_load, clear_env),
+        cmocka_unit_test_setup(trusted_proxies_take_addresses_and_cidr_ranges, clear_env),
+        cmocka_unit_test_setup(a_bad_trusted_proxy_is_named_with_the_variable, clear_env),
         cmocka_unit_test(rate_specs_override_only_the_named_classes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -92,9 +92,44 @@ static void wrong_method_is_told_apart_and_lists_allowed_methods(void **state)
     assert_string_equal(allow.data, "POST");
     allow.len = 0;
     assert_int_equal(gw_route_find("DELETE", "/api/me", &r, &allow), CM_ESTATE);
-    assert_string_equal(allow.data, "GET");
+    assert_string_equal(allow.data, "GET, HEAD");
+    allow.len = 0;
+    assert_int_equal(gw_route_find("TRACE", "/api/referrals/", &r, &allow), CM_ESTATE);
+    assert_string_equal(allow.data, "GET, HEAD");
+    assert_int_equal(gw_route_find("HEAD", "/api/login", &r, NULL), CM_ESTATE);
     assert_int_equal(gw_route_find("POST", "/api/referrals", &r, NULL), CM_ESTATE);
     cm_buf_dispose(&allow);
+}
+
+static void head_takes_the_get_route_with_its_policy(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < NAPI; i++) {
+        if (strcmp(API[i].method, "GET") != 0)
+            continue;
+        const gw_route_t *r = NULL;
+        assert_int_equal(gw_route_find("HEAD", API[i].path, &r, NULL), 0);
+        assert_string_equal(r->method, "GET"); /* forwarded upstream as GET */
+        assert_int_equal(r->needs_token, API[i].token);
+        assert_int_equal(r->upstream, API[i].upstream);
+    }
+}
+
+static void account_answers_are_no_store_and_the_jwks_is_public(void **state)
+{
+    (void)state;
+    size_t n = 0;
+    const gw_route_t *t = gw_routes(&n);
+    for (size_t i = 0; i < n; i++) {
+        gw_cache_t want = strcmp(t[i].path, "/.well-known/jwks.json") == 0 ? GW_CACHE_PUBLIC
+                          : t[i].upstream == GW_UP_AUTH                    ? GW_CACHE_NO_STORE
+                                                                           : GW_CACHE_UPSTREAM;
+        if (gw_route_cache(&t[i]) != want)
+            fail_msg("%s %s: cache policy %d, want %d", t[i].method, t[i].path,
+                     gw_route_cache(&t[i]), want);
+    }
+    const gw_route_t stranger = {"GET", "/.well-known/jwks.json", GW_UP_AUTH, false, GW_RL_OTHER};
+    assert_int_equal(gw_route_cache(&stranger), GW_CACHE_NO_STORE);
 }
 
 static void unknown_paths_are_not_found(void **state)
@@ -148,6 +183,8 @@ int main(void)
         cmocka_unit_test(every_api_path_routes_with_and_without_trailing_slash),
         cmocka_unit_test(the_table_has_exactly_the_public_api),
         cmocka_unit_test(wrong_method_is_told_apart_and_lists_allowed_methods),
+        cmocka_unit_test(head_takes_the_get_route_with_its_policy),
+        cmocka_unit_test(account_answers_are_no_store_and_the_jwks_is_public),
         cmocka_unit_test(unknown_paths_are_not_found),
         cmocka_unit_test(json_content_types_are_recognised_and_others_refused),
         cmocka_unit_test(query_strings_with_controls_spaces_or_fragments_are_refused),
