@@ -6,6 +6,9 @@
 #   make test-asan  the same with AddressSanitizer and UBSan, in build-asan/
 #   make test-kafka the integration suite against a real Apache Kafka broker
 #                   (deploy/kafka: fetched from Maven Central once; needs Java 17)
+#   make fuzz       every libFuzzer harness for FUZZ_SECONDS (default 60) each
+#   make lint       cppcheck and clang-tidy over the tree
+#   make format     clang-format every C file; make format-check only reports
 #   make clean      stop running stacks and delete build trees and .run/
 #
 # Variables: CMAKE_FLAGS (extra -D options), JOBS (default 2), CI=true turns
@@ -24,7 +27,7 @@ WERROR := $(if $(filter true,$(CI)),ON,OFF)
 CONFIGURE = cmake -S . -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLINKTR_WERROR=$(WERROR) $(CMAKE_FLAGS)
 CTEST = ctest --output-on-failure --timeout 300 $(CTEST_FLAGS)
 
-.PHONY: all deps build run test test-kafka build-asan test-asan clean
+.PHONY: all deps build run test test-kafka build-asan test-asan fuzz lint format format-check clean
 
 all: build
 
@@ -61,6 +64,21 @@ test-asan: build-asan
 	    $(ASAN_DIR)/*-run/logs/*.log 2>/dev/null; then \
 	  echo "sanitizer reports in the service logs above"; exit 1; fi
 
+FUZZ_SECONDS ?= 60
+C_FILES = $(shell git ls-files '*.c' '*.h')
+
+fuzz: deps
+	tests/fuzz/run $(FUZZ_SECONDS)
+
+lint: deps
+	tests/lint/run
+
+format:
+	clang-format -i $(C_FILES)
+
+format-check:
+	clang-format --dry-run --Werror $(C_FILES)
+
 # Stop the stacks and databases that may run from the trees before deleting
 # them, so nothing is left running with its files gone.
 clean:
@@ -72,4 +90,4 @@ clean:
 	  deploy/local/pg stop "$$d/utest-pg"; \
 	  deploy/kafka/kafka stop "$$d/kafka-run"; \
 	done
-	rm -rf $(BUILD_DIR) $(ASAN_DIR) .run
+	rm -rf $(BUILD_DIR) $(ASAN_DIR) build-fuzz build-lint .run
