@@ -45,8 +45,9 @@ static bool ready(void *arg, cm_buf_t *why)
         cm_buf_puts(why, "database");
         ok = false;
     }
+    /* Not connected to a broker, or not heard from one lately: events are not being handled. */
     if (!cm_consumer_healthy(app->consumer)) {
-        cm_buf_puts(why, ok ? "kafka" : ", kafka");
+        cm_buf_puts(why, ok ? "kafka consumer" : ", kafka consumer");
         ok = false;
     }
     return ok;

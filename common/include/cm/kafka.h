@@ -126,8 +126,12 @@ typedef struct cm_kmsg {
  * Handles one message. Return 0 when its effect is stored (the offset is
  * then committed); CM_EPARSE for a message that can never be handled (it
  * is logged with topic/partition/offset and skipped); any other code to
- * retry the same message after a backoff (capped at a few seconds), so a
- * database outage delays processing but loses nothing.
+ * retry the same message after a backoff (100 ms doubling to 5 s), so a
+ * database outage delays processing but loses nothing. While a message
+ * waits for its retry, its partition is paused and rewound to it (nothing
+ * after it on that partition is handled, so order is kept), the other
+ * partitions keep flowing and the consumer keeps polling, so it stays in
+ * its group however long the failure lasts.
  */
 typedef int (*cm_consume_fn)(const cm_kmsg_t *msg, void *ctx);
 
@@ -145,12 +149,19 @@ typedef struct cm_consumer_config {
  * bad config (topics must be plain names: no "^regex"). Offsets are
  * committed only after fn returned 0 or CM_EPARSE (at-least-once); the
  * group uses cooperative-sticky assignment and a 6 s session timeout.
+ * An event on an idle consumer is handed to fn within a few tens of ms of
+ * reaching the broker (fetch.wait.max.ms is 25 ms).
  * Metrics (when set): linktr_consumer_messages_total{topic,result} with
  * result ok|malformed|retry, and linktr_consumer_lag{topic}.
  */
 cm_consumer_t *cm_consumer_start(const cm_consumer_config_t *cfg, int *err);
 
-/** True when the consumer has an assignment and heard from the broker recently (for /readyz). */
+/**
+ * True when the consumer heard from a broker in the last 15 s (a connection up in its
+ * statistics, a message or a rebalance) and librdkafka has not reported every broker down
+ * (for /readyz). Having partitions is not required: a replica beyond the partition count is
+ * idle, not broken.
+ */
 bool cm_consumer_healthy(cm_consumer_t *c);
 
 /** Stops after the message in hand, commits, leaves the group, frees. NULL-safe. */

@@ -170,8 +170,9 @@ static void send_all(cm_producer_t *p, const char *topic, const char *key,
         assert_int_equal(cm_producer_send(p, topic, key, values[i], strlen(values[i]), 10000), 0);
 }
 
-/* Sums the offsets the group committed on the three partitions of topic (asked as a non-member). */
-static int64_t committed_total(fixture_t *f, const char *group, const char *topic)
+/* The offsets the group committed on the three partitions of topic (asked as a non-member); a
+ * partition without a commit reads as 0. */
+static void committed_offsets(fixture_t *f, const char *group, const char *topic, int64_t out[3])
 {
     char errstr[256];
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
@@ -184,12 +185,54 @@ static int64_t committed_total(fixture_t *f, const char *group, const char *topi
     for (int32_t i = 0; i < 3; i++)
         rd_kafka_topic_partition_list_add(l, topic, i);
     assert_int_equal(rd_kafka_committed(rk, l, 10000), 0);
-    int64_t total = 0;
-    for (int i = 0; i < l->cnt; i++)
-        total += l->elems[i].offset > 0 ? l->elems[i].offset : 0;
+    for (int i = 0; i < 3; i++)
+        out[l->elems[i].partition] = l->elems[i].offset > 0 ? l->elems[i].offset : 0;
     rd_kafka_topic_partition_list_destroy(l);
     rd_kafka_destroy(rk);
-    return total;
+}
+
+/* Sums the offsets the group committed on the three partitions of topic. */
+static int64_t committed_total(fixture_t *f, const char *group, const char *topic)
+{
+    int64_t off[3];
+    committed_offsets(f, group, topic, off);
+    return off[0] + off[1] + off[2];
+}
+
+/* ---- producing to one chosen partition (cm_producer_send lets the key choose) ---- */
+
+static void count_failed_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+    (void)rk;
+    if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR)
+        (*(int *)opaque)++;
+}
+
+/* A plain producer whose opaque counts failed deliveries (into *failed). */
+static rd_kafka_t *raw_producer(fixture_t *f, int *failed)
+{
+    char errstr[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    assert_int_equal(
+        rd_kafka_conf_set(conf, "bootstrap.servers", f->bootstrap, errstr, sizeof errstr), 0);
+    rd_kafka_conf_set_dr_msg_cb(conf, count_failed_delivery);
+    rd_kafka_conf_set_opaque(conf, failed);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
+    assert_non_null(rk);
+    return rk;
+}
+
+/* Produces value onto topic/partition and waits until the broker has it. */
+static void produce_to(rd_kafka_t *rk, int *failed, const char *topic, int32_t partition,
+                       const char *value)
+{
+    assert_int_equal(rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
+                                       RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                       RD_KAFKA_V_VALUE((void *)(uintptr_t)value, strlen(value)),
+                                       RD_KAFKA_V_END),
+                     RD_KAFKA_RESP_ERR_NO_ERROR);
+    assert_int_equal(rd_kafka_flush(rk, 10000), RD_KAFKA_RESP_ERR_NO_ERROR);
+    assert_int_equal(*failed, 0);
 }
 
 /* ---- producer ---------------------------------------------------------------- */
@@ -394,6 +437,129 @@ static void a_message_still_failing_at_stop_is_not_committed(void **state)
     assert_int_equal(committed_total(f, "g.stuck", "t.orders"), 1);
     seen_dispose(&s);
     cm_producer_free(p);
+}
+
+/* How many recorded values equal v. */
+static int seen_count(seen_t *s, const char *v)
+{
+    pthread_mutex_lock(&s->mu);
+    int n = 0;
+    for (int i = 0; i < s->n; i++)
+        n += strcmp(s->values[i], v) == 0;
+    pthread_mutex_unlock(&s->mu);
+    return n;
+}
+
+/* The index of the first recorded value equal to v, or -1. */
+static int seen_index(seen_t *s, const char *v)
+{
+    pthread_mutex_lock(&s->mu);
+    int at = -1;
+    for (int i = 0; i < s->n && at < 0; i++)
+        if (strcmp(s->values[i], v) == 0)
+            at = i;
+    pthread_mutex_unlock(&s->mu);
+    return at;
+}
+
+/* Waits until v was recorded at least once; returns whether it was. */
+static bool wait_value(seen_t *s, const char *v, int timeout_ms)
+{
+    int64_t until = cm_now_mono_ms() + timeout_ms;
+    while (seen_count(s, v) == 0 && cm_now_mono_ms() < until)
+        sleep_ms(20);
+    return seen_count(s, v) > 0;
+}
+
+/* Waits until the rendered metrics contain needle (the consumer's come from librdkafka's
+ * statistics, every 2 s); returns whether they did. */
+static bool wait_metric(cm_metrics_t *m, const char *needle, int timeout_ms)
+{
+    int64_t until = cm_now_mono_ms() + timeout_ms;
+    for (;;) {
+        cm_buf_t text;
+        cm_buf_init(&text);
+        cm_metrics_render(m, &text);
+        bool found = strstr(text.data, needle) != NULL;
+        cm_buf_dispose(&text);
+        if (found || cm_now_mono_ms() >= until)
+            return found;
+        sleep_ms(100);
+    }
+}
+
+static int calls_of(seen_t *s)
+{
+    pthread_mutex_lock(&s->mu);
+    int n = s->calls;
+    pthread_mutex_unlock(&s->mu);
+    return n;
+}
+
+static void failing_partition_is_held_back_while_other_partitions_keep_flowing(void **state)
+{
+    fixture_t *f = *state;
+    int failed = 0;
+    rd_kafka_t *prod = raw_producer(f, &failed);
+    produce_to(prod, &failed, "t.orders", 0, "stuck");
+    produce_to(prod, &failed, "t.orders", 0, "p0-after");
+    produce_to(prod, &failed, "t.orders", 1, "p1-a");
+    cm_metrics_t *m = cm_metrics_new();
+    seen_t s;
+    seen_init(&s);
+    s.always = "stuck"; /* fails until released below */
+    cm_consumer_t *c = start_consumer(f, "g.hold", "t.orders", &s, m);
+    assert_true(wait_value(&s, "p1-a", 20000));
+    /* While "stuck" keeps failing, what arrives on partition 1 is handled at once. */
+    const char *later[] = {"p1-b", "p1-c", "p1-d"};
+    for (size_t i = 0; i < 3; i++) {
+        produce_to(prod, &failed, "t.orders", 1, later[i]);
+        int64_t t0 = cm_now_mono_ms();
+        assert_true(wait_value(&s, later[i], 5000));
+        assert_true(cm_now_mono_ms() - t0 < 2000);
+        sleep_ms(700);
+    }
+    int tries = calls_of(&s) - 4; /* every call but the four partition-1 messages */
+    assert_true(tries >= 3);      /* "stuck" was retried, with backoff (100, 200, 400 ms ...) */
+    assert_true(tries <= 12);     /* ... not in a busy loop */
+    assert_int_equal(seen_count(&s, "p0-after"), 0); /* nothing past it: order is kept */
+    assert_true(cm_consumer_healthy(c));
+    /* The two messages held back on partition 0 (never committed there) are the lag. */
+    assert_true(wait_metric(m, "linktr_consumer_lag{topic=\"t.orders\"} 2\n", 8000));
+    pthread_mutex_lock(&s.mu);
+    s.always = NULL; /* the database is back */
+    pthread_mutex_unlock(&s.mu);
+    assert_true(wait_value(&s, "p0-after", 15000));
+    assert_true(wait_metric(m, "linktr_consumer_lag{topic=\"t.orders\"} 0\n", 8000));
+    cm_consumer_stop(c);
+    assert_int_equal(seen_count(&s, "stuck"), 1);
+    assert_int_equal(seen_count(&s, "p0-after"), 1);
+    assert_true(seen_index(&s, "stuck") < seen_index(&s, "p0-after"));
+    for (size_t i = 0; i < 3; i++)
+        assert_int_equal(seen_count(&s, later[i]), 1);
+    int64_t off[3];
+    committed_offsets(f, "g.hold", "t.orders", off);
+    assert_int_equal(off[0], 2);
+    assert_int_equal(off[1], 4);
+    assert_int_equal(off[2], 0);
+    assert_true(
+        wait_metric(m, "linktr_consumer_messages_total{topic=\"t.orders\",result=\"ok\"} 6\n", 0));
+    assert_true(
+        wait_metric(m, "linktr_consumer_messages_total{topic=\"t.orders\",result=\"retry\"}", 0));
+
+    /* A new member of the group starts after them: nothing is handled twice. */
+    produce_to(prod, &failed, "t.orders", 0, "p0-final");
+    seen_t s2;
+    seen_init(&s2);
+    c = start_consumer(f, "g.hold", "t.orders", &s2, NULL);
+    assert_true(wait_value(&s2, "p0-final", 20000));
+    sleep_ms(500);
+    cm_consumer_stop(c);
+    assert_int_equal(s2.n, 1);
+    seen_dispose(&s);
+    seen_dispose(&s2);
+    cm_metrics_free(m);
+    rd_kafka_destroy(prod);
 }
 
 static void consumer_is_not_healthy_without_a_broker(void **state)
@@ -682,6 +848,8 @@ static void rows_wait_while_kafka_is_down_and_go_out_once_it_is_back(void **stat
     add_events(g, events, keys, 2, true);
     sleep_ms(2500);
     assert_int_equal(count_rows(g, UNSENT), 2);
+    /* The gauge shows them while the relay still waits for the broker's answer. */
+    assert_true(wait_metric(m, "linktr_outbox_backlog 2\n", 0));
     int64_t t0 = cm_now_mono_ms();
     stop_relay(g);
     assert_true(cm_now_mono_ms() - t0 < 1000); /* stop does not wait for the broker */
@@ -826,6 +994,9 @@ static void relay_start_refuses_a_bad_config(void **state)
 int main(void)
 {
     cm_log_init("test_kafka", CM_LOG_ERROR);
+    /* Development aid: run only the tests whose name matches this glob. */
+    if (getenv("LINKTR_TEST_FILTER"))
+        cmocka_set_test_filter(getenv("LINKTR_TEST_FILTER"));
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(producer_send_is_acknowledged_and_ping_answers, setup_mock,
                                         teardown_mock),
@@ -842,6 +1013,9 @@ int main(void)
                                         setup_mock, teardown_mock),
         cmocka_unit_test_setup_teardown(a_message_still_failing_at_stop_is_not_committed,
                                         setup_mock, teardown_mock),
+        cmocka_unit_test_setup_teardown(
+            failing_partition_is_held_back_while_other_partitions_keep_flowing, setup_mock,
+            teardown_mock),
         cmocka_unit_test(consumer_is_not_healthy_without_a_broker),
         cmocka_unit_test_setup_teardown(consumer_start_refuses_a_bad_config, setup_mock,
                                         teardown_mock),
