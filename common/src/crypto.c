@@ -143,7 +143,7 @@ static int make_dummy(cm_hashpool_t *p)
 
 cm_hashpool_t *cm_hashpool_new(const cm_hashpool_config_t *cfg, int *err)
 {
-    int dummy_err;
+    int dummy_err = 0;
     err = err ? err : &dummy_err;
     cm_hashpool_config_t eff;
     *err = check_config(cfg, &eff);
@@ -153,7 +153,7 @@ cm_hashpool_t *cm_hashpool_new(const cm_hashpool_config_t *cfg, int *err)
     p->opslimit = eff.opslimit;
     p->memlimit = eff.memlimit;
     p->cap = eff.queue_cap;
-    p->ring = cm_xcalloc((size_t)p->cap, sizeof *p->ring);
+    p->ring = cm_xcalloc((size_t)p->cap, sizeof(job_t *)); /* the ring holds pointers to jobs */
     p->threads = cm_xcalloc((size_t)eff.workers, sizeof *p->threads);
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->not_empty, NULL);

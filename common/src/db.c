@@ -264,7 +264,7 @@ static bool init_sync(cm_db_pool_t *pool)
 
 cm_db_pool_t *cm_db_pool_new(const cm_db_config_t *cfg, int *err)
 {
-    int dummy;
+    int dummy = 0;
     if (!err)
         err = &dummy;
     *err = CM_EINVAL;

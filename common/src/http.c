@@ -340,8 +340,11 @@ void cm_reply_raw(cm_req_t *rq, int status, const char *content_type, const void
         return;
     }
     if (status < 200 || status > 599) {
+        /* A handler bug: its body and type were meant for another answer, so the
+         * client gets the same problem+json 500 as for any other server fault. */
         CM_ERROR(rq->id, "reply with invalid status %d; sending 500", status);
-        status = 500;
+        cm_reply_problem(rq, 500, "Internal Server Error", "The server failed to answer.", NULL);
+        return;
     }
     if (!carries_length(status) || !body)
         len = 0;

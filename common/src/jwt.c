@@ -144,7 +144,7 @@ static bool signer_args_ok(const char *pem, size_t len, const char *kid, const c
 cm_jwt_signer_t *cm_jwt_signer_new(const char *pem, size_t len, const char *kid, const char *issuer,
                                    const char *audience, int ttl_s, int *err)
 {
-    int dummy;
+    int dummy = 0;
     err = err ? err : &dummy;
     *err = CM_EINVAL;
     if (!signer_args_ok(pem, len, kid, issuer, audience, ttl_s))
@@ -308,7 +308,7 @@ int cm_jwt_verifier_add_key(cm_jwt_verifier_t *v, const char *kid, const char *p
     if (find_key_locked(v, kid, strlen(kid))) {
         rc = CM_EINVAL; /* two keys under one kid would make the kid meaningless */
     } else {
-        v->keys = cm_xreallocarray(v->keys, v->nkeys + 1, sizeof *v->keys);
+        v->keys = cm_xreallocarray(v->keys, v->nkeys + 1, sizeof(vkey_t *)); /* pointers to keys */
         v->keys[v->nkeys++] = k;
         k = NULL;
     }

@@ -317,7 +317,7 @@ static series_t *get_series(cm_family_t *f, const char *const *values)
         return other_series(f);
     if (f->nseries == f->cap) {
         f->cap = f->cap ? f->cap * 2 : 8;
-        f->series = cm_xreallocarray(f->series, f->cap, sizeof *f->series);
+        f->series = cm_xreallocarray(f->series, f->cap, sizeof(series_t *)); /* pointers */
     }
     series_t *s = series_new(f, h, values);
     f->series[f->nseries++] = s;
@@ -466,8 +466,11 @@ static void render_family(cm_buf_t *out, cm_family_t *f)
     cm_buf_printf(out, "\n# TYPE %s %s\n", f->name, type_name(f->kind));
     pthread_mutex_lock(&f->mu);
     if (f->kind == K_GAUGE_FN && f->fn) {
-        series_t none = {0};
-        put_sample(out, f, "", &none, NULL, f->fn(f->fn_ctx));
+        /* A gauge function is one unlabelled sample (registered without labels). */
+        cm_buf_puts(out, f->name);
+        cm_buf_puts(out, " ");
+        put_number(out, f->fn(f->fn_ctx));
+        cm_buf_puts(out, "\n");
     }
     for (size_t i = 0; i < f->nseries; i++)
         render_series(out, f, f->series[i]);

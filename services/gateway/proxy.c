@@ -541,14 +541,18 @@ void gw_client_addr(cm_arena_t *a, const char *peer, const char *incoming_xff,
     if (client >= 0) {
         *client_ip = canonical_ip(a, chain.items[client]);
         /* Entries left of the client came from the client itself: unverifiable, dropped,
-         * so a service reading the first entry gets the address we decided on. */
+         * so a service reading the first entry gets the address we decided on. Every
+         * entry is written canonical, the client exactly as X-Real-IP carries it, so
+         * the two headers never name one address in two spellings. */
         cm_buf_t b;
         cm_buf_init(&b);
-        for (size_t i = (size_t)client; i < chain.n; i++) {
-            cm_buf_puts(&b, chain.items[i]);
+        cm_buf_puts(&b, *client_ip);
+        for (size_t i = (size_t)client + 1; i < chain.n; i++) {
             cm_buf_puts(&b, ", ");
+            cm_buf_puts(&b, canonical_ip(a, chain.items[i]));
         }
-        cm_buf_puts(&b, peer);
+        cm_buf_puts(&b, ", ");
+        cm_buf_puts(&b, canonical_ip(a, peer));
         *xff = cm_arena_strndup(a, b.data, b.len);
         cm_buf_dispose(&b);
     }

@@ -146,7 +146,9 @@ bool gw_ip_trusted(const char *ip, const gw_list_t *trusted);
  * the proxies after it and the peer appended (entries left of the client
  * were written by the client and are dropped, so the first entry is always
  * the client). Otherwise the client is the peer and the chain is just the
- * peer: a client's own X-Forwarded-For is never passed on.
+ * peer: a client's own X-Forwarded-For is never passed on. Every address
+ * is written in canonical text (IPv4-mapped IPv6 as IPv4, IPv6 compressed
+ * and lower case), so the first entry of *xff is exactly *client_ip.
  * *client_ip and *xff are allocated in the arena.
  */
 void gw_client_addr(cm_arena_t *a, const char *peer, const char *incoming_xff,

@@ -57,38 +57,55 @@ static bool digits(const char *s, int n)
     return true;
 }
 
+/* The number written in the n digits at s, when it is within [min, max]; else -1. */
+static int time_field(const char *s, int n, int min, int max)
+{
+    char text[5];
+    long long v = 0;
+    if (n >= (int)sizeof text || !digits(s, n))
+        return -1;
+    memcpy(text, s, (size_t)n);
+    text[n] = '\0';
+    return cm_strtonum(text, min, max, &v) == 0 ? (int)v : -1;
+}
+
+/* The end of an RFC 3339 time after the seconds: optional fraction, then Z or ±hh:mm. */
+static bool time_tail_ok(const char *p)
+{
+    if (*p == '.') {
+        size_t n = strspn(p + 1, "0123456789");
+        if (n < 1 || n > 9)
+            return false;
+        p += 1 + n;
+    }
+    return ((*p == 'Z' || *p == 'z') && p[1] == '\0') ||
+           ((*p == '+' || *p == '-') && digits(p + 1, 2) && p[3] == ':' && digits(p + 4, 2) &&
+            p[6] == '\0');
+}
+
 /* RFC 3339 date-time ("2026-11-27T10:00:00.123Z", or with ±hh:mm) whose
  * fields form a real calendar time, so PostgreSQL will accept it. */
 static const char *get_time(json_t *obj, const char *key)
 {
     const char *s = get_text(obj, key, 40);
-    if (!s || strlen(s) < 20 || !digits(s, 4) || s[4] != '-' || !digits(s + 5, 2) || s[7] != '-' ||
-        !digits(s + 8, 2) || (s[10] != 'T' && s[10] != 't') || !digits(s + 11, 2) || s[13] != ':' ||
-        !digits(s + 14, 2) || s[16] != ':' || !digits(s + 17, 2))
+    if (!s || strlen(s) < 20 || s[4] != '-' || s[7] != '-' || (s[10] != 'T' && s[10] != 't') ||
+        s[13] != ':' || s[16] != ':' || !time_tail_ok(s + 19))
         return NULL;
-    const char *p = s + 19;
-    if (*p == '.') {
-        size_t n = strspn(p + 1, "0123456789");
-        if (n < 1 || n > 9)
-            return NULL;
-        p += 1 + n;
-    }
-    bool zone_ok = ((*p == 'Z' || *p == 'z') && p[1] == '\0') ||
-                   ((*p == '+' || *p == '-') && digits(p + 1, 2) && p[3] == ':' &&
-                    digits(p + 4, 2) && p[6] == '\0');
-    struct tm tm = {0};
-    if (!zone_ok || sscanf(s, "%4d-%2d-%2d", &tm.tm_year, &tm.tm_mon, &tm.tm_mday) != 3)
+    int y = time_field(s, 4, 1970, 9999), mo = time_field(s + 5, 2, 1, 12);
+    int d = time_field(s + 8, 2, 1, 31);
+    struct tm tm = {.tm_hour = time_field(s + 11, 2, 0, 23),
+                    .tm_min = time_field(s + 14, 2, 0, 59),
+                    .tm_sec = time_field(s + 17, 2, 0, 59)};
+    if (y < 0 || mo < 0 || d < 0 || tm.tm_hour < 0 || tm.tm_min < 0 || tm.tm_sec < 0)
         return NULL;
-    int y = tm.tm_year, mo = tm.tm_mon, d = tm.tm_mday;
-    tm.tm_year -= 1900;
-    tm.tm_mon -= 1;
-    tm.tm_hour = (s[11] - '0') * 10 + (s[12] - '0');
-    tm.tm_min = (s[14] - '0') * 10 + (s[15] - '0');
-    tm.tm_sec = (s[17] - '0') * 10 + (s[18] - '0');
+    tm.tm_year = y - 1900;
+    tm.tm_mon = mo - 1;
+    tm.tm_mday = d;
+    /* timegm normalises 2026-02-30 to March 2: reading it back catches days past the month. */
     time_t t = timegm(&tm);
     struct tm back;
-    if (y < 1970 || !gmtime_r(&t, &back) || back.tm_year + 1900 != y || back.tm_mon + 1 != mo ||
-        back.tm_mday != d || back.tm_hour >= 24 || tm.tm_min >= 60 || tm.tm_sec >= 60)
+    if (!gmtime_r(&t, &back) || back.tm_year + 1900 != y || back.tm_mon + 1 != mo ||
+        back.tm_mday != d)
         return NULL;
     return s;
 }

@@ -178,7 +178,7 @@ int ref_email_canonical(const char *email, char *out, size_t cap)
     const char *at = strrchr(email, '@');
     if (!at || at == email || n > MAX_EMAIL || n >= cap)
         return CM_EPARSE;
-    char buf[MAX_EMAIL + 1];
+    char buf[MAX_EMAIL + 1] = {0};
     for (size_t i = 0; i <= n; i++)
         buf[i] = (char)tolower((unsigned char)email[i]);
     char *dom = buf + (at - email) + 1;
@@ -193,6 +193,10 @@ int ref_email_canonical(const char *email, char *out, size_t cap)
         memcpy(out, buf, (size_t)(dom - 1 - buf));
         k = (size_t)(dom - 1 - buf);
     }
+    /* "+x@gmail.com" or ".@gmail.com" would become "@gmail.com", an alias of every
+     * other such address: a local part that strips to nothing is not a mailbox. */
+    if (k == 0)
+        return CM_EPARSE;
     snprintf(out + k, cap - k, "@%s", gmail ? "gmail.com" : dom);
     return 0;
 }

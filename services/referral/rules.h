@@ -77,7 +77,8 @@ bool ref_domains_match(const ref_domains_t *d, const char *email);
  * Writes the canonical form of an email into out (cap bytes): lower case;
  * at gmail.com / googlemail.com without dots and +tag (and as gmail.com);
  * at the other common webmail domains without the +tag. Returns 0, or
- * CM_EPARSE when email has no '@' or does not fit.
+ * CM_EPARSE when email has no '@', does not fit, or its local part is
+ * empty once the dots and the +tag are stripped ("+x@gmail.com").
  */
 CM_MUST_CHECK int ref_email_canonical(const char *email, char *out, size_t cap);
 

@@ -151,9 +151,10 @@ static PGresult *query(const char *sql, int n, const char *p0, const char *p1, c
 static int count(const char *sql, const char *p0, const char *p1)
 {
     PGresult *r = query(sql, p1 ? 2 : 1, p0, p1, NULL);
-    int n = atoi(PQgetvalue(r, 0, 0));
+    long long n = -1;
+    assert_int_equal(cm_strtonum(PQgetvalue(r, 0, 0), 0, INT32_MAX, &n), 0);
     PQclear(r);
-    return n;
+    return (int)n;
 }
 
 /* ---- a small JSON Schema check (the subset proto/events uses) ------------------------ */
@@ -252,7 +253,7 @@ static json_t *sent_event(const char *user_id, const char *topic)
         json_decref(env);
         if (cm_now_mono_ms() > deadline)
             fail_msg("no sent %s row for %s", topic, user_id);
-        usleep(100 * 1000);
+        t_sleep_ms(100);
     }
 }
 
@@ -648,9 +649,10 @@ static void five_failed_logins_lock_the_account_with_429_and_retry_after(void **
     assert_problem(&r, 429);
     char *ra = t_resp_header(&r, "Retry-After");
     assert_non_null(ra);
-    assert_true(atoi(ra) >= 1);
+    long long wait_s = 0;
+    assert_int_equal(cm_strtonum(ra, 1, 3600, &wait_s), 0);
     t_resp_dispose(&r);
-    sleep((unsigned)atoi(ra) + 1); /* the first lock is short; a success then resets it */
+    t_sleep_ms((int)wait_s * 1000 + 1000); /* the first lock is short; a success then resets it */
     free(ra);
     json_decref(login_ok(str(u, "username"), PASSWORD));
     post("/api/login/", bad, NULL, &r);
@@ -1071,7 +1073,7 @@ static void instance_start(instance_t *in, const char *const *overrides)
         t_resp_dispose(&r);
         if (cm_now_mono_ms() > deadline || waitpid(in->pid, NULL, WNOHANG) == in->pid)
             fail_msg("private linktr-auth did not start");
-        usleep(100 * 1000);
+        t_sleep_ms(100);
     }
     t_resp_dispose(&r);
     free(health);

@@ -113,7 +113,7 @@ static void registrations_during_a_broker_outage_are_delivered_exactly_once_afte
     assert_true(t_wait(all_delivered, &u, RECOVERY_MS));
     fprintf(stderr, "outage: every mail and referral present %lld ms after the broker resumed\n",
             (long long)(cm_now_mono_ms() - t1));
-    usleep(2000 * 1000); /* let any duplicate that was going to arrive arrive */
+    t_sleep_ms(2000); /* let any duplicate that was going to arrive arrive */
     assert_each_effect_exactly_once(&u);
 
     users_dispose(&u);
@@ -261,7 +261,7 @@ static void the_same_event_produced_twice_has_one_effect(void **state)
                          0);
     struct one_user o = {user_id, email};
     assert_true(t_wait(member_and_mail_present, &o, RECOVERY_MS));
-    usleep(2000 * 1000);
+    t_sleep_ms(2000);
     assert_int_equal(t_mail_count(email), 1);
     assert_int_equal(t_db_count("SELECT 1 FROM referral.members WHERE user_id = $1::uuid", user_id, NULL),
                      1);

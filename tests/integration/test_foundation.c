@@ -135,7 +135,7 @@ static void registration_and_login_work_through_the_gateway_and_reach_every_serv
         member = member ||
                  count_rows("SELECT 1 FROM referral.members WHERE user_id = $1::uuid", user_id) == 1;
         if (!(mailed && member))
-            usleep(200 * 1000);
+            t_sleep_ms(200);
     }
     assert_true(mailed);
     assert_true(member);

@@ -45,6 +45,7 @@
 #include "cm/jwt.h"
 #include "cm/util.h"
 #include "http_client.h"
+#include "testenv.h"
 
 #define SLOW_MS 1500
 #define BROKEN_TIMEOUT_MS 600
@@ -120,7 +121,7 @@ static void on_echo(cm_req_t *rq, void *ctx)
         if (atomic_compare_exchange_weak(&s->most_busy, &m, now))
             break;
     if (s->delay_ms)
-        usleep((useconds_t)s->delay_ms * 1000);
+        t_sleep_ms(s->delay_ms);
     atomic_fetch_sub(&s->busy, 1);
     cm_slice_t body = {"", 0};
     if (strcmp(cm_req_method(rq), "POST") == 0 && cm_req_body_or_reply(rq, &body) != 0)
@@ -337,7 +338,7 @@ static void gateway_start(world_t *w, gateway_t *g, const char *name, const char
             status = r.status;
         t_resp_dispose(&r);
         if (status != 200)
-            usleep(50 * 1000);
+            t_sleep_ms(50);
     }
     if (status != 200)
         fail_msg("gateway %s did not start; see %s", name, log);
@@ -353,7 +354,7 @@ static void gateway_stop(gateway_t *g)
     kill(g->pid, SIGTERM);
     int st = 0;
     for (int i = 0; i < 100 && waitpid(g->pid, &st, WNOHANG) == 0; i++)
-        usleep(50 * 1000);
+        t_sleep_ms(50);
     if (waitpid(g->pid, &st, WNOHANG) == 0) {
         kill(g->pid, SIGKILL);
         waitpid(g->pid, &st, 0);
@@ -1014,7 +1015,7 @@ static void connections_to_a_service_are_kept_alive_and_reused(void **state)
     char auth[4200];
     snprintf(auth, sizeof auth, "Authorization: Bearer %s", w->token);
     const char *hdrs[] = {auth, NULL};
-    json_int_t ports[20];
+    json_int_t ports[20] = {0};
     size_t distinct = 0;
     for (int i = 0; i < 20; i++) {
         t_resp_t r;
@@ -1118,7 +1119,7 @@ static void rate_limits_answer_429_with_retry_after_and_recover(void **state)
     const char *hdrs[] = {xff, NULL};
     const char *body = "{\"email\": \"a@example.com\"}";
     t_resp_t r;
-    usleep(3100 * 1000); /* the routing test used this bucket: let it fill up again */
+    t_sleep_ms(3100); /* the routing test used this bucket: let it fill up again */
     for (int i = 0; i < 3; i++) {
         snprintf(xff, sizeof xff, "X-Forwarded-For: 203.0.113.%d", i + 1);
         assert_int_equal(call(&w->main, "POST", "/api/forgot-password/", "application/json", body,
@@ -1143,7 +1144,7 @@ static void rate_limits_answer_429_with_retry_after_and_recover(void **state)
                      0);
     assert_int_equal(r.status, 200);
     t_resp_dispose(&r);
-    usleep((useconds_t)secs * 1000 * 1000 + 100 * 1000);
+    t_sleep_ms((int)secs * 1000 + 100);
     assert_int_equal(call(&w->main, "POST", "/api/forgot-password/", "application/json", body,
                           strlen(body), NULL, &r),
                      0);
@@ -1249,7 +1250,7 @@ static void slow_clients_cannot_hold_every_worker(void **state)
     int fds[12]; /* more than the gateway's 8 worker threads */
     for (int i = 0; i < 12; i++)
         fds[i] = half_request(w->main.port);
-    usleep(200 * 1000);
+    t_sleep_ms(200);
     int64_t t0 = cm_now_mono_ms();
     t_resp_t r;
     assert_int_equal(call(&w->main, "GET", "/.well-known/jwks.json", NULL, NULL, 0, NULL, &r), 0);
@@ -1304,7 +1305,7 @@ static void requests_beyond_the_connection_limit_wait_for_a_free_connection(void
     pthread_t ta, tb;
     int64_t t0 = cm_now_mono_ms();
     assert_int_equal(pthread_create(&ta, NULL, run_slow_call, &a), 0);
-    usleep(100 * 1000);
+    t_sleep_ms(100);
     assert_int_equal(pthread_create(&tb, NULL, run_slow_call, &b), 0);
     pthread_join(ta, NULL);
     pthread_join(tb, NULL);
@@ -1325,9 +1326,9 @@ static void sigterm_lets_an_in_flight_request_finish(void **state)
     slow_call_t c = {.g = &w->patient, .token = w->token};
     pthread_t t;
     assert_int_equal(pthread_create(&t, NULL, run_slow_call, &c), 0);
-    usleep(400 * 1000); /* the request is now waiting on the slow service */
+    t_sleep_ms(400); /* the request is now waiting on the slow service */
     assert_int_equal(kill(w->patient.pid, SIGTERM), 0);
-    usleep(100 * 1000);
+    t_sleep_ms(100);
     t_resp_t ready;
     assert_int_equal(call(&w->patient, "GET", "/readyz", NULL, NULL, 0, NULL, &ready), 0);
     assert_problem(&ready, 503); /* draining: take me out of the load balancer */
@@ -1341,7 +1342,7 @@ static void sigterm_lets_an_in_flight_request_finish(void **state)
     int64_t deadline = cm_now_mono_ms() + 10000;
     pid_t done = 0;
     while ((done = waitpid(w->patient.pid, &st, WNOHANG)) == 0 && cm_now_mono_ms() < deadline)
-        usleep(20 * 1000);
+        t_sleep_ms(20);
     assert_int_equal(done, w->patient.pid);
     w->patient.pid = 0;
     assert_true(WIFEXITED(st));

@@ -46,7 +46,7 @@ static long post_auth(const char *path, json_t *body, t_resp_t *r)
         if ((r->status != 503 && r->status != 429) || tries > 100)
             break;
         t_resp_dispose(r);
-        usleep(100 * 1000);
+        t_sleep_ms(100);
     }
     free(u);
     return r->status;
@@ -96,7 +96,7 @@ static char *mail_with(const char *needle1, const char *needle2, int want, int *
         if (d)
             closedir(d);
         if (*count < want)
-            usleep(100 * 1000);
+            t_sleep_ms(100);
     } while (*count < want && cm_now_mono_ms() < deadline);
     free(newdir);
     free(dir);

@@ -67,7 +67,7 @@ static bool eventually(const char *sql, const char *param, const char *want)
             return true;
         if (cm_now_mono_ms() > deadline)
             return false;
-        usleep(100 * 1000);
+        t_sleep_ms(100);
     }
 }
 
@@ -95,7 +95,7 @@ static void register_user(user_t *u, const char *tag, const char *referral_code)
         if ((r.status != 503 && r.status != 429) || tries > 100)
             break;
         t_resp_dispose(&r);
-        usleep(100 * 1000);
+        t_sleep_ms(100);
     }
     assert_int_equal(r.status, 201);
     snprintf(u->id, sizeof u->id, "%s", json_string_value(json_object_get(r.json, "id")));
@@ -116,7 +116,7 @@ static char *login(const user_t *u)
         if ((r.status != 503 && r.status != 429) || tries > 100)
             break;
         t_resp_dispose(&r);
-        usleep(100 * 1000);
+        t_sleep_ms(100);
     }
     assert_int_equal(r.status, 200);
     char *tok = cm_xstrdup(json_string_value(json_object_get(r.json, "access")));
@@ -148,7 +148,7 @@ static json_t *stats_when(const char *tok, const char *member, long long want)
         if (json_integer_value(json_object_get(s, member)) == want || cm_now_mono_ms() > deadline)
             return s;
         json_decref(s);
-        usleep(100 * 1000);
+        t_sleep_ms(100);
     }
 }
 
@@ -179,7 +179,7 @@ static char *verify_token_for(const char *email)
         if (d)
             closedir(d);
         if (!token)
-            usleep(100 * 1000);
+            t_sleep_ms(100);
     }
     free(newdir);
     free(dir);
@@ -364,7 +364,7 @@ static void thirty_parallel_referred_registrations_give_thirty_distinct_referral
 {
     (void)state;
     enum { N = 30, THREADS = 6 };
-    user_t ada, kids[N];
+    user_t ada, kids[N] = {0};
     register_user(&ada, "par0", NULL);
     pthread_t th[THREADS];
     batch_t b[THREADS];
@@ -463,7 +463,7 @@ static bool eventually_mails(const char *a, const char *b, int want)
     while (mails_with(a, b) != want) {
         if (cm_now_mono_ms() > deadline)
             return false;
-        usleep(100 * 1000);
+        t_sleep_ms(100);
     }
     return true;
 }
@@ -472,7 +472,7 @@ static void verification_pays_both_users_and_the_fifth_success_a_milestone(void 
 {
     (void)state;
     enum { N = 5 };
-    user_t ada, kids[N];
+    user_t ada, kids[N] = {0};
     register_user(&ada, "rew", NULL);
     for (int i = 0; i < N; i++)
         register_user(&kids[i], "rewk", ada.code);

@@ -27,6 +27,7 @@
 #include "cm/util.h"
 #include "http_client.h"
 #include "stack.h"
+#include "testenv.h"
 
 #define WAVE_USERS 200
 
@@ -131,7 +132,7 @@ static void mails_wait_while_the_smtp_server_is_down_and_arrive_once_when_it_is_
         u.emails[i] = cm_xstrdup(json_string_value(json_object_get(body, "email")));
         json_decref(body);
     }
-    usleep(3000 * 1000);
+    t_sleep_ms(3000);
     for (int i = 0; i < SMTP_USERS; i++)
         assert_int_equal(t_mail_count(u.emails[i]), 0);
     assert_int_equal(t_stack_cmd("respawn smtp"), 0);
@@ -139,7 +140,7 @@ static void mails_wait_while_the_smtp_server_is_down_and_arrive_once_when_it_is_
     assert_true(t_wait(each_has_mail, &u, 120000));
     fprintf(stderr, "smtp: %d mails delivered %lld ms after the server came back\n", SMTP_USERS,
             (long long)(cm_now_mono_ms() - t0));
-    usleep(2000 * 1000);
+    t_sleep_ms(2000);
     for (int i = 0; i < SMTP_USERS; i++) {
         assert_int_equal(t_mail_count(u.emails[i]), 1);
         free(u.emails[i]);

@@ -187,7 +187,7 @@ bool t_wait(bool (*cond)(void *arg), void *arg, int ms)
     int64_t deadline = cm_now_mono_ms() + ms;
     bool ok = cond(arg);
     while (!ok && cm_now_mono_ms() < deadline) {
-        usleep(100 * 1000);
+        t_sleep_ms(100);
         ok = cond(arg);
     }
     return ok;
@@ -255,7 +255,7 @@ static long post_retrying(const char *path, json_t *body, t_resp_t *r)
         if (status != 503 && status != 429 && status != 0)
             break;
         t_resp_dispose(r);
-        usleep(100 * 1000);
+        t_sleep_ms(100);
     }
     free(u);
     return status;
@@ -375,7 +375,7 @@ static void *call_midway(void *arg)
 {
     struct midway *m = arg;
     while (__atomic_load_n(m->answered, __ATOMIC_SEQ_CST) < m->half)
-        usleep(5 * 1000);
+        t_sleep_ms(5);
     m->fn(m->arg);
     return NULL;
 }
@@ -385,7 +385,7 @@ void t_wave_verify(t_wave_t *w, int threads, void (*midway)(void *arg), void *ar
     char **tokens = cm_xcalloc((size_t)w->n, sizeof *tokens);
     int64_t deadline = cm_now_mono_ms() + WAVE_DEADLINE_MS;
     while (!fill_tokens(w, tokens) && cm_now_mono_ms() < deadline)
-        usleep(250 * 1000);
+        t_sleep_ms(250);
     for (int i = 0; i < w->n; i++)
         assert_non_null(tokens[i]);
     int answered = 0;
@@ -481,7 +481,7 @@ void t_wave_assert_exact(t_wave_t *w)
 {
     assert_true(t_wait(all_counted, w, WAVE_DEADLINE_MS));
     assert_true(t_wait(all_mailed, w, WAVE_DEADLINE_MS));
-    usleep(2000 * 1000); /* anything doubled would arrive by now */
+    t_sleep_ms(2000); /* anything doubled would arrive by now */
     const char *id = w->referrer_id;
     assert_int_equal(db_number("SELECT count(*) FROM referral.referrals WHERE referrer_id = $1::uuid "
                                "AND status = 'successful'", id), w->n);

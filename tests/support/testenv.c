@@ -2,7 +2,9 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <errno.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cm/util.h"
@@ -49,4 +51,13 @@ const char *t_unique(void)
         snprintf(buf, sizeof buf, "%ld%lld", (long)getpid() % 100000,
                  (long long)(cm_now_us() % 1000000000));
     return buf;
+}
+
+void t_sleep_ms(int ms)
+{
+    if (ms <= 0)
+        return;
+    struct timespec left = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&left, &left) != 0 && errno == EINTR)
+        continue;
 }

@@ -21,4 +21,11 @@ char *t_env_opt(const char *file_var, const char *key);
 /** A unique suffix for names made in a test run ("u1700000000123456"): pid + time. */
 const char *t_unique(void);
 
+/**
+ * Sleeps for ms milliseconds (0 or less returns at once), resuming after a
+ * signal. Tests use it instead of usleep, which POSIX lets fail with EINVAL
+ * for a second or more.
+ */
+void t_sleep_ms(int ms);
+
 #endif

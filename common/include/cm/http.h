@@ -108,13 +108,22 @@ void cm_http_stop(cm_http_t *srv);
 /* ---- routing (pure, exposed for tests and the gateway) ----------------- */
 
 /**
- * Finds the route for method + path. Returns 0 and sets *out, CM_ENOTFOUND
- * when no route has the path, or CM_ESTATE when the path exists for other
- * methods; then allow (if not NULL) receives "GET, HEAD, POST" style text.
- * path is the request path without the query string; a single trailing
- * slash is ignored on both sides ("/api/me" matches "/api/me/"). HEAD
- * finds the path's GET route unless the table routes HEAD itself, so *out
- * may have method "GET" for a HEAD; Allow lists HEAD right after GET.
+ * Finds the route for method + path. path is the request path without the
+ * query string; a single trailing slash is ignored on both sides ("/api/me"
+ * matches "/api/me/").
+ *
+ * Returns 0 and sets *out; CM_ENOTFOUND when no route has the path; or
+ * CM_ESTATE when the path exists for other methods (the caller answers
+ * 405), and then allow (if not NULL) receives the Allow header's text: the
+ * path's methods, each once, in table order ("GET, HEAD, POST").
+ *
+ * HEAD falls back to GET (RFC 9110: HEAD is GET without the body): when
+ * the table has no HEAD route for the path, a HEAD request finds the
+ * path's GET route, so *out may have method "GET" for a HEAD and the
+ * server sends that handler's headers without its body. For the same
+ * reason Allow lists HEAD right after GET for a path that has a GET route
+ * and no HEAD route of its own; a table that routes HEAD itself lists it
+ * in its own place. A path with no GET route does not answer HEAD.
  */
 int cm_route_find(const cm_route_t *routes, size_t n, const char *method, const char *path,
                   const cm_route_t **out, cm_buf_t *allow);

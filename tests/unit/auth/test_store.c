@@ -63,10 +63,11 @@ static int count1(cm_db_pool_t *pool, const char *sql, const char *p0)
     assert_int_equal(cm_db_acquire(pool, &db), 0);
     const char *p[1] = {p0};
     assert_int_equal(cm_db_exec(db, sql, 1, p, &r), 0);
-    int n = atoi(PQgetvalue(r, 0, 0));
+    long long n = -1;
+    assert_int_equal(cm_strtonum(PQgetvalue(r, 0, 0), 0, INT32_MAX, &n), 0);
     PQclear(r);
     cm_db_release(db);
-    return n;
+    return (int)n;
 }
 
 typedef struct names {

@@ -197,7 +197,9 @@ static void prepared_statements_are_prepared_once_and_reused(void **state)
         const char *const params[] = {a, "5"};
         PGresult *r = NULL;
         assert_int_equal(cm_db_prepared(db, name, sql, 2, params, &r), 0);
-        assert_int_equal(atoi(PQgetvalue(r, 0, 0)), i * 10 + 5);
+        long long sum = -1;
+        assert_int_equal(cm_strtonum(PQgetvalue(r, 0, 0), INT32_MIN, INT32_MAX, &sum), 0);
+        assert_int_equal(sum, i * 10 + 5);
         PQclear(r);
     }
     const char *const n[] = {name};
@@ -377,7 +379,7 @@ static void a_release_wakes_a_waiting_acquire(void **state)
     struct waiter w = {.pool = pool, .rc = 1};
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, wait_for_connection, &w), 0);
-    usleep(300 * 1000);
+    t_sleep_ms(300);
     cm_db_release(held);
     assert_int_equal(pthread_join(th, NULL), 0);
     assert_int_equal(w.rc, 0);
@@ -567,12 +569,20 @@ struct tx_ctx {
     const char *table;  /* for the rival transaction */
 };
 
+/* Raises exactly the SQLSTATE the test named; a context that fails calls without
+ * naming one, or names one with no statement here, is a mistake in the test. */
 static int raise_state(cm_db_t *db, const char *sqlstate)
 {
-    const char *sql = strcmp(sqlstate, "40001") == 0
-                          ? "DO $$ BEGIN RAISE EXCEPTION USING ERRCODE = '40001'; END $$"
-                          : "DO $$ BEGIN RAISE EXCEPTION USING ERRCODE = '40P01'; END $$";
-    return cm_db_exec(db, sql, 0, NULL, NULL);
+    static const char *const raise[][2] = {
+        {"40001", "DO $$ BEGIN RAISE EXCEPTION USING ERRCODE = '40001'; END $$"},
+        {"40P01", "DO $$ BEGIN RAISE EXCEPTION USING ERRCODE = '40P01'; END $$"},
+    };
+    assert_non_null(sqlstate);
+    for (size_t i = 0; i < sizeof raise / sizeof raise[0]; i++)
+        if (strcmp(sqlstate, raise[i][0]) == 0)
+            return cm_db_exec(db, raise[i][1], 0, NULL, NULL);
+    fail_msg("raise_state: no statement raises SQLSTATE %s", sqlstate);
+    return CM_EINVAL;
 }
 
 static int insert_or_raise(cm_db_t *db, void *arg)

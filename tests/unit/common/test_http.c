@@ -110,6 +110,21 @@ static void on_cacheable(cm_req_t *rq, void *ctx)
     cm_reply_json(rq, 200, json_pack("{s:s}", "keys", "public"));
 }
 
+/* A handler bug: answers with the status named in ?status= (outside 200-599 in the tests). */
+static void on_bad_status(cm_req_t *rq, void *ctx)
+{
+    (void)ctx;
+    const char *text = NULL;
+    long long status = 0;
+    if (cm_req_query_param(rq, "status", 8, &text) != 0 ||
+        cm_strtonum(text, -1000, 1000, &status) != 0) {
+        cm_reply_problem(rq, 400, NULL, "status", NULL);
+        return;
+    }
+    cm_reply_header(rq, "X-Handler", "kept");
+    cm_reply_raw(rq, (int)status, "text/html", "<b>handler body</b>", 19);
+}
+
 static const cm_route_t routes[] = {
     {"GET", "/api/hello/", on_hello, 0},
     {"POST", "/api/echo", on_echo, 0},
@@ -122,6 +137,7 @@ static const cm_route_t routes[] = {
     {"POST", "/api/counted", on_echo, 0},
     {"GET", "/api/cacheable", on_cacheable, 0},
     {"GET", "/api/secret-cacheable", on_cacheable, CM_ROUTE_NO_STORE},
+    {"GET", "/api/bad-status", on_bad_status, 0},
 };
 
 static bool is_ready(void *ctx, cm_buf_t *why)
@@ -707,6 +723,30 @@ static void handler_that_forgets_to_reply_gets_500_problem(void **state)
     assert_still_answering(fx);
 }
 
+static void handler_replying_with_a_status_outside_200_to_599_gets_500_problem(void **state)
+{
+    fixture_t *fx = *state;
+    const char *paths[] = {"/api/bad-status?status=0", "/api/bad-status?status=101",
+                           "/api/bad-status?status=199", "/api/bad-status?status=600",
+                           "/api/bad-status?status=-1"};
+    for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
+        t_resp_t r;
+        get(fx, paths[i], NULL, &r);
+        assert_problem(&r, 500);
+        assert_null(strstr(r.body, "handler body"));
+        assert_int_equal(json_integer_value(json_object_get(r.json, "status")), 500);
+        t_resp_dispose(&r);
+    }
+    /* The edges of the range are the handler's own answers. */
+    t_resp_t r;
+    get(fx, "/api/bad-status?status=599", NULL, &r);
+    assert_int_equal(r.status, 599);
+    assert_string_equal(r.content_type, "text/html");
+    assert_string_equal(r.body, "<b>handler body</b>");
+    t_resp_dispose(&r);
+    assert_still_answering(fx);
+}
+
 static void header_values_with_line_breaks_are_refused(void **state)
 {
     fixture_t *fx = *state;
@@ -848,12 +888,12 @@ static void chunked_bodies_are_read_and_capped(void **state)
     req = "POST /api/echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
           "Transfer-Encoding: chunked\r\n\r\n";
     raw_send(s, req, strlen(req));
-    char chunk[1024 + 16];
-    memset(chunk, ' ', sizeof chunk);
-    memcpy(chunk, "400\r\n", 5);
-    memcpy(chunk + 5 + 1024, "\r\n", 2);
+    /* One chunk of 0x400 spaces: size line, data, CRLF. */
+    char chunk[5 + 1024 + 2 + 1];
+    int len = snprintf(chunk, sizeof chunk, "400\r\n%1024s\r\n", "");
+    assert_int_equal(len, 5 + 1024 + 2);
     for (int i = 0; i < 20; i++) /* 20 KiB, never terminated: must not be awaited */
-        raw_send(s, chunk, 5 + 1024 + 2);
+        raw_send(s, chunk, (size_t)len);
     answer = raw_read_answer(s, 4000);
     assert_status_line(answer, 413);
     free(answer);
@@ -1081,6 +1121,7 @@ int main(void)
         T(methods_civetweb_does_not_know_get_405_with_allow_or_404),
         T(cache_control_set_by_a_handler_passes_unless_no_store_applies),
         T(handler_that_forgets_to_reply_gets_500_problem),
+        T(handler_replying_with_a_status_outside_200_to_599_gets_500_problem),
         T(header_values_with_line_breaks_are_refused),
         T(query_parameters_are_decoded_and_capped),
         T(valid_json_body_reaches_the_handler),

@@ -133,7 +133,7 @@ static json_t *claims_at(long exp_off, long nbf_off)
     int64_t now = now_s();
     return json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I}", "iss", ISS, "aud", AUD, "sub", SUB,
                      "username", "ada", "jti", "j-1", "iat", (json_int_t)now, "nbf",
-                     (json_int_t)(now + nbf_off), "exp", (json_int_t)(now + exp_off));
+                     (json_int_t)now + nbf_off, "exp", (json_int_t)now + exp_off);
 }
 
 /* ---- signing and verifying ---------------------------------------------------------- */

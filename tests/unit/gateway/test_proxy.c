@@ -171,9 +171,15 @@ static void forwarded_for_from_a_trusted_proxy_is_appended_and_names_the_client(
     /* IPv4-mapped IPv6 peers match their IPv4 entry. */
     gw_client_addr(a, "::ffff:10.0.0.2", "198.51.100.8", &trusted, &ip, &xff);
     assert_string_equal(ip, "198.51.100.8");
+    assert_string_equal(xff, "198.51.100.8, 10.0.0.2");
     /* One client is one address, however it is written (one rate-limit bucket). */
     gw_client_addr(a, "10.0.0.2", "2001:0DB8:0000::0001", &trusted, &ip, &xff);
     assert_string_equal(ip, "2001:db8::1");
+    assert_string_equal(xff, "2001:db8::1, 10.0.0.2");
+    /* X-Forwarded-For names the client as X-Real-IP does, and every hop canonical. */
+    gw_client_addr(a, "10.0.0.2", "::ffff:1.2.3.4, ::FFFF:10.0.0.3", &trusted, &ip, &xff);
+    assert_string_equal(ip, "1.2.3.4");
+    assert_string_equal(xff, "1.2.3.4, 10.0.0.3, 10.0.0.2");
     gw_client_addr(a, "::ffff:203.0.113.9", NULL, &trusted, &ip, &xff);
     assert_string_equal(ip, "203.0.113.9");
     cm_arena_free(a);

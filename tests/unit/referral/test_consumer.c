@@ -228,6 +228,11 @@ static void malformed_events_are_eparse_and_change_nothing(void **state)
     const char *bad[][2] = {
         {"user_id", "not-a-uuid"},
         {"registered_at", "2026-02-30T10:00:00Z"},
+        {"registered_at", "2026-13-01T10:00:00Z"},
+        {"registered_at", "2026-11-27T24:00:00Z"},
+        {"registered_at", "2026-11-27T10:00:60Z"},
+        {"registered_at", "2026-11-+7T10:00:00Z"},
+        {"registered_at", "2026-11-27T10:00:00"},
         {"registered_at", "yesterday"},
         {"username", ""},
         {"referral_code", "ABCDEFGHIJKLMNOPQRSTUVWXYZ"},

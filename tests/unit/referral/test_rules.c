@@ -111,6 +111,22 @@ static void email_aliases_fold_case_dots_and_tags_at_webmail_only(void **state)
     assert_int_equal(ref_email_canonical("@example.com", out, sizeof out), CM_EPARSE);
 }
 
+static void a_local_part_that_strips_to_nothing_is_refused_and_aliases_nobody(void **state)
+{
+    (void)state;
+    char out[300];
+    memset(out, 'x', sizeof out);
+    assert_int_equal(ref_email_canonical("+x@GMail.com", out, sizeof out), CM_EPARSE);
+    assert_int_equal(ref_email_canonical("..+tag@googlemail.com", out, sizeof out), CM_EPARSE);
+    assert_int_equal(ref_email_canonical("+ref@outlook.com", out, sizeof out), CM_EPARSE);
+    /* Before the fix both were "@gmail.com": every such address aliased every other. */
+    assert_false(ref_email_alias("+x@gmail.com", "+y@gmail.com"));
+    assert_false(ref_email_alias("+x@gmail.com", "ada@gmail.com"));
+    /* Outside the webmail list a +tag is part of the mailbox name and stays. */
+    assert_int_equal(ref_email_canonical("+x@Example.com", out, sizeof out), 0);
+    assert_string_equal(out, "+x@example.com");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -119,6 +135,7 @@ int main(void)
         cmocka_unit_test(bad_rules_are_refused_with_a_reason),
         cmocka_unit_test(disposable_domains_match_case_insensitively_and_by_parent),
         cmocka_unit_test(email_aliases_fold_case_dots_and_tags_at_webmail_only),
+        cmocka_unit_test(a_local_part_that_strips_to_nothing_is_refused_and_aliases_nobody),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
