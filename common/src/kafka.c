@@ -211,7 +211,7 @@ static rd_kafka_conf_t *producer_conf(const char *bootstrap, const char *client_
 
 cm_producer_t *cm_producer_new(const char *bootstrap, const char *client_id, int *err)
 {
-    int dummy;
+    int dummy = 0;
     err = err ? err : &dummy;
     *err = CM_EINVAL;
     if (!bootstrap || !bootstrap[0])
@@ -264,7 +264,9 @@ static int produce_async(cm_producer_t *p, const char *topic, const char *key, s
     delivery_t *d = delivery_new();
     rd_kafka_resp_err_t err = rd_kafka_producev(
         p->rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-        RD_KAFKA_V_KEY(key, key_len), RD_KAFKA_V_VALUE((void *)(uintptr_t)value, len),
+        /* librdkafka's macros cast to void * (the data is copied): keep const out of sight. */
+        RD_KAFKA_V_KEY((void *)(uintptr_t)key, key_len),
+        RD_KAFKA_V_VALUE((void *)(uintptr_t)value, len),
         RD_KAFKA_V_OPAQUE(d), RD_KAFKA_V_END);
     if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
         CM_WARN(NULL, "kafka produce to %s: %s", topic, rd_kafka_err2str(err));
@@ -460,7 +462,7 @@ static void relay_idle(cm_outbox_relay_t *r, int timeout_ms)
 static int publish_rows(cm_outbox_relay_t *r, PGresult *res, cm_buf_t *ids, int *sent)
 {
     int n = PQntuples(res);
-    delivery_t **d = cm_xcalloc((size_t)n + 1, sizeof *d);
+    delivery_t **d = cm_xcalloc((size_t)n + 1, sizeof(delivery_t *));
     int rc = 0;
     for (int i = 0; i < n; i++) {
         int e = produce_async(r->producer, PQgetvalue(res, i, 1), PQgetvalue(res, i, 2),
@@ -622,7 +624,7 @@ static int open_self_pipe(int fds[2])
 
 cm_outbox_relay_t *cm_outbox_relay_start(const cm_outbox_config_t *cfg, int *err)
 {
-    int dummy;
+    int dummy = 0;
     err = err ? err : &dummy;
     *err = CM_EINVAL;
     if (!cfg || !cfg->conninfo || !cfg->pool || !cfg->producer || !valid_channel(cfg->channel) ||
@@ -1102,7 +1104,7 @@ static void consumer_metrics(cm_consumer_t *c, cm_metrics_t *m)
 
 cm_consumer_t *cm_consumer_start(const cm_consumer_config_t *cfg, int *err)
 {
-    int dummy;
+    int dummy = 0;
     err = err ? err : &dummy;
     *err = CM_EINVAL;
     if (!valid_consumer_config(cfg))
