@@ -74,10 +74,10 @@ lint: deps
 	tests/lint/run
 
 format:
-	clang-format -i $(C_FILES)
+	@clang-format -i $(C_FILES)
 
 format-check:
-	clang-format --dry-run --Werror $(C_FILES)
+	@clang-format --dry-run --Werror $(C_FILES) && echo "format-check: $(words $(C_FILES)) files follow .clang-format"
 
 # Stop the stacks and databases that may run from the trees before deleting
 # them, so nothing is left running with its files gone.

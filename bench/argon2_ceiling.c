@@ -68,8 +68,9 @@ static int parse_params(int argc, char **argv, bench_params_t *p)
             n = -1;
     }
     if (ops < 0 || kib < 8 || n < 0 || argc > 2) {
-        fprintf(stderr, "usage: linktr-bench-argon2 [verifies 1-%d] "
-                        "(ARGON2_OPSLIMIT 1-64, ARGON2_MEMLIMIT_KIB >= 8)\n",
+        fprintf(stderr,
+                "usage: linktr-bench-argon2 [verifies 1-%d] "
+                "(ARGON2_OPSLIMIT 1-64, ARGON2_MEMLIMIT_KIB >= 8)\n",
                 MAX_VERIFIES);
         return -1;
     }

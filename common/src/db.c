@@ -84,8 +84,8 @@ static int fail_with(cm_db_t *db, PGresult *r)
         msg = "data exception (message withheld: it may quote a parameter)";
     /* A unique violation is an expected answer (duplicate registration), not a fault. */
     cm_log_level_t level = sqlstate_is(db->sqlstate, "23505") ? CM_LOG_DEBUG : CM_LOG_WARN;
-    CM_LOG(level, NULL, "db: query failed: sqlstate %s: %s", db->sqlstate[0] ? db->sqlstate : "none",
-           msg);
+    CM_LOG(level, NULL, "db: query failed: sqlstate %s: %s",
+           db->sqlstate[0] ? db->sqlstate : "none", msg);
     PQclear(r);
     if (PQstatus(db->conn) != CONNECTION_OK || sqlstate_unavailable(db->sqlstate)) {
         db->broken = true;

@@ -895,23 +895,12 @@ static int start_civetweb(cm_http_t *srv, const cm_http_config_t *cfg)
     snprintf(threads, sizeof threads, "%d", cfg->threads ? cfg->threads : 8);
     snprintf(timeout, sizeof timeout, "%d",
              cfg->request_timeout_ms ? cfg->request_timeout_ms : 10000);
-    const char *options[] = {"listening_ports",
-                             ports,
-                             "num_threads",
-                             threads,
-                             "request_timeout_ms",
-                             timeout,
-                             "enable_keep_alive",
-                             "yes",
-                             "max_request_size",
-                             MAX_REQUEST_HEAD,
-                             "tcp_nodelay",
-                             "1",
+    const char *options[] = {"listening_ports", ports, "num_threads", threads, "request_timeout_ms",
+                             timeout, "enable_keep_alive", "yes", "max_request_size",
+                             MAX_REQUEST_HEAD, "tcp_nodelay", "1",
                              /* Empty: civetweb must not answer CORS preflights
                                 itself (with "*"); services decide. */
-                             "access_control_allow_origin",
-                             "",
-                             NULL};
+                             "access_control_allow_origin", "", NULL};
     struct mg_callbacks cb;
     memset(&cb, 0, sizeof cb);
     cb.log_message = on_civetweb_log;

@@ -266,8 +266,7 @@ static int produce_async(cm_producer_t *p, const char *topic, const char *key, s
         p->rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
         /* librdkafka's macros cast to void * (the data is copied): keep const out of sight. */
         RD_KAFKA_V_KEY((void *)(uintptr_t)key, key_len),
-        RD_KAFKA_V_VALUE((void *)(uintptr_t)value, len),
-        RD_KAFKA_V_OPAQUE(d), RD_KAFKA_V_END);
+        RD_KAFKA_V_VALUE((void *)(uintptr_t)value, len), RD_KAFKA_V_OPAQUE(d), RD_KAFKA_V_END);
     if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
         CM_WARN(NULL, "kafka produce to %s: %s", topic, rd_kafka_err2str(err));
         delivery_put(d);

@@ -16,7 +16,7 @@
 
 static const char *const topics[] = {
     "user.registered",    "user.verified",  "reset.requested", "password.changed",
-    "referral.converted", "reward.granted", "mail.dead", "verify.requested",
+    "referral.converted", "reward.granted", "mail.dead",       "verify.requested",
 };
 enum { NTOPICS = sizeof topics / sizeof topics[0], TIMEOUT_MS = 30000 };
 
@@ -66,7 +66,8 @@ static int report(rd_kafka_event_t *ev)
         else if (e == RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS)
             printf("exists  %s\n", name);
         else {
-            fprintf(stderr, "linktr-topics: %s: %s\n", name, rd_kafka_topic_result_error_string(tr[i]));
+            fprintf(stderr, "linktr-topics: %s: %s\n", name,
+                    rd_kafka_topic_result_error_string(tr[i]));
             rc = -1;
         }
     }
@@ -105,7 +106,8 @@ int main(int argc, char **argv)
     int partitions = 6, replication = 1;
     if (argc < 2 || argc > 4 || (argc > 2 && parse_count(argv[2], 1000, &partitions) != 0) ||
         (argc > 3 && parse_count(argv[3], 10, &replication) != 0)) {
-        fprintf(stderr, "usage: linktr-topics BOOTSTRAP [PARTITIONS(1-1000) [REPLICATION(1-10)]]\n");
+        fprintf(stderr,
+                "usage: linktr-topics BOOTSTRAP [PARTITIONS(1-1000) [REPLICATION(1-10)]]\n");
         return 2;
     }
     rd_kafka_t *rk = admin_client(argv[1]);

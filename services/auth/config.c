@@ -45,8 +45,8 @@ static void load_jwt(cm_cfg_t *c, auth_config_t *cfg)
 
 static void load_hashing(cm_cfg_t *c, auth_config_t *cfg)
 {
-    cfg->argon2_opslimit = (unsigned long long)cm_cfg_int(
-        c, "ARGON2_OPSLIMIT", 2, crypto_pwhash_OPSLIMIT_MIN, 64);
+    cfg->argon2_opslimit =
+        (unsigned long long)cm_cfg_int(c, "ARGON2_OPSLIMIT", 2, crypto_pwhash_OPSLIMIT_MIN, 64);
     long long kib = cm_cfg_int(c, "ARGON2_MEMLIMIT_KIB", 19456, 8, 4 * 1024 * 1024);
     cfg->argon2_memlimit = (size_t)kib * 1024u;
     cfg->hash_workers = (int)cm_cfg_int(c, "HASH_WORKERS", 0, 0, 256);
@@ -66,8 +66,7 @@ int auth_config_load(auth_config_t *cfg)
     if (!cfg->database_url)
         cm_cfg_error(&c, "DATABASE_URL", "required");
     cfg->kafka_bootstrap = cm_cfg_str_required(&c, "KAFKA_BOOTSTRAP");
-    cfg->public_base_url = cm_cfg_url(&c, "PUBLIC_BASE_URL", "http://127.0.0.1:8000",
-                                      http_schemes);
+    cfg->public_base_url = cm_cfg_url(&c, "PUBLIC_BASE_URL", "http://127.0.0.1:8000", http_schemes);
     trim_slash(cfg->public_base_url);
     load_jwt(&c, cfg);
     load_seal_key(&c, cfg);
@@ -86,9 +85,15 @@ void auth_config_dispose(auth_config_t *cfg)
 {
     if (!cfg)
         return;
-    char **strings[] = {&cfg->bind, &cfg->database_url, &cfg->kafka_bootstrap,
-                        &cfg->public_base_url, &cfg->jwt_private_key_file, &cfg->jwt_key_id,
-                        &cfg->jwt_issuer, &cfg->jwt_audience, &cfg->jwt_public_keys};
+    char **strings[] = {&cfg->bind,
+                        &cfg->database_url,
+                        &cfg->kafka_bootstrap,
+                        &cfg->public_base_url,
+                        &cfg->jwt_private_key_file,
+                        &cfg->jwt_key_id,
+                        &cfg->jwt_issuer,
+                        &cfg->jwt_audience,
+                        &cfg->jwt_public_keys};
     for (size_t i = 0; i < sizeof strings / sizeof strings[0]; i++) {
         free(*strings[i]);
         *strings[i] = NULL;

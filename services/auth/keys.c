@@ -83,8 +83,8 @@ int auth_keys_load(auth_app_t *app)
                  cfg->jwt_private_key_file, cm_strerror(rc));
         return rc;
     }
-    app->signer = cm_jwt_signer_new(pem, len, cfg->jwt_key_id, cfg->jwt_issuer,
-                                    cfg->jwt_audience, cfg->access_ttl_s, &rc);
+    app->signer = cm_jwt_signer_new(pem, len, cfg->jwt_key_id, cfg->jwt_issuer, cfg->jwt_audience,
+                                    cfg->access_ttl_s, &rc);
     if (!app->signer) {
         rc = rc ? rc : CM_ECRYPTO;
         CM_ERROR(NULL, "config: JWT_PRIVATE_KEY_FILE: not an EC P-256 private key");

@@ -37,8 +37,10 @@ static double hash_depth(void *ctx)
 
 static int open_db(auth_app_t *app)
 {
-    cm_db_config_t dc = {.conninfo = app->cfg->database_url, .size = app->cfg->db_pool_size,
-                         .acquire_timeout_ms = 2000, .connect_timeout_s = 3,
+    cm_db_config_t dc = {.conninfo = app->cfg->database_url,
+                         .size = app->cfg->db_pool_size,
+                         .acquire_timeout_ms = 2000,
+                         .connect_timeout_s = 3,
                          .statement_timeout_ms = 10000};
     int rc = 0;
     app->db = cm_db_pool_new(&dc, &rc);
@@ -53,8 +55,10 @@ static int open_db(auth_app_t *app)
 static int start_workers(auth_app_t *app, running_t *run)
 {
     const auth_config_t *cfg = app->cfg;
-    cm_hashpool_config_t hc = {.workers = cfg->hash_workers, .queue_cap = cfg->hash_queue,
-                               .opslimit = cfg->argon2_opslimit, .memlimit = cfg->argon2_memlimit};
+    cm_hashpool_config_t hc = {.workers = cfg->hash_workers,
+                               .queue_cap = cfg->hash_queue,
+                               .opslimit = cfg->argon2_opslimit,
+                               .memlimit = cfg->argon2_memlimit};
     int rc = 0;
     if (!(app->hash = cm_hashpool_new(&hc, &rc)))
         return rc ? rc : CM_EINVAL;
@@ -64,8 +68,11 @@ static int start_workers(auth_app_t *app, running_t *run)
     cm_metrics_gauge_fn(run->metrics, "linktr_hashpool_queue_depth",
                         "Password hashing jobs waiting", hash_depth, app);
     auth_metrics_register(app, run->metrics);
-    cm_outbox_config_t oc = {.conninfo = cfg->database_url, .channel = "auth_outbox",
-                             .pool = app->db, .producer = app->producer, .batch = 100,
+    cm_outbox_config_t oc = {.conninfo = cfg->database_url,
+                             .channel = "auth_outbox",
+                             .pool = app->db,
+                             .producer = app->producer,
+                             .batch = 100,
                              .metrics = run->metrics};
     if (!(run->relay = cm_outbox_relay_start(&oc, &rc)))
         return rc ? rc : CM_EINVAL;
@@ -74,11 +81,18 @@ static int start_workers(auth_app_t *app, running_t *run)
 
 static int start_http(auth_app_t *app, running_t *run)
 {
-    cm_http_config_t hc = {.service = "auth", .bind = app->cfg->bind, .port = app->cfg->port,
-                           .threads = app->cfg->http_threads, .max_body = CM_MAX_BODY,
-                           .request_timeout_ms = 10000, .routes = auth_routes,
-                           .nroutes = auth_nroutes, .ctx = app, .ready = auth_ready,
-                           .ready_ctx = app, .metrics = run->metrics};
+    cm_http_config_t hc = {.service = "auth",
+                           .bind = app->cfg->bind,
+                           .port = app->cfg->port,
+                           .threads = app->cfg->http_threads,
+                           .max_body = CM_MAX_BODY,
+                           .request_timeout_ms = 10000,
+                           .routes = auth_routes,
+                           .nroutes = auth_nroutes,
+                           .ctx = app,
+                           .ready = auth_ready,
+                           .ready_ctx = app,
+                           .metrics = run->metrics};
     int rc = 0;
     run->http = cm_http_start(&hc, &rc);
     if (!run->http)

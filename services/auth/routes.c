@@ -85,11 +85,11 @@ static json_t *user_json(const auth_app_t *app, const auth_user_t *u)
     cm_buf_puts(&link, u->referral_code);
     char created[32];
     cm_format_time(u->created_us, created);
-    json_t *o = json_pack("{s:s, s:s, s:s, s:b, s:s, s:s, s:s?, s:s}", "id", u->id, "username",
-                          u->username, "email", u->email, "email_verified", u->email_verified,
-                          "referral_code", u->referral_code, "referral_link", link.data,
-                          "referred_by", u->referred_by[0] ? u->referred_by : NULL,
-                          "created_at", created);
+    json_t *o =
+        json_pack("{s:s, s:s, s:s, s:b, s:s, s:s, s:s?, s:s}", "id", u->id, "username", u->username,
+                  "email", u->email, "email_verified", u->email_verified, "referral_code",
+                  u->referral_code, "referral_link", link.data, "referred_by",
+                  u->referred_by[0] ? u->referred_by : NULL, "created_at", created);
     cm_buf_dispose(&link);
     return o;
 }
@@ -104,9 +104,9 @@ static void reply_tokens(cm_req_t *rq, const auth_app_t *app, const auth_user_t 
         reply_failure(rq, rc, "jwt sign");
         return;
     }
-    json_t *o = json_pack("{s:s, s:s, s:s, s:i, s:o}", "access", access, "refresh", refresh,
-                          "token_type", "Bearer", "expires_in", app->cfg->access_ttl_s, "user",
-                          user_json(app, u));
+    json_t *o =
+        json_pack("{s:s, s:s, s:s, s:i, s:o}", "access", access, "refresh", refresh, "token_type",
+                  "Bearer", "expires_in", app->cfg->access_ttl_s, "user", user_json(app, u));
     sodium_memzero(access, strlen(access));
     free(access);
     cm_reply_json(rq, 200, o);
@@ -152,13 +152,13 @@ static void count(cm_family_t *f, const char *label)
 
 void auth_metrics_register(auth_app_t *app, cm_metrics_t *m)
 {
-    app->logins = cm_metrics_counter(m, "linktr_auth_logins_total",
-                                     "Login attempts by result", "result");
-    app->registrations = cm_metrics_counter(m, "linktr_auth_registrations_total",
-                                            "Accounts created", NULL);
-    app->reuse = cm_metrics_counter(m, "linktr_auth_refresh_reuse_total",
-                                    "Rotated refresh tokens presented again (family revoked)",
-                                    NULL);
+    app->logins =
+        cm_metrics_counter(m, "linktr_auth_logins_total", "Login attempts by result", "result");
+    app->registrations =
+        cm_metrics_counter(m, "linktr_auth_registrations_total", "Accounts created", NULL);
+    app->reuse =
+        cm_metrics_counter(m, "linktr_auth_refresh_reuse_total",
+                           "Rotated refresh tokens presented again (family revoked)", NULL);
 }
 
 /* ---- exposed pure helpers --------------------------------------------------------- */
@@ -247,8 +247,8 @@ static void check_register(json_t *body, reg_input_t *in, json_t *errors)
         auth_validate_password(in->password, in->plen, names_ok ? in->username : NULL,
                                names_ok ? in->email : NULL, &msg) != 0)
         cm_errors_add(errors, "password", msg);
-    if (get_string(body, "referral_code", false, errors, &in->code, &in->clen) == 0 &&
-        in->code && in->clen > 0 && !auth_code_normalize(in->code, in->clen, in->normalized_code))
+    if (get_string(body, "referral_code", false, errors, &in->code, &in->clen) == 0 && in->code &&
+        in->clen > 0 && !auth_code_normalize(in->code, in->clen, in->normalized_code))
         cm_errors_add(errors, "referral_code", "Unknown referral code.");
 }
 
@@ -294,9 +294,12 @@ static void create_user(cm_req_t *rq, const auth_app_t *app, const reg_input_t *
         return;
     }
     auth_client_ip(cm_req_peer(rq), cm_req_header(rq, "X-Forwarded-For"), ip);
-    auth_new_user_t nu = {.username = in->username, .email = in->email, .password_hash = pwhash,
+    auth_new_user_t nu = {.username = in->username,
+                          .email = in->email,
+                          .password_hash = pwhash,
                           .referral_code = in->normalized_code[0] ? in->normalized_code : NULL,
-                          .ip = ip[0] ? ip : NULL, .verify_hash = token_hash,
+                          .ip = ip[0] ? ip : NULL,
+                          .verify_hash = token_hash,
                           .verify_sealed = sealed};
     auth_user_t u;
     const char *field = NULL;
@@ -338,8 +341,7 @@ out:
 /* ---- login -------------------------------------------------------------------------- */
 
 /* The throttle is per account; unknown names get their own key, so behaviour is the same. */
-static void throttle_key(const auth_user_t *u, bool found, const char *ident, char *out,
-                         size_t cap)
+static void throttle_key(const auth_user_t *u, bool found, const char *ident, char *out, size_t cap)
 {
     if (found) {
         snprintf(out, cap, "user:%s", u->id);
@@ -443,8 +445,8 @@ static void on_login(cm_req_t *rq, void *ctx)
         goto out;
     }
     json_decref(errors);
-    if (ilen > LOGIN_MAX_BYTES || plen > LOGIN_MAX_BYTES ||
-        memchr(ident, '\0', ilen) || memchr(pw, '\0', plen))
+    if (ilen > LOGIN_MAX_BYTES || plen > LOGIN_MAX_BYTES || memchr(ident, '\0', ilen) ||
+        memchr(pw, '\0', plen))
         reply_unauthorized(rq, MSG_LOGIN_FAILED); /* can never match an account */
     else
         login(rq, app, ident, pw, plen);
@@ -557,9 +559,10 @@ static void on_forgot(cm_req_t *rq, void *ctx)
     if (rc != 0)
         reply_failure(rq, rc, "forgot password");
     else
-        cm_reply_json(rq, 202, json_pack("{s:s}", "detail",
-                                         "If an account with that email exists, a password "
-                                         "reset link has been sent to it."));
+        cm_reply_json(rq, 202,
+                      json_pack("{s:s}", "detail",
+                                "If an account with that email exists, a password "
+                                "reset link has been sent to it."));
 out:
     json_decref(body);
 }
@@ -580,8 +583,8 @@ static int one_time_token_or_reply(cm_req_t *rq, json_t *body, json_t *errors, c
     return 0;
 }
 
-static void reset_password(cm_req_t *rq, const auth_app_t *app, const char *hash,
-                           const char *pw, size_t plen)
+static void reset_password(cm_req_t *rq, const auth_app_t *app, const char *hash, const char *pw,
+                           size_t plen)
 {
     auth_user_t u;
     const char *msg = NULL;
@@ -689,12 +692,13 @@ static void on_resend(cm_req_t *rq, void *ctx)
     } else if (rc != 0) {
         reply_failure(rq, rc, "resend verification");
     } else {
-        cm_reply_json(rq, 202, json_pack("{s:s}", "detail",
-                                         "A new verification link has been sent."));
+        cm_reply_json(rq, 202,
+                      json_pack("{s:s}", "detail", "A new verification link has been sent."));
     }
 }
 
-/* ---- me, jwks, readiness ---------------------------------------------------------------------- */
+/* ---- me, jwks, readiness ----------------------------------------------------------------------
+ */
 
 static void on_me(cm_req_t *rq, void *ctx)
 {

@@ -22,9 +22,9 @@ typedef struct auth_app {
     const auth_config_t *cfg;
     cm_db_pool_t *db;
     cm_hashpool_t *hash;
-    cm_producer_t *producer;      /* for /readyz */
+    cm_producer_t *producer; /* for /readyz */
     cm_jwt_signer_t *signer;
-    cm_jwt_verifier_t *verifier;  /* our own public key (+ JWT_PUBLIC_KEYS) */
+    cm_jwt_verifier_t *verifier; /* our own public key (+ JWT_PUBLIC_KEYS) */
     /* Key that derives a refresh token's successor from the token itself, so a
      * retried refresh within the grace window gets the same pair. Derived from
      * the JWT private key, hence equal on every replica. */

@@ -15,7 +15,7 @@
 #define CODE_ATTEMPTS 8
 
 #define USER_SELECT                                                                                \
-    "SELECT u.id, u.username, u.email, u.password_hash, u.referral_code, "                        \
+    "SELECT u.id, u.username, u.email, u.password_hash, u.referral_code, "                         \
     "coalesce(r.referral_code, ''), u.email_verified_at IS NOT NULL, "                             \
     "(extract(epoch FROM u.created_at) * 1000000)::bigint "                                        \
     "FROM users u LEFT JOIN users r ON r.id = u.referred_by "
@@ -74,8 +74,8 @@ static int fetch_user(cm_db_t *db, cm_db_pool_t *pool, const char *name, const c
                       const char *const *params, auth_user_t *out)
 {
     PGresult *r = NULL;
-    int rc = db ? cm_db_prepared(db, name, sql, n, params, &r)
-                : run(pool, name, sql, n, params, &r);
+    int rc =
+        db ? cm_db_prepared(db, name, sql, n, params, &r) : run(pool, name, sql, n, params, &r);
     if (rc != 0)
         return rc;
     rc = PQntuples(r) == 1 ? parse_user(r, 0, out) : CM_ENOTFOUND;
@@ -144,8 +144,8 @@ static int find_referrer(cm_db_t *db, reg_ctx_t *c)
         return 0;
     const char *p[1] = {c->in->referral_code};
     PGresult *r = NULL;
-    int rc = cm_db_prepared(db, "auth_referrer", "SELECT id FROM users WHERE referral_code = $1",
-                            1, p, &r);
+    int rc = cm_db_prepared(db, "auth_referrer", "SELECT id FROM users WHERE referral_code = $1", 1,
+                            p, &r);
     if (rc != 0)
         return rc;
     if (PQntuples(r) != 1) {
@@ -180,8 +180,12 @@ static int insert_user(cm_db_t *db, reg_ctx_t *c)
     const auth_new_user_t *in = c->in;
     for (int attempt = 0; attempt < CODE_ATTEMPTS; attempt++) {
         auth_code_new(c->out->referral_code);
-        const char *p[6] = {in->username, in->email, in->password_hash, c->out->referral_code,
-                            c->referrer_id[0] ? c->referrer_id : NULL, in->ip};
+        const char *p[6] = {in->username,
+                            in->email,
+                            in->password_hash,
+                            c->out->referral_code,
+                            c->referrer_id[0] ? c->referrer_id : NULL,
+                            in->ip};
         PGresult *r = NULL;
         int rc = cm_db_prepared(db, "auth_insert_user", sql, 6, p, &r);
         if (rc == CM_ECONFLICT)
@@ -203,10 +207,9 @@ static int insert_user(cm_db_t *db, reg_ctx_t *c)
 static int insert_token(cm_db_t *db, const char *hash, const char *kind, const char *user_id,
                         int ttl_s, int64_t *expires_us)
 {
-    static const char sql[] =
-        "INSERT INTO one_time_tokens (token_hash, kind, user_id, expires_at) "
-        "VALUES ($1, $2, $3::uuid, now() + make_interval(secs => $4::int)) "
-        "RETURNING (extract(epoch FROM expires_at) * 1000000)::bigint";
+    static const char sql[] = "INSERT INTO one_time_tokens (token_hash, kind, user_id, expires_at) "
+                              "VALUES ($1, $2, $3::uuid, now() + make_interval(secs => $4::int)) "
+                              "RETURNING (extract(epoch FROM expires_at) * 1000000)::bigint";
     char ttl[16];
     snprintf(ttl, sizeof ttl, "%d", ttl_s);
     const char *p[4] = {hash, kind, user_id, ttl};
@@ -224,10 +227,9 @@ static int emit_registered(cm_db_t *db, const reg_ctx_t *c)
     const auth_user_t *u = c->out;
     char at[32];
     cm_format_time(u->created_us, at);
-    json_t *ref = c->referrer_id[0]
-                      ? json_pack("{s:s, s:s}", "user_id", c->referrer_id, "referral_code",
-                                  c->in->referral_code)
-                      : json_null();
+    json_t *ref = c->referrer_id[0] ? json_pack("{s:s, s:s}", "user_id", c->referrer_id,
+                                                "referral_code", c->in->referral_code)
+                                    : json_null();
     json_t *data = json_pack("{s:s, s:s, s:s, s:s, s:o, s:s?, s:s, s:s}", "user_id", u->id,
                              "username", u->username, "email", u->email, "referral_code",
                              u->referral_code, "referred_by", ref, "ip", c->in->ip,
@@ -270,8 +272,8 @@ int auth_store_register(cm_db_pool_t *pool, const auth_new_user_t *in, auth_user
 int auth_store_set_password_hash(cm_db_pool_t *pool, const char *user_id, const char *hash)
 {
     const char *p[2] = {user_id, hash};
-    return run(pool, "auth_set_hash", "UPDATE users SET password_hash = $2 WHERE id = $1::uuid",
-               2, p, NULL);
+    return run(pool, "auth_set_hash", "UPDATE users SET password_hash = $2 WHERE id = $1::uuid", 2,
+               p, NULL);
 }
 
 /* ---- login throttling ------------------------------------------------------------ */
@@ -480,9 +482,9 @@ static int reset_request_tx(cm_db_t *db, void *vctx)
     char at[32];
     cm_format_time(expires_us, at);
     rc = emit(db, CM_EV_RESET_REQUESTED, uid,
-              json_pack("{s:s, s:s, s:s, s:s, s:s}", "user_id", uid, "email",
-                        PQgetvalue(r, 0, 2), "username", PQgetvalue(r, 0, 1),
-                        "reset_token_sealed", c->sealed, "expires_at", at));
+              json_pack("{s:s, s:s, s:s, s:s, s:s}", "user_id", uid, "email", PQgetvalue(r, 0, 2),
+                        "username", PQgetvalue(r, 0, 1), "reset_token_sealed", c->sealed,
+                        "expires_at", at));
     c->issued = rc == 0;
 out:
     PQclear(r);
@@ -498,8 +500,7 @@ int auth_store_reset_request(cm_db_pool_t *pool, const char *email, const char *
     return rc;
 }
 
-int auth_store_token_owner(cm_db_pool_t *pool, const char *kind, const char *hash,
-                           auth_user_t *out)
+int auth_store_token_owner(cm_db_pool_t *pool, const char *kind, const char *hash, auth_user_t *out)
 {
     const char *p[2] = {hash, kind};
     return fetch_user(NULL, pool, "auth_token_owner",

@@ -49,10 +49,10 @@ typedef struct auth_new_user {
     const char *username;
     const char *email;
     const char *password_hash;
-    const char *referral_code;    /* normalized referrer's code, or NULL */
-    const char *ip;               /* validated IP address text, or NULL */
-    const char *verify_hash;      /* SHA-256 hex of the verify token */
-    const char *verify_sealed;    /* the verify token sealed for the mailer */
+    const char *referral_code; /* normalized referrer's code, or NULL */
+    const char *ip;            /* validated IP address text, or NULL */
+    const char *verify_hash;   /* SHA-256 hex of the verify token */
+    const char *verify_sealed; /* the verify token sealed for the mailer */
 } auth_new_user_t;
 
 /** Fetches a user by id (canonical UUID text). */
@@ -62,8 +62,7 @@ CM_MUST_CHECK int auth_store_user_by_id(cm_db_pool_t *pool, const char *id, auth
  * Fetches a user by username or email, ignoring case: text with an '@' is
  * an email (a username cannot hold one), anything else a username.
  */
-CM_MUST_CHECK int auth_store_user_by_login(cm_db_pool_t *pool, const char *ident,
-                                           auth_user_t *out);
+CM_MUST_CHECK int auth_store_user_by_login(cm_db_pool_t *pool, const char *ident, auth_user_t *out);
 
 /** Sets *username_taken / *email_taken (ignoring case). A hint only: the unique indexes decide. */
 CM_MUST_CHECK int auth_store_taken(cm_db_pool_t *pool, const char *username, const char *email,
@@ -136,12 +135,12 @@ CM_MUST_CHECK int auth_store_logout(cm_db_pool_t *pool, const char *hash);
  * token hash and writes reset.requested with the sealed token. *issued
  * says whether it did. Absent accounts are not an error.
  */
-CM_MUST_CHECK int auth_store_reset_request(cm_db_pool_t *pool, const char *email,
-                                           const char *hash, const char *sealed, bool *issued);
+CM_MUST_CHECK int auth_store_reset_request(cm_db_pool_t *pool, const char *email, const char *hash,
+                                           const char *sealed, bool *issued);
 
 /** Finds the owner of an unused, unexpired token of kind ("verify"/"reset"). */
-CM_MUST_CHECK int auth_store_token_owner(cm_db_pool_t *pool, const char *kind,
-                                         const char *hash, auth_user_t *out);
+CM_MUST_CHECK int auth_store_token_owner(cm_db_pool_t *pool, const char *kind, const char *hash,
+                                         auth_user_t *out);
 
 /**
  * In one transaction: uses the reset token (CM_ENOTFOUND when it is

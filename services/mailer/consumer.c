@@ -17,8 +17,8 @@
 #include "store.h"
 
 const char *const mail_topics[] = {CM_EV_USER_REGISTERED, CM_EV_VERIFY_REQUESTED,
-                                   CM_EV_RESET_REQUESTED,  CM_EV_PASSWORD_CHANGED,
-                                   CM_EV_REWARD_GRANTED,   NULL};
+                                   CM_EV_RESET_REQUESTED, CM_EV_PASSWORD_CHANGED,
+                                   CM_EV_REWARD_GRANTED,  NULL};
 
 /* Limits on the values that go into a mail. */
 #define MAX_USERNAME 64

@@ -31,7 +31,7 @@
 
 /* One operation of the spec. */
 typedef struct spec_op {
-    char method[8]; /* upper case */
+    char method[8];      /* upper case */
     char path[MAX_PATH]; /* without a trailing slash */
     int line;
     int security; /* -1 not declared, 0 none, 1 Bearer */
@@ -88,7 +88,7 @@ static int path_key(const char *l, size_t len, char out[MAX_PATH])
 /* Returns the upper-case method when the line is "<method>:", else NULL. */
 static const char *method_key(const char *l, size_t len)
 {
-    static const char *const methods[] = {"get",  "put",     "post",  "delete",
+    static const char *const methods[] = {"get",   "put",     "post", "delete",
                                           "patch", "options", "head", "trace"};
     static const char *const upper[] = {"GET",   "PUT",     "POST", "DELETE",
                                         "PATCH", "OPTIONS", "HEAD", "TRACE"};
@@ -238,8 +238,8 @@ static int spec_in_routes(const spec_t *s, const gw_route_t *routes, size_t n, c
         const spec_op_t *op = &s->ops[i];
         bool routed = false;
         for (size_t j = 0; j < n && !routed; j++)
-            routed = strcmp(routes[j].method, op->method) == 0 &&
-                     strcmp(routes[j].path, op->path) == 0;
+            routed =
+                strcmp(routes[j].method, op->method) == 0 && strcmp(routes[j].path, op->path) == 0;
         if (is_builtin(op->method, op->path) && op->security != 0)
             bad += mismatch(report, cap, "%s %s is a public probe: security must be []\n",
                             op->method, op->path);
@@ -247,14 +247,13 @@ static int spec_in_routes(const spec_t *s, const gw_route_t *routes, size_t n, c
             bad += mismatch(report, cap, "spec operation %s %s (line %d) has no gateway route\n",
                             op->method, op->path, op->line);
         if (spec_find(s, op->method, op->path) != op)
-            bad += mismatch(report, cap, "spec lists %s %s twice (line %d)\n", op->method,
-                            op->path, op->line);
+            bad += mismatch(report, cap, "spec lists %s %s twice (line %d)\n", op->method, op->path,
+                            op->line);
     }
     return bad;
 }
 
-static int compare(const spec_t *s, const gw_route_t *routes, size_t n, char *report,
-                   size_t cap)
+static int compare(const spec_t *s, const gw_route_t *routes, size_t n, char *report, size_t cap)
 {
     report[0] = '\0';
     return routes_in_spec(s, routes, n, report, cap) + spec_in_routes(s, routes, n, report, cap);
@@ -381,8 +380,7 @@ static void parser_refuses_an_operation_without_security(void **state)
     spec_t s;
     spec_parse("paths:\n  /api/me/:\n    get:\n      summary: x\n", &s);
     assert_non_null(strstr(s.error, "openapi.yaml:3: the operation declares no security"));
-    spec_parse("paths:\n  /api/me/:\n    get:\n      security:\n        - bearerAuth: []\n",
-               &s);
+    spec_parse("paths:\n  /api/me/:\n    get:\n      security:\n        - bearerAuth: []\n", &s);
     assert_non_null(strstr(s.error, "openapi.yaml:4: security must be"));
 }
 

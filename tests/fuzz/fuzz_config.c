@@ -42,7 +42,8 @@ static int reference_strtonum(const char *s, long long min, long long max, long 
         else
             mag = mag * 10 + d;
     }
-    unsigned long long limit = neg ? (unsigned long long)LLONG_MAX + 1 : (unsigned long long)LLONG_MAX;
+    unsigned long long limit =
+        neg ? (unsigned long long)LLONG_MAX + 1 : (unsigned long long)LLONG_MAX;
     if (overflow || mag > limit)
         return CM_ERANGE;
     long long v = neg ? (long long)(0 - mag) : (long long)mag;

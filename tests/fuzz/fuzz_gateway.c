@@ -126,7 +126,8 @@ static void fuzz_jwks(const uint8_t *data, size_t size)
     FUZZ_CHECK(added == CM_EPARSE || (added >= 0 && (size_t)added <= json_array_size(keys)));
     size_t i;
     json_t *jwk; /* borrowed */
-    json_array_foreach(keys, i, jwk) {
+    json_array_foreach(keys, i, jwk)
+    {
         char *pem = gw_jwk_to_pem(jwk);
         if (pem) {
             cm_jwt_verifier_t *one = cm_jwt_verifier_new("linktr", "linktr", 0);

@@ -304,7 +304,7 @@ static void check_answer(const struct mg_connection *conn, const char *client_id
     FUZZ_CHECK(cl || status == 204 || status == 304);
     char *id = find_header(head, "X-Request-Id");
     FUZZ_CHECK(id && (cm_request_id_valid(client_id) ? strcmp(id, client_id) == 0
-                                                      : cm_is_uuid(id, strlen(id))));
+                                                     : cm_is_uuid(id, strlen(id))));
     char *ctype = find_header(head, "Content-Type");
     if (status >= 400) {
         FUZZ_CHECK(ctype && strcmp(ctype, "application/problem+json") == 0);

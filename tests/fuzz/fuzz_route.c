@@ -26,11 +26,16 @@ static void on_any(cm_req_t *rq, void *ctx)
 
 /* Shaped like the services' tables: slashes, a root, a method listed twice. */
 static const cm_route_t routes[] = {
-    {"POST", "/api/register/", on_any, 0},  {"POST", "/api/login", on_any, 0},
-    {"GET", "/api/me/", on_any, 0},         {"PATCH", "/api/me", on_any, 0},
-    {"GET", "/api/me", on_any, 0},          {"GET", "/.well-known/jwks.json", on_any, 0},
-    {"GET", "/", on_any, 0},                {"DELETE", "/api/referrals/", on_any, 0},
-    {"GET", "/api/referrals/", on_any, 0},  {"GET", "//", on_any, 0},
+    {"POST", "/api/register/", on_any, 0},
+    {"POST", "/api/login", on_any, 0},
+    {"GET", "/api/me/", on_any, 0},
+    {"PATCH", "/api/me", on_any, 0},
+    {"GET", "/api/me", on_any, 0},
+    {"GET", "/.well-known/jwks.json", on_any, 0},
+    {"GET", "/", on_any, 0},
+    {"DELETE", "/api/referrals/", on_any, 0},
+    {"GET", "/api/referrals/", on_any, 0},
+    {"GET", "//", on_any, 0},
     {"HEAD", "/api/referrals", on_any, 0},
 };
 #define NROUTES (sizeof routes / sizeof routes[0])

@@ -47,7 +47,8 @@ static int read_input(const char *path, uint8_t **out, size_t *len)
     rc = 0;
 out:
     if (rc != 0)
-        fprintf(stderr, "replay: cannot read %s (or it exceeds %d bytes)\n", path, REPLAY_MAX_BYTES);
+        fprintf(stderr, "replay: cannot read %s (or it exceeds %d bytes)\n", path,
+                REPLAY_MAX_BYTES);
     free(buf);
     if (f)
         fclose(f);
@@ -113,7 +114,7 @@ int main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         struct stat st;
         int ran = stat(argv[i], &st) == 0 && S_ISDIR(st.st_mode) ? run_dir(argv[i])
-                                                                  : (run_file(argv[i]) ? -1 : 1);
+                                                                 : (run_file(argv[i]) ? -1 : 1);
         if (ran < 0)
             return 1;
         total += ran;

@@ -203,7 +203,8 @@ static void check_schema(json_t *s, json_t *v, const char *path)
             fail_msg("%s: missing %s", path, json_string_value(json_array_get(req, i)));
     const char *key;
     json_t *member;
-    json_object_foreach(v, key, member) {
+    json_object_foreach(v, key, member)
+    {
         json_t *ps = json_object_get(props, key);
         if (!ps && json_is_false(json_object_get(s, "additionalProperties")))
             fail_msg("%s: unexpected member %s", path, key);
@@ -295,7 +296,6 @@ static char *event_token(const char *user_id, const char *topic, const char *mem
     return tok;
 }
 
-
 /* ---- registration ------------------------------------------------------------------- */
 
 static void register_answers_201_with_the_user_shape(void **state)
@@ -338,7 +338,9 @@ static void duplicate_username_or_email_in_any_case_is_409_naming_the_field(void
     char *upper = cm_xstrdup(str(u, "username"));
     for (char *p = upper; *p; p++)
         *p = (*p >= 'a' && *p <= 'z') ? (char)(*p - 32) : *p;
-    json_t *b = json_pack("{s:s, s:s, s:s}", "username", upper, "email", "x_" "fresh@example.com",
+    json_t *b = json_pack("{s:s, s:s, s:s}", "username", upper, "email",
+                          "x_"
+                          "fresh@example.com",
                           "password", PASSWORD);
     char *fresh = cm_xasprintf("f%s@example.com", t_unique());
     json_object_set_new(b, "email", json_string(fresh));
@@ -355,8 +357,8 @@ static void duplicate_username_or_email_in_any_case_is_409_naming_the_field(void
     assert_field_error(&r, 409, "email");
     assert_null(json_object_get(json_object_get(r.json, "errors"), "username"));
     t_resp_dispose(&r);
-    assert_int_equal(count("SELECT count(*) FROM users WHERE lower(username) = lower($1)",
-                           other, NULL), 0);
+    assert_int_equal(
+        count("SELECT count(*) FROM users WHERE lower(username) = lower($1)", other, NULL), 0);
     free(upper), free(fresh), free(other), free(email);
     json_decref(b);
     json_decref(u);
@@ -388,8 +390,8 @@ static void twenty_parallel_registrations_of_one_name_give_exactly_one_201(void 
     for (int i = 0; i < RACERS; i++) {
         char email[96];
         snprintf(email, sizeof email, "%s_%d@example.com", name, i);
-        racers[i].body = json_pack("{s:s, s:s, s:s}", "username", name, "email", email,
-                                   "password", PASSWORD);
+        racers[i].body =
+            json_pack("{s:s, s:s, s:s}", "username", name, "email", email, "password", PASSWORD);
         assert_int_equal(pthread_create(&th[i], NULL, race, &racers[i]), 0);
     }
     int created = 0, conflicts = 0;
@@ -401,8 +403,8 @@ static void twenty_parallel_registrations_of_one_name_give_exactly_one_201(void 
     }
     assert_int_equal(created, 1);
     assert_int_equal(conflicts, RACERS - 1);
-    assert_int_equal(count("SELECT count(*) FROM users WHERE lower(username) = lower($1)", name,
-                           NULL), 1);
+    assert_int_equal(
+        count("SELECT count(*) FROM users WHERE lower(username) = lower($1)", name, NULL), 1);
 }
 
 static void bad_json_missing_fields_and_wrong_types_are_400_naming_fields(void **state)
@@ -441,8 +443,8 @@ static void invalid_values_are_400_naming_each_field_and_create_nothing(void **s
     (void)state;
     char name[40];
     snprintf(name, sizeof name, "ab");
-    json_t *b = json_pack("{s:s, s:s, s:s}", "username", name, "email", "not-an-email",
-                          "password", "password1");
+    json_t *b = json_pack("{s:s, s:s, s:s}", "username", name, "email", "not-an-email", "password",
+                          "password1");
     t_resp_t r;
     post("/api/register/", b, NULL, &r);
     assert_field_error(&r, 400, "username");
@@ -461,8 +463,8 @@ static void invalid_values_are_400_naming_each_field_and_create_nothing(void **s
     post("/api/register/", u, NULL, &r);
     assert_field_error(&r, 400, "password");
     t_resp_dispose(&r);
-    assert_int_equal(count("SELECT count(*) FROM users WHERE username = $1", str(u, "username"),
-                           NULL), 0);
+    assert_int_equal(
+        count("SELECT count(*) FROM users WHERE username = $1", str(u, "username"), NULL), 0);
     json_decref(u);
 }
 
@@ -479,8 +481,8 @@ static void unknown_referral_code_is_400_and_creates_nothing(void **state)
         assert_field_error(&r, 400, "referral_code");
         t_resp_dispose(&r);
     }
-    assert_int_equal(count("SELECT count(*) FROM users WHERE username = $1", str(u, "username"),
-                           NULL), 0);
+    assert_int_equal(
+        count("SELECT count(*) FROM users WHERE username = $1", str(u, "username"), NULL), 0);
     json_decref(u);
 }
 
@@ -506,7 +508,9 @@ static void a_valid_referral_code_records_referred_by(void **state)
     char *b_id = cm_xstrdup(str(r.json, "id"));
     t_resp_dispose(&r);
     assert_int_equal(count("SELECT count(*) FROM users WHERE id = $1::uuid AND referred_by = "
-                           "$2::uuid", b_id, a_id), 1);
+                           "$2::uuid",
+                           b_id, a_id),
+                     1);
     json_t *env = sent_event(b_id, "user.registered");
     json_t *ref = json_object_get(json_object_get(env, "data"), "referred_by");
     assert_string_equal(str(ref, "user_id"), a_id);
@@ -602,8 +606,8 @@ static void wrong_password_and_unknown_user_get_the_same_401(void **state)
     free(register_ok(u));
     json_t *b1 = json_pack("{s:s, s:s}", "username_or_email", str(u, "username"), "password",
                            "wrong horse battery staple 42");
-    json_t *b2 = json_pack("{s:s, s:s}", "username_or_email", "nobody_by_that_name", "password",
-                           PASSWORD);
+    json_t *b2 =
+        json_pack("{s:s, s:s}", "username_or_email", "nobody_by_that_name", "password", PASSWORD);
     t_resp_t r1, r2;
     post("/api/login/", b1, NULL, &r1);
     post("/api/login/", b2, NULL, &r2);
@@ -643,8 +647,8 @@ static void five_failed_logins_lock_the_account_with_429_and_retry_after(void **
         assert_problem(&r, 401);
         t_resp_dispose(&r);
     }
-    json_t *good = json_pack("{s:s, s:s}", "username_or_email", str(u, "email"), "password",
-                             PASSWORD);
+    json_t *good =
+        json_pack("{s:s, s:s}", "username_or_email", str(u, "email"), "password", PASSWORD);
     post("/api/login/", good, NULL, &r); /* locked even for the right password */
     assert_problem(&r, 429);
     char *ra = t_resp_header(&r, "Retry-After");
@@ -810,7 +814,8 @@ static void logout_revokes_the_family_and_answers_204(void **state)
     json_decref(t0), json_decref(t1), json_decref(u);
 }
 
-/* ---- email verification and password reset ------------------------------------------------------ */
+/* ---- email verification and password reset ------------------------------------------------------
+ */
 
 static void verify_email_with_the_mailed_token_marks_the_user_verified_once(void **state)
 {
@@ -832,8 +837,8 @@ static void verify_email_with_the_mailed_token_marks_the_user_verified_once(void
     post("/api/verify-email/", b, NULL, &r); /* single use */
     assert_field_error(&r, 400, "token");
     t_resp_dispose(&r);
-    assert_int_equal(count("SELECT count(*) FROM outbox WHERE key = $1 AND topic = $2", id,
-                           "user.verified"), 1);
+    assert_int_equal(
+        count("SELECT count(*) FROM outbox WHERE key = $1 AND topic = $2", id, "user.verified"), 1);
     json_t *t = login_ok(str(u, "username"), PASSWORD);
     get("/api/me/", str(t, "access"), &r);
     assert_true(json_is_true(json_object_get(r.json, "email_verified")));
@@ -883,8 +888,9 @@ static void at_most_three_reset_mails_per_account_per_hour(void **state)
         assert_int_equal(r.status, 202);
         t_resp_dispose(&r);
     }
-    assert_int_equal(count("SELECT count(*) FROM outbox WHERE key = $1 AND topic = $2", id,
-                           "reset.requested"), 3);
+    assert_int_equal(
+        count("SELECT count(*) FROM outbox WHERE key = $1 AND topic = $2", id, "reset.requested"),
+        3);
     json_decref(b), json_decref(u);
     free(id);
 }
@@ -916,8 +922,8 @@ static void reset_password_end_to_end_revokes_sessions_and_emits_password_change
     post_refresh("/api/token/refresh/", str(session, "refresh"), &r); /* sessions revoked */
     assert_problem(&r, 401);
     t_resp_dispose(&r);
-    json_t *old = json_pack("{s:s, s:s}", "username_or_email", str(u, "username"), "password",
-                            PASSWORD);
+    json_t *old =
+        json_pack("{s:s, s:s}", "username_or_email", str(u, "username"), "password", PASSWORD);
     post("/api/login/", old, NULL, &r);
     assert_problem(&r, 401);
     t_resp_dispose(&r);
@@ -1041,8 +1047,7 @@ static void instance_start(instance_t *in, const char *const *overrides)
     seal[strcspn(seal, "\r\n")] = '\0';
     const char *keys[] = {"AUTH_DATABASE_URL", "KAFKA_BOOTSTRAP", "JWT_PRIVATE_KEY_FILE",
                           "JWT_KEY_ID"};
-    const char *names[] = {"DATABASE_URL", "KAFKA_BOOTSTRAP", "JWT_PRIVATE_KEY_FILE",
-                           "JWT_KEY_ID"};
+    const char *names[] = {"DATABASE_URL", "KAFKA_BOOTSTRAP", "JWT_PRIVATE_KEY_FILE", "JWT_KEY_ID"};
     char *vars[7];
     for (int i = 0; i < 4; i++) {
         char *v = t_env(ENV, keys[i]);
@@ -1110,8 +1115,7 @@ static void *burst(void *arg)
 static void a_burst_beyond_the_hash_queue_gets_503_with_retry_after(void **state)
 {
     (void)state;
-    static const char *const small[] = {"HASH_WORKERS=1", "HASH_QUEUE=1", "HTTP_THREADS=32",
-                                        NULL};
+    static const char *const small[] = {"HASH_WORKERS=1", "HASH_QUEUE=1", "HTTP_THREADS=32", NULL};
     instance_t in;
     instance_start(&in, small);
     char *u = cm_xasprintf("%s/api/register/", in.base);
@@ -1152,8 +1156,8 @@ static void login_rehashes_when_the_argon2_parameters_changed(void **state)
     assert_non_null(strstr(PQgetvalue(r, 0, 0), "t=2"));
     PQclear(r);
     char *lu = cm_xasprintf("%s/api/login/", in.base);
-    json_t *b = json_pack("{s:s, s:s}", "username_or_email", str(u, "username"), "password",
-                          PASSWORD);
+    json_t *b =
+        json_pack("{s:s, s:s}", "username_or_email", str(u, "username"), "password", PASSWORD);
     t_resp_t resp;
     assert_int_equal(t_post_json(lu, b, NULL, &resp), 0);
     assert_int_equal(resp.status, 200);

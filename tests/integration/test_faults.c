@@ -57,8 +57,8 @@ static bool all_delivered(void *arg)
     users_t *u = arg;
     for (int i = 0; i < u->n; i++) {
         if (t_mail_count(u->emails[i]) < 1 ||
-            t_db_count("SELECT 1 FROM referral.members WHERE user_id = $1::uuid", u->ids[i], NULL) !=
-                1 ||
+            t_db_count("SELECT 1 FROM referral.members WHERE user_id = $1::uuid", u->ids[i],
+                       NULL) != 1 ||
             t_db_count("SELECT 1 FROM referral.referrals WHERE referred_id = $1::uuid", u->ids[i],
                        NULL) != 1)
             return false;
@@ -71,7 +71,8 @@ static void assert_each_effect_exactly_once(users_t *u)
     for (int i = 0; i < u->n; i++) {
         assert_int_equal(t_mail_count(u->emails[i]), 1);
         assert_int_equal(
-            t_db_count("SELECT 1 FROM referral.members WHERE user_id = $1::uuid", u->ids[i], NULL), 1);
+            t_db_count("SELECT 1 FROM referral.members WHERE user_id = $1::uuid", u->ids[i], NULL),
+            1);
     }
     assert_int_equal(t_db_count("SELECT 1 FROM referral.referrals WHERE referrer_id = $1::uuid",
                                 u->referrer_id, NULL),
@@ -225,10 +226,10 @@ static json_t *forged_registration(char user_id[37], char email[96])
     for (int i = 0; i < 8; i++)
         code[i] = (char)(user_id[i] >= 'a' ? 'A' + (user_id[i] - 'a') : user_id[i]);
     code[8] = '\0';
-    json_t *data = json_pack("{s:s, s:s, s:s, s:s, s:n, s:s, s:s, s:s}", "user_id", user_id,
-                             "username", name, "email", email, "referral_code", code,
-                             "referred_by", "ip", "127.0.0.1", "verify_token_sealed", sealed,
-                             "registered_at", when);
+    json_t *data =
+        json_pack("{s:s, s:s, s:s, s:s, s:n, s:s, s:s, s:s}", "user_id", user_id, "username", name,
+                  "email", email, "referral_code", code, "referred_by", "ip", "127.0.0.1",
+                  "verify_token_sealed", sealed, "registered_at", when);
     free(sealed);
     free(pub_text);
     free(pub_path);
@@ -257,14 +258,14 @@ static void the_same_event_produced_twice_has_one_effect(void **state)
     cm_producer_t *p = cm_producer_new(bootstrap, "test-faults", &err);
     assert_non_null(p);
     for (int i = 0; i < 2; i++)
-        assert_int_equal(cm_producer_send(p, CM_EV_USER_REGISTERED, user_id, text, strlen(text), 30000),
-                         0);
+        assert_int_equal(
+            cm_producer_send(p, CM_EV_USER_REGISTERED, user_id, text, strlen(text), 30000), 0);
     struct one_user o = {user_id, email};
     assert_true(t_wait(member_and_mail_present, &o, RECOVERY_MS));
     t_sleep_ms(2000);
     assert_int_equal(t_mail_count(email), 1);
-    assert_int_equal(t_db_count("SELECT 1 FROM referral.members WHERE user_id = $1::uuid", user_id, NULL),
-                     1);
+    assert_int_equal(
+        t_db_count("SELECT 1 FROM referral.members WHERE user_id = $1::uuid", user_id, NULL), 1);
     cm_producer_free(p);
     free(bootstrap);
     free(text);

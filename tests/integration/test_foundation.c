@@ -132,8 +132,8 @@ static void registration_and_login_work_through_the_gateway_and_reach_every_serv
     bool mailed = false, member = false;
     while (cm_now_mono_ms() < deadline && !(mailed && member)) {
         mailed = mailed || mail_contains(email);
-        member = member ||
-                 count_rows("SELECT 1 FROM referral.members WHERE user_id = $1::uuid", user_id) == 1;
+        member = member || count_rows("SELECT 1 FROM referral.members WHERE user_id = $1::uuid",
+                                      user_id) == 1;
         if (!(mailed && member))
             t_sleep_ms(200);
     }

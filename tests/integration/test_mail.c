@@ -211,7 +211,8 @@ static void resend_verification_mails_a_new_link_that_replaces_the_first(void **
         free(tokens[i]);
     }
     /* The resent link verifies; the first one was replaced by it. */
-    assert_true((answers[0] == 200 && answers[1] == 400) || (answers[0] == 400 && answers[1] == 200));
+    assert_true((answers[0] == 200 && answers[1] == 400) ||
+                (answers[0] == 400 && answers[1] == 200));
 
     json_decref(empty);
     free(u);

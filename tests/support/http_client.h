@@ -11,7 +11,7 @@
 /** One answer; t_resp_dispose() frees it. */
 typedef struct t_resp {
     long status;
-    char *body;         /* NUL-terminated */
+    char *body; /* NUL-terminated */
     size_t len;
     char *content_type; /* or NULL */
     char *headers;      /* all response header lines, raw */

@@ -37,7 +37,8 @@ json_t *t_user_body(const char *tag, const char *referral_code)
 {
     static int seq;
     char name[31], email[96];
-    snprintf(name, sizeof name, "%.6s%s_%d", tag, t_unique(), __atomic_add_fetch(&seq, 1, __ATOMIC_SEQ_CST));
+    snprintf(name, sizeof name, "%.6s%s_%d", tag, t_unique(),
+             __atomic_add_fetch(&seq, 1, __ATOMIC_SEQ_CST));
     snprintf(email, sizeof email, "%s@example.com", name);
     json_t *body = json_pack("{s:s, s:s, s:s}", "username", name, "email", email, "password",
                              "correct horse battery staple 42");
@@ -230,7 +231,6 @@ int t_stack_cmd(const char *args)
 
 /* ---- waves ---------------------------------------------------------------------- */
 
-
 #define WAVE_DEADLINE_MS 180000
 #define WAVE_PASSWORD "correct horse battery staple 42"
 
@@ -331,8 +331,9 @@ static bool fill_tokens(t_wave_t *w, char **tokens)
             link += strlen("verify-email?token=");
             for (int i = 0; i < w->n; i++) {
                 if (!tokens[i] && strstr(text, w->emails[i]))
-                    tokens[i] = cm_xstrndup(link, strspn(link, "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-                                                               "abcdefghijklmnopqrstuvwxyz0123456789-_"));
+                    tokens[i] =
+                        cm_xstrndup(link, strspn(link, "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                                       "abcdefghijklmnopqrstuvwxyz0123456789-_"));
             }
         }
         free(text);
@@ -395,8 +396,8 @@ void t_wave_verify(t_wave_t *w, int threads, void (*midway)(void *arg), void *ar
         assert_int_equal(pthread_create(&mid, NULL, call_midway, &m), 0);
     wave_job_t jobs[64];
     for (int t = 0; t < threads; t++)
-        jobs[t] = (wave_job_t){.w = w, .from = t, .step = threads, .tokens = tokens,
-                               .answered = &answered};
+        jobs[t] = (wave_job_t){
+            .w = w, .from = t, .step = threads, .tokens = tokens, .answered = &answered};
     run_threads(jobs, threads, verify_some);
     if (midway)
         pthread_join(mid, NULL);
@@ -408,8 +409,9 @@ void t_wave_verify(t_wave_t *w, int threads, void (*midway)(void *arg), void *ar
 static bool all_counted(void *arg)
 {
     t_wave_t *w = arg;
-    char *v = t_db_value("SELECT successful FROM referral.referral_counters WHERE user_id = $1::uuid",
-                         w->referrer_id);
+    char *v =
+        t_db_value("SELECT successful FROM referral.referral_counters WHERE user_id = $1::uuid",
+                   w->referrer_id);
     long long n = 0;
     bool done = v && cm_strtonum(v, 0, 1LL << 40, &n) == 0 && n >= w->n;
     free(v);
@@ -483,27 +485,40 @@ void t_wave_assert_exact(t_wave_t *w)
     assert_true(t_wait(all_mailed, w, WAVE_DEADLINE_MS));
     t_sleep_ms(2000); /* anything doubled would arrive by now */
     const char *id = w->referrer_id;
-    assert_int_equal(db_number("SELECT count(*) FROM referral.referrals WHERE referrer_id = $1::uuid "
-                               "AND status = 'successful'", id), w->n);
-    assert_int_equal(db_number("SELECT count(*) FROM referral.referrals WHERE referrer_id = $1::uuid",
-                               id), w->n);
+    assert_int_equal(
+        db_number("SELECT count(*) FROM referral.referrals WHERE referrer_id = $1::uuid "
+                  "AND status = 'successful'",
+                  id),
+        w->n);
+    assert_int_equal(
+        db_number("SELECT count(*) FROM referral.referrals WHERE referrer_id = $1::uuid", id),
+        w->n);
     assert_int_equal(db_number("SELECT successful FROM referral.referral_counters "
-                               "WHERE user_id = $1::uuid", id), w->n);
+                               "WHERE user_id = $1::uuid",
+                               id),
+                     w->n);
     /* Defaults: 10 credits per success; milestones 25, 50, 150 at 5, 10, 25. */
     int milestones = (w->n >= 5) + (w->n >= 10) + (w->n >= 25);
     assert_int_equal(db_number("SELECT count(*) FROM referral.rewards WHERE user_id = $1::uuid "
-                               "AND kind = 'credit'", id), w->n);
+                               "AND kind = 'credit'",
+                               id),
+                     w->n);
     assert_int_equal(db_number("SELECT count(*) FROM referral.rewards WHERE user_id = $1::uuid "
-                               "AND kind = 'milestone'", id), milestones);
-    long long credits = 10LL * w->n + (w->n >= 5 ? 25 : 0) + (w->n >= 10 ? 50 : 0) +
-                        (w->n >= 25 ? 150 : 0);
+                               "AND kind = 'milestone'",
+                               id),
+                     milestones);
+    long long credits =
+        10LL * w->n + (w->n >= 5 ? 25 : 0) + (w->n >= 10 ? 50 : 0) + (w->n >= 25 ? 150 : 0);
     assert_int_equal(db_number("SELECT credits FROM referral.referral_counters "
-                               "WHERE user_id = $1::uuid", id), credits);
+                               "WHERE user_id = $1::uuid",
+                               id),
+                     credits);
     int *counts = cm_xcalloc((size_t)w->n, sizeof *counts);
     mail_counts(w, counts);
     for (int i = 0; i < w->n; i++) {
-        assert_int_equal(db_number("SELECT count(*) FROM referral.rewards WHERE user_id = $1::uuid",
-                                   w->ids[i]), 1);
+        assert_int_equal(
+            db_number("SELECT count(*) FROM referral.rewards WHERE user_id = $1::uuid", w->ids[i]),
+            1);
         assert_int_equal(counts[i], 2); /* the verify mail and the welcome-credit mail */
     }
     free(counts);

@@ -72,11 +72,11 @@ int t_stack_cmd(const char *args);
 /** One referrer and the users it referred, registered through the gateway. */
 typedef struct t_wave {
     int n;
-    json_t *referrer;     /* the referrer's user object (owned) */
+    json_t *referrer;        /* the referrer's user object (owned) */
     const char *referrer_id; /* borrowed from referrer */
-    char *referrer_access;    /* owned */
-    char **ids;    /* n user ids (owned) */
-    char **emails; /* n addresses (owned) */
+    char *referrer_access;   /* owned */
+    char **ids;              /* n user ids (owned) */
+    char **emails;           /* n addresses (owned) */
 } t_wave_t;
 
 /**

@@ -56,7 +56,8 @@ void cm_db_pool_free(cm_db_pool_t *pool);
  */
 CM_MUST_CHECK int cm_db_acquire(cm_db_pool_t *pool, cm_db_t **out);
 
-/** Returns a connection to the pool; a broken one (or one left inside a transaction) is closed. NULL-safe. */
+/** Returns a connection to the pool; a broken one (or one left inside a transaction) is closed.
+ * NULL-safe. */
 void cm_db_release(cm_db_t *db);
 
 /** The libpq connection, for what this module does not wrap (LISTEN). */
@@ -67,8 +68,8 @@ PGconn *cm_db_pgconn(cm_db_t *db);
  * returns 0 and, when res is not NULL, a result the caller PQclear()s.
  * On failure returns a CM_E* code and *res is NULL.
  */
-CM_MUST_CHECK int cm_db_exec(cm_db_t *db, const char *sql, int nparams,
-                             const char *const *params, PGresult **res);
+CM_MUST_CHECK int cm_db_exec(cm_db_t *db, const char *sql, int nparams, const char *const *params,
+                             PGresult **res);
 
 /**
  * Like cm_db_exec through a named prepared statement: prepared on this

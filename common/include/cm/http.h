@@ -66,18 +66,18 @@ typedef struct cm_route {
 } cm_route_t;
 
 typedef struct cm_http_config {
-    const char *service;       /* for logs and metrics */
-    const char *bind;          /* listen address, e.g. "127.0.0.1" or "0.0.0.0" */
-    int port;                  /* 1-65535 */
-    int threads;               /* civetweb worker threads */
-    size_t max_body;           /* 0 → CM_MAX_BODY */
-    int request_timeout_ms;    /* slow clients are cut off after this */
-    const cm_route_t *routes;  /* borrowed; must outlive the server */
+    const char *service;      /* for logs and metrics */
+    const char *bind;         /* listen address, e.g. "127.0.0.1" or "0.0.0.0" */
+    int port;                 /* 1-65535 */
+    int threads;              /* civetweb worker threads */
+    size_t max_body;          /* 0 → CM_MAX_BODY */
+    int request_timeout_ms;   /* slow clients are cut off after this */
+    const cm_route_t *routes; /* borrowed; must outlive the server */
     size_t nroutes;
-    void *ctx;                 /* passed to every handler */
-    cm_ready_fn ready;         /* NULL → always ready */
+    void *ctx;         /* passed to every handler */
+    cm_ready_fn ready; /* NULL → always ready */
     void *ready_ctx;
-    cm_metrics_t *metrics;     /* borrowed; NULL → a private registry */
+    cm_metrics_t *metrics; /* borrowed; NULL → a private registry */
 } cm_http_config_t;
 
 /**
@@ -200,8 +200,7 @@ void cm_reply_json(cm_req_t *rq, int status, json_t *body);
 void cm_reply_empty(cm_req_t *rq, int status);
 
 /** Replies with bytes of the given content type. */
-void cm_reply_raw(cm_req_t *rq, int status, const char *content_type, const void *body,
-                  size_t len);
+void cm_reply_raw(cm_req_t *rq, int status, const char *content_type, const void *body, size_t len);
 
 /**
  * Replies application/problem+json (RFC 9457): type about:blank, title,

@@ -25,7 +25,8 @@ void *cm_xreallocarray(void *p, size_t n, size_t size);
 char *cm_xstrdup(const char *s);
 /** Copies len bytes and adds a NUL. Caller free()s. */
 char *cm_xstrndup(const char *s, size_t len);
-/** printf into a new string. Caller free()s. For log and message text only: never SQL, JSON or headers. */
+/** printf into a new string. Caller free()s. For log and message text only: never SQL, JSON or
+ * headers. */
 char *cm_xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* ---- arena: memory that lives exactly as long as one request ---------- */

@@ -16,8 +16,7 @@ static void the_alphabet_is_crockford_base32_without_ambiguous_letters(void **st
     for (const char *p = "ILOU"; *p; p++)
         assert_null(strchr(AUTH_CODE_ALPHABET, *p));
     for (size_t i = 0; i < 32; i++) /* no repeats */
-        assert_ptr_equal(strchr(AUTH_CODE_ALPHABET, AUTH_CODE_ALPHABET[i]),
-                         AUTH_CODE_ALPHABET + i);
+        assert_ptr_equal(strchr(AUTH_CODE_ALPHABET, AUTH_CODE_ALPHABET[i]), AUTH_CODE_ALPHABET + i);
 }
 
 static void new_codes_have_8_alphabet_characters_and_use_all_of_it(void **state)

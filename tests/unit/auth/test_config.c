@@ -17,12 +17,28 @@
 /* 32 zero bytes in standard base64. */
 #define SEAL_KEY "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
 
-static const char *const all_vars[] = {
-    "PORT", "BIND_ADDRESS", "DATABASE_URL", "KAFKA_BOOTSTRAP", "PUBLIC_BASE_URL",
-    "JWT_PRIVATE_KEY_FILE", "JWT_KEY_ID", "JWT_ISSUER", "JWT_AUDIENCE", "JWT_PUBLIC_KEYS",
-    "ACCESS_TTL_S", "REFRESH_TTL_DAYS", "REFRESH_GRACE_S", "MAILER_SEAL_PUBLIC_KEY",
-    "ARGON2_OPSLIMIT", "ARGON2_MEMLIMIT_KIB", "HASH_WORKERS", "HASH_QUEUE", "HTTP_THREADS",
-    "DB_POOL_SIZE", "LOG_LEVEL", NULL};
+static const char *const all_vars[] = {"PORT",
+                                       "BIND_ADDRESS",
+                                       "DATABASE_URL",
+                                       "KAFKA_BOOTSTRAP",
+                                       "PUBLIC_BASE_URL",
+                                       "JWT_PRIVATE_KEY_FILE",
+                                       "JWT_KEY_ID",
+                                       "JWT_ISSUER",
+                                       "JWT_AUDIENCE",
+                                       "JWT_PUBLIC_KEYS",
+                                       "ACCESS_TTL_S",
+                                       "REFRESH_TTL_DAYS",
+                                       "REFRESH_GRACE_S",
+                                       "MAILER_SEAL_PUBLIC_KEY",
+                                       "ARGON2_OPSLIMIT",
+                                       "ARGON2_MEMLIMIT_KIB",
+                                       "HASH_WORKERS",
+                                       "HASH_QUEUE",
+                                       "HTTP_THREADS",
+                                       "DB_POOL_SIZE",
+                                       "LOG_LEVEL",
+                                       NULL};
 
 static int clean_env(void **state)
 {
@@ -111,8 +127,9 @@ static void every_bad_or_missing_variable_is_named(void **state)
     int rc = 0;
     char *err = load_capture(&cfg, &rc);
     assert_int_equal(rc, CM_EINVAL);
-    const char *named[] = {"DATABASE_URL", "KAFKA_BOOTSTRAP", "PORT", "MAILER_SEAL_PUBLIC_KEY",
-                           "HASH_QUEUE", "LOG_LEVEL", "PUBLIC_BASE_URL", NULL};
+    const char *named[] = {
+        "DATABASE_URL", "KAFKA_BOOTSTRAP", "PORT", "MAILER_SEAL_PUBLIC_KEY", "HASH_QUEUE",
+        "LOG_LEVEL",    "PUBLIC_BASE_URL", NULL};
     for (size_t i = 0; named[i]; i++)
         if (!strstr(err, named[i]))
             fail_msg("%s not named in: %s", named[i], err);

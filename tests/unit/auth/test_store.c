@@ -29,8 +29,8 @@ extern const size_t auth_migrations_count;
 static int setup(void **state)
 {
     char *url = t_env(ENV, "AUTH_DATABASE_URL");
-    cm_db_config_t c = {.conninfo = url, .size = 4, .acquire_timeout_ms = 5000,
-                        .connect_timeout_s = 5};
+    cm_db_config_t c = {
+        .conninfo = url, .size = 4, .acquire_timeout_ms = 5000, .connect_timeout_s = 5};
     int err = 0;
     cm_db_pool_t *pool = cm_db_pool_new(&c, &err);
     free(url);
@@ -84,13 +84,16 @@ static void make_names(names_t *n, const char *tag)
     cm_sha256_hex(tok, strlen(tok), n->token);
 }
 
-static int do_register(cm_db_pool_t *pool, const names_t *n, const char *code,
-                       auth_user_t *out, const char **field)
+static int do_register(cm_db_pool_t *pool, const names_t *n, const char *code, auth_user_t *out,
+                       const char **field)
 {
-    auth_new_user_t in = {.username = n->username, .email = n->email,
+    auth_new_user_t in = {.username = n->username,
+                          .email = n->email,
                           .password_hash = "$argon2id$v=19$m=19456,t=2,p=1$x$y",
-                          .referral_code = code, .ip = "203.0.113.9",
-                          .verify_hash = n->token, .verify_sealed = "sealed"};
+                          .referral_code = code,
+                          .ip = "203.0.113.9",
+                          .verify_hash = n->token,
+                          .verify_sealed = "sealed"};
     return auth_store_register(pool, &in, out, field);
 }
 
@@ -117,8 +120,8 @@ static void unique_violations_name_the_field_ignoring_case(void **state)
     b.email[0] = (char)(b.email[0] - 32);
     assert_int_equal(do_register(pool, &b, NULL, &u, &field), CM_ECONFLICT);
     assert_string_equal(field, "email");
-    assert_int_equal(count1(pool, "SELECT count(*) FROM users WHERE lower(email) = lower($1)",
-                            a.email), 1);
+    assert_int_equal(
+        count1(pool, "SELECT count(*) FROM users WHERE lower(email) = lower($1)", a.email), 1);
 }
 
 static void referral_codes_resolve_to_the_referrer_or_fail_on_the_field(void **state)
@@ -135,12 +138,11 @@ static void referral_codes_resolve_to_the_referrer_or_fail_on_the_field(void **s
     assert_string_equal(ub.referred_by, ua.referral_code);
     assert_int_equal(count1(pool, "SELECT count(*) FROM outbox WHERE key = $1", ub.id), 1);
     /* Well-formed but unknown (1 in 2^40 per user that it was ever generated: checked). */
-    assert_int_equal(count1(pool, "SELECT count(*) FROM users WHERE referral_code = $1",
-                            "ZZZZZZZZ"), 0);
+    assert_int_equal(
+        count1(pool, "SELECT count(*) FROM users WHERE referral_code = $1", "ZZZZZZZZ"), 0);
     assert_int_equal(do_register(pool, &c, "ZZZZZZZZ", &uc, &field), CM_ENOTFOUND);
     assert_string_equal(field, "referral_code");
-    assert_int_equal(count1(pool, "SELECT count(*) FROM users WHERE username = $1", c.username),
-                     0);
+    assert_int_equal(count1(pool, "SELECT count(*) FROM users WHERE username = $1", c.username), 0);
 }
 
 /* Registers a user and opens a refresh family; returns the user id in id. */
@@ -184,8 +186,11 @@ static void rotation_then_grace_then_reuse_revokes_the_family(void **state)
     assert_int_equal(o, AUTH_REFRESH_REUSED);
     assert_int_equal(auth_store_refresh_rotate(pool, t1, t2, 10, 30, &o, &u), 0);
     assert_int_equal(o, AUTH_REFRESH_INVALID);
-    assert_int_equal(count1(pool, "SELECT count(*) FROM refresh_tokens WHERE user_id = $1::uuid "
-                                  "AND revoked_at IS NULL", id), 0);
+    assert_int_equal(count1(pool,
+                            "SELECT count(*) FROM refresh_tokens WHERE user_id = $1::uuid "
+                            "AND revoked_at IS NULL",
+                            id),
+                     0);
 }
 
 static void expired_unknown_and_logged_out_tokens_are_invalid(void **state)
@@ -199,8 +204,10 @@ static void expired_unknown_and_logged_out_tokens_are_invalid(void **state)
     auth_user_t u;
     assert_int_equal(auth_store_refresh_rotate(pool, other, t1, 10, 30, &o, &u), 0);
     assert_int_equal(o, AUTH_REFRESH_INVALID);
-    exec1(pool, "UPDATE refresh_tokens SET expires_at = now() - interval '1 second' "
-                "WHERE token_hash = $1", t0);
+    exec1(pool,
+          "UPDATE refresh_tokens SET expires_at = now() - interval '1 second' "
+          "WHERE token_hash = $1",
+          t0);
     assert_int_equal(auth_store_refresh_rotate(pool, t0, t1, 10, 30, &o, &u), 0);
     assert_int_equal(o, AUTH_REFRESH_INVALID);
     assert_int_equal(auth_store_logout(pool, t0), CM_ENOTFOUND);
@@ -257,11 +264,13 @@ static void reset_requests_are_capped_at_three_an_hour_and_ignore_unknown_emails
     }
     char h[65];
     new_hash(h);
-    assert_int_equal(auth_store_reset_request(pool, "nobody@nowhere.example", h, "s", &issued),
-                     0);
+    assert_int_equal(auth_store_reset_request(pool, "nobody@nowhere.example", h, "s", &issued), 0);
     assert_false(issued);
-    assert_int_equal(count1(pool, "SELECT count(*) FROM outbox WHERE key = $1 "
-                                  "AND topic = 'reset.requested'", u.id), 3);
+    assert_int_equal(count1(pool,
+                            "SELECT count(*) FROM outbox WHERE key = $1 "
+                            "AND topic = 'reset.requested'",
+                            u.id),
+                     3);
 }
 
 int main(void)

@@ -73,11 +73,23 @@ static void plausible_email_addresses_pass(void **state)
 static void malformed_email_addresses_are_rejected(void **state)
 {
     (void)state;
-    const char *bad[] = {"", "ada", "ada@", "@example.com", "ada@example", "ada@@example.com",
-                         "a da@example.com", ".ada@example.com", "ada.@example.com",
-                         "a..da@example.com", "ada@-example.com", "ada@example-.com",
-                         "ada@example.c0m", "ada@example..com", "ada@exa_mple.com",
-                         "ada@example.c", NULL};
+    const char *bad[] = {"",
+                         "ada",
+                         "ada@",
+                         "@example.com",
+                         "ada@example",
+                         "ada@@example.com",
+                         "a da@example.com",
+                         ".ada@example.com",
+                         "ada.@example.com",
+                         "a..da@example.com",
+                         "ada@-example.com",
+                         "ada@example-.com",
+                         "ada@example.c0m",
+                         "ada@example..com",
+                         "ada@exa_mple.com",
+                         "ada@example.c",
+                         NULL};
     for (size_t i = 0; bad[i]; i++) {
         if (email(bad[i]) != CM_EINVAL)
             fail_msg("accepted %s", bad[i]);
@@ -137,9 +149,9 @@ static void password_length_counts_characters_not_bytes(void **state)
     (void)state;
     const char *msg;
     /* Seven two-byte characters are 14 bytes but still too short. */
-    assert_int_equal(password("\xc3\xa9\xc3\xa0\xc3\xb6\xc3\xbc\xc3\xb1\xc3\xa7\xc3\xb8", NULL,
-                              NULL, &msg),
-                     CM_EINVAL);
+    assert_int_equal(
+        password("\xc3\xa9\xc3\xa0\xc3\xb6\xc3\xbc\xc3\xb1\xc3\xa7\xc3\xb8", NULL, NULL, &msg),
+        CM_EINVAL);
     assert_non_null(strstr(msg, "8 to 128"));
 }
 
@@ -155,11 +167,9 @@ static void passwords_similar_to_the_username_or_email_are_rejected(void **state
 {
     (void)state;
     const char *msg;
-    assert_int_equal(password("ada_lovelace1", "ada_lovelace", "ada@example.com", &msg),
-                     CM_EINVAL);
+    assert_int_equal(password("ada_lovelace1", "ada_lovelace", "ada@example.com", &msg), CM_EINVAL);
     assert_non_null(strstr(msg, "similar"));
-    assert_int_equal(password("Kw7countess9", "zed", "kw7countess9@example.com", &msg),
-                     CM_EINVAL);
+    assert_int_equal(password("Kw7countess9", "zed", "kw7countess9@example.com", &msg), CM_EINVAL);
     assert_non_null(strstr(msg, "similar"));
     /* The same password is fine for somebody else. */
     assert_int_equal(password("ada_lovelace1", "zed", "zed@example.com", &msg), 0);
@@ -169,8 +179,8 @@ static void common_passwords_are_rejected(void **state)
 {
     (void)state;
     const char *msg;
-    const char *common[] = {"password1", "Password123", "qwertyuiop", "letmein!", "iloveyou2",
-                            "Passw0rd!", NULL};
+    const char *common[] = {"password1", "Password123", "qwertyuiop", "letmein!",
+                            "iloveyou2", "Passw0rd!",   NULL};
     for (size_t i = 0; common[i]; i++) {
         if (password(common[i], "zed", "zed@example.com", &msg) != CM_EINVAL)
             fail_msg("accepted %s", common[i]);
@@ -191,8 +201,7 @@ static void passwords_with_nul_bytes_are_rejected(void **state)
 {
     (void)state;
     const char *msg = NULL;
-    assert_int_equal(auth_validate_password("zebra-qu\0ntum-77", 16, NULL, NULL, &msg),
-                     CM_EINVAL);
+    assert_int_equal(auth_validate_password("zebra-qu\0ntum-77", 16, NULL, NULL, &msg), CM_EINVAL);
 }
 
 int main(void)
