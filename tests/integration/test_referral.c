@@ -553,6 +553,49 @@ static void a_referral_from_a_disposable_address_is_rejected_and_pays_nothing(vo
     free(tok);
 }
 
+/*
+ * A pending referral older than REFERRAL_TTL_DAYS is expired by the sweep
+ * (the fixture runs it every second); a late verification does not revive
+ * it. Its age is set back in the database: nobody waits 30 days.
+ */
+static void a_pending_referral_past_its_ttl_expires_and_stays_expired(void **state)
+{
+    (void)state;
+    user_t ada, bob;
+    register_user(&ada, "exp", NULL);
+    register_user(&bob, "exp", ada.code);
+    assert_true(eventually(REFERRAL_STATUS, bob.id, "pending"));
+    char *aged = query1("UPDATE referral.referrals SET created_at = now() - interval '31 days' "
+                        "WHERE referred_id = $1::uuid RETURNING status",
+                        bob.id);
+    assert_string_equal(aged, "pending");
+    free(aged);
+    assert_true(eventually(REFERRAL_STATUS, bob.id, "expired"));
+    assert_true(
+        eventually("SELECT count(*) FROM referral.outbox WHERE topic = 'referral.converted' "
+                   "AND payload::jsonb #>> '{data,referred_id}' = $1 "
+                   "AND payload::jsonb #>> '{data,status}' = 'expired'",
+                   bob.id, "1"));
+    char *tok = login(&ada);
+    json_t *s = stats_when(tok, "expired", 1);
+    assert_int_equal(json_integer_value(json_object_get(s, "expired")), 1);
+    assert_int_equal(json_integer_value(json_object_get(s, "pending")), 0);
+    json_decref(s);
+    json_t *page = api_get("/api/referrals/?status=expired", tok);
+    json_t *row = json_array_get(json_object_get(page, "results"), 0); /* borrowed */
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(row, "referred_user"), "id")), bob.id);
+    json_decref(page);
+    verify(bob.email);
+    t_sleep_ms(1000);
+    assert_true(eventually(REFERRAL_STATUS, bob.id, "expired"));
+    s = api_get("/api/referral-stats/", tok);
+    assert_int_equal(json_integer_value(json_object_get(s, "successful")), 0);
+    assert_int_equal(json_integer_value(json_object_get(s, "credits")), 0);
+    json_decref(s);
+    free(tok);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -563,6 +606,7 @@ int main(void)
         cmocka_unit_test(the_referral_api_refuses_missing_tokens_and_bad_cursors),
         cmocka_unit_test(verification_pays_both_users_and_the_fifth_success_a_milestone),
         cmocka_unit_test(a_referral_from_a_disposable_address_is_rejected_and_pays_nothing),
+        cmocka_unit_test(a_pending_referral_past_its_ttl_expires_and_stays_expired),
     };
     if (cm_crypto_init() != 0)
         return 1;
