@@ -280,7 +280,8 @@ static int send_tx(cm_db_t *db, void *arg)
                         .to = j->email,
                         .fields = fields,
                         .nfields = j->nfields + 1,
-                        .date_us = cm_now_us()};
+                        .date_us = cm_now_us(),
+                        .message_id = j->event_id};
     cm_buf_t msg;
     cm_buf_init(&msg);
     rc = mail_render(&c, &msg);

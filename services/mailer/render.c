@@ -1,6 +1,7 @@
 /* render.c — templates to a multipart/alternative message (see render.h). */
 #include "render.h"
 
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 
@@ -158,7 +159,10 @@ static int render_headers(const mail_compose_t *c, const char *subject, const ch
     struct tm tm;
     gmtime_r(&t, &tm);
     strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S +0000", &tm);
-    cm_uuid_v4(uuid);
+    if (c->message_id && cm_is_uuid(c->message_id, strlen(c->message_id)))
+        snprintf(uuid, sizeof uuid, "%s", c->message_id);
+    else
+        cm_uuid_v4(uuid);
     cm_buf_puts(out, "From: ");
     cm_buf_puts(out, c->from);
     cm_buf_puts(out, "\r\nTo: ");

@@ -46,6 +46,13 @@ typedef struct mail_compose {
     const mail_field_t *fields;
     size_t nfields;
     int64_t date_us; /* Date header, microseconds since the epoch */
+    /*
+     * The left part of Message-ID: the event id, so a message sent again
+     * after a crash between the SMTP answer and the ledger commit carries
+     * the same Message-ID and the receiving side can drop it. NULL or not
+     * a UUID: a random one.
+     */
+    const char *message_id;
 } mail_compose_t;
 
 /**

@@ -291,7 +291,7 @@ static void a_referral_service_killed_mid_stream_loses_and_doubles_nothing(void 
     fprintf(stderr, "kill: referral ready again %lld ms after the kill\n",
             (long long)(cm_now_mono_ms() - killed_at));
     int64_t t0 = cm_now_mono_ms();
-    t_wave_assert_exact(w);
+    t_wave_assert_exact(w, 0);
     fprintf(stderr, "kill: %d successes, their rewards and mails exact %lld ms after the respawn\n",
             WAVE_USERS, (long long)(cm_now_mono_ms() - t0));
     t_wave_free(w);

@@ -98,9 +98,12 @@ void t_wave_verify(t_wave_t *w, int threads, void (*midway)(void *arg), void *ar
  * asserts each effect exactly once: n successful referrals and nothing
  * else, the referrer's counters and rewards (a credit per success and the
  * milestones), one welcome credit per user, and per user one verify mail
- * and one reward mail.
+ * and one reward mail. A mail delivered again with the same Message-ID
+ * (the mailer was killed after the SMTP server took it but before its
+ * ledger commit) counts once; at most max_copies such copies are allowed
+ * (0 unless a mailer was killed: one in-flight send per killed mailer).
  */
-void t_wave_assert_exact(t_wave_t *w);
+void t_wave_assert_exact(t_wave_t *w, int max_copies);
 
 /** Frees the wave. NULL-safe. */
 void t_wave_free(t_wave_t *w);

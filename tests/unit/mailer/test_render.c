@@ -231,12 +231,48 @@ static void every_template_has_subject_text_and_html(void **state)
         }
 }
 
+static char *render_with_id(const char *message_id)
+{
+    const mail_field_t fields[] = {
+        {"username", "ada"}, {"email", "ada@example.com"}, {"changed_at", "2026-11-27T10:00:00Z"}};
+    mail_compose_t c = {.template_name = "password_changed",
+                        .from = FROM,
+                        .to = "ada@example.com",
+                        .fields = fields,
+                        .nfields = sizeof fields / sizeof fields[0],
+                        .date_us = DATE_US,
+                        .message_id = message_id};
+    cm_buf_t out;
+    cm_buf_init(&out);
+    assert_int_equal(mail_render(&c, &out), 0);
+    return cm_buf_steal(&out);
+}
+
+static void message_id_is_the_event_id_so_a_resend_can_be_recognised(void **state)
+{
+    (void)state;
+    char *a = render_with_id("5b0e6c8e-3f1a-4c2b-9d7e-0a1b2c3d4e5f");
+    char *b = render_with_id("5b0e6c8e-3f1a-4c2b-9d7e-0a1b2c3d4e5f");
+    assert_non_null(
+        strstr(a, "\r\nMessage-ID: <5b0e6c8e-3f1a-4c2b-9d7e-0a1b2c3d4e5f@linktr.local>\r\n"));
+    assert_non_null(
+        strstr(b, "\r\nMessage-ID: <5b0e6c8e-3f1a-4c2b-9d7e-0a1b2c3d4e5f@linktr.local>\r\n"));
+    /* Not a UUID (or none): a fresh random one, never the raw text. */
+    char *c = render_with_id("<evil>\r\nBcc: x@y");
+    assert_null(strstr(c, "evil"));
+    assert_non_null(strstr(c, "\r\nMessage-ID: <"));
+    free(a);
+    free(b);
+    free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(html_part_escapes_a_script_username_and_text_part_keeps_it),
         cmocka_unit_test(verify_mail_has_both_parts_with_the_link),
         cmocka_unit_test(headers_name_sender_recipient_date_id_and_mime_version),
+        cmocka_unit_test(message_id_is_the_event_id_so_a_resend_can_be_recognised),
         cmocka_unit_test(reset_mail_says_it_expires_in_30_minutes),
         cmocka_unit_test(reward_mail_escapes_the_reason_in_html),
         cmocka_unit_test(non_ascii_subject_is_rfc2047_encoded_and_decodes_back),
