@@ -614,17 +614,25 @@ typedef struct pgfix {
 
 /* Runs sql as the superuser; returns the first value of the result (or NULL), which the caller
  * free()s. */
-static char *admin_query(const char *url, const char *sql)
+/* Runs sql with at most one text parameter as the superuser; the first value or NULL. */
+static char *admin_query1(const char *url, const char *sql, const char *param)
 {
     PGconn *c = PQconnectdb(url);
     assert_int_equal(PQstatus(c), CONNECTION_OK);
-    PGresult *r = PQexec(c, sql);
+    const char *params[1] = {param};
+    /* Without a parameter: PQexec, so set-up DDL may hold several statements. */
+    PGresult *r = param ? PQexecParams(c, sql, 1, NULL, params, NULL, NULL, 0) : PQexec(c, sql);
     if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK)
         fail_msg("%s: %s", sql, PQerrorMessage(c));
     char *v = PQntuples(r) > 0 && !PQgetisnull(r, 0, 0) ? cm_xstrdup(PQgetvalue(r, 0, 0)) : NULL;
     PQclear(r);
     PQfinish(c);
     return v;
+}
+
+static char *admin_query(const char *url, const char *sql)
+{
+    return admin_query1(url, sql, NULL);
 }
 
 static void admin_exec(const char *url, const char *sql)
@@ -896,12 +904,10 @@ static void rows_wait_while_kafka_is_down_and_go_out_once_it_is_back(void **stat
 /* The pid of the relay's LISTEN backend in this test's schema, or NULL. */
 static char *listen_pid(pgfix_t *g)
 {
-    /* The name is made by setup_pg, never taken from input. */
-    char *sql = cm_xasprintf("SELECT pid FROM pg_stat_activity WHERE application_name = '%s' "
-                             "AND query LIKE 'LISTEN %%'",
+    char *pid = admin_query1(g->admin,
+                             "SELECT pid FROM pg_stat_activity WHERE application_name = $1 "
+                             "AND query LIKE 'LISTEN %'",
                              g->schema);
-    char *pid = admin_query(g->admin, sql);
-    free(sql);
     return pid;
 }
 
@@ -915,8 +921,7 @@ static void relay_listens_again_after_its_connection_is_killed(void **state)
     while (!(old = listen_pid(g)) && cm_now_mono_ms() < until)
         sleep_ms(50);
     assert_non_null(old);
-    char *kill = cm_xasprintf("SELECT pg_terminate_backend(%s)", old);
-    admin_exec(g->admin, kill);
+    free(admin_query1(g->admin, "SELECT pg_terminate_backend($1::int)", old));
     char *now = NULL;
     until = cm_now_mono_ms() + 8000;
     while (cm_now_mono_ms() < until) {
@@ -938,7 +943,6 @@ static void relay_listens_again_after_its_connection_is_killed(void **state)
     assert_int_equal(count_rows(g, UNSENT), 0);
     stop_relay(g);
     json_decref(events[0]);
-    free(kill);
     free(old);
     free(now);
     cm_producer_free(p);
