@@ -392,8 +392,46 @@ static cache_entry_t *entry_for(cm_jwt_verifier_t *v, const char *tok)
 {
     uint8_t hash[32];
     crypto_hash_sha256(hash, (const unsigned char *)tok, strlen(tok));
-    cache_entry_t *e = &v->cache[cache_slot(v, hash)];
-    return e->used && memcmp(e->hash, hash, 32) == 0 ? e : NULL;
+    return cache_find(v, cache_set(v, hash), hash);
+}
+
+/* A hash that lands in set 0 (its first 8 bytes are zero), told apart by its last byte. */
+static void set0_hash(uint8_t hash[32], uint8_t n)
+{
+    memset(hash, 0, 32);
+    hash[31] = n;
+}
+
+static void a_full_cache_set_gives_up_its_soonest_expiring_entry(void **state)
+{
+    (void)state;
+    cm_jwt_verifier_t *v = cm_jwt_verifier_new(ISS, AUD, 16);
+    assert_int_equal(v->cache_size % CACHE_WAYS, 0);
+    int64_t now = now_s();
+    uint8_t h[32];
+    cm_jwt_claims_t c;
+    memset(&c, 0, sizeof c);
+    /* Four tokens sharing a set all stay cached (one way per slot evicted each other). */
+    for (uint8_t n = 0; n < CACHE_WAYS; n++) {
+        set0_hash(h, n);
+        c.exp = now + 600 + (n == 2 ? -300 : n); /* entry 2 expires first */
+        cache_put(v, h, &c);
+    }
+    cm_jwt_claims_t out;
+    for (uint8_t n = 0; n < CACHE_WAYS; n++) {
+        set0_hash(h, n);
+        assert_true(cache_get(v, h, now, &out));
+    }
+    /* A fifth replaces the soonest-expiring one, and only that one. */
+    set0_hash(h, 9);
+    c.exp = now + 900;
+    cache_put(v, h, &c);
+    assert_true(cache_get(v, h, now, &out));
+    for (uint8_t n = 0; n < CACHE_WAYS; n++) {
+        set0_hash(h, n);
+        assert_int_equal(cache_get(v, h, now, &out), n != 2);
+    }
+    cm_jwt_verifier_free(v);
 }
 
 static void a_cache_hit_returns_the_same_claims(void **state)
@@ -648,6 +686,7 @@ int main(void)
         cmocka_unit_test(garbage_oversized_and_misshapen_tokens_are_refused),
         cmocka_unit_test(tokens_from_both_rotation_keys_are_accepted),
         cmocka_unit_test(a_cache_hit_returns_the_same_claims),
+        cmocka_unit_test(a_full_cache_set_gives_up_its_soonest_expiring_entry),
         cmocka_unit_test(a_cache_hit_skips_the_signature_but_an_expired_entry_is_never_served),
         cmocka_unit_test(concurrent_verifies_through_a_tiny_cache_all_succeed),
         cmocka_unit_test(the_jwks_holds_the_kid_and_the_public_point),
