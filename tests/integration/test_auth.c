@@ -1024,22 +1024,11 @@ static char *auth_binary(void)
     return NULL;
 }
 
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
 /* Starts linktr-auth on the stack's database and broker with extra VAR=VALUE overrides. */
 static void instance_start(instance_t *in, const char *const *overrides)
 {
     char *bin = auth_binary();
-    int port = free_port();
+    int port = t_free_port();
     snprintf(in->base, sizeof in->base, "http://127.0.0.1:%d", port);
     char *pub = t_env(ENV, "MAILER_SEAL_PUBLIC_KEY_FILE"), *seal = NULL;
     size_t len = 0;

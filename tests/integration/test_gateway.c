@@ -168,18 +168,6 @@ static const struct {
 
 static cm_route_t ECHO_ROUTES[NAPI];
 
-/* A loopback port that was free a moment ago (and is closed now). */
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
 /* A socket that listens on a free loopback port and never reads or answers. */
 static int hung_listener(int *port)
 {
@@ -204,7 +192,7 @@ static void standin_start(standin_t *s, const char *name, int delay_ms)
     for (size_t i = 0; i < NAPI; i++)
         ECHO_ROUTES[i] = (cm_route_t){API[i].method, API[i].path, on_echo, 0};
     for (int attempt = 0; attempt < 5 && !s->srv; attempt++) {
-        s->port = free_port();
+        s->port = t_free_port();
         cm_http_config_t hc = {.service = name,
                                .bind = "127.0.0.1",
                                .port = s->port,
@@ -317,7 +305,7 @@ static void gateway_start(world_t *w, gateway_t *g, const char *name, const char
 {
     char *bin = gateway_binary();
     char *log = cm_xasprintf("%s/%s.log", w->dir, name);
-    g->port = free_port();
+    g->port = t_free_port();
     char port[16];
     snprintf(port, sizeof port, "%d", g->port);
     snprintf(g->base, sizeof g->base, "http://127.0.0.1:%d", g->port);
@@ -439,7 +427,7 @@ static int setup(void **state)
     standin_start(&w->auth2, "auth", 0);
     standin_start(&w->referral, "referral", 0);
     standin_start(&w->slow, "slow", SLOW_MS);
-    w->closed_port = free_port();
+    w->closed_port = t_free_port();
     w->hung_fd = hung_listener(&w->hung_port);
     char *keys = NULL;
     make_keys(w, &keys);

@@ -28,4 +28,11 @@ const char *t_unique(void);
  */
 void t_sleep_ms(int ms);
 
+/**
+ * A loopback TCP port that was free a moment ago (bound to port 0, read
+ * back, closed). Another process can take it before the caller binds it:
+ * fine for tests that run alone. Aborts the test when no socket can be had.
+ */
+int t_free_port(void);
+
 #endif

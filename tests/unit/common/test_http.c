@@ -27,6 +27,7 @@
 #include "cm/metrics.h"
 #include "cm/util.h"
 #include "http_client.h"
+#include "testenv.h"
 
 typedef struct fixture {
     cm_http_t *srv;
@@ -151,25 +152,12 @@ static bool is_ready(void *ctx, cm_buf_t *why)
 
 /* ---- fixture -------------------------------------------------------------------- */
 
-/* A port the kernel just handed out and nobody listens on (civetweb cannot bind port 0). */
-static int free_port(void)
-{
-    int s = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(s >= 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    assert_int_equal(bind(s, (struct sockaddr *)&a, sizeof a), 0);
-    socklen_t len = sizeof a;
-    assert_int_equal(getsockname(s, (struct sockaddr *)&a, &len), 0);
-    close(s);
-    return ntohs(a.sin_port);
-}
-
 static int group_setup(void **state)
 {
     fixture_t *fx = cm_xcalloc(1, sizeof *fx);
     fx->ready = true;
     fx->metrics = cm_metrics_new();
-    fx->port = free_port();
+    fx->port = t_free_port();
     snprintf(fx->base, sizeof fx->base, "http://127.0.0.1:%d", fx->port);
     cm_http_config_t cfg = {
         .service = "test",

@@ -58,17 +58,6 @@ typedef struct server {
     int out; /* the server's stdout, open until it stops (else it dies of SIGPIPE) */
 } server_t;
 
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
 /* Starts the SMTP server and waits (at most 15 s) until it says it is ready. */
 static void server_start(server_t *s, int port, const char *mode, const char *maildir)
 {
@@ -269,7 +258,7 @@ static void a_message_reaches_the_smtp_server_whole(void **state)
 {
     fixture_t *f = *state;
     server_t s;
-    server_start(&s, free_port(), "ok", f->inbox);
+    server_start(&s, t_free_port(), "ok", f->inbox);
     mail_smtp_t cfg = {.url = NULL, .timeout_ms = 10000};
     char *url = cm_xasprintf("smtp://127.0.0.1:%d", s.port);
     cfg.url = url;
@@ -288,7 +277,7 @@ static void refusals_and_outages_are_told_apart(void **state)
 {
     (void)state;
     mail_smtp_t cfg = {.timeout_ms = 10000};
-    int port = free_port();
+    int port = t_free_port();
     char *url = cm_xasprintf("smtp://127.0.0.1:%d", port);
     cfg.url = url;
     assert_int_equal(mail_smtp_send(&cfg, "a@x.y", "b@x.y", "x\r\n", 3), CM_EUNAVAIL);
@@ -306,7 +295,7 @@ static void refusals_and_outages_are_told_apart(void **state)
 static void server_down_then_up_delivers_the_mail_once(void **state)
 {
     fixture_t *f = *state;
-    int port = free_port();
+    int port = t_free_port();
     use_server(f, port);
     char email[80], ev[37];
     char *bytes = registration(f, email, ev);
@@ -328,7 +317,7 @@ static void a_permanent_refusal_goes_to_mail_dead_at_once_and_only_once(void **s
 {
     fixture_t *f = *state;
     server_t s;
-    server_start(&s, free_port(), "550 5.1.1 no such user", "/nonexistent");
+    server_start(&s, t_free_port(), "550 5.1.1 no such user", "/nonexistent");
     use_server(f, s.port);
     f->dead_calls = 0;
     char email[80], ev[37];
@@ -357,7 +346,7 @@ static void a_temporary_refusal_is_retried_then_buried(void **state)
 {
     fixture_t *f = *state;
     server_t s;
-    server_start(&s, free_port(), "451 4.3.0 try again later", "/nonexistent");
+    server_start(&s, t_free_port(), "451 4.3.0 try again later", "/nonexistent");
     use_server(f, s.port);
     f->dead_calls = 0;
     char email[80], ev[37];

@@ -45,18 +45,6 @@ typedef struct fixture {
     char base[64];
 } fixture_t;
 
-/* A port nobody listens on right now. */
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
 /* A fresh P-256 key pair as PEM texts (caller frees both). */
 static void new_key(char **priv, char **pub)
 {
@@ -109,7 +97,7 @@ static int setup(void **state)
     f->stranger = signer_for(NULL, "k1");
     f->events = (ref_ctx_t){.cfg = &f->cfg, .pool = f->pool};
     f->api = (ref_api_t){.cfg = &f->cfg, .pool = f->pool, .jwt = f->verifier};
-    int port = free_port();
+    int port = t_free_port();
     cm_http_config_t hc = {.service = "referral",
                            .bind = "127.0.0.1",
                            .port = port,
