@@ -138,3 +138,108 @@ int cm_cfg_finish(cm_cfg_t *c)
     c->nerrors = 0;
     return rc;
 }
+
+/* ---- the shared variables ------------------------------------------------------------- */
+
+static const char *const HTTP_SCHEMES[] = {"http", "https", NULL};
+static const char *const PG_SCHEMES[] = {"postgresql", "postgres", NULL};
+
+/* A base URL is joined with paths that start with "/": drop trailing slashes. */
+static void trim_slashes(char *url)
+{
+    size_t n = url ? strlen(url) : 0;
+    while (n > 0 && url[n - 1] == '/')
+        url[--n] = '\0';
+}
+
+static int cfg_port(cm_cfg_t *c, int def)
+{
+    return (int)cm_cfg_int(c, "PORT", def, 1, 65535);
+}
+
+static char *cfg_bind(cm_cfg_t *c)
+{
+    return cm_cfg_str(c, "BIND_ADDRESS", "127.0.0.1");
+}
+
+static cm_log_level_t cfg_log_level(cm_cfg_t *c)
+{
+    static const char *const levels[] = {"debug", "info", "warn", "error", NULL};
+    return (cm_log_level_t)cm_cfg_choice(c, "LOG_LEVEL", "info", levels);
+}
+
+static int cfg_http_threads(cm_cfg_t *c, int def)
+{
+    return (int)cm_cfg_int(c, "HTTP_THREADS", def, 1, 1024);
+}
+
+static char *cfg_database_url(cm_cfg_t *c)
+{
+    char *url = cm_cfg_url(c, "DATABASE_URL", NULL, PG_SCHEMES);
+    if (!url)
+        cm_cfg_error(c, "DATABASE_URL", "is required but not set (postgresql://user@host/db)");
+    return url;
+}
+
+static int cfg_db_pool_size(cm_cfg_t *c, int def)
+{
+    return (int)cm_cfg_int(c, "DB_POOL_SIZE", def, 1, 256);
+}
+
+static char *cfg_kafka_bootstrap(cm_cfg_t *c)
+{
+    return cm_cfg_str_required(c, "KAFKA_BOOTSTRAP");
+}
+
+static char *cfg_public_base_url(cm_cfg_t *c)
+{
+    char *url = cm_cfg_url(c, "PUBLIC_BASE_URL", "http://127.0.0.1:8000", HTTP_SCHEMES);
+    trim_slashes(url);
+    return url;
+}
+
+void cm_cfg_service(cm_cfg_t *c, const cm_service_defaults_t *d, cm_service_config_t *out)
+{
+    memset(out, 0, sizeof *out);
+    out->port = cfg_port(c, d->port);
+    out->bind = cfg_bind(c);
+    out->log_level = cfg_log_level(c);
+    out->http_threads = cfg_http_threads(c, d->http_threads);
+    if (d->db_pool_size > 0) {
+        out->database_url = cfg_database_url(c);
+        out->db_pool_size = cfg_db_pool_size(c, d->db_pool_size);
+    }
+    if (d->kafka)
+        out->kafka_bootstrap = cfg_kafka_bootstrap(c);
+    out->public_base_url = cfg_public_base_url(c);
+}
+
+void cm_service_config_dispose(cm_service_config_t *s)
+{
+    if (!s)
+        return;
+    free(s->bind);
+    free(s->database_url);
+    free(s->kafka_bootstrap);
+    free(s->public_base_url);
+    memset(s, 0, sizeof *s);
+}
+
+void cm_cfg_jwt(cm_cfg_t *c, bool keys_required, cm_jwt_config_t *out)
+{
+    memset(out, 0, sizeof *out);
+    out->public_keys = keys_required ? cm_cfg_str_required(c, "JWT_PUBLIC_KEYS")
+                                     : cm_cfg_str(c, "JWT_PUBLIC_KEYS", NULL);
+    out->issuer = cm_cfg_str(c, "JWT_ISSUER", "linktr");
+    out->audience = cm_cfg_str(c, "JWT_AUDIENCE", "linktr");
+}
+
+void cm_jwt_config_dispose(cm_jwt_config_t *j)
+{
+    if (!j)
+        return;
+    free(j->public_keys);
+    free(j->issuer);
+    free(j->audience);
+    memset(j, 0, sizeof *j);
+}

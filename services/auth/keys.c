@@ -11,6 +11,7 @@
 
 #include "cm/crypto.h"
 #include "cm/log.h"
+#include "cm/service.h"
 #include "cm/util.h"
 
 /* A PEM key file is a few hundred bytes; anything this large is not one. */
@@ -47,25 +48,19 @@ out:
 static int make_verifier(auth_app_t *app, const char *pem, size_t len)
 {
     const auth_config_t *cfg = app->cfg;
-    char *pub = NULL, bad[CM_JWT_KID_MAX + 1] = "";
+    char *pub = NULL;
     size_t plen = 0;
-    app->verifier = cm_jwt_verifier_new(cfg->jwt_issuer, cfg->jwt_audience, VERIFY_CACHE);
+    int rc = 0;
+    app->verifier = cm_service_verifier_new("auth", &cfg->jwt, VERIFY_CACHE, &rc);
     if (!app->verifier)
-        return CM_EINVAL;
-    int rc = cfg->jwt_public_keys
-                 ? cm_jwt_verifier_load_report(app->verifier, cfg->jwt_public_keys, bad, sizeof bad)
-                 : 0;
-    if (rc != 0) {
-        CM_ERROR(NULL, "config: JWT_PUBLIC_KEYS: entry '%s': %s", bad, cm_strerror(rc));
         return rc;
-    }
     if ((rc = auth_public_pem(pem, len, &pub, &plen)) != 0) {
         CM_ERROR(NULL, "config: JWT_PRIVATE_KEY_FILE: not a PEM private key");
         return rc;
     }
     rc = cm_jwt_verifier_add_key(app->verifier, cfg->jwt_key_id, pub, plen);
     free(pub);
-    if (rc == CM_EINVAL && cfg->jwt_public_keys) /* our kid is listed too: theirs stands */
+    if (rc == CM_EINVAL && cfg->jwt.public_keys) /* our kid is listed too: theirs stands */
         rc = 0;
     if (rc != 0)
         CM_ERROR(NULL, "config: JWT_PRIVATE_KEY_FILE: not an EC P-256 key (%s)", cm_errname(rc));
@@ -83,7 +78,7 @@ int auth_keys_load(auth_app_t *app)
                  cfg->jwt_private_key_file, cm_strerror(rc));
         return rc;
     }
-    app->signer = cm_jwt_signer_new(pem, len, cfg->jwt_key_id, cfg->jwt_issuer, cfg->jwt_audience,
+    app->signer = cm_jwt_signer_new(pem, len, cfg->jwt_key_id, cfg->jwt.issuer, cfg->jwt.audience,
                                     cfg->access_ttl_s, &rc);
     if (!app->signer) {
         rc = rc ? rc : CM_ECRYPTO;

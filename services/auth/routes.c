@@ -80,7 +80,7 @@ static json_t *user_json(const auth_app_t *app, const auth_user_t *u)
 {
     cm_buf_t link;
     cm_buf_init(&link);
-    cm_buf_puts(&link, app->cfg->public_base_url);
+    cm_buf_puts(&link, app->cfg->svc.public_base_url);
     cm_buf_puts(&link, "/r/");
     cm_buf_puts(&link, u->referral_code);
     char created[32];

@@ -5,7 +5,7 @@
 #include <strings.h>
 
 #include "cm/util.h"
-#include "proxy.h"
+#include "cm/netaddr.h"
 
 static const char *const RATE_NAMES[GW_RL_COUNT] = {"login", "register", "forgot-password",
                                                     "other"};
@@ -149,7 +149,7 @@ static void load_proxies(cm_cfg_t *c, gw_list_t *out)
         cm_cfg_error(c, "TRUSTED_PROXIES",
                      "must be a comma-separated list of IP addresses or CIDR ranges");
     for (size_t i = 0; i < out->n; i++) {
-        int rc = gw_cidr_check(out->items[i]);
+        int rc = cm_cidr_check(out->items[i]);
         if (rc == CM_ERANGE)
             cm_cfg_error(c, "TRUSTED_PROXIES",
                          "\"%.60s\" has address bits set after its prefix length", out->items[i]);
@@ -188,37 +188,24 @@ static void load_limits(cm_cfg_t *c, gw_config_t *cfg)
     free(v);
 }
 
-static void load_log_level(cm_cfg_t *c, gw_config_t *cfg)
-{
-    char *v = cm_cfg_str(c, "LOG_LEVEL", "info");
-    cfg->log_level = CM_LOG_INFO;
-    if (cm_log_parse_level(v, &cfg->log_level) != 0)
-        cm_cfg_error(c, "LOG_LEVEL", "must be debug, info, warn or error");
-    free(v);
-}
-
 int gw_config_load(gw_config_t *cfg)
 {
+    static const cm_service_defaults_t defaults = {.port = 8000, .http_threads = 32};
     memset(cfg, 0, sizeof *cfg);
     cm_cfg_t c;
     cm_cfg_init(&c, "gateway");
-    cfg->port = (int)cm_cfg_int(&c, "PORT", 8000, 1, 65535);
-    cfg->bind = cm_cfg_str(&c, "BIND_ADDRESS", "127.0.0.1");
+    cm_cfg_service(&c, &defaults, &cfg->svc);
     load_urls(&c, "AUTH_URL", "http://127.0.0.1:8001", &cfg->auth_urls);
     load_urls(&c, "REFERRAL_URL", "http://127.0.0.1:8002", &cfg->referral_urls);
-    cfg->jwt_public_keys = cm_cfg_str_required(&c, "JWT_PUBLIC_KEYS");
-    cfg->jwt_issuer = cm_cfg_str(&c, "JWT_ISSUER", "linktr");
-    cfg->jwt_audience = cm_cfg_str(&c, "JWT_AUDIENCE", "linktr");
+    cm_cfg_jwt(&c, true, &cfg->jwt);
     cfg->connect_timeout_ms = (int)cm_cfg_int(&c, "UPSTREAM_CONNECT_TIMEOUT_MS", 1000, 1, 60000);
     cfg->upstream_timeout_ms = (int)cm_cfg_int(&c, "UPSTREAM_TIMEOUT_MS", 10000, 1, 600000);
     /* At most the upstream's worker threads (referral has 8): see proxy.h. */
     cfg->upstream_max_conns = (int)cm_cfg_int(&c, "UPSTREAM_MAX_CONNECTIONS", 8, 1, 1024);
-    cfg->threads = (int)cm_cfg_int(&c, "HTTP_THREADS", 32, 1, 1024);
     cfg->request_timeout_ms = (int)cm_cfg_int(&c, "REQUEST_TIMEOUT_MS", 10000, 100, 600000);
     load_limits(&c, cfg);
     load_proxies(&c, &cfg->trusted_proxies);
     load_origins(&c, &cfg->cors_origins);
-    load_log_level(&c, cfg);
     cfg->jwks_refresh = cm_cfg_bool(&c, "JWKS_REFRESH", true);
     return cm_cfg_finish(&c);
 }
@@ -227,12 +214,10 @@ void gw_config_dispose(gw_config_t *cfg)
 {
     if (!cfg)
         return;
-    free(cfg->bind);
+    cm_service_config_dispose(&cfg->svc);
+    cm_jwt_config_dispose(&cfg->jwt);
     gw_list_dispose(&cfg->auth_urls);
     gw_list_dispose(&cfg->referral_urls);
-    free(cfg->jwt_public_keys);
-    free(cfg->jwt_issuer);
-    free(cfg->jwt_audience);
     gw_list_dispose(&cfg->trusted_proxies);
     gw_list_dispose(&cfg->cors_origins);
     memset(cfg, 0, sizeof *cfg);

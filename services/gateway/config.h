@@ -37,24 +37,19 @@ typedef struct gw_list {
 } gw_list_t;
 
 typedef struct gw_config {
-    int port;
-    char *bind;
-    gw_list_t auth_urls; /* base URLs without a trailing slash */
+    cm_service_config_t svc; /* PORT 8000, BIND_ADDRESS, LOG_LEVEL, HTTP_THREADS 32, ... */
+    cm_jwt_config_t jwt;     /* JWT_PUBLIC_KEYS (required), JWT_ISSUER, JWT_AUDIENCE */
+    gw_list_t auth_urls;     /* base URLs without a trailing slash */
     gw_list_t referral_urls;
-    char *jwt_public_keys; /* "kid=path.pem,..." */
-    char *jwt_issuer;
-    char *jwt_audience;
     int connect_timeout_ms;
     int upstream_timeout_ms;
     int upstream_max_conns; /* per upstream: requests in flight and kept-alive connections */
-    int threads;
     int request_timeout_ms;
     bool rate_limits; /* false when RATE_LIMITS=off */
     gw_rate_t rates[GW_RL_COUNT];
     gw_list_t trusted_proxies; /* IP addresses and CIDR ranges as text */
     gw_list_t cors_origins;    /* exact origins, e.g. "https://app.example.com" */
-    cm_log_level_t log_level;
-    bool jwks_refresh; /* fetch auth's JWKS when an unknown kid appears */
+    bool jwks_refresh;         /* fetch auth's JWKS when an unknown kid appears */
 } gw_config_t;
 
 /**

@@ -1,87 +1,58 @@
 /*
  * linktr-gateway — the public HTTP edge: routes every public path to auth
  * or referral, checks tokens, limits and headers on the way. Stateless.
+ *
+ * Start-up, signals and stop order are cm_service_main's; this file is the
+ * gateway's own wiring.
  */
-#include <pthread.h>
-#include <signal.h>
-#include <stdio.h>
-#include <stdlib.h>
-
-#include <curl/curl.h>
-
-#include "cm/http.h"
-#include "cm/log.h"
+#include "cm/service.h"
 #include "config.h"
-#include "routes.h"
+#include "gateway.h"
 
-/* Blocks SIGINT/SIGTERM in this thread, so every thread started later inherits the mask. */
-static void block_signals(sigset_t *set)
-{
-    sigemptyset(set);
-    sigaddset(set, SIGINT);
-    sigaddset(set, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, set, NULL);
-    signal(SIGPIPE, SIG_IGN);
-}
-
-static cm_http_t *start_http(const gw_config_t *cfg, gw_t *gw)
-{
-    cm_http_config_t hc = {
-        .service = "gateway",
-        .bind = cfg->bind,
-        .port = cfg->port,
-        .threads = cfg->threads,
-        .max_body = CM_MAX_BODY,
-        .request_timeout_ms = cfg->request_timeout_ms,
-        .routes = gw->routes,
-        .nroutes = gw->nroutes,
-        .ctx = gw,
-        .ready = gw_ready,
-        .ready_ctx = gw,
-        .metrics = gw->metrics,
-    };
-    int err = 0;
-    cm_http_t *srv = cm_http_start(&hc, &err);
-    if (!srv)
-        CM_ERROR(NULL, "cannot listen on %s:%d: %s", cfg->bind, cfg->port, cm_strerror(err));
-    return srv;
-}
-
-int main(void)
-{
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-        fputs("linktr-gateway: curl_global_init failed\n", stderr);
-        return 1;
-    }
-    sigset_t set;
-    block_signals(&set);
+typedef struct app {
     gw_config_t cfg;
-    int status = 1, err = 0;
-    gw_t *gw = NULL;
-    cm_http_t *srv = NULL;
-    if (gw_config_load(&cfg) != 0) {
-        status = 2;
-        goto out;
-    }
-    cm_log_init("gateway", cfg.log_level);
-    if (!(gw = gw_new(&cfg, &err))) {
-        status = 2; /* the keys named in JWT_PUBLIC_KEYS: a configuration error too */
-        goto out;
-    }
-    if (!(srv = start_http(&cfg, gw)))
-        goto out;
-    CM_INFO(NULL, "listening on %s:%d", cfg.bind, cfg.port);
-    int sig = 0;
-    sigwait(&set, &sig);
-    CM_INFO(NULL, "signal %d: finishing in-flight requests", sig);
-    /* The longest a forwarded request can take, plus a margin for the answer. */
-    if (!cm_http_drain(srv, cfg.upstream_timeout_ms + 2000))
-        CM_WARN(NULL, "stopping with requests still in flight");
-    cm_http_stop(srv);
-    status = 0;
-out:
-    gw_free(gw);
-    gw_config_dispose(&cfg);
-    curl_global_cleanup();
-    return status;
+    gw_t *gw;
+} app_t;
+
+static int load(void *arg, const cm_service_config_t **svc)
+{
+    app_t *app = arg;
+    if (gw_config_load(&app->cfg) != 0)
+        return CM_EINVAL;
+    *svc = &app->cfg.svc;
+    return 0;
 }
+
+/* The keys named in JWT_PUBLIC_KEYS are read here: a bad one is a start-up failure. */
+static int start(void *arg, const cm_service_env_t *env, cm_http_config_t *http)
+{
+    app_t *app = arg;
+    int err = 0;
+    if (!(app->gw = gw_new(&app->cfg, env->metrics, &err)))
+        return err;
+    http->max_body = CM_MAX_BODY;
+    http->request_timeout_ms = app->cfg.request_timeout_ms;
+    http->routes = app->gw->routes;
+    http->nroutes = app->gw->nroutes;
+    http->ctx = app->gw;
+    http->ready = gw_ready;
+    http->ready_ctx = app->gw;
+    /* The longest a forwarded request can take, plus a margin for the answer. */
+    http->drain_ms = app->cfg.upstream_timeout_ms + 2000;
+    return 0;
+}
+
+static void stop(void *arg)
+{
+    app_t *app = arg;
+    gw_free(app->gw);
+    app->gw = NULL;
+}
+
+static void dispose(void *arg)
+{
+    app_t *app = arg;
+    gw_config_dispose(&app->cfg);
+}
+
+CM_SERVICE_MAIN(app_t, .name = "gateway", .curl = true)

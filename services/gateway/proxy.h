@@ -33,8 +33,6 @@ struct curl_slist;
 #define GW_MAX_RESPONSE (1024 * 1024)
 /** Longest query string forwarded. */
 #define GW_MAX_QUERY 2048
-/** Longest X-Forwarded-For value believed from a trusted proxy. */
-#define GW_MAX_XFF 512
 
 typedef struct gw_upstream gw_upstream_t;
 
@@ -111,47 +109,5 @@ bool gw_header_forwardable(const char *name);
  */
 struct curl_slist *gw_upstream_headers(gw_header_fn get, const void *src, const char *request_id,
                                        const char *xff, const char *client_ip);
-
-/** True if s is an IPv4 or IPv6 address in text form. */
-bool gw_ip_valid(const char *s);
-
-/**
- * Checks one TRUSTED_PROXIES entry: an IP address, or a CIDR range such as
- * "10.0.0.0/8" or "fd00::/8" (/0 to /32 for IPv4, /0 to /128 for IPv6).
- * An IPv4-mapped IPv6 range (::ffff:10.0.0.0/104) stands for the IPv4 range
- * it maps (10.0.0.0/8) and must be /96 or longer. Returns 0, CM_EPARSE when
- * s is neither an address nor a range, or CM_ERANGE when the range has
- * address bits set after its prefix ("10.0.0.1/8": a typo, not a range).
- */
-CM_MUST_CHECK int gw_cidr_check(const char *s);
-
-/**
- * True if ip (text) lies in cidr (an address or range as gw_cidr_check
- * accepts; false for anything it refuses). IPv4-mapped IPv6 addresses are
- * compared as IPv4; IPv6 ranges never match IPv4 addresses, nor the reverse.
- */
-bool gw_cidr_match(const char *ip, const char *cidr);
-
-/**
- * True if ip (text) equals one of the addresses or lies in one of the
- * ranges in trusted (TRUSTED_PROXIES entries, see gw_cidr_match).
- */
-bool gw_ip_trusted(const char *ip, const gw_list_t *trusted);
-
-/**
- * Decides the client address and the X-Forwarded-For to send. An incoming
- * X-Forwarded-For is believed only when the peer is a trusted proxy and
- * every entry is an IP address: then the client is the rightmost entry
- * that is not itself a trusted proxy, and the chain sent on is the client,
- * the proxies after it and the peer appended (entries left of the client
- * were written by the client and are dropped, so the first entry is always
- * the client). Otherwise the client is the peer and the chain is just the
- * peer: a client's own X-Forwarded-For is never passed on. Every address
- * is written in canonical text (IPv4-mapped IPv6 as IPv4, IPv6 compressed
- * and lower case), so the first entry of *xff is exactly *client_ip.
- * *client_ip and *xff are allocated in the arena.
- */
-void gw_client_addr(cm_arena_t *a, const char *peer, const char *incoming_xff,
-                    const gw_list_t *trusted, const char **client_ip, const char **xff);
 
 #endif

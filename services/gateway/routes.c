@@ -12,11 +12,6 @@
 #include "cm/log.h"
 #include "jwks.h"
 
-/* Clients are tracked per class; this bounds the limiter's memory (~100 bytes each). */
-#define GW_RATE_MAX_CLIENTS 65536
-/* Verified tokens cached by the verifier (an ES256 check costs about 0.4 ms). */
-#define GW_JWT_CACHE 10000
-
 static void on_forward(cm_req_t *rq, void *ctx);
 static void on_preflight(cm_req_t *rq, void *ctx);
 
@@ -44,14 +39,12 @@ static void on_preflight(cm_req_t *rq, void *ctx);
     X("GET", "/api/referral-stats", GW_UP_REFERRAL, true, GW_RL_OTHER, UP)                         \
     X("GET", "/api/rewards", GW_UP_REFERRAL, true, GW_RL_OTHER, UP)
 
-#define AS_POLICY(m, p, up, tok, rl, cache) {m, p, up, tok, rl},
-#define AS_CACHE(m, p, up, tok, rl, cache) cache,
+#define AS_POLICY(m, p, up, tok, rl, cache) {m, p, up, tok, rl, cache},
 #define AS_CM_ROUTE(m, p, up, tok, rl, cache)                                                      \
     {m, p, on_forward, (cache) == GW_CACHE_NO_STORE ? CM_ROUTE_NO_STORE : 0u},
 
 static const gw_route_t ROUTES[] = {GW_ROUTE_LIST(AS_POLICY)};
 static const cm_route_t CM_ROUTES[] = {GW_ROUTE_LIST(AS_CM_ROUTE)};
-static const gw_cache_t CACHE[] = {GW_ROUTE_LIST(AS_CACHE)};
 #define NROUTES (sizeof ROUTES / sizeof ROUTES[0])
 #undef NS
 #undef PUB
@@ -61,14 +54,6 @@ const gw_route_t *gw_routes(size_t *n)
 {
     *n = NROUTES;
     return ROUTES;
-}
-
-gw_cache_t gw_route_cache(const gw_route_t *r)
-{
-    for (size_t i = 0; i < NROUTES; i++)
-        if (r == &ROUTES[i])
-            return CACHE[i];
-    return GW_CACHE_NO_STORE;
 }
 
 int gw_route_find(const char *method, const char *path, const gw_route_t **out, cm_buf_t *allow)
@@ -344,7 +329,7 @@ static void relay_headers(cm_req_t *rq, const gw_route_t *r, const gw_fwd_respon
         cm_reply_header(rq, "WWW-Authenticate", resp->www_authenticate);
     else if (st == 401)
         cm_reply_header(rq, "WWW-Authenticate", "Bearer");
-    gw_cache_t cache = gw_route_cache(r);
+    gw_cache_t cache = r->cache;
     if (cache == GW_CACHE_NO_STORE)
         return; /* cm_http adds no-store */
     if (st >= 400)
@@ -444,93 +429,19 @@ static void on_preflight(cm_req_t *rq, void *ctx)
     cm_reply_empty(rq, 204);
 }
 
-/* ---- life cycle -------------------------------------------------------------------- */
+/* ---- the table for cm_http ------------------------------------------------------- */
 
-/* The table for cm_http: every public route, plus OPTIONS per path when CORS is on. */
-static void build_table(gw_t *gw)
+cm_route_t *gw_http_routes_new(bool cors, size_t *n)
 {
-    bool cors = gw->cfg->cors_origins.n > 0;
-    gw->routes = cm_xcalloc(NROUTES * 2, sizeof *gw->routes);
-    memcpy(gw->routes, CM_ROUTES, sizeof CM_ROUTES);
-    gw->nroutes = NROUTES;
+    cm_route_t *t = cm_xcalloc(NROUTES * 2, sizeof *t);
+    memcpy(t, CM_ROUTES, sizeof CM_ROUTES);
+    *n = NROUTES;
     for (size_t i = 0; cors && i < NROUTES; i++) {
         bool seen = false;
-        for (size_t j = NROUTES; j < gw->nroutes; j++)
-            seen = seen || strcmp(gw->routes[j].path, ROUTES[i].path) == 0;
+        for (size_t j = NROUTES; j < *n; j++)
+            seen = seen || strcmp(t[j].path, ROUTES[i].path) == 0;
         if (!seen)
-            gw->routes[gw->nroutes++] = (cm_route_t){"OPTIONS", ROUTES[i].path, on_preflight, 0};
+            t[(*n)++] = (cm_route_t){"OPTIONS", ROUTES[i].path, on_preflight, 0};
     }
-}
-
-static void make_metrics(gw_t *gw)
-{
-    gw->metrics = cm_metrics_new();
-    gw->upstream_errors =
-        cm_metrics_counter(gw->metrics, "gateway_upstream_errors_total",
-                           "Requests the gateway could not complete upstream.", "upstream,kind");
-    gw->rate_limited = cm_metrics_counter(gw->metrics, "gateway_rate_limited_total",
-                                          "Requests refused with 429, by route class.", "class");
-    gw->jwks_fetches =
-        cm_metrics_counter(gw->metrics, "gateway_jwks_fetches_total",
-                           "Fetches of auth's JWKS after an unknown key id.", "result");
-    gw->edge_auth_failures = cm_metrics_counter(gw->metrics, "gateway_edge_auth_failures_total",
-                                                "Requests refused with 401 at the gateway.", NULL);
-}
-
-gw_t *gw_new(const gw_config_t *cfg, int *err)
-{
-    gw_t *gw = cm_xcalloc(1, sizeof *gw);
-    gw->cfg = cfg;
-    atomic_init(&gw->jwks_next_ms, 0);
-    gw->verifier = cm_jwt_verifier_new(cfg->jwt_issuer, cfg->jwt_audience, GW_JWT_CACHE);
-    char bad[64] = "";
-    int rc = gw->verifier
-                 ? cm_jwt_verifier_load_report(gw->verifier, cfg->jwt_public_keys, bad, sizeof bad)
-                 : CM_ENOMEM;
-    if (rc != 0) {
-        fprintf(stderr, "linktr-gateway: config: JWT_PUBLIC_KEYS: cannot load key \"%s\": %s\n",
-                bad, cm_strerror(rc));
-        *err = rc;
-        gw_free(gw);
-        return NULL;
-    }
-    size_t pool = (size_t)cfg->upstream_max_conns;
-    gw->upstreams[GW_UP_AUTH] = gw_upstream_new("auth", &cfg->auth_urls, cfg->connect_timeout_ms,
-                                                cfg->upstream_timeout_ms, pool);
-    gw->upstreams[GW_UP_REFERRAL] = gw_upstream_new(
-        "referral", &cfg->referral_urls, cfg->connect_timeout_ms, cfg->upstream_timeout_ms, pool);
-    if (cfg->rate_limits)
-        gw->limiter = gw_limiter_new(cfg->rates, GW_RATE_MAX_CLIENTS);
-    make_metrics(gw);
-    build_table(gw);
-    *err = 0;
-    return gw;
-}
-
-void gw_free(gw_t *gw)
-{
-    if (!gw)
-        return;
-    cm_jwt_verifier_free(gw->verifier);
-    for (int i = 0; i < GW_UP_COUNT; i++)
-        gw_upstream_free(gw->upstreams[i]);
-    gw_limiter_free(gw->limiter);
-    cm_metrics_free(gw->metrics);
-    free(gw->routes);
-    free(gw);
-}
-
-bool gw_ready(void *ctx, cm_buf_t *why)
-{
-    gw_t *gw = ctx;
-    bool ok = true;
-    for (int i = 0; i < GW_UP_COUNT; i++) {
-        if (gw_upstream_healthy(gw->upstreams[i]))
-            continue;
-        if (!ok)
-            cm_buf_puts(why, ", ");
-        cm_buf_puts(why, gw_upstream_name(gw->upstreams[i]));
-        ok = false;
-    }
-    return ok;
+    return t;
 }

@@ -20,10 +20,7 @@
 #include "cm/jwt.h"
 #include "cm/metrics.h"
 #include "config.h"
-#include "proxy.h"
-#include "ratelimit.h"
-
-typedef enum gw_upstream_id { GW_UP_AUTH = 0, GW_UP_REFERRAL, GW_UP_COUNT } gw_upstream_id_t;
+#include "gateway.h"
 
 /** Cache-Control of a route's answers (errors are always no-store, from cm_http). */
 typedef enum gw_cache {
@@ -42,33 +39,11 @@ typedef struct gw_route {
     gw_upstream_id_t upstream;
     bool needs_token; /* refused with 401 at the edge without a valid token */
     gw_rate_class_t rate_class;
+    gw_cache_t cache; /* Cache-Control of its answers; 0 (GW_CACHE_NO_STORE) unless set */
 } gw_route_t;
-
-/** The whole gateway: shared read-only by every worker thread (its parts are thread-safe). */
-typedef struct gw {
-    const gw_config_t *cfg; /* borrowed */
-    cm_jwt_verifier_t *verifier;
-    gw_upstream_t *upstreams[GW_UP_COUNT];
-    gw_limiter_t *limiter; /* NULL when RATE_LIMITS=off */
-    cm_metrics_t *metrics;
-    cm_family_t *upstream_errors; /* upstream, kind */
-    cm_family_t *rate_limited;    /* class */
-    cm_family_t *edge_auth_failures;
-    cm_route_t *routes; /* the table handed to cm_http */
-    size_t nroutes;
-    atomic_llong jwks_next_ms; /* earliest next JWKS fetch (monotonic ms) */
-    cm_family_t *jwks_fetches; /* by result */
-} gw_t;
 
 /** The public route table (static storage); *n receives its length. */
 const gw_route_t *gw_routes(size_t *n);
-
-/**
- * The Cache-Control policy of a route of the table (kept beside the table,
- * not in gw_route_t, so code that builds its own gw_route_t is unaffected).
- * A route that is not from gw_routes() gets GW_CACHE_NO_STORE.
- */
-gw_cache_t gw_route_cache(const gw_route_t *r);
 
 /**
  * Finds the policy for method + path (trailing slash optional). Returns 0
@@ -79,17 +54,11 @@ CM_MUST_CHECK int gw_route_find(const char *method, const char *path, const gw_r
                                 cm_buf_t *allow);
 
 /**
- * Creates the gateway from cfg (borrowed; must outlive it): loads the JWT
- * keys, makes the upstream pools, the limiter, the metrics and the route
- * table. Returns NULL with *err set (and a log line) on failure.
+ * The table for cm_http: every public route to the edge handler, plus an
+ * OPTIONS route per path when cors is set. Returns a new array (*n entries)
+ * the caller free()s.
  */
-gw_t *gw_new(const gw_config_t *cfg, int *err);
-
-/** Frees the gateway. NULL-safe; the HTTP server must be stopped first. */
-void gw_free(gw_t *gw);
-
-/** The readiness probe for cm_http: true when every upstream answers /healthz. */
-bool gw_ready(void *ctx, cm_buf_t *why);
+cm_route_t *gw_http_routes_new(bool cors, size_t *n);
 
 /**
  * True if ct is application/json, optionally with parameters

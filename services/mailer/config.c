@@ -32,41 +32,15 @@ static void load_seal_key(cm_cfg_t *c, mail_config_t *cfg)
     free(path);
 }
 
-static void load_log_level(cm_cfg_t *c, mail_config_t *cfg)
-{
-    char *level = cm_cfg_str(c, "LOG_LEVEL", "info");
-    if (cm_log_parse_level(level, &cfg->log_level) != 0)
-        cm_cfg_error(c, "LOG_LEVEL", "expected debug, info, warn or error");
-    free(level);
-}
-
-/* PUBLIC_BASE_URL without its trailing slashes, so links join with one "/". */
-static void trim_slashes(char *url)
-{
-    size_t n = url ? strlen(url) : 0;
-    while (n > 0 && url[n - 1] == '/')
-        url[--n] = '\0';
-}
-
 int mail_config_load(mail_config_t *cfg)
 {
-    static const char *const http[] = {"http", "https", NULL};
-    static const char *const pg[] = {"postgresql", "postgres", NULL};
+    static const cm_service_defaults_t defaults = {
+        .port = 8003, .http_threads = 4, .db_pool_size = 4, .kafka = true};
     static const char *const smtp[] = {"smtp", "smtps", NULL};
     memset(cfg, 0, sizeof *cfg);
     cm_cfg_t c;
     cm_cfg_init(&c, "mailer");
-    cfg->port = (int)cm_cfg_int(&c, "PORT", 8003, 1, 65535);
-    cfg->bind = cm_cfg_str(&c, "BIND_ADDRESS", "127.0.0.1");
-    cfg->db_url = cm_cfg_url(&c, "DATABASE_URL", NULL, pg);
-    if (!cfg->db_url)
-        cm_cfg_error(&c, "DATABASE_URL", "required (postgresql://mailer@host/db)");
-    cfg->kafka = cm_cfg_str_required(&c, "KAFKA_BOOTSTRAP");
-    cfg->public_base_url = cm_cfg_url(&c, "PUBLIC_BASE_URL", "http://127.0.0.1:8000", http);
-    trim_slashes(cfg->public_base_url);
-    load_log_level(&c, cfg);
-    cfg->db_pool_size = (int)cm_cfg_int(&c, "DB_POOL_SIZE", 4, 1, 256);
-    cfg->http_threads = (int)cm_cfg_int(&c, "HTTP_THREADS", 4, 1, 256);
+    cm_cfg_service(&c, &defaults, &cfg->svc);
     cfg->mail_dir = cm_cfg_str(&c, "MAIL_DIR", ".run/mail");
     cfg->smtp_url = cm_cfg_url(&c, "SMTP_URL", NULL, smtp);
     cfg->smtp_starttls = cm_cfg_bool(&c, "SMTP_STARTTLS", false);
@@ -90,10 +64,7 @@ void mail_config_dispose(mail_config_t *cfg)
 {
     if (!cfg)
         return;
-    free(cfg->bind);
-    free(cfg->db_url);
-    free(cfg->kafka);
-    free(cfg->public_base_url);
+    cm_service_config_dispose(&cfg->svc);
     free(cfg->mail_dir);
     free(cfg->smtp_url);
     free(cfg->smtp_user);

@@ -7,30 +7,23 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "cm/config.h"
 #include "cm/error.h"
-#include "cm/log.h"
 
 /** Everything the mailer reads from its environment; strings owned by the struct. */
 typedef struct mail_config {
-    int port;                 /* PORT, 8003 */
-    char *bind;               /* BIND_ADDRESS, 127.0.0.1 */
-    char *db_url;             /* DATABASE_URL, required */
-    char *kafka;              /* KAFKA_BOOTSTRAP, required */
-    char *public_base_url;    /* PUBLIC_BASE_URL, http://127.0.0.1:8000 (no trailing slash) */
-    cm_log_level_t log_level; /* LOG_LEVEL, info */
-    int db_pool_size;         /* DB_POOL_SIZE, 4 */
-    int http_threads;         /* HTTP_THREADS, 4 */
-    char *mail_dir;           /* MAIL_DIR, .run/mail */
-    char *smtp_url;           /* SMTP_URL, NULL → Maildir */
-    bool smtp_starttls;       /* SMTP_STARTTLS, off: require STARTTLS on smtp:// */
-    char *smtp_user;          /* SMTP_USER, NULL → none or from the URL */
-    char *smtp_password;      /* SMTP_PASSWORD, wiped by dispose */
-    int max_attempts;         /* MAIL_MAX_ATTEMPTS, 5: tries before mail.dead */
-    int retry_base_ms;        /* MAIL_RETRY_BASE_MS, 500: first backoff */
-    int retry_cap_ms;         /* MAIL_RETRY_CAP_MS, 8000: longest backoff */
-    char *mail_from;          /* MAIL_FROM */
-    uint8_t seal_pk[32];      /* derived from the secret key */
-    uint8_t seal_sk[32];      /* MAILER_SEAL_SECRET_KEY_FILE, wiped by dispose */
+    cm_service_config_t svc; /* PORT 8003, HTTP_THREADS 4, DB_POOL_SIZE 4, KAFKA_BOOTSTRAP, ... */
+    char *mail_dir;          /* MAIL_DIR, .run/mail */
+    char *smtp_url;          /* SMTP_URL, NULL → Maildir */
+    bool smtp_starttls;      /* SMTP_STARTTLS, off: require STARTTLS on smtp:// */
+    char *smtp_user;         /* SMTP_USER, NULL → none or from the URL */
+    char *smtp_password;     /* SMTP_PASSWORD, wiped by dispose */
+    int max_attempts;        /* MAIL_MAX_ATTEMPTS, 5: tries before mail.dead */
+    int retry_base_ms;       /* MAIL_RETRY_BASE_MS, 500: first backoff */
+    int retry_cap_ms;        /* MAIL_RETRY_CAP_MS, 8000: longest backoff */
+    char *mail_from;         /* MAIL_FROM */
+    uint8_t seal_pk[32];     /* derived from the secret key */
+    uint8_t seal_sk[32];     /* MAILER_SEAL_SECRET_KEY_FILE, wiped by dispose */
 } mail_config_t;
 
 /**

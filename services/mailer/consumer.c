@@ -128,7 +128,7 @@ static void make_link(job_t *j, const char *page)
 {
     cm_buf_t b;
     cm_buf_init(&b);
-    cm_buf_puts(&b, j->ctx->cfg->public_base_url);
+    cm_buf_puts(&b, j->ctx->cfg->svc.public_base_url);
     cm_buf_puts(&b, page);
     cm_buf_puts(&b, "?token=");
     cm_buf_puts(&b, j->token);

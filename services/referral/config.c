@@ -7,22 +7,6 @@
 #include "cm/config.h"
 #include "cm/crypto.h"
 
-static void load_log_level(cm_cfg_t *c, ref_config_t *cfg)
-{
-    char *level = cm_cfg_str(c, "LOG_LEVEL", "info");
-    if (cm_log_parse_level(level, &cfg->log_level) != 0)
-        cm_cfg_error(c, "LOG_LEVEL", "expected debug, info, warn or error");
-    free(level);
-}
-
-/* PUBLIC_BASE_URL without trailing slashes, so links join with one "/". */
-static void trim_slashes(char *url)
-{
-    size_t n = url ? strlen(url) : 0;
-    while (n > 0 && url[n - 1] == '/')
-        url[--n] = '\0';
-}
-
 /* Largest rules or domain-list file read. */
 #define LIST_FILE_MAX (1024 * 1024)
 
@@ -58,25 +42,13 @@ static void load_disposable(cm_cfg_t *c, ref_config_t *cfg)
 
 int ref_config_load(ref_config_t *cfg)
 {
-    static const char *const http[] = {"http", "https", NULL};
-    static const char *const pg[] = {"postgresql", "postgres", NULL};
+    static const cm_service_defaults_t defaults = {
+        .port = 8002, .http_threads = 8, .db_pool_size = 8, .kafka = true};
     memset(cfg, 0, sizeof *cfg);
     cm_cfg_t c;
     cm_cfg_init(&c, "referral");
-    cfg->port = (int)cm_cfg_int(&c, "PORT", 8002, 1, 65535);
-    cfg->bind = cm_cfg_str(&c, "BIND_ADDRESS", "127.0.0.1");
-    cfg->db_url = cm_cfg_url(&c, "DATABASE_URL", NULL, pg);
-    if (!cfg->db_url)
-        cm_cfg_error(&c, "DATABASE_URL", "required (postgresql://referral@host/db)");
-    cfg->kafka = cm_cfg_str_required(&c, "KAFKA_BOOTSTRAP");
-    cfg->public_base_url = cm_cfg_url(&c, "PUBLIC_BASE_URL", "http://127.0.0.1:8000", http);
-    trim_slashes(cfg->public_base_url);
-    load_log_level(&c, cfg);
-    cfg->db_pool_size = (int)cm_cfg_int(&c, "DB_POOL_SIZE", 8, 1, 256);
-    cfg->http_threads = (int)cm_cfg_int(&c, "HTTP_THREADS", 8, 1, 256);
-    cfg->jwt_public_keys = cm_cfg_str_required(&c, "JWT_PUBLIC_KEYS");
-    cfg->jwt_issuer = cm_cfg_str(&c, "JWT_ISSUER", "linktr");
-    cfg->jwt_audience = cm_cfg_str(&c, "JWT_AUDIENCE", "linktr");
+    cm_cfg_service(&c, &defaults, &cfg->svc);
+    cm_cfg_jwt(&c, true, &cfg->jwt);
     cfg->ttl_days = (int)cm_cfg_int(&c, "REFERRAL_TTL_DAYS", 30, 1, 3650);
     cfg->daily_cap = (int)cm_cfg_int(&c, "REFERRAL_DAILY_CAP", 50, 1, 1000000);
     cfg->sweep_interval_s = (int)cm_cfg_int(&c, "REFERRAL_SWEEP_INTERVAL_S", 60, 1, 86400);
@@ -93,13 +65,8 @@ void ref_config_dispose(ref_config_t *cfg)
 {
     if (!cfg)
         return;
-    free(cfg->bind);
-    free(cfg->db_url);
-    free(cfg->kafka);
-    free(cfg->public_base_url);
-    free(cfg->jwt_public_keys);
-    free(cfg->jwt_issuer);
-    free(cfg->jwt_audience);
+    cm_service_config_dispose(&cfg->svc);
+    cm_jwt_config_dispose(&cfg->jwt);
     ref_domains_dispose(&cfg->disposable);
     memset(cfg, 0, sizeof *cfg);
 }

@@ -4,23 +4,14 @@
 #ifndef REF_CONFIG_H
 #define REF_CONFIG_H
 
+#include "cm/config.h"
 #include "cm/error.h"
-#include "cm/log.h"
 #include "rules.h"
 
 /** Everything the referral service reads from its environment; strings owned by the struct. */
 typedef struct ref_config {
-    int port;                 /* PORT, 8002 */
-    char *bind;               /* BIND_ADDRESS, 127.0.0.1 */
-    char *db_url;             /* DATABASE_URL, required */
-    char *kafka;              /* KAFKA_BOOTSTRAP, required */
-    char *public_base_url;    /* PUBLIC_BASE_URL, http://127.0.0.1:8000 (no trailing slash) */
-    cm_log_level_t log_level; /* LOG_LEVEL, info */
-    int db_pool_size;         /* DB_POOL_SIZE, 8 */
-    int http_threads;         /* HTTP_THREADS, 8 */
-    char *jwt_public_keys;    /* JWT_PUBLIC_KEYS "kid=path.pem,...", required */
-    char *jwt_issuer;         /* JWT_ISSUER, linktr */
-    char *jwt_audience;       /* JWT_AUDIENCE, linktr */
+    cm_service_config_t svc;  /* PORT 8002, HTTP_THREADS 8, DB_POOL_SIZE 8, KAFKA_BOOTSTRAP, ... */
+    cm_jwt_config_t jwt;      /* JWT_PUBLIC_KEYS (required), JWT_ISSUER, JWT_AUDIENCE */
     int ttl_days;             /* REFERRAL_TTL_DAYS, 30 */
     int daily_cap;            /* REFERRAL_DAILY_CAP, 50 */
     int sweep_interval_s;     /* REFERRAL_SWEEP_INTERVAL_S, 60: expiry sweep period */

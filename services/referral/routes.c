@@ -81,7 +81,7 @@ static json_t *stats_json(const ref_api_t *api, const ref_stats_t *s)
     json_t *code = json_null(), *link = json_null();
     if (s->referral_code[0]) {
         code = json_string(s->referral_code);
-        char *l = cm_xasprintf("%s/r/%s", api->cfg->public_base_url, s->referral_code);
+        char *l = cm_xasprintf("%s/r/%s", api->cfg->svc.public_base_url, s->referral_code);
         link = json_string(l);
         free(l);
     }

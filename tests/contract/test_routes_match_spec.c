@@ -328,9 +328,9 @@ static const char MINI_SPEC[] = "openapi: 3.1.0\n"
                                 "    get:\n";
 
 static const gw_route_t MINI_ROUTES[] = {
-    {"POST", "/api/login", GW_UP_AUTH, false, GW_RL_LOGIN},
-    {"GET", "/api/me", GW_UP_AUTH, false, GW_RL_OTHER},
-    {"GET", "/api/referrals", GW_UP_REFERRAL, true, GW_RL_OTHER},
+    {"POST", "/api/login", GW_UP_AUTH, false, GW_RL_LOGIN, GW_CACHE_NO_STORE},
+    {"GET", "/api/me", GW_UP_AUTH, false, GW_RL_OTHER, GW_CACHE_NO_STORE},
+    {"GET", "/api/referrals", GW_UP_REFERRAL, true, GW_RL_OTHER, GW_CACHE_UPSTREAM},
 };
 
 static void parser_reads_paths_methods_and_security_only_under_paths(void **state)

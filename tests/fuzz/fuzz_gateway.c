@@ -26,6 +26,8 @@
 #include "config.h"
 #include "fuzz.h"
 #include "jwks.h"
+#include "clientaddr.h"
+#include "cm/netaddr.h"
 #include "proxy.h"
 #include "routes.h"
 
@@ -42,7 +44,7 @@ static void check_chain(const char *xff, const char *client, const char *peer)
     for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
         while (*tok == ' ')
             tok++;
-        FUZZ_CHECK(gw_ip_valid(tok));
+        FUZZ_CHECK(cm_ip_valid(tok));
         first = first ? first : tok;
         last = tok;
     }
@@ -67,7 +69,7 @@ static void fuzz_client_addr(const uint8_t *data, size_t size)
     cm_arena_t *a = cm_arena_new();
     const char *client = NULL, *xff = NULL;
     gw_client_addr(a, peer, incoming, &trusted, &client, &xff);
-    FUZZ_CHECK(client && xff && gw_ip_valid(client));
+    FUZZ_CHECK(client && xff && cm_ip_valid(client));
     if (!gw_ip_trusted(peer, &trusted))
         FUZZ_CHECK(strcmp(client, peer) == 0 && strcmp(xff, peer) == 0);
     check_chain(xff, client, peer);

@@ -20,6 +20,7 @@
 #include <stddef.h>
 
 #include "cm/error.h"
+#include "cm/log.h"
 
 #define CM_CFG_MAX_ERRORS 32
 
@@ -71,5 +72,54 @@ void cm_cfg_error(cm_cfg_t *c, const char *name, const char *fmt, ...)
  * and frees them. Returns 0 if there were none, CM_EINVAL otherwise.
  */
 CM_MUST_CHECK int cm_cfg_finish(cm_cfg_t *c);
+
+/* ---- the variables every service shares ----------------------------------- */
+
+/** A service's defaults for the shared variables, and which of them it reads. */
+typedef struct cm_service_defaults {
+    int port;         /* PORT when unset */
+    int http_threads; /* HTTP_THREADS when unset */
+    int db_pool_size; /* DB_POOL_SIZE when unset; 0: no database, DATABASE_URL is not read */
+    bool kafka;       /* reads KAFKA_BOOTSTRAP (then required) */
+} cm_service_defaults_t;
+
+/**
+ * The shared variables, each read by one helper with one message, so PORT
+ * or DATABASE_URL is named and checked the same way in every service.
+ * Strings are owned by the struct; free them with cm_service_config_dispose.
+ */
+typedef struct cm_service_config {
+    int port;                 /* PORT, 1-65535 */
+    char *bind;               /* BIND_ADDRESS, 127.0.0.1 */
+    cm_log_level_t log_level; /* LOG_LEVEL, info */
+    int http_threads;         /* HTTP_THREADS, 1-1024 */
+    char *database_url;       /* DATABASE_URL (postgresql://), NULL without a database */
+    int db_pool_size;         /* DB_POOL_SIZE, 1-256 */
+    char *kafka_bootstrap;    /* KAFKA_BOOTSTRAP host:port[,...], NULL without Kafka */
+    char *public_base_url;    /* PUBLIC_BASE_URL, http://127.0.0.1:8000, no trailing slash */
+} cm_service_config_t;
+
+/** Reads the shared variables into *out (zeroed first); errors collect in c. */
+void cm_cfg_service(cm_cfg_t *c, const cm_service_defaults_t *d, cm_service_config_t *out);
+
+/** Frees the strings of *s and zeroes it. NULL-safe. */
+void cm_service_config_dispose(cm_service_config_t *s);
+
+/** What a token verifier reads: JWT_PUBLIC_KEYS, JWT_ISSUER, JWT_AUDIENCE (owned strings). */
+typedef struct cm_jwt_config {
+    char *public_keys; /* JWT_PUBLIC_KEYS "kid=path.pem,...", NULL when optional and unset */
+    char *issuer;      /* JWT_ISSUER, linktr */
+    char *audience;    /* JWT_AUDIENCE, linktr */
+} cm_jwt_config_t;
+
+/**
+ * Reads the JWT verifier variables into *out. With keys_required, an
+ * unset JWT_PUBLIC_KEYS is an error. The list itself is parsed once, when
+ * cm_service_verifier_new loads it (it reads the key files).
+ */
+void cm_cfg_jwt(cm_cfg_t *c, bool keys_required, cm_jwt_config_t *out);
+
+/** Frees the strings of *j and zeroes it. NULL-safe. */
+void cm_jwt_config_dispose(cm_jwt_config_t *j);
 
 #endif

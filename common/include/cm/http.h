@@ -78,6 +78,7 @@ typedef struct cm_http_config {
     cm_ready_fn ready; /* NULL → always ready */
     void *ready_ctx;
     cm_metrics_t *metrics; /* borrowed; NULL → a private registry */
+    int drain_ms;          /* the service's longest request: what a stop waits for (cm/service.h) */
 } cm_http_config_t;
 
 /**

@@ -79,12 +79,12 @@ static void unset_variables_take_the_documented_defaults(void **state)
     int rc = -1;
     char *err = load_capture(&cfg, &rc);
     assert_int_equal(rc, 0);
-    assert_int_equal(cfg.port, 8001);
-    assert_string_equal(cfg.bind, "127.0.0.1");
-    assert_string_equal(cfg.public_base_url, "http://127.0.0.1:8000");
+    assert_int_equal(cfg.svc.port, 8001);
+    assert_string_equal(cfg.svc.bind, "127.0.0.1");
+    assert_string_equal(cfg.svc.public_base_url, "http://127.0.0.1:8000");
     assert_string_equal(cfg.jwt_key_id, "dev-1");
-    assert_string_equal(cfg.jwt_issuer, "linktr");
-    assert_string_equal(cfg.jwt_audience, "linktr");
+    assert_string_equal(cfg.jwt.issuer, "linktr");
+    assert_string_equal(cfg.jwt.audience, "linktr");
     assert_int_equal(cfg.access_ttl_s, 900);
     assert_int_equal(cfg.refresh_ttl_days, 30);
     assert_int_equal(cfg.refresh_grace_s, 10);
@@ -92,10 +92,10 @@ static void unset_variables_take_the_documented_defaults(void **state)
     assert_int_equal(cfg.argon2_memlimit, 19456u * 1024u);
     assert_int_equal(cfg.hash_workers, 0);
     assert_int_equal(cfg.hash_queue, 64);
-    assert_int_equal(cfg.http_threads, 16);
-    assert_int_equal(cfg.db_pool_size, 10);
-    assert_int_equal(cfg.log_level, CM_LOG_INFO);
-    assert_null(cfg.jwt_public_keys);
+    assert_int_equal(cfg.svc.http_threads, 16);
+    assert_int_equal(cfg.svc.db_pool_size, 10);
+    assert_int_equal(cfg.svc.log_level, CM_LOG_INFO);
+    assert_null(cfg.jwt.public_keys);
     free(err);
     auth_config_dispose(&cfg);
 }
@@ -108,7 +108,7 @@ static void a_trailing_slash_on_the_public_base_url_is_dropped(void **state)
     int rc = -1;
     char *err = load_capture(&cfg, &rc);
     assert_int_equal(rc, 0);
-    assert_string_equal(cfg.public_base_url, "https://linktr.example");
+    assert_string_equal(cfg.svc.public_base_url, "https://linktr.example");
     free(err);
     auth_config_dispose(&cfg);
 }

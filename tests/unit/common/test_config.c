@@ -130,6 +130,123 @@ static void more_errors_than_the_table_holds_are_counted_not_lost(void **state)
     free(out);
 }
 
+static const char *const SHARED_VARS[] = {"PORT",
+                                          "BIND_ADDRESS",
+                                          "LOG_LEVEL",
+                                          "HTTP_THREADS",
+                                          "DATABASE_URL",
+                                          "DB_POOL_SIZE",
+                                          "KAFKA_BOOTSTRAP",
+                                          "PUBLIC_BASE_URL",
+                                          NULL};
+
+static void unset_shared(void)
+{
+    for (int i = 0; SHARED_VARS[i]; i++)
+        unsetenv(SHARED_VARS[i]);
+}
+
+static void the_shared_variables_take_the_service_defaults(void **state)
+{
+    (void)state;
+    unset_shared();
+    setenv("DATABASE_URL", "postgresql://svc@127.0.0.1/linktr", 1);
+    setenv("KAFKA_BOOTSTRAP", "127.0.0.1:9092", 1);
+    cm_service_defaults_t d = {.port = 8123, .http_threads = 7, .db_pool_size = 5, .kafka = true};
+    cm_service_config_t s;
+    cm_cfg_t c;
+    cm_cfg_init(&c, "test");
+    cm_cfg_service(&c, &d, &s);
+    assert_int_equal(cm_cfg_finish(&c), 0);
+    assert_int_equal(s.port, 8123);
+    assert_string_equal(s.bind, "127.0.0.1");
+    assert_int_equal(s.log_level, CM_LOG_INFO);
+    assert_int_equal(s.http_threads, 7);
+    assert_int_equal(s.db_pool_size, 5);
+    assert_string_equal(s.database_url, "postgresql://svc@127.0.0.1/linktr");
+    assert_string_equal(s.kafka_bootstrap, "127.0.0.1:9092");
+    assert_string_equal(s.public_base_url, "http://127.0.0.1:8000");
+    cm_service_config_dispose(&s);
+    assert_null(s.bind);
+    unset_shared();
+}
+
+static void a_service_without_database_or_kafka_reads_neither(void **state)
+{
+    (void)state;
+    unset_shared();
+    setenv("DATABASE_URL", "mysql://not-read", 1);
+    setenv("PUBLIC_BASE_URL", "https://linktr.example///", 1);
+    cm_service_defaults_t d = {.port = 8000, .http_threads = 32};
+    cm_service_config_t s;
+    cm_cfg_t c;
+    cm_cfg_init(&c, "test");
+    cm_cfg_service(&c, &d, &s);
+    assert_int_equal(cm_cfg_finish(&c), 0);
+    assert_null(s.database_url);
+    assert_null(s.kafka_bootstrap);
+    assert_string_equal(s.public_base_url, "https://linktr.example");
+    cm_service_config_dispose(&s);
+    unset_shared();
+}
+
+static void every_bad_shared_variable_is_named_once(void **state)
+{
+    (void)state;
+    unset_shared();
+    setenv("PORT", "0", 1);
+    setenv("LOG_LEVEL", "loud", 1);
+    setenv("HTTP_THREADS", "many", 1);
+    setenv("DATABASE_URL", "mysql://u:secret@h/db", 1);
+    setenv("DB_POOL_SIZE", "1000", 1);
+    setenv("PUBLIC_BASE_URL", "ftp://x", 1);
+    cm_service_defaults_t d = {.port = 8001, .http_threads = 4, .db_pool_size = 4, .kafka = true};
+    cm_service_config_t s;
+    cm_cfg_t c;
+    cm_cfg_init(&c, "test");
+    cm_cfg_service(&c, &d, &s);
+    int rc = 0;
+    char *out = finish_and_capture(&c, &rc);
+    assert_int_equal(rc, CM_EINVAL);
+    const char *named[] = {"PORT:",         "LOG_LEVEL:",       "HTTP_THREADS:",    "DATABASE_URL:",
+                           "DB_POOL_SIZE:", "KAFKA_BOOTSTRAP:", "PUBLIC_BASE_URL:", NULL};
+    for (int i = 0; named[i]; i++) {
+        const char *at = strstr(out, named[i]);
+        assert_non_null(at);
+        assert_null(strstr(at + 1, named[i])); /* one message per variable */
+    }
+    assert_null(strstr(out, "secret")); /* a URL's password is never echoed */
+    free(out);
+    cm_service_config_dispose(&s);
+    unset_shared();
+}
+
+static void the_jwt_keys_are_required_only_where_asked(void **state)
+{
+    (void)state;
+    unsetenv("JWT_PUBLIC_KEYS");
+    unsetenv("JWT_ISSUER");
+    setenv("JWT_AUDIENCE", "aud", 1);
+    cm_jwt_config_t j;
+    cm_cfg_t c;
+    cm_cfg_init(&c, "test");
+    cm_cfg_jwt(&c, false, &j);
+    assert_int_equal(cm_cfg_finish(&c), 0);
+    assert_null(j.public_keys);
+    assert_string_equal(j.issuer, "linktr");
+    assert_string_equal(j.audience, "aud");
+    cm_jwt_config_dispose(&j);
+    cm_cfg_init(&c, "test");
+    cm_cfg_jwt(&c, true, &j);
+    int rc = 0;
+    char *out = finish_and_capture(&c, &rc);
+    assert_int_equal(rc, CM_EINVAL);
+    assert_non_null(strstr(out, "JWT_PUBLIC_KEYS:"));
+    free(out);
+    cm_jwt_config_dispose(&j);
+    unsetenv("JWT_AUDIENCE");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -138,6 +255,10 @@ int main(void)
         cmocka_unit_test(every_bad_variable_is_named_in_one_report),
         cmocka_unit_test(a_bad_choice_lists_the_allowed_words),
         cmocka_unit_test(more_errors_than_the_table_holds_are_counted_not_lost),
+        cmocka_unit_test(the_shared_variables_take_the_service_defaults),
+        cmocka_unit_test(a_service_without_database_or_kafka_reads_neither),
+        cmocka_unit_test(every_bad_shared_variable_is_named_once),
+        cmocka_unit_test(the_jwt_keys_are_required_only_where_asked),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -15,7 +15,7 @@
 #include <cmocka.h>
 
 #include "config.h"
-#include "proxy.h"
+#include "clientaddr.h"
 
 static const char *const VARS[] = {"PORT",
                                    "BIND_ADDRESS",
@@ -45,14 +45,14 @@ static void defaults_fit_the_local_stack(void **state)
     setenv("JWT_PUBLIC_KEYS", "k1=/tmp/k1.pem", 1);
     gw_config_t c;
     assert_int_equal(gw_config_load(&c), 0);
-    assert_int_equal(c.port, 8000);
-    assert_string_equal(c.bind, "127.0.0.1");
+    assert_int_equal(c.svc.port, 8000);
+    assert_string_equal(c.svc.bind, "127.0.0.1");
     assert_int_equal(c.auth_urls.n, 1);
     assert_string_equal(c.auth_urls.items[0], "http://127.0.0.1:8001");
     assert_string_equal(c.referral_urls.items[0], "http://127.0.0.1:8002");
     assert_int_equal(c.connect_timeout_ms, 1000);
     assert_int_equal(c.upstream_timeout_ms, 10000);
-    assert_int_equal(c.threads, 32);
+    assert_int_equal(c.svc.http_threads, 32);
     assert_true(c.rate_limits);
     assert_int_equal(c.trusted_proxies.n, 0);
     assert_int_equal(c.cors_origins.n, 0);

@@ -76,11 +76,11 @@ static void a_good_key_file_gives_the_key_pair_and_defaults_apply(void **state)
     assert_string_equal(err, "");
     assert_memory_equal(cfg.seal_sk, sk, 32);
     assert_memory_equal(cfg.seal_pk, pk, 32);
-    assert_int_equal(cfg.port, 8003);
+    assert_int_equal(cfg.svc.port, 8003);
     assert_string_equal(cfg.mail_dir, ".run/mail");
     assert_null(cfg.smtp_url);
     assert_string_equal(cfg.mail_from, "linktr <no-reply@linktr.local>");
-    assert_string_equal(cfg.public_base_url, "http://127.0.0.1:8000");
+    assert_string_equal(cfg.svc.public_base_url, "http://127.0.0.1:8000");
     mail_config_dispose(&cfg);
     free(err);
     unlink(path);

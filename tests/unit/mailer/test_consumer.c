@@ -51,7 +51,7 @@ static int setup(void **state)
     snprintf(f->dir, sizeof f->dir, "/tmp/linktr-mailtest-XXXXXX");
     assert_non_null(mkdtemp(f->dir));
     f->cfg.mail_dir = cm_xasprintf("%s/mail", f->dir);
-    f->cfg.public_base_url = cm_xstrdup("http://127.0.0.1:8000");
+    f->cfg.svc.public_base_url = cm_xstrdup("http://127.0.0.1:8000");
     f->cfg.mail_from = cm_xstrdup("linktr <no-reply@linktr.local>");
     assert_int_equal(mail_maildir_init(f->cfg.mail_dir), 0);
     f->ctx = (mail_ctx_t){.cfg = &f->cfg, .pool = f->pool};

@@ -134,7 +134,7 @@ static int setup(void **state)
     snprintf(f->dir, sizeof f->dir, "/tmp/linktr-smtptest-XXXXXX");
     assert_non_null(mkdtemp(f->dir));
     f->inbox = cm_xasprintf("%s/inbox", f->dir);
-    f->cfg.public_base_url = cm_xstrdup("http://127.0.0.1:8000");
+    f->cfg.svc.public_base_url = cm_xstrdup("http://127.0.0.1:8000");
     f->cfg.mail_from = cm_xstrdup("linktr <no-reply@linktr.local>");
     f->cfg.max_attempts = 3;
     f->cfg.retry_base_ms = 10;

@@ -63,11 +63,11 @@ static void the_required_variables_set_and_the_rest_default(void **state)
     char *err = load_capturing(&cfg, &rc);
     assert_int_equal(rc, 0);
     assert_string_equal(err, "");
-    assert_int_equal(cfg.port, 8002);
-    assert_string_equal(cfg.bind, "127.0.0.1");
-    assert_string_equal(cfg.public_base_url, "http://example.test:8000");
-    assert_string_equal(cfg.jwt_issuer, "linktr");
-    assert_string_equal(cfg.jwt_audience, "linktr");
+    assert_int_equal(cfg.svc.port, 8002);
+    assert_string_equal(cfg.svc.bind, "127.0.0.1");
+    assert_string_equal(cfg.svc.public_base_url, "http://example.test:8000");
+    assert_string_equal(cfg.jwt.issuer, "linktr");
+    assert_string_equal(cfg.jwt.audience, "linktr");
     assert_int_equal(cfg.ttl_days, 30);
     assert_int_equal(cfg.daily_cap, 50);
     assert_int_equal(cfg.rules.referrer_credit, 10);

@@ -89,7 +89,7 @@ static int setup(void **state)
     free(url);
     assert_non_null(f->pool);
     assert_int_equal(cm_db_migrate(f->pool, referral_migrations, referral_migrations_count), 0);
-    f->cfg.public_base_url = cm_xstrdup("http://127.0.0.1:8000");
+    f->cfg.svc.public_base_url = cm_xstrdup("http://127.0.0.1:8000");
     f->cfg.daily_cap = 50;
     ref_rules_defaults(&f->cfg.rules);
     f->verifier = cm_jwt_verifier_new("linktr", "linktr", 100);

@@ -1,0 +1,217 @@
+/* service.c — the one start-up path (see cm/service.h). */
+#include "cm/service.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <curl/curl.h>
+
+#include "cm/crypto.h"
+#include "cm/log.h"
+
+#ifndef LINKTR_VERSION
+#define LINKTR_VERSION "unknown"
+#endif
+
+/* Everything common the skeleton started, so it stops it in reverse order. */
+typedef struct running {
+    const cm_service_config_t *cfg;
+    bool curl;
+    cm_db_pool_t *pool;
+    cm_metrics_t *metrics;
+    cm_http_t *http;
+    int drain_ms; /* how long stop waits for in-flight requests */
+} running_t;
+
+typedef enum mode { MODE_SERVE, MODE_MIGRATE, MODE_VERSION, MODE_USAGE } run_mode_t;
+
+static run_mode_t parse_args(const cm_service_def_t *def, int argc, char **argv)
+{
+    if (argc == 1)
+        return MODE_SERVE;
+    if (argc == 2 && strcmp(argv[1], "--version") == 0)
+        return MODE_VERSION;
+    if (argc == 2 && strcmp(argv[1], "migrate") == 0 && def->migrations)
+        return MODE_MIGRATE;
+    return MODE_USAGE;
+}
+
+/* Blocked before any thread starts, so every thread inherits the mask and only sigwait sees them.
+ */
+static void block_signals(sigset_t *set)
+{
+    sigemptyset(set);
+    sigaddset(set, SIGINT);
+    sigaddset(set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+}
+
+/* Before the configuration: loading it may already verify keys. */
+static int init_libraries(const cm_service_def_t *def, running_t *run)
+{
+    int rc = cm_crypto_init();
+    if (rc != 0) {
+        fprintf(stderr, "linktr-%s: libsodium failed to initialise\n", def->name);
+        return rc;
+    }
+    if (def->curl) {
+        if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+            fprintf(stderr, "linktr-%s: libcurl failed to initialise\n", def->name);
+            return CM_EIO;
+        }
+        run->curl = true;
+    }
+    return 0;
+}
+
+static int open_db(const cm_service_def_t *def, running_t *run)
+{
+    if (!def->migrations)
+        return 0;
+    cm_db_config_t dc = {.conninfo = run->cfg->database_url,
+                         .size = run->cfg->db_pool_size,
+                         .acquire_timeout_ms = def->db_acquire_ms ? def->db_acquire_ms : 5000,
+                         .connect_timeout_s = 5,
+                         .statement_timeout_ms = 10000};
+    int rc = 0;
+    run->pool = cm_db_pool_new(&dc, &rc);
+    if (!run->pool) {
+        CM_ERROR(NULL, "cannot open the database pool: %s", cm_strerror(rc));
+        return rc ? rc : CM_EIO;
+    }
+    size_t n = 0;
+    while (def->migrations[n].name)
+        n++;
+    rc = cm_db_migrate(run->pool, def->migrations, n);
+    if (rc != 0)
+        CM_ERROR(NULL, "migrations failed: %s", cm_strerror(rc));
+    return rc;
+}
+
+static int start_http(const cm_service_def_t *def, running_t *run, cm_http_config_t *hc)
+{
+    hc->service = def->name;
+    hc->bind = run->cfg->bind;
+    hc->port = run->cfg->port;
+    hc->threads = run->cfg->http_threads;
+    if (hc->request_timeout_ms <= 0)
+        hc->request_timeout_ms = 10000;
+    hc->metrics = run->metrics;
+    run->drain_ms = hc->drain_ms > 0 ? hc->drain_ms : CM_HTTP_DRAIN_MS;
+    int rc = 0;
+    run->http = cm_http_start(hc, &rc);
+    if (!run->http) {
+        CM_ERROR(NULL, "cannot serve on %s:%d: %s", hc->bind, hc->port, cm_strerror(rc));
+        return rc ? rc : CM_EIO;
+    }
+    CM_INFO(NULL, "%s listening on %s:%d", def->name, hc->bind, hc->port);
+    return 0;
+}
+
+/* Start-up after the configuration: libraries, database, the service, HTTP. */
+static int start(const cm_service_def_t *def, void *app, running_t *run, run_mode_t mode)
+{
+    int rc = open_db(def, run);
+    if (rc != 0 || mode == MODE_MIGRATE)
+        return rc;
+    run->metrics = cm_metrics_new();
+    cm_service_env_t env = {.cfg = run->cfg, .pool = run->pool, .metrics = run->metrics};
+    cm_http_config_t hc = {0};
+    rc = def->start(app, &env, &hc);
+    if (rc != 0) {
+        CM_ERROR(NULL, "%s failed to start: %s", def->name, cm_strerror(rc));
+        return rc;
+    }
+    return start_http(def, run, &hc);
+}
+
+/* No new requests, then the service's own parts, then what they used. */
+static void stop(const cm_service_def_t *def, void *app, running_t *run, bool started)
+{
+    if (run->http && !cm_http_drain(run->http, run->drain_ms))
+        CM_WARN(NULL, "stopping with requests still in flight");
+    cm_http_stop(run->http);
+    if (started)
+        def->stop(app);
+    cm_db_pool_free(run->pool);
+    cm_metrics_free(run->metrics);
+    if (run->curl)
+        curl_global_cleanup();
+}
+
+int cm_service_main(const cm_service_def_t *def, void *app, int argc, char **argv)
+{
+    run_mode_t mode = parse_args(def, argc, argv);
+    if (mode == MODE_VERSION) {
+        printf("linktr-%s %s\n", def->name, LINKTR_VERSION);
+        return 0;
+    }
+    if (mode == MODE_USAGE) {
+        fprintf(stderr, "usage: linktr-%s [%s--version]\n", def->name,
+                def->migrations ? "migrate | " : "");
+        return 2;
+    }
+    sigset_t stop_signals;
+    block_signals(&stop_signals);
+    running_t run = {0};
+    int rc = init_libraries(def, &run);
+    if (rc == 0 && def->load(app, &run.cfg) != 0) {
+        def->dispose(app);
+        if (run.curl)
+            curl_global_cleanup();
+        return 2;
+    }
+    if (rc == 0) {
+        cm_log_init(def->name, run.cfg->log_level);
+        rc = start(def, app, &run, mode);
+    }
+    if (rc == 0 && mode == MODE_SERVE) {
+        int sig = 0;
+        sigwait(&stop_signals, &sig);
+        CM_INFO(NULL, "signal %d: %s stopping", sig, def->name);
+    }
+    stop(def, app, &run, run.metrics != NULL);
+    def->dispose(app);
+    return rc == 0 ? 0 : 1;
+}
+
+cm_jwt_verifier_t *cm_service_verifier_new(const char *service, const cm_jwt_config_t *j,
+                                           size_t cache_size, int *err)
+{
+    *err = 0;
+    cm_jwt_verifier_t *v = cm_jwt_verifier_new(j->issuer, j->audience, cache_size);
+    if (!v) {
+        *err = CM_EINVAL;
+        return NULL;
+    }
+    if (!j->public_keys)
+        return v;
+    char bad[CM_JWT_KID_MAX + 1] = "";
+    int rc = cm_jwt_verifier_load_report(v, j->public_keys, bad, sizeof bad);
+    if (rc != 0) {
+        fprintf(stderr, "linktr-%s: config: JWT_PUBLIC_KEYS: entry \"%s\": %s\n", service, bad,
+                cm_strerror(rc));
+        cm_jwt_verifier_free(v);
+        *err = rc;
+        return NULL;
+    }
+    return v;
+}
+
+bool cm_service_ready(cm_db_pool_t *pool, cm_consumer_t *consumer, cm_buf_t *why)
+{
+    bool ok = true;
+    if (pool && !cm_db_ping(pool)) {
+        cm_buf_puts(why, "database");
+        ok = false;
+    }
+    /* Not connected to a broker, or not heard from one lately: events are not being handled. */
+    if (consumer && !cm_consumer_healthy(consumer)) {
+        cm_buf_puts(why, ok ? "kafka consumer" : ", kafka consumer");
+        ok = false;
+    }
+    return ok;
+}
