@@ -39,6 +39,8 @@ struct cm_db_pool {
     cm_db_t *slots;    /* cfg.size of them */
     int in_use;
     int open;
+    long long waits;    /* acquires that found no free slot at first */
+    long long timeouts; /* acquires that gave up (CM_EBUSY) */
 };
 
 /* ---- errors ----------------------------------------------------------- */
@@ -337,13 +339,18 @@ static cm_db_t *wait_for_slot(cm_db_pool_t *pool)
     struct timespec deadline;
     deadline_after(&deadline, pool->cfg.acquire_timeout_ms);
     pthread_mutex_lock(&pool->mu);
-    cm_db_t *db;
-    while (!(db = take_slot(pool))) {
+    cm_db_t *db = take_slot(pool);
+    if (!db)
+        pool->waits++;
+    while (!db) {
         if (pthread_cond_timedwait(&pool->cv, &pool->mu, &deadline) == ETIMEDOUT) {
             db = take_slot(pool);
             break;
         }
+        db = take_slot(pool);
     }
+    if (!db)
+        pool->timeouts++;
     pthread_mutex_unlock(&pool->mu);
     return db;
 }
@@ -411,6 +418,20 @@ void cm_db_release(cm_db_t *db)
 PGconn *cm_db_pgconn(cm_db_t *db)
 {
     return db ? db->conn : NULL;
+}
+
+void cm_db_pool_stats(cm_db_pool_t *pool, cm_db_pool_stats_t *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!pool)
+        return;
+    pthread_mutex_lock(&pool->mu);
+    out->size = pool->cfg.size;
+    out->in_use = pool->in_use;
+    out->open = pool->open;
+    out->waits = pool->waits;
+    out->timeouts = pool->timeouts;
+    pthread_mutex_unlock(&pool->mu);
 }
 
 int cm_db_pool_in_use(cm_db_pool_t *pool)

@@ -10,6 +10,7 @@
 
 #include "cm/crypto.h"
 #include "cm/log.h"
+#include "cm/process.h"
 
 #ifndef LINKTR_VERSION
 #define LINKTR_VERSION "unknown"
@@ -118,6 +119,7 @@ static int start(const cm_service_def_t *def, void *app, running_t *run, run_mod
     if (rc != 0 || mode == MODE_MIGRATE)
         return rc;
     run->metrics = cm_metrics_new();
+    cm_process_metrics_register(run->metrics, def->name, LINKTR_VERSION, run->pool);
     cm_service_env_t env = {.cfg = run->cfg, .pool = run->pool, .metrics = run->metrics};
     cm_http_config_t hc = {0};
     rc = def->start(app, &env, &hc);

@@ -114,6 +114,18 @@ bool cm_db_ping(cm_db_pool_t *pool);
  */
 CM_MUST_CHECK int cm_db_migrate(cm_db_pool_t *pool, const cm_migration_t *migrations, size_t n);
 
+/** A pool's counters at one moment, for /metrics. */
+typedef struct cm_db_pool_stats {
+    int size;           /* connections at most */
+    int in_use;         /* checked out now */
+    int open;           /* connected now (in use or idle) */
+    long long waits;    /* acquires since start that found every connection taken */
+    long long timeouts; /* of those, the ones that gave up after acquire_timeout_ms */
+} cm_db_pool_stats_t;
+
+/** Fills *out with the pool's counters (all zero for a NULL pool). */
+void cm_db_pool_stats(cm_db_pool_t *pool, cm_db_pool_stats_t *out);
+
 /** Number of connections currently checked out / open (for metrics and tests). */
 int cm_db_pool_in_use(cm_db_pool_t *pool);
 int cm_db_pool_open(cm_db_pool_t *pool);

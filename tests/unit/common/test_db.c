@@ -345,9 +345,18 @@ static void an_exhausted_pool_answers_ebusy(void **state)
     assert_ptr_not_equal(a, b);
     assert_int_equal(cm_db_pool_in_use(pool), 2);
     assert_int_equal(cm_db_pool_open(pool), 2);
+    cm_db_pool_stats_t st;
+    cm_db_pool_stats(pool, &st);
+    assert_int_equal(st.waits, 0);
     cm_db_t *c = (cm_db_t *)1;
     assert_int_equal(cm_db_acquire(pool, &c), CM_EBUSY);
     assert_null(c);
+    /* The refused acquire waited and gave up: both show in the pool's counters. */
+    cm_db_pool_stats(pool, &st);
+    assert_int_equal(st.size, 2);
+    assert_int_equal(st.in_use, 2);
+    assert_int_equal(st.waits, 1);
+    assert_int_equal(st.timeouts, 1);
     cm_db_release(a);
     cm_db_release(b);
     assert_int_equal(cm_db_pool_in_use(pool), 0);

@@ -1,0 +1,165 @@
+/* process.c — process and pool metrics read at render time (see cm/process.h). */
+#include "cm/process.h"
+
+#include <dirent.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Field 14 (utime), 15 (stime) and 22 (starttime) of /proc/self/stat, in clock ticks. */
+static bool read_stat(double *cpu_ticks, double *start_ticks)
+{
+    char buf[1024];
+    FILE *f = fopen("/proc/self/stat", "r");
+    if (!f)
+        return false;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    /* The command name may hold spaces and parentheses: fields start after the last ')'. */
+    const char *p = strrchr(buf, ')');
+    unsigned long utime = 0, stime = 0;
+    unsigned long long start = 0;
+    if (!p || sscanf(p + 2,
+                     "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu %*d %*d %*d %*d %*d "
+                     "%*d %llu",
+                     &utime, &stime, &start) != 3)
+        return false;
+    *cpu_ticks = (double)utime + (double)stime;
+    *start_ticks = (double)start;
+    return true;
+}
+
+/* Seconds since the epoch at which the machine booted (/proc/stat btime). */
+static double boot_time(void)
+{
+    char line[256];
+    double btime = -1;
+    FILE *f = fopen("/proc/stat", "r");
+    if (!f)
+        return -1;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "btime %lf", &btime) == 1)
+            break;
+    fclose(f);
+    return btime;
+}
+
+static double resident_bytes(void)
+{
+    long pages = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (!f)
+        return -1;
+    int ok = fscanf(f, "%*d %ld", &pages);
+    fclose(f);
+    return ok == 1 ? (double)pages * (double)sysconf(_SC_PAGESIZE) : -1;
+}
+
+static double open_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (!d)
+        return -1;
+    double n = 0;
+    for (struct dirent *e; (e = readdir(d));)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n - 1; /* the directory stream's own descriptor */
+}
+
+bool cm_process_stats(cm_process_stats_t *out)
+{
+    double ticks = (double)sysconf(_SC_CLK_TCK), cpu = 0, start = 0, btime = boot_time();
+    bool stat_ok = ticks > 0 && read_stat(&cpu, &start);
+    out->cpu_seconds = stat_ok ? cpu / ticks : -1;
+    out->start_time_unix = stat_ok && btime >= 0 ? btime + start / ticks : -1;
+    out->resident_bytes = resident_bytes();
+    out->open_fds = open_fds();
+    return stat_ok && btime >= 0 && out->resident_bytes >= 0 && out->open_fds >= 0;
+}
+
+static double cpu_seconds(void *ctx)
+{
+    (void)ctx;
+    cm_process_stats_t s;
+    cm_process_stats(&s);
+    return s.cpu_seconds;
+}
+
+static double rss(void *ctx)
+{
+    (void)ctx;
+    return resident_bytes();
+}
+
+static double fds(void *ctx)
+{
+    (void)ctx;
+    return open_fds();
+}
+
+static double pool_in_use(void *ctx)
+{
+    cm_db_pool_stats_t s;
+    cm_db_pool_stats(ctx, &s);
+    return s.in_use;
+}
+
+static double pool_open(void *ctx)
+{
+    cm_db_pool_stats_t s;
+    cm_db_pool_stats(ctx, &s);
+    return s.open;
+}
+
+static double pool_waits(void *ctx)
+{
+    cm_db_pool_stats_t s;
+    cm_db_pool_stats(ctx, &s);
+    return (double)s.waits;
+}
+
+static double pool_timeouts(void *ctx)
+{
+    cm_db_pool_stats_t s;
+    cm_db_pool_stats(ctx, &s);
+    return (double)s.timeouts;
+}
+
+static void register_pool(cm_metrics_t *m, cm_db_pool_t *pool)
+{
+    cm_db_pool_stats_t s;
+    cm_db_pool_stats(pool, &s);
+    cm_family_t *max = cm_metrics_gauge(m, "linktr_db_pool_connections_max",
+                                        "Database connections the pool may open.", NULL);
+    cm_metric_set(max, NULL, s.size);
+    cm_metrics_gauge_fn(m, "linktr_db_pool_connections_in_use",
+                        "Database connections checked out now.", pool_in_use, pool);
+    cm_metrics_gauge_fn(m, "linktr_db_pool_connections_open",
+                        "Database connections open now (in use or idle).", pool_open, pool);
+    cm_metrics_gauge_fn(m, "linktr_db_pool_waits_total",
+                        "Acquires that found every connection taken.", pool_waits, pool);
+    cm_metrics_gauge_fn(m, "linktr_db_pool_timeouts_total",
+                        "Acquires that gave up waiting for a connection.", pool_timeouts, pool);
+}
+
+void cm_process_metrics_register(cm_metrics_t *m, const char *service, const char *version,
+                                 cm_db_pool_t *pool)
+{
+    cm_process_stats_t s;
+    cm_process_stats(&s);
+    cm_metrics_gauge_fn(m, "process_cpu_seconds_total", "User and system CPU time spent.",
+                        cpu_seconds, NULL);
+    cm_metrics_gauge_fn(m, "process_resident_memory_bytes", "Resident memory size.", rss, NULL);
+    cm_metrics_gauge_fn(m, "process_open_fds", "Open file descriptors.", fds, NULL);
+    cm_family_t *start = cm_metrics_gauge(m, "process_start_time_seconds",
+                                          "Start time of the process since the epoch.", NULL);
+    cm_metric_set(start, NULL, s.start_time_unix);
+    cm_family_t *info =
+        cm_metrics_gauge(m, "linktr_build_info", "The running build: always 1.", "service,version");
+    cm_metric_set(info, (const char *const[]){service, version}, 1);
+    if (pool)
+        register_pool(m, pool);
+}
