@@ -14,13 +14,14 @@
 
 #include <curl/curl.h>
 
+#include "cm/consumer.h"
 #include "cm/crypto.h"
 #include "cm/events.h"
 #include "cm/db.h"
 #include "cm/http.h"
-#include "cm/kafka.h"
 #include "cm/log.h"
 #include "cm/metrics.h"
+#include "cm/producer.h"
 #include "config.h"
 #include "consumer.h"
 #include "maildir.h"

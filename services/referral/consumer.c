@@ -8,6 +8,7 @@
 
 #include "cm/events.h"
 #include "cm/log.h"
+#include "cm/outbox.h"
 #include "cm/util.h"
 #include "rules.h"
 #include "store.h"

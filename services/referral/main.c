@@ -9,12 +9,14 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "cm/consumer.h"
 #include "cm/db.h"
 #include "cm/http.h"
 #include "cm/jwt.h"
-#include "cm/kafka.h"
 #include "cm/log.h"
 #include "cm/metrics.h"
+#include "cm/outbox.h"
+#include "cm/producer.h"
 #include "config.h"
 #include "consumer.h"
 #include "routes.h"
