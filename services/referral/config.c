@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "cm/config.h"
-#include "cm/crypto.h"
+#include "cm/util.h"
 
 static void load_log_level(cm_cfg_t *c, ref_config_t *cfg)
 {
