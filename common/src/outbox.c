@@ -176,8 +176,8 @@ static int publish_rows(cm_outbox_relay_t *r, PGresult *res, cm_buf_t *ids, int 
     int rc = 0;
     for (int i = 0; i < n; i++) {
         int e = cm__produce_async(r->producer, PQgetvalue(res, i, 1), PQgetvalue(res, i, 2),
-                              (size_t)PQgetlength(res, i, 2), PQgetvalue(res, i, 3),
-                              (size_t)PQgetlength(res, i, 3), &d[i]);
+                                  (size_t)PQgetlength(res, i, 2), PQgetvalue(res, i, 3),
+                                  (size_t)PQgetlength(res, i, 3), &d[i]);
         rc = rc ? rc : e;
     }
     int64_t deadline = cm_now_mono_ms() + OUTBOX_ROUND_MS;

@@ -185,7 +185,7 @@ void cm_producer_free(cm_producer_t *p)
 
 /* Enqueues one message (copied); *out is the delivery state the caller waits on and puts. */
 int cm__produce_async(cm_producer_t *p, const char *topic, const char *key, size_t key_len,
-                         const char *value, size_t len, cm__delivery_t **out)
+                      const char *value, size_t len, cm__delivery_t **out)
 {
     cm__delivery_t *d = delivery_new();
     rd_kafka_resp_err_t err = rd_kafka_producev(

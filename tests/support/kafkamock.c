@@ -100,7 +100,7 @@ int t_seen_wait(t_seen_t *s, int n, int timeout_ms)
 }
 
 cm_consumer_t *t_start_consumer(t_kafka_t *f, const char *group, const char *topic, t_seen_t *s,
-                                     cm_metrics_t *m)
+                                cm_metrics_t *m)
 {
     const char *topics[] = {topic, NULL};
     cm_consumer_config_t cfg = {f->bootstrap, group, topics, t_seen_record, s, m};
@@ -111,8 +111,7 @@ cm_consumer_t *t_start_consumer(t_kafka_t *f, const char *group, const char *top
     return c;
 }
 
-void t_send_all(cm_producer_t *p, const char *topic, const char *key,
-                     const char *const *values)
+void t_send_all(cm_producer_t *p, const char *topic, const char *key, const char *const *values)
 {
     for (size_t i = 0; values[i]; i++)
         assert_int_equal(cm_producer_send(p, topic, key, values[i], strlen(values[i]), 10000), 0);

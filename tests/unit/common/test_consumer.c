@@ -231,8 +231,8 @@ static void failing_partition_is_held_back_while_other_partitions_keep_flowing(v
         t_sleep_ms(700);
     }
     int tries = t_seen_calls(&s) - 4; /* every call but the four partition-1 messages */
-    assert_true(tries >= 3);      /* "stuck" was retried, with backoff (100, 200, 400 ms ...) */
-    assert_true(tries <= 12);     /* ... not in a busy loop */
+    assert_true(tries >= 3);          /* "stuck" was retried, with backoff (100, 200, 400 ms ...) */
+    assert_true(tries <= 12);         /* ... not in a busy loop */
     assert_int_equal(t_seen_count(&s, "p0-after"), 0); /* nothing past it: order is kept */
     assert_true(cm_consumer_healthy(c));
     /* The two messages held back on partition 0 (never committed there) are the lag. */
@@ -253,8 +253,8 @@ static void failing_partition_is_held_back_while_other_partitions_keep_flowing(v
     assert_int_equal(off[0], 2);
     assert_int_equal(off[1], 4);
     assert_int_equal(off[2], 0);
-    assert_true(
-        t_wait_metric(m, "linktr_consumer_messages_total{topic=\"t.orders\",result=\"ok\"} 6\n", 0));
+    assert_true(t_wait_metric(
+        m, "linktr_consumer_messages_total{topic=\"t.orders\",result=\"ok\"} 6\n", 0));
     assert_true(
         t_wait_metric(m, "linktr_consumer_messages_total{topic=\"t.orders\",result=\"retry\"}", 0));
 
@@ -319,13 +319,21 @@ int main(void)
     if (getenv("LINKTR_TEST_FILTER"))
         cmocka_set_test_filter(getenv("LINKTR_TEST_FILTER"));
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(consumer_commits_so_a_new_member_of_the_group_does_not_see_it_again, t_kafka_setup, t_kafka_teardown),
-        cmocka_unit_test_setup_teardown(malformed_messages_are_skipped_once_and_committed_past, t_kafka_setup, t_kafka_teardown),
-        cmocka_unit_test_setup_teardown(failing_handler_is_retried_until_it_succeeds_keeping_order, t_kafka_setup, t_kafka_teardown),
-        cmocka_unit_test_setup_teardown(a_message_still_failing_at_stop_is_not_committed, t_kafka_setup, t_kafka_teardown),
-        cmocka_unit_test_setup_teardown(failing_partition_is_held_back_while_other_partitions_keep_flowing, t_kafka_setup, t_kafka_teardown),
+        cmocka_unit_test_setup_teardown(
+            consumer_commits_so_a_new_member_of_the_group_does_not_see_it_again, t_kafka_setup,
+            t_kafka_teardown),
+        cmocka_unit_test_setup_teardown(malformed_messages_are_skipped_once_and_committed_past,
+                                        t_kafka_setup, t_kafka_teardown),
+        cmocka_unit_test_setup_teardown(failing_handler_is_retried_until_it_succeeds_keeping_order,
+                                        t_kafka_setup, t_kafka_teardown),
+        cmocka_unit_test_setup_teardown(a_message_still_failing_at_stop_is_not_committed,
+                                        t_kafka_setup, t_kafka_teardown),
+        cmocka_unit_test_setup_teardown(
+            failing_partition_is_held_back_while_other_partitions_keep_flowing, t_kafka_setup,
+            t_kafka_teardown),
         cmocka_unit_test(consumer_is_not_healthy_without_a_broker),
-        cmocka_unit_test_setup_teardown(consumer_start_refuses_a_bad_config, t_kafka_setup, t_kafka_teardown),
+        cmocka_unit_test_setup_teardown(consumer_start_refuses_a_bad_config, t_kafka_setup,
+                                        t_kafka_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

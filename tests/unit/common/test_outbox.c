@@ -427,12 +427,18 @@ int main(void)
     if (getenv("LINKTR_TEST_FILTER"))
         cmocka_set_test_filter(getenv("LINKTR_TEST_FILTER"));
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(committed_outbox_rows_are_published_and_marked_sent, setup_pg, teardown_pg),
-        cmocka_unit_test_setup_teardown(notify_wakes_the_relay_before_its_safety_net_timer, setup_pg, teardown_pg),
-        cmocka_unit_test_setup_teardown(rolled_back_outbox_insert_publishes_nothing, setup_pg, teardown_pg),
-        cmocka_unit_test_setup_teardown(rows_wait_while_kafka_is_down_and_go_out_once_it_is_back, setup_pg, teardown_pg),
-        cmocka_unit_test_setup_teardown(relay_listens_again_after_its_connection_is_killed, setup_pg, teardown_pg),
-        cmocka_unit_test_setup_teardown(outbox_add_refuses_a_bad_channel_key_or_envelope, setup_pg, teardown_pg),
+        cmocka_unit_test_setup_teardown(committed_outbox_rows_are_published_and_marked_sent,
+                                        setup_pg, teardown_pg),
+        cmocka_unit_test_setup_teardown(notify_wakes_the_relay_before_its_safety_net_timer,
+                                        setup_pg, teardown_pg),
+        cmocka_unit_test_setup_teardown(rolled_back_outbox_insert_publishes_nothing, setup_pg,
+                                        teardown_pg),
+        cmocka_unit_test_setup_teardown(rows_wait_while_kafka_is_down_and_go_out_once_it_is_back,
+                                        setup_pg, teardown_pg),
+        cmocka_unit_test_setup_teardown(relay_listens_again_after_its_connection_is_killed,
+                                        setup_pg, teardown_pg),
+        cmocka_unit_test_setup_teardown(outbox_add_refuses_a_bad_channel_key_or_envelope, setup_pg,
+                                        teardown_pg),
         cmocka_unit_test_setup_teardown(relay_start_refuses_a_bad_config, setup_pg, teardown_pg),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -111,10 +111,12 @@ int main(void)
     if (getenv("LINKTR_TEST_FILTER"))
         cmocka_set_test_filter(getenv("LINKTR_TEST_FILTER"));
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(producer_send_is_acknowledged_and_ping_answers, t_kafka_setup, t_kafka_teardown),
+        cmocka_unit_test_setup_teardown(producer_send_is_acknowledged_and_ping_answers,
+                                        t_kafka_setup, t_kafka_teardown),
         cmocka_unit_test(producer_against_a_closed_port_times_out_and_does_not_ping),
         cmocka_unit_test(producer_new_refuses_a_bad_config),
-        cmocka_unit_test_setup_teardown(several_threads_can_send_at_once_and_every_message_arrives, t_kafka_setup, t_kafka_teardown),
+        cmocka_unit_test_setup_teardown(several_threads_can_send_at_once_and_every_message_arrives,
+                                        t_kafka_setup, t_kafka_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
