@@ -15,6 +15,7 @@
 #include "cm/error.h"
 #include "cm/metrics.h"
 
+/** A running consumer: its own thread, started by cm_consumer_start(). */
 typedef struct cm_consumer cm_consumer_t;
 
 /** One message handed to a consumer callback; every pointer is borrowed. */
@@ -41,6 +42,8 @@ typedef struct cm_kmsg {
  */
 typedef int (*cm_consume_fn)(const cm_kmsg_t *msg, void *ctx);
 
+/** What cm_consumer_start() needs; read during the call, but ctx and metrics must outlive
+ * the consumer. */
 typedef struct cm_consumer_config {
     const char *bootstrap;
     const char *group_id;

@@ -28,6 +28,7 @@
 #include "cm/metrics.h"
 #include "cm/producer.h"
 
+/** A running relay: one thread, started by cm_outbox_relay_start(). */
 typedef struct cm_outbox_relay cm_outbox_relay_t;
 
 /**
@@ -42,6 +43,7 @@ typedef struct cm_outbox_relay cm_outbox_relay_t;
 CM_MUST_CHECK int cm_outbox_add(cm_db_t *db, const char *channel, const char *key,
                                 json_t *envelope);
 
+/** What cm_outbox_relay_start() needs; conninfo and channel are copied, the rest borrowed. */
 typedef struct cm_outbox_config {
     const char *conninfo;    /* its own connection, for LISTEN (copied) */
     const char *channel;     /* NOTIFY channel, a plain identifier ("auth_outbox") */

@@ -12,6 +12,7 @@
 
 #include "cm/error.h"
 
+/** A producer and the thread that serves its delivery reports. */
 typedef struct cm_producer cm_producer_t;
 
 /**
