@@ -1,29 +1,14 @@
 /*
  * What the producer, the outbox relay and the consumer share at the
- * librdkafka boundary (see kafka_int.h): error conversion, configuration,
- * logging and topic names.
- *
- * librdkafka errors are converted to CM_E* codes here and nowhere else.
+ * librdkafka boundary (see kafka_int.h): configuration, logging and topic
+ * names. librdkafka errors are converted to CM_E* codes by cm__kafka_err()
+ * in kafka_int.h and nowhere else.
  */
 #include "kafka_int.h"
 
 #include <string.h>
 
 #include "cm/log.h"
-
-int cm__kafka_err(rd_kafka_resp_err_t err)
-{
-    switch (err) {
-    case RD_KAFKA_RESP_ERR_NO_ERROR:
-        return 0;
-    case RD_KAFKA_RESP_ERR__MSG_TIMED_OUT:
-    case RD_KAFKA_RESP_ERR__TIMED_OUT:
-    case RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT:
-        return CM_ETIMEDOUT;
-    default:
-        return CM_EKAFKA;
-    }
-}
 
 /* librdkafka's own log lines go through ours (they never carry payloads). */
 void cm__kafka_on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)

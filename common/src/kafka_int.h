@@ -2,9 +2,10 @@
  * kafka_int.h — internals shared by producer.c, outbox.c and consumer.c
  * (libuv style: cm__ names, not part of the public headers).
  *
- * kafka.c holds the librdkafka boundary all three use; producer.c also
- * exposes the asynchronous send the outbox relay uses to publish a batch
- * and wait for each message's acknowledgement.
+ * kafka.c (and cm__kafka_err() here) hold the librdkafka boundary all
+ * three use; producer.c also exposes the asynchronous send the outbox
+ * relay uses to publish a batch and wait for each message's
+ * acknowledgement.
  */
 #ifndef CM_KAFKA_INT_H
 #define CM_KAFKA_INT_H
@@ -21,8 +22,24 @@
 
 /* ---- kafka.c: the librdkafka boundary ----------------------------------------- */
 
-/** Converts a librdkafka error: 0, CM_ETIMEDOUT for its timeouts, CM_EKAFKA for the rest. */
-int cm__kafka_err(rd_kafka_resp_err_t err);
+/**
+ * Converts a librdkafka error: 0, CM_ETIMEDOUT for its timeouts, CM_EKAFKA
+ * for the rest. Inline so that callers (and the static analyzer) see that
+ * an error never converts to 0.
+ */
+static inline int cm__kafka_err(rd_kafka_resp_err_t err)
+{
+    switch (err) {
+    case RD_KAFKA_RESP_ERR_NO_ERROR:
+        return 0;
+    case RD_KAFKA_RESP_ERR__MSG_TIMED_OUT:
+    case RD_KAFKA_RESP_ERR__TIMED_OUT:
+    case RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT:
+        return CM_ETIMEDOUT;
+    default:
+        return CM_EKAFKA;
+    }
+}
 
 /** librdkafka's log callback: its lines go through CM_LOG (they never carry payloads). */
 void cm__kafka_on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf);

@@ -40,6 +40,13 @@ static cm__delivery_t *delivery_new(void)
     return d;
 }
 
+static void delivery_free(cm__delivery_t *d)
+{
+    pthread_mutex_destroy(&d->mu);
+    pthread_cond_destroy(&d->cv);
+    free(d);
+}
+
 void cm__delivery_put(cm__delivery_t *d)
 {
     if (!d)
@@ -47,11 +54,8 @@ void cm__delivery_put(cm__delivery_t *d)
     pthread_mutex_lock(&d->mu);
     bool last = --d->refs == 0;
     pthread_mutex_unlock(&d->mu);
-    if (last) {
-        pthread_mutex_destroy(&d->mu);
-        pthread_cond_destroy(&d->cv);
-        free(d);
-    }
+    if (last)
+        delivery_free(d);
 }
 
 /* Waits until the report came or deadline (monotonic ms) passed, or *stop (may be NULL) is set. */
@@ -195,8 +199,8 @@ int cm__produce_async(cm_producer_t *p, const char *topic, const char *key, size
         RD_KAFKA_V_VALUE((void *)(uintptr_t)value, len), RD_KAFKA_V_OPAQUE(d), RD_KAFKA_V_END);
     if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
         CM_WARN(NULL, "kafka produce to %s: %s", topic, rd_kafka_err2str(err));
-        cm__delivery_put(d);
-        cm__delivery_put(d);
+        /* Not enqueued: no delivery report will come, so both references go now. */
+        delivery_free(d);
         *out = NULL;
         return cm__kafka_err(err);
     }
