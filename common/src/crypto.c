@@ -1,6 +1,6 @@
 /*
- * crypto.c — the argon2id hashing pool, random tokens, SHA-256, sealing
- * one-time tokens for the mailer, and reading key files (libsodium).
+ * crypto.c — the argon2id hashing pool, random tokens, SHA-256 and sealing
+ * one-time tokens for the mailer (libsodium).
  *
  * The pool: N workers take jobs from a bounded ring of pointers. A job
  * lives on the caller's stack; the caller enqueues a pointer to it and
@@ -366,60 +366,4 @@ out:
     free(m);
     free(c);
     return rc;
-}
-
-/* ---- files ------------------------------------------------------------------------------ */
-
-/* Grows a secret-holding buffer without leaving a copy behind in freed memory. */
-static char *grow_wiped(char *buf, size_t used, size_t *cap, size_t need)
-{
-    size_t ncap = *cap ? *cap : 4096;
-    while (ncap < need)
-        ncap = ncap > SIZE_MAX / 2 ? need : ncap * 2;
-    char *nbuf = cm_xmalloc(ncap);
-    if (used)
-        memcpy(nbuf, buf, used);
-    if (buf) {
-        sodium_memzero(buf, *cap);
-        free(buf);
-    }
-    *cap = ncap;
-    return nbuf;
-}
-
-int cm_read_file(const char *path, size_t max, char **out, size_t *len)
-{
-    if (!out)
-        return CM_EINVAL;
-    *out = NULL;
-    if (!path || max >= SIZE_MAX - 1)
-        return CM_EINVAL;
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return CM_EIO;
-    char *buf = NULL;
-    size_t used = 0, cap = 0, n;
-    int rc = 0;
-    do {
-        /* Always room for one byte and the NUL; reading past max means "too big". */
-        if (cap - used < 2)
-            buf = grow_wiped(buf, used, &cap, used + 2);
-        n = fread(buf + used, 1, cap - used - 1, f);
-        used += n;
-        if (used > max)
-            rc = CM_ETOOBIG;
-    } while (rc == 0 && n > 0);
-    if (rc == 0 && ferror(f))
-        rc = CM_EIO;
-    fclose(f);
-    if (rc != 0) {
-        sodium_memzero(buf, cap);
-        free(buf);
-        return rc;
-    }
-    buf[used] = '\0';
-    if (len)
-        *len = used;
-    *out = buf;
-    return 0;
 }

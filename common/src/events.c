@@ -123,3 +123,27 @@ void cm_event_dispose(cm_event_t *ev)
     json_decref(ev->data);
     ev->data = NULL;
 }
+
+/* ---- field readers ------------------------------------------------------------ */
+
+const char *cm_event_text(const json_t *obj, const char *key, size_t max)
+{
+    json_t *v = json_object_get(obj, key); /* borrowed */
+    const char *s = json_string_value(v);
+    if (!s)
+        return NULL;
+    /* A JSON string may hold \u0000: its length then differs from strlen. */
+    size_t n = json_string_length(v);
+    if (n == 0 || n > max || strlen(s) != n)
+        return NULL;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+        if (*p < 0x20 || *p == 0x7f)
+            return NULL;
+    return s;
+}
+
+const char *cm_event_uuid(const json_t *obj, const char *key)
+{
+    const char *s = cm_event_text(obj, key, 36);
+    return s && cm_is_uuid(s, strlen(s)) ? s : NULL;
+}

@@ -8,8 +8,9 @@
  * auth's own wiring.
  */
 #include "cm/crypto.h"
-#include "cm/kafka.h"
 #include "cm/log.h"
+#include "cm/outbox.h"
+#include "cm/producer.h"
 #include "cm/service.h"
 #include "config.h"
 #include "keys.h"

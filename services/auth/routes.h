@@ -14,7 +14,7 @@
 #include "cm/db.h"
 #include "cm/http.h"
 #include "cm/jwt.h"
-#include "cm/kafka.h"
+#include "cm/producer.h"
 #include "config.h"
 
 /** Everything a handler needs; owned by main, borrowed by the handlers. */

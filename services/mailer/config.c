@@ -8,6 +8,7 @@
 
 #include "cm/config.h"
 #include "cm/crypto.h"
+#include "cm/util.h"
 
 /* A secret key file is one line of base64; anything bigger is not one. */
 #define KEY_FILE_MAX 256

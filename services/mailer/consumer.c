@@ -71,31 +71,10 @@ static void job_dispose(job_t *j)
     free(j->contact_username);
 }
 
-/* A string member of 1..max bytes without control characters, or NULL. */
-static const char *get_text(json_t *data, const char *key, size_t max)
-{
-    const char *s = json_string_value(json_object_get(data, key)); /* borrowed */
-    if (!s)
-        return NULL;
-    size_t n = json_string_length(json_object_get(data, key));
-    if (n == 0 || n > max || strlen(s) != n)
-        return NULL;
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
-        if (*p < 0x20 || *p == 0x7f)
-            return NULL;
-    return s;
-}
-
-static const char *get_uuid(json_t *data, const char *key)
-{
-    const char *s = get_text(data, key, 36);
-    return s && cm_is_uuid(s, strlen(s)) ? s : NULL;
-}
-
 /* An address that can go into To: and RCPT TO: as is. */
 static const char *get_email(json_t *data, const char *key)
 {
-    const char *s = get_text(data, key, MAX_EMAIL);
+    const char *s = cm_event_text(data, key, MAX_EMAIL);
     if (!s || strpbrk(s, " <>,;\"()[]\\") || !strchr(s, '@') || s[0] == '@')
         return NULL;
     return s;
@@ -110,7 +89,7 @@ static void add_field(job_t *j, const char *name, const char *value)
 /* Opens data[key] (sealed for us) into j->token and checks it is base64url. */
 static int open_token(job_t *j, json_t *data, const char *key)
 {
-    const char *sealed = get_text(data, key, MAX_SEALED);
+    const char *sealed = cm_event_text(data, key, MAX_SEALED);
     if (!sealed)
         return CM_EPARSE;
     const mail_config_t *cfg = j->ctx->cfg;
@@ -138,9 +117,9 @@ static void make_link(job_t *j, const char *page)
 /* user.registered (which also makes the contact) and verify.requested (a resend). */
 static int plan_verify(job_t *j, json_t *data, bool registered)
 {
-    j->user_id = get_uuid(data, "user_id");
+    j->user_id = cm_event_uuid(data, "user_id");
     j->email = get_email(data, "email");
-    j->username = get_text(data, "username", MAX_USERNAME);
+    j->username = cm_event_text(data, "username", MAX_USERNAME);
     if (!j->user_id || !j->email || !j->username || open_token(j, data, "verify_token_sealed"))
         return CM_EPARSE;
     make_link(j, "/verify-email");
@@ -153,9 +132,9 @@ static int plan_verify(job_t *j, json_t *data, bool registered)
 
 static int plan_reset(job_t *j, json_t *data)
 {
-    j->user_id = get_uuid(data, "user_id");
+    j->user_id = cm_event_uuid(data, "user_id");
     j->email = get_email(data, "email");
-    j->username = get_text(data, "username", MAX_USERNAME);
+    j->username = cm_event_text(data, "username", MAX_USERNAME);
     if (!j->user_id || !j->email || !j->username || open_token(j, data, "reset_token_sealed"))
         return CM_EPARSE;
     make_link(j, "/reset-password");
@@ -167,9 +146,9 @@ static int plan_reset(job_t *j, json_t *data)
 
 static int plan_password_changed(job_t *j, json_t *data)
 {
-    j->user_id = get_uuid(data, "user_id");
+    j->user_id = cm_event_uuid(data, "user_id");
     j->email = get_email(data, "email");
-    const char *at = get_text(data, "changed_at", 64);
+    const char *at = cm_event_text(data, "changed_at", 64);
     if (!j->user_id || !j->email || !at)
         return CM_EPARSE;
     j->template_name = "password_changed";
@@ -181,9 +160,9 @@ static int plan_password_changed(job_t *j, json_t *data)
 
 static int plan_reward(job_t *j, json_t *data)
 {
-    j->user_id = get_uuid(data, "user_id");
-    const char *kind = get_text(data, "kind", 32);
-    const char *reason = get_text(data, "reason", MAX_TEXT);
+    j->user_id = cm_event_uuid(data, "user_id");
+    const char *kind = cm_event_text(data, "kind", 32);
+    const char *reason = cm_event_text(data, "reason", MAX_TEXT);
     json_t *amount = json_object_get(data, "amount"); /* borrowed */
     if (!j->user_id || !kind || !reason || !json_is_integer(amount))
         return CM_EPARSE;

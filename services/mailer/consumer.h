@@ -28,8 +28,8 @@
 
 #include <stddef.h>
 
+#include "cm/consumer.h"
 #include "cm/db.h"
-#include "cm/kafka.h"
 #include "cm/metrics.h"
 #include "config.h"
 

@@ -10,9 +10,10 @@
  * Start-up, signals and stop order are cm_service_main's; this file is the
  * mailer's own wiring.
  */
+#include "cm/consumer.h"
 #include "cm/events.h"
-#include "cm/kafka.h"
 #include "cm/log.h"
+#include "cm/producer.h"
 #include "cm/service.h"
 #include "config.h"
 #include "consumer.h"

@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "cm/config.h"
-#include "cm/crypto.h"
+#include "cm/util.h"
 
 /* Largest rules or domain-list file read. */
 #define LIST_FILE_MAX (1024 * 1024)

@@ -8,6 +8,7 @@
 
 #include "cm/events.h"
 #include "cm/log.h"
+#include "cm/outbox.h"
 #include "cm/util.h"
 #include "rules.h"
 #include "store.h"
@@ -26,28 +27,6 @@ typedef struct plan {
     const char *user_id; /* user.verified */
     const char *verified_at;
 } plan_t;
-
-/* A string member of 1..max bytes without control characters, or NULL. */
-static const char *get_text(json_t *obj, const char *key, size_t max)
-{
-    json_t *v = json_object_get(obj, key); /* borrowed */
-    const char *s = json_string_value(v);
-    if (!s)
-        return NULL;
-    size_t n = json_string_length(v);
-    if (n == 0 || n > max || strlen(s) != n)
-        return NULL;
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
-        if (*p < 0x20 || *p == 0x7f)
-            return NULL;
-    return s;
-}
-
-static const char *get_uuid(json_t *obj, const char *key)
-{
-    const char *s = get_text(obj, key, 36);
-    return s && cm_is_uuid(s, strlen(s)) ? s : NULL;
-}
 
 static bool digits(const char *s, int n)
 {
@@ -87,7 +66,7 @@ static bool time_tail_ok(const char *p)
  * fields form a real calendar time, so PostgreSQL will accept it. */
 static const char *get_time(json_t *obj, const char *key)
 {
-    const char *s = get_text(obj, key, 40);
+    const char *s = cm_event_text(obj, key, 40);
     if (!s || strlen(s) < 20 || s[4] != '-' || s[7] != '-' || (s[10] != 'T' && s[10] != 't') ||
         s[13] != ':' || s[16] != ':' || !time_tail_ok(s + 19))
         return NULL;
@@ -113,16 +92,16 @@ static const char *get_time(json_t *obj, const char *key)
 static int plan_registered(plan_t *p, json_t *data)
 {
     ref_member_t *m = &p->member;
-    m->user_id = get_uuid(data, "user_id");
-    m->username = get_text(data, "username", MAX_USERNAME);
-    m->email = get_text(data, "email", MAX_EMAIL);
-    m->referral_code = get_text(data, "referral_code", MAX_CODE);
+    m->user_id = cm_event_uuid(data, "user_id");
+    m->username = cm_event_text(data, "username", MAX_USERNAME);
+    m->email = cm_event_text(data, "email", MAX_EMAIL);
+    m->referral_code = cm_event_text(data, "referral_code", MAX_CODE);
     m->registered_at = get_time(data, "registered_at");
     if (!m->user_id || !m->username || !m->email || !m->referral_code || !m->registered_at)
         return CM_EPARSE;
     json_t *by = json_object_get(data, "referred_by"); /* borrowed */
     if (by && !json_is_null(by)) {
-        m->referred_by = json_is_object(by) ? get_uuid(by, "user_id") : NULL;
+        m->referred_by = json_is_object(by) ? cm_event_uuid(by, "user_id") : NULL;
         if (!m->referred_by)
             return CM_EPARSE;
     }
@@ -131,7 +110,7 @@ static int plan_registered(plan_t *p, json_t *data)
 
 static int plan_verified(plan_t *p, json_t *data)
 {
-    p->user_id = get_uuid(data, "user_id");
+    p->user_id = cm_event_uuid(data, "user_id");
     p->verified_at = get_time(data, "verified_at");
     return p->user_id && p->verified_at ? 0 : CM_EPARSE;
 }

@@ -16,8 +16,8 @@
 
 #include <stddef.h>
 
+#include "cm/consumer.h"
 #include "cm/db.h"
-#include "cm/kafka.h"
 #include "config.h"
 
 /** What the handler needs; the caller owns it and everything it points to. */

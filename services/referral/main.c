@@ -7,8 +7,10 @@
  * Start-up, signals and stop order are cm_service_main's; this file is the
  * referral service's own wiring.
  */
-#include "cm/kafka.h"
+#include "cm/consumer.h"
 #include "cm/log.h"
+#include "cm/outbox.h"
+#include "cm/producer.h"
 #include "cm/service.h"
 #include "config.h"
 #include "consumer.h"

@@ -102,14 +102,4 @@ CM_MUST_CHECK int cm_seal(const uint8_t pk[32], const char *msg, size_t len, cha
 CM_MUST_CHECK int cm_unseal(const uint8_t pk[32], const uint8_t sk[32], const char *sealed,
                             size_t len, char **out);
 
-/* ---- files ---------------------------------------------------------------------------- */
-
-/**
- * Reads a whole file of at most max bytes into a new NUL-terminated buffer
- * the caller free()s (wiping it first if it holds a secret; the read leaves
- * no other copy behind). *len (may be NULL) gets the size. Returns 0,
- * CM_EIO or CM_ETOOBIG (then nothing is returned).
- */
-CM_MUST_CHECK int cm_read_file(const char *path, size_t max, char **out, size_t *len);
-
 #endif

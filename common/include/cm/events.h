@@ -56,4 +56,20 @@ CM_MUST_CHECK int cm_event_parse(const char *bytes, size_t len, cm_event_t *out)
 /** Releases what cm_event_parse put into ev. NULL-safe and idempotent. */
 void cm_event_dispose(cm_event_t *ev);
 
+/* ---- reading the fields of an event's data ---------------------------------- */
+
+/**
+ * Returns obj[key] when it is a string of 1..max bytes with no NUL and no
+ * control character (below 0x20, or 0x7f), else NULL (also for a missing
+ * key or an obj that is NULL or not an object). The string is borrowed
+ * from obj: it lives as long as obj does.
+ */
+const char *cm_event_text(const json_t *obj, const char *key, size_t max);
+
+/**
+ * Returns obj[key] when it is a UUID in canonical text form (any version,
+ * any case), else NULL; borrowed from obj like cm_event_text().
+ */
+const char *cm_event_uuid(const json_t *obj, const char *key);
+
 #endif

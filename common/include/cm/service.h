@@ -35,7 +35,7 @@
 #include "cm/db.h"
 #include "cm/http.h"
 #include "cm/jwt.h"
-#include "cm/kafka.h"
+#include "cm/consumer.h"
 #include "cm/metrics.h"
 
 /** What the skeleton hands to def->start: everything common, already running. */

@@ -1,5 +1,5 @@
 /*
- * cm/util.h — memory, buffers, slices, numbers, time and ids.
+ * cm/util.h — memory, buffers, slices, numbers, time, ids and reading files.
  *
  * Allocation wrappers abort on out-of-memory and on size overflow, so a
  * caller never checks for NULL. Everything here is thread-safe.
@@ -101,5 +101,15 @@ void cm_uuid_v4(char out[37]);
 bool cm_is_uuid(const char *s, size_t len);
 /** Hex-encodes len bytes into out (2 * len + 1 bytes). */
 void cm_hex_encode(const uint8_t *in, size_t len, char *out);
+
+/* ---- files ------------------------------------------------------------- */
+
+/**
+ * Reads a whole file of at most max bytes into a new NUL-terminated buffer
+ * the caller free()s (wiping it first if it holds a secret; the read leaves
+ * no other copy behind). *len (may be NULL) gets the size. Returns 0,
+ * CM_EIO or CM_ETOOBIG (then nothing is returned).
+ */
+CM_MUST_CHECK int cm_read_file(const char *path, size_t max, char **out, size_t *len);
 
 #endif

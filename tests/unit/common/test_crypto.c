@@ -371,55 +371,6 @@ static void unseal_of_malformed_base64_fails_with_eparse(void **state)
     assert_null(opened);
 }
 
-/* ---- files ------------------------------------------------------------------------------- */
-
-static char *write_temp(size_t n)
-{
-    char *path = cm_xstrdup("/tmp/linktr-test-crypto-XXXXXX");
-    int fd = mkstemp(path);
-    assert_true(fd >= 0);
-    FILE *f = fdopen(fd, "wb");
-    assert_non_null(f);
-    for (size_t i = 0; i < n; i++)
-        fputc('a' + (int)(i % 26), f);
-    fclose(f);
-    return path;
-}
-
-static void read_file_reads_up_to_the_cap_and_refuses_more(void **state)
-{
-    (void)state;
-    char *path = write_temp(10000);
-    char *data = NULL;
-    size_t len = 0;
-    assert_int_equal(cm_read_file(path, 10000, &data, &len), 0);
-    assert_int_equal(len, 10000);
-    assert_int_equal(strlen(data), 10000);
-    assert_int_equal(data[9999], 'a' + 9999 % 26);
-    free(data);
-    assert_int_equal(cm_read_file(path, 9999, &data, &len), CM_ETOOBIG);
-    assert_null(data);
-    assert_int_equal(cm_read_file(path, 100, &data, NULL), CM_ETOOBIG);
-    unlink(path);
-    assert_int_equal(cm_read_file(path, 100, &data, &len), CM_EIO);
-    assert_null(data);
-    free(path);
-}
-
-static void read_file_of_an_empty_file_gives_an_empty_string(void **state)
-{
-    (void)state;
-    char *path = write_temp(0);
-    char *data = NULL;
-    size_t len = 99;
-    assert_int_equal(cm_read_file(path, 16, &data, &len), 0);
-    assert_int_equal(len, 0);
-    assert_string_equal(data, "");
-    free(data);
-    unlink(path);
-    free(path);
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -438,8 +389,6 @@ int main(void)
         cmocka_unit_test(seal_then_unseal_round_trips),
         cmocka_unit_test(unseal_with_the_wrong_key_or_tampered_text_fails_with_ecrypto),
         cmocka_unit_test(unseal_of_malformed_base64_fails_with_eparse),
-        cmocka_unit_test(read_file_reads_up_to_the_cap_and_refuses_more),
-        cmocka_unit_test(read_file_of_an_empty_file_gives_an_empty_string),
     };
     return cmocka_run_group_tests(tests, setup_sodium, NULL);
 }

@@ -1,4 +1,4 @@
-/* Tests for common/src/events.c: the event envelope. */
+/* Tests for common/src/events.c: the event envelope and the field readers. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -194,6 +194,57 @@ static void parse_refuses_huge_input_before_reading_it(void **state)
     free(big);
 }
 
+/* ---- field readers ---------------------------------------------------------- */
+
+static void text_field_of_1_to_max_printable_bytes_is_returned_borrowed(void **state)
+{
+    (void)state;
+    json_t *d = json_pack("{s:s, s:s, s:s}", "name", "ada", "max", "abcd", "utf8", "caf\xc3\xa9");
+    assert_ptr_equal(cm_event_text(d, "name", 64), json_string_value(json_object_get(d, "name")));
+    assert_string_equal(cm_event_text(d, "max", 4), "abcd");
+    assert_null(cm_event_text(d, "max", 3));
+    assert_string_equal(cm_event_text(d, "utf8", 5), "caf\xc3\xa9"); /* bytes, not characters */
+    assert_null(cm_event_text(d, "utf8", 4));
+    json_decref(d);
+}
+
+static void text_field_refuses_missing_empty_mistyped_and_control_characters(void **state)
+{
+    (void)state;
+    json_t *d = json_loads("{\"empty\":\"\",\"num\":7,\"null\":null,\"obj\":{},\"nl\":\"a\\nb\","
+                           "\"del\":\"a\\u007fb\",\"nul\":\"a\\u0000b\",\"tab\":\"\\t\"}",
+                           JSON_ALLOW_NUL, NULL);
+    assert_non_null(d);
+    const char *keys[] = {"missing", "empty", "num", "null", "obj", "nl", "del", "nul", "tab"};
+    for (size_t i = 0; i < sizeof keys / sizeof *keys; i++)
+        if (cm_event_text(d, keys[i], 64) != NULL)
+            fail_msg("cm_event_text accepted %s", keys[i]);
+    json_t *arr = json_pack("[s]", "x");
+    assert_null(cm_event_text(arr, "0", 64)); /* not an object */
+    assert_null(cm_event_text(NULL, "x", 64));
+    json_decref(arr);
+    json_decref(d);
+}
+
+static void uuid_field_accepts_canonical_uuids_only(void **state)
+{
+    (void)state;
+    json_t *d = json_pack(
+        "{s:s, s:s, s:s, s:s, s:s, s:i}", "lower", "0b7f3c1e-4a1b-4c2d-9e8f-0123456789ab", "upper",
+        "0B7F3C1E-4A1B-4C2D-9E8F-0123456789AB", "braces", "{0b7f3c1e-4a1b-4c2d-9e8f-0123456789ab}",
+        "short", "0b7f3c1e-4a1b-4c2d-9e8f-0123456789a", "nohyphen",
+        "0b7f3c1e4a1b4c2d9e8f0123456789abcdef", "num", 1);
+    assert_string_equal(cm_event_uuid(d, "lower"), "0b7f3c1e-4a1b-4c2d-9e8f-0123456789ab");
+    assert_string_equal(cm_event_uuid(d, "upper"), "0B7F3C1E-4A1B-4C2D-9E8F-0123456789AB");
+    assert_null(cm_event_uuid(d, "braces"));
+    assert_null(cm_event_uuid(d, "short"));
+    assert_null(cm_event_uuid(d, "nohyphen"));
+    assert_null(cm_event_uuid(d, "num"));
+    assert_null(cm_event_uuid(d, "missing"));
+    assert_null(cm_event_uuid(NULL, "lower"));
+    json_decref(d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -209,6 +260,9 @@ int main(void)
         cmocka_unit_test(parse_rejects_input_that_is_not_json_or_not_an_object),
         cmocka_unit_test(parse_rejects_duplicate_members),
         cmocka_unit_test(parse_refuses_huge_input_before_reading_it),
+        cmocka_unit_test(text_field_of_1_to_max_printable_bytes_is_returned_borrowed),
+        cmocka_unit_test(text_field_refuses_missing_empty_mistyped_and_control_characters),
+        cmocka_unit_test(uuid_field_accepts_canonical_uuids_only),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,10 +1,12 @@
-/* Tests for common/src/util.c and common/src/error.c. */
+/* Tests for common/src/util.c (the error table is tested in test_error.c). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -97,18 +99,6 @@ static void times_are_rfc3339_utc_with_milliseconds(void **state)
     assert_string_equal(out, "1970-01-01T00:00:00.000Z");
 }
 
-static void every_error_code_has_a_name_and_a_message(void **state)
-{
-    (void)state;
-    assert_string_equal(cm_strerror(0), "success");
-    assert_string_equal(cm_errname(CM_ECONFLICT), "CM_ECONFLICT");
-    for (int e = -1; e >= CM_ESTOPPED; e--) {
-        assert_string_not_equal(cm_strerror(e), "unknown error");
-        assert_string_not_equal(cm_errname(e), "CM_EUNKNOWN");
-    }
-    assert_string_equal(cm_strerror(-9999), "unknown error");
-}
-
 static void hex_encoding_matches_known_bytes(void **state)
 {
     (void)state;
@@ -116,6 +106,55 @@ static void hex_encoding_matches_known_bytes(void **state)
     char out[9];
     cm_hex_encode(in, sizeof in, out);
     assert_string_equal(out, "007fabff");
+}
+
+/* ---- files ------------------------------------------------------------------------------- */
+
+static char *write_temp(size_t n)
+{
+    char *path = cm_xstrdup("/tmp/linktr-test-util-XXXXXX");
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    FILE *f = fdopen(fd, "wb");
+    assert_non_null(f);
+    for (size_t i = 0; i < n; i++)
+        fputc('a' + (int)(i % 26), f);
+    fclose(f);
+    return path;
+}
+
+static void read_file_reads_up_to_the_cap_and_refuses_more(void **state)
+{
+    (void)state;
+    char *path = write_temp(10000);
+    char *data = NULL;
+    size_t len = 0;
+    assert_int_equal(cm_read_file(path, 10000, &data, &len), 0);
+    assert_int_equal(len, 10000);
+    assert_int_equal(strlen(data), 10000);
+    assert_int_equal(data[9999], 'a' + 9999 % 26);
+    free(data);
+    assert_int_equal(cm_read_file(path, 9999, &data, &len), CM_ETOOBIG);
+    assert_null(data);
+    assert_int_equal(cm_read_file(path, 100, &data, NULL), CM_ETOOBIG);
+    unlink(path);
+    assert_int_equal(cm_read_file(path, 100, &data, &len), CM_EIO);
+    assert_null(data);
+    free(path);
+}
+
+static void read_file_of_an_empty_file_gives_an_empty_string(void **state)
+{
+    (void)state;
+    char *path = write_temp(0);
+    char *data = NULL;
+    size_t len = 99;
+    assert_int_equal(cm_read_file(path, 16, &data, &len), 0);
+    assert_int_equal(len, 0);
+    assert_string_equal(data, "");
+    free(data);
+    unlink(path);
+    free(path);
 }
 
 int main(void)
@@ -127,8 +166,9 @@ int main(void)
         cmocka_unit_test(arena_allocations_are_aligned_zeroed_and_large_ones_work),
         cmocka_unit_test(uuids_are_version_4_and_distinct),
         cmocka_unit_test(times_are_rfc3339_utc_with_milliseconds),
-        cmocka_unit_test(every_error_code_has_a_name_and_a_message),
         cmocka_unit_test(hex_encoding_matches_known_bytes),
+        cmocka_unit_test(read_file_reads_up_to_the_cap_and_refuses_more),
+        cmocka_unit_test(read_file_of_an_empty_file_gives_an_empty_string),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,79 @@
+/*
+ * cm/consumer.h — a Kafka consumer loop through librdkafka: at-least-once
+ * handling in a thread of its own, offsets committed only once a message's
+ * effect is stored, a failing partition held back while the others flow.
+ *
+ * librdkafka errors come back as CM_EKAFKA.
+ */
+#ifndef CM_CONSUMER_H
+#define CM_CONSUMER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cm/error.h"
+#include "cm/metrics.h"
+
+/** A running consumer: its own thread, started by cm_consumer_start(). */
+typedef struct cm_consumer cm_consumer_t;
+
+/** One message handed to a consumer callback; every pointer is borrowed. */
+typedef struct cm_kmsg {
+    const char *topic;
+    int32_t partition;
+    int64_t offset;
+    const char *key;
+    size_t key_len;
+    const char *value;
+    size_t len;
+} cm_kmsg_t;
+
+/**
+ * Handles one message. Return 0 when its effect is stored (the offset is
+ * then committed); CM_EPARSE for a message that can never be handled (it
+ * is logged with topic/partition/offset and skipped); any other code to
+ * retry the same message after a backoff (100 ms doubling to 5 s), so a
+ * database outage delays processing but loses nothing. While a message
+ * waits for its retry, its partition is paused and rewound to it (nothing
+ * after it on that partition is handled, so order is kept), the other
+ * partitions keep flowing and the consumer keeps polling, so it stays in
+ * its group however long the failure lasts.
+ */
+typedef int (*cm_consume_fn)(const cm_kmsg_t *msg, void *ctx);
+
+/** What cm_consumer_start() needs; read during the call, but ctx and metrics must outlive
+ * the consumer. */
+typedef struct cm_consumer_config {
+    const char *bootstrap;
+    const char *group_id;
+    const char *const *topics; /* NULL-terminated */
+    cm_consume_fn fn;
+    void *ctx;
+    cm_metrics_t *metrics; /* borrowed; NULL for none. Adds linktr_consumer_lag etc. */
+} cm_consumer_config_t;
+
+/**
+ * Subscribes and starts the consumer thread. Returns NULL with *err on a
+ * bad config (topics must be plain names: no "^regex"). Offsets are
+ * committed only after fn returned 0 or CM_EPARSE (at-least-once); the
+ * group uses cooperative-sticky assignment and a 6 s session timeout.
+ * An event on an idle consumer is handed to fn within a few tens of ms of
+ * reaching the broker (fetch.wait.max.ms is 25 ms).
+ * Metrics (when set): linktr_consumer_messages_total{topic,result} with
+ * result ok|malformed|retry, and linktr_consumer_lag{topic}.
+ */
+cm_consumer_t *cm_consumer_start(const cm_consumer_config_t *cfg, int *err);
+
+/**
+ * True when the consumer heard from a broker in the last 15 s (a connection up in its
+ * statistics, a message or a rebalance) and librdkafka has not reported every broker down
+ * (for /readyz). Having partitions is not required: a replica beyond the partition count is
+ * idle, not broken.
+ */
+bool cm_consumer_healthy(cm_consumer_t *c);
+
+/** Stops after the message in hand, commits, leaves the group, frees. NULL-safe. */
+void cm_consumer_stop(cm_consumer_t *c);
+
+#endif
