@@ -6,6 +6,7 @@
 
 #include "cm/error.h"
 #include "cm/log.h"
+#include "cm/sweep.h"
 #include "rules.h"
 
 /** Everything the referral service reads from its environment; strings owned by the struct. */
@@ -26,6 +27,7 @@ typedef struct ref_config {
     int sweep_interval_s;     /* REFERRAL_SWEEP_INTERVAL_S, 60: expiry sweep period */
     ref_rules_t rules;        /* REFERRAL_RULES_FILE over the built-in defaults */
     ref_domains_t disposable; /* REFERRAL_DISPOSABLE_DOMAINS_FILE, else the embedded list */
+    cm_retention_t retention; /* RETENTION_*: the retention sweeper (cm/sweep.h) */
 } ref_config_t;
 
 /** The NOTIFY channel of the referral outbox. */

@@ -15,6 +15,7 @@
 #include "cm/kafka.h"
 #include "cm/log.h"
 #include "cm/metrics.h"
+#include "cm/sweep.h"
 #include "config.h"
 #include "consumer.h"
 #include "routes.h"
@@ -32,6 +33,7 @@ typedef struct app {
     cm_outbox_relay_t *relay;
     cm_consumer_t *consumer;
     ref_sweep_t *sweep;
+    cm_sweep_t *retention;
     cm_http_t *http;
     ref_ctx_t events;
     ref_api_t api;
@@ -113,6 +115,9 @@ static int start(app_t *app)
 {
     app->metrics = cm_metrics_new();
     int err = start_kafka(app);
+    if (err == 0)
+        app->retention =
+            cm_retention_start(&app->cfg.retention, "referral", app->pool, app->metrics, &err);
     if (err != 0)
         return err;
     app->api = (ref_api_t){.cfg = &app->cfg, .pool = app->pool, .jwt = app->jwt};
@@ -135,6 +140,7 @@ static int start(app_t *app)
 static void stop(app_t *app)
 {
     cm_http_stop(app->http);
+    cm_sweep_free(app->retention);
     ref_sweep_stop(app->sweep);
     cm_consumer_stop(app->consumer);
     cm_outbox_relay_stop(app->relay);
