@@ -118,8 +118,9 @@ static int one_batch(cm_sweep_t *s, bool *full, long long *removed)
     if (rc != 0)
         return rc;
     PGresult *res = NULL;
-    rc = cm_db_prepared(db, "cm_retention_sweep", s->sql, s->nparams,
-                        (const char *const *)s->params, &res);
+    /* Unnamed (not prepared): a batch every few minutes gains nothing from
+     * a plan cache, and two sweepers with different SQL can share a pool. */
+    rc = cm_db_exec(db, s->sql, s->nparams, (const char *const *)s->params, &res);
     *full = false;
     *removed = 0;
     for (int i = 0; rc == 0 && i < PQntuples(res); i++) {
