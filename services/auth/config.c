@@ -74,6 +74,7 @@ int auth_config_load(auth_config_t *cfg)
     cfg->http_threads = (int)cm_cfg_int(&c, "HTTP_THREADS", 16, 1, 1024);
     cfg->db_pool_size = (int)cm_cfg_int(&c, "DB_POOL_SIZE", 10, 1, 256);
     load_log_level(&c, cfg);
+    cm_retention_load(&c, &cfg->retention);
     if (cm_cfg_finish(&c) != 0) {
         auth_config_dispose(cfg);
         return CM_EINVAL;

@@ -10,6 +10,7 @@
 
 #include "cm/error.h"
 #include "cm/log.h"
+#include "cm/sweep.h"
 
 /** Every setting of linktr-auth; strings are owned by the struct. */
 typedef struct auth_config {
@@ -34,6 +35,7 @@ typedef struct auth_config {
     int http_threads;                   /* HTTP_THREADS, 16 */
     int db_pool_size;                   /* DB_POOL_SIZE, 10 */
     cm_log_level_t log_level;           /* LOG_LEVEL, info */
+    cm_retention_t retention;           /* RETENTION_*: the retention sweeper (cm/sweep.h) */
 } auth_config_t;
 
 /**

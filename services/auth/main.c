@@ -15,6 +15,7 @@
 #include "cm/kafka.h"
 #include "cm/log.h"
 #include "cm/metrics.h"
+#include "cm/sweep.h"
 #include "config.h"
 #include "keys.h"
 #include "routes.h"
@@ -26,6 +27,7 @@ extern const size_t auth_migrations_count;
 typedef struct running {
     cm_metrics_t *metrics;
     cm_outbox_relay_t *relay;
+    cm_sweep_t *retention;
     cm_http_t *http;
 } running_t;
 
@@ -76,7 +78,8 @@ static int start_workers(auth_app_t *app, running_t *run)
                              .metrics = run->metrics};
     if (!(run->relay = cm_outbox_relay_start(&oc, &rc)))
         return rc ? rc : CM_EINVAL;
-    return 0;
+    run->retention = cm_retention_start(&cfg->retention, "auth", app->db, run->metrics, &rc);
+    return run->retention ? 0 : (rc ? rc : CM_EINVAL);
 }
 
 static int start_http(auth_app_t *app, running_t *run)
@@ -105,6 +108,7 @@ static int start_http(auth_app_t *app, running_t *run)
 static void stop_all(auth_app_t *app, running_t *run)
 {
     cm_http_stop(run->http);
+    cm_sweep_free(run->retention);
     cm_outbox_relay_stop(run->relay);
     cm_producer_free(app->producer);
     cm_hashpool_free(app->hash);

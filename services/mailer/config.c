@@ -79,6 +79,7 @@ int mail_config_load(mail_config_t *cfg)
     if (cfg->mail_from && strpbrk(cfg->mail_from, "\r\n"))
         cm_cfg_error(&c, "MAIL_FROM", "must be one line");
     load_seal_key(&c, cfg);
+    cm_retention_load(&c, &cfg->retention);
     if (cm_cfg_finish(&c) != 0) {
         mail_config_dispose(cfg);
         return CM_EINVAL;

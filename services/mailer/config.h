@@ -9,6 +9,7 @@
 
 #include "cm/error.h"
 #include "cm/log.h"
+#include "cm/sweep.h"
 
 /** Everything the mailer reads from its environment; strings owned by the struct. */
 typedef struct mail_config {
@@ -31,6 +32,7 @@ typedef struct mail_config {
     char *mail_from;          /* MAIL_FROM */
     uint8_t seal_pk[32];      /* derived from the secret key */
     uint8_t seal_sk[32];      /* MAILER_SEAL_SECRET_KEY_FILE, wiped by dispose */
+    cm_retention_t retention; /* RETENTION_*: the retention sweeper (cm/sweep.h) */
 } mail_config_t;
 
 /**

@@ -21,6 +21,7 @@
 #include "cm/kafka.h"
 #include "cm/log.h"
 #include "cm/metrics.h"
+#include "cm/sweep.h"
 #include "config.h"
 #include "consumer.h"
 #include "maildir.h"
@@ -34,6 +35,7 @@ typedef struct app {
     cm_metrics_t *metrics;
     cm_producer_t *producer; /* for mail.dead */
     cm_consumer_t *consumer;
+    cm_sweep_t *retention;
     cm_http_t *http;
     mail_ctx_t mail;
 } app_t;
@@ -114,6 +116,10 @@ static int start(app_t *app)
     app->consumer = cm_consumer_start(&cc, &err);
     if (!app->consumer)
         return err;
+    app->retention =
+        cm_retention_start(&app->cfg.retention, "mailer", app->pool, app->metrics, &err);
+    if (!app->retention)
+        return err;
     cm_http_config_t hc = {.service = "mailer",
                            .bind = app->cfg.bind,
                            .port = app->cfg.port,
@@ -131,6 +137,7 @@ static int start(app_t *app)
 static void stop(app_t *app)
 {
     cm_http_stop(app->http);
+    cm_sweep_free(app->retention);
     cm_consumer_stop(app->consumer);
     cm_producer_free(app->producer);
     cm_db_pool_free(app->pool);
