@@ -10,14 +10,13 @@
  *         RETURNS TABLE (tbl text, removed bigint)
  *
  * (keep_s and dedup_s are RETENTION_DAYS and RETENTION_DEDUP_DAYS in
- * seconds; a service uses the ones it needs) that deletes at most `batch` rows from each of its tables per call and
- * returns one row per table. This module calls it (a parameterized
- * statement the service supplies) until every table's batch comes back
- * short, pausing between batches so a large backlog never holds locks or
- * I/O for long, counts the rows in linktr_retention_rows_removed_total
- * {table="..."} and sleeps until the next interval. Each call is its own
- * short transaction; the functions take rows FOR UPDATE SKIP LOCKED, so
- * replicas sweeping at once share the work.
+ * seconds; a service uses the ones it needs) that deletes at most `batch` rows from each of its
+ * tables per call and returns one row per table. This module calls it (a parameterized statement
+ * the service supplies) until every table's batch comes back short, pausing between batches so a
+ * large backlog never holds locks or I/O for long, counts the rows in
+ * linktr_retention_rows_removed_total {table="..."} and sleeps until the next interval. Each call
+ * is its own short transaction; the functions take rows FOR UPDATE SKIP LOCKED, so replicas
+ * sweeping at once share the work.
  */
 #ifndef CM_SWEEP_H
 #define CM_SWEEP_H
