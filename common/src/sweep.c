@@ -78,7 +78,13 @@ cm_sweep_t *cm_sweep_new(const cm_sweep_config_t *cfg, int *err)
                                        "Retention sweeps that failed", NULL);
     }
     pthread_mutex_init(&s->mu, NULL);
-    pthread_cond_init(&s->cv, NULL);
+    /* Waits measure on the monotonic clock: a wall-clock step neither
+     * skips a sweep nor stalls one for hours. */
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&s->cv, &ca);
+    pthread_condattr_destroy(&ca);
     return s;
 }
 
@@ -94,7 +100,7 @@ static bool stopping(cm_sweep_t *s)
 static bool wait_or_stop(cm_sweep_t *s, long long ms)
 {
     struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
+    clock_gettime(CLOCK_MONOTONIC, &until);
     until.tv_sec += (time_t)(ms / 1000);
     until.tv_nsec += (long)(ms % 1000) * 1000000L;
     if (until.tv_nsec >= 1000000000L) {
