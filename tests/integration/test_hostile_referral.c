@@ -192,13 +192,12 @@ static char *registered_event(const uint8_t pk[32], const char *id, const char *
         if (*p >= 'a' && *p <= 'z')
             *p = (char)(*p - 'a' + 'A');
     cm_format_time(at_us, at);
-    json_t *by = referrer_id
-                     ? json_pack("{s:s, s:s}", "user_id", referrer_id, "referral_code", referrer_code)
-                     : json_null();
-    json_t *data =
-        json_pack("{s:s, s:s, s:s, s:s, s:o, s:s, s:s, s:s}", "user_id", id, "username", name,
-                  "email", email, "referral_code", code, "referred_by", by, "ip", "127.0.0.1",
-                  "verify_token_sealed", sealed, "registered_at", at);
+    json_t *by = referrer_id ? json_pack("{s:s, s:s}", "user_id", referrer_id, "referral_code",
+                                         referrer_code)
+                             : json_null();
+    json_t *data = json_pack("{s:s, s:s, s:s, s:s, s:o, s:s, s:s, s:s}", "user_id", id, "username",
+                             name, "email", email, "referral_code", code, "referred_by", by, "ip",
+                             "127.0.0.1", "verify_token_sealed", sealed, "registered_at", at);
     json_t *env = cm_event_new(CM_EV_USER_REGISTERED, "auth", data);
     assert_non_null(env);
     char *text = json_dumps(env, JSON_COMPACT);
@@ -268,8 +267,8 @@ static void a_burst_of_referrals_on_the_topic_admits_exactly_the_daily_cap(void 
     }
 }
 
-static void two_hundred_referred_registrations_through_the_gateway_admit_exactly_the_cap(
-    void **state)
+static void
+two_hundred_referred_registrations_through_the_gateway_admit_exactly_the_cap(void **state)
 {
     /* The finding as it was seen: 200 registrations with one referral code,
      * 16 clients at once, through the gateway and auth. */
@@ -410,16 +409,17 @@ static void the_sweepers_remove_old_rows_in_batches_keep_live_ones_and_count_the
                NULL, "0");
     eventually("SELECT count(*) FROM mailer.sent WHERE sent_at < now() - interval '30 days'", NULL,
                "0");
-    char *v = query1("SELECT concat_ws(',', "
-                     "(SELECT count(*) FROM auth.refresh_tokens WHERE token_hash LIKE 'live\\_%'), "
-                     "(SELECT count(*) FROM auth.one_time_tokens WHERE token_hash LIKE 'live\\_%'), "
-                     "(SELECT count(*) FROM auth.login_throttle WHERE key LIKE 'live\\_%'), "
-                     "(SELECT count(*) FROM auth.outbox WHERE topic LIKE 'retention.%'), "
-                     "(SELECT count(*) FROM referral.processed_events "
-                     " WHERE processed_at < now() - interval '28 days'), "
-                     "(SELECT count(*) FROM referral.outbox WHERE topic LIKE 'retention.%'), "
-                     "(SELECT count(*) FROM mailer.sent WHERE sent_at < now() - interval '28 days'))",
-                     NULL);
+    char *v =
+        query1("SELECT concat_ws(',', "
+               "(SELECT count(*) FROM auth.refresh_tokens WHERE token_hash LIKE 'live\\_%'), "
+               "(SELECT count(*) FROM auth.one_time_tokens WHERE token_hash LIKE 'live\\_%'), "
+               "(SELECT count(*) FROM auth.login_throttle WHERE key LIKE 'live\\_%'), "
+               "(SELECT count(*) FROM auth.outbox WHERE topic LIKE 'retention.%'), "
+               "(SELECT count(*) FROM referral.processed_events "
+               " WHERE processed_at < now() - interval '28 days'), "
+               "(SELECT count(*) FROM referral.outbox WHERE topic LIKE 'retention.%'), "
+               "(SELECT count(*) FROM mailer.sent WHERE sent_at < now() - interval '28 days'))",
+               NULL);
     assert_string_equal(v, "6,5,5,5,5,5,5");
     free(v);
     /* The metric counted each row once, across replicas. */
