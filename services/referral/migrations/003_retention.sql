@@ -4,6 +4,9 @@
 -- referrals a hot referrer has had refused.
 CREATE INDEX referrals_referrer_capped ON referrals (referrer_id, created_at)
     WHERE reason IS DISTINCT FROM 'daily_cap';
+-- Its predecessor (002) served the old count only; referrals_referrer_page
+-- covers any other (referrer_id, created_at) range.
+DROP INDEX IF EXISTS referrals_referrer_recent;
 
 -- Retention (common/include/cm/sweep.h). Indexes for the sweeps below.
 CREATE INDEX outbox_sent_age ON outbox (sent_at) WHERE sent_at IS NOT NULL;
