@@ -198,6 +198,15 @@ static char *cfg_public_base_url(cm_cfg_t *c)
     return url;
 }
 
+void cm_retention_load(cm_cfg_t *c, cm_retention_t *r)
+{
+    r->interval_s = (int)cm_cfg_int(c, "RETENTION_INTERVAL_S", 300, 1, 86400);
+    r->batch = (int)cm_cfg_int(c, "RETENTION_BATCH", 1000, 1, 100000);
+    r->pause_ms = (int)cm_cfg_int(c, "RETENTION_PAUSE_MS", 50, 0, 60000);
+    r->keep_days = (int)cm_cfg_int(c, "RETENTION_DAYS", 7, 1, 3650);
+    r->dedup_days = (int)cm_cfg_int(c, "RETENTION_DEDUP_DAYS", 30, 8, 3650);
+}
+
 void cm_cfg_service(cm_cfg_t *c, const cm_service_defaults_t *d, cm_service_config_t *out)
 {
     memset(out, 0, sizeof *out);
@@ -208,6 +217,7 @@ void cm_cfg_service(cm_cfg_t *c, const cm_service_defaults_t *d, cm_service_conf
     if (d->db_pool_size > 0) {
         out->database_url = cfg_database_url(c);
         out->db_pool_size = cfg_db_pool_size(c, d->db_pool_size);
+        cm_retention_load(c, &out->retention);
     }
     if (d->kafka)
         out->kafka_bootstrap = cfg_kafka_bootstrap(c);

@@ -11,6 +11,7 @@
 #include "cm/crypto.h"
 #include "cm/log.h"
 #include "cm/process.h"
+#include "cm/sweep.h"
 
 #ifndef LINKTR_VERSION
 #define LINKTR_VERSION "unknown"
@@ -22,6 +23,7 @@ typedef struct running {
     bool curl;
     cm_db_pool_t *pool;
     cm_metrics_t *metrics;
+    cm_sweep_t *retention; /* deletes expired, used and sent rows on a timer */
     cm_http_t *http;
     int drain_ms; /* how long stop waits for in-flight requests */
 } running_t;
@@ -123,6 +125,9 @@ static int start(const cm_service_def_t *def, void *app, running_t *run, run_mod
     cm_service_env_t env = {.cfg = run->cfg, .pool = run->pool, .metrics = run->metrics};
     cm_http_config_t hc = {0};
     rc = def->start(app, &env, &hc);
+    if (rc == 0 && run->pool)
+        run->retention =
+            cm_retention_start(&run->cfg->retention, def->name, run->pool, run->metrics, &rc);
     if (rc != 0) {
         CM_ERROR(NULL, "%s failed to start: %s", def->name, cm_strerror(rc));
         return rc;
@@ -136,6 +141,7 @@ static void stop(const cm_service_def_t *def, void *app, running_t *run, bool st
     if (run->http && !cm_http_drain(run->http, run->drain_ms))
         CM_WARN(NULL, "stopping with requests still in flight");
     cm_http_stop(run->http);
+    cm_sweep_free(run->retention);
     if (started)
         def->stop(app);
     cm_db_pool_free(run->pool);

@@ -1,6 +1,7 @@
 /* consumer.c — user events to members and referrals, idempotently (see consumer.h). */
 #include "consumer.h"
 
+#include <limits.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
@@ -229,20 +230,25 @@ static const char *fraud_reason(cm_db_t *db, const plan_t *p, int *rc)
     *rc = 0; /* a referrer not seen yet cannot be compared: the other rules still apply */
     if (ref_domains_match(&p->cfg->disposable, m->email))
         return REF_REASON_DISPOSABLE;
-    int recent = ref_store_recent_referrals(db, m->referred_by, m->registered_at);
+    int cap = p->cfg->daily_cap;
+    int recent = ref_store_recent_referrals(db, m->referred_by, m->registered_at,
+                                            cap < INT_MAX ? cap + 1 : cap);
     if (recent < 0) {
         *rc = recent;
         return NULL;
     }
     /* The new referral is already counted: more than the cap is too many. */
-    return recent > p->cfg->daily_cap ? REF_REASON_DAILY_CAP : NULL;
+    return recent > cap ? REF_REASON_DAILY_CAP : NULL;
 }
 
 /* Creates the referral of a new member, rejected at once when a fraud rule says so. */
 static int add_referral(cm_db_t *db, const plan_t *p)
 {
     const ref_member_t *m = &p->member;
-    int rc = ref_store_add_referral(db, m->referred_by, m->user_id, m->registered_at);
+    /* Held to commit: the next referral of this referrer counts this one. */
+    int rc = ref_store_lock_referrer(db, m->referred_by);
+    if (rc == 0)
+        rc = ref_store_add_referral(db, m->referred_by, m->user_id, m->registered_at);
     if (rc == CM_ESTATE)
         return 0;
     const char *reason = rc == 0 ? fraud_reason(db, p, &rc) : NULL;

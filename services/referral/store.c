@@ -220,14 +220,32 @@ int ref_store_member_email(cm_db_t *db, const char *user_id, char email[255])
     return rc;
 }
 
-int ref_store_recent_referrals(cm_db_t *db, const char *referrer_id, const char *at)
+int ref_store_lock_referrer(cm_db_t *db, const char *referrer_id)
 {
-    static const char sql[] = "SELECT count(*) FROM referrals WHERE referrer_id = $1::uuid "
-                              "AND created_at > $2::timestamptz - interval '24 hours' "
-                              "AND created_at <= $2::timestamptz";
-    const char *p[2] = {referrer_id, at};
+    /* Seed 8, not ref_store_lock_user's 7: one user's two locks are different keys. */
+    static const char sql[] = "SELECT pg_advisory_xact_lock(hashtextextended($1, 8))";
+    const char *p[1] = {referrer_id};
+    return cm_db_prepared(db, "ref_lock_referrer", sql, 1, p, NULL);
+}
+
+int ref_store_recent_referrals(cm_db_t *db, const char *referrer_id, const char *at, int limit)
+{
+    /* No upper bound on created_at: events of one referrer arrive out of
+     * order (their keys are the referred users, so they ride different
+     * partitions), and a referral registered later but processed earlier
+     * must count too. Referrals the cap itself rejected do not count, so
+     * the rule admits `cap` referrals per 24 hours rather than feeding on
+     * its own rejections; the partial index referrals_referrer_capped
+     * (migration 003) and the LIMIT keep the count bounded by the cap. */
+    static const char sql[] =
+        "SELECT count(*) FROM (SELECT 1 FROM referrals WHERE referrer_id = $1::uuid "
+        "AND reason IS DISTINCT FROM 'daily_cap' "
+        "AND created_at > $2::timestamptz - interval '24 hours' LIMIT $3::int) r";
+    char lim[16];
+    snprintf(lim, sizeof lim, "%d", limit);
+    const char *p[3] = {referrer_id, at, lim};
     PGresult *res = NULL;
-    int rc = exec_row(db, "ref_recent", sql, 2, p, CM_EDB, &res);
+    int rc = exec_row(db, "ref_recent", sql, 3, p, CM_EDB, &res);
     if (rc != 0)
         return rc;
     long long n = col_ll(res, 0);
@@ -289,25 +307,4 @@ int ref_store_rewards(cm_db_t *db, const char *user_id, const ref_cursor_t *curs
     if (!cursor)
         return cm_db_prepared(db, "ref_rewards_first", first, 2, p, res);
     return cm_db_prepared(db, "ref_rewards_after", after, 4, p, res);
-}
-
-int ref_store_prune_processed(cm_db_t *db, int days, int limit)
-{
-    static const char sql[] =
-        "WITH old AS (SELECT event_id FROM processed_events "
-        "WHERE processed_at < now() - $1::int * interval '1 day' LIMIT $2::int) "
-        "DELETE FROM processed_events p USING old WHERE p.event_id = old.event_id";
-    char d[16], lim[16];
-    snprintf(d, sizeof d, "%d", days);
-    snprintf(lim, sizeof lim, "%d", limit);
-    const char *p[2] = {d, lim};
-    PGresult *res = NULL;
-    int rc = cm_db_prepared(db, "ref_prune", sql, 2, p, &res);
-    if (rc != 0)
-        return rc;
-    long long n = 0;
-    if (cm_strtonum(PQcmdTuples(res), 0, 1LL << 40, &n) != 0)
-        n = 0;
-    PQclear(res);
-    return (int)n;
 }

@@ -107,10 +107,19 @@ CM_MUST_CHECK int ref_store_convert(cm_db_t *db, const char *referred_id, const 
 CM_MUST_CHECK int ref_store_member_email(cm_db_t *db, const char *user_id, char email[255]);
 
 /**
- * Counts referrer_id's referrals created in the 24 hours before `at`.
- * Returns the count (>= 0) or a CM_E* code.
+ * Serializes this transaction with every other one that creates a
+ * referral for referrer_id (a transaction-scoped advisory lock), so the
+ * daily-cap count below sees every referral admitted before it. Take it
+ * after ref_store_lock_user (always in that order: no deadlock).
  */
-int ref_store_recent_referrals(cm_db_t *db, const char *referrer_id, const char *at);
+CM_MUST_CHECK int ref_store_lock_referrer(cm_db_t *db, const char *referrer_id);
+
+/**
+ * Counts, up to limit, referrer_id's referrals created after `at` minus 24
+ * hours (later ones included: events arrive out of order) that were not
+ * rejected by the daily cap. Returns the count (>= 0) or a CM_E* code.
+ */
+int ref_store_recent_referrals(cm_db_t *db, const char *referrer_id, const char *at, int limit);
 
 /**
  * Grants a reward: a rewards row and the user's credits and rewards_count,
@@ -151,15 +160,6 @@ typedef struct ref_cursor {
  */
 CM_MUST_CHECK int ref_store_list(cm_db_t *db, const char *referrer_id, const char *status,
                                  const ref_cursor_t *cursor, int limit, PGresult **res);
-
-/**
- * Forgets processed event ids older than days (up to limit of them), so
- * the table does not grow forever. Safe: every effect is also guarded by
- * the state it changes (a known member, a referral no longer pending), so
- * a replay older than that window still changes nothing. Returns the
- * number deleted (>= 0) or a CM_E* code.
- */
-int ref_store_prune_processed(cm_db_t *db, int days, int limit);
 
 /**
  * Lists user_id's rewards newest first after cursor (NULL: first page).

@@ -48,15 +48,6 @@ static int expire_batch_tx(cm_db_t *db, void *arg)
     return rc;
 }
 
-/* One batch of old processed event ids; b->expired counts the rows. */
-static int prune_batch_tx(cm_db_t *db, void *arg)
-{
-    batch_t *b = arg;
-    int n = ref_store_prune_processed(db, REF_DEDUP_KEEP_DAYS, REF_SWEEP_BATCH);
-    b->expired = n > 0 ? n : 0;
-    return n < 0 ? n : 0;
-}
-
 int ref_sweep_once(const ref_config_t *cfg, cm_db_pool_t *pool, int *expired)
 {
     int total = 0, rc = 0;
@@ -68,10 +59,6 @@ int ref_sweep_once(const ref_config_t *cfg, cm_db_pool_t *pool, int *expired)
     } while (rc == 0 && b.expired == REF_SWEEP_BATCH);
     if (expired)
         *expired = total;
-    do {
-        if (rc == 0)
-            rc = cm_db_tx(pool, prune_batch_tx, &b);
-    } while (rc == 0 && b.expired == REF_SWEEP_BATCH);
     return rc;
 }
 

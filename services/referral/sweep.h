@@ -2,8 +2,9 @@
  * sweep.h — the periodic expiry sweep: pending referrals older than
  * REFERRAL_TTL_DAYS become expired (counters and a referral.converted
  * event in the same transaction). Rows are taken FOR UPDATE SKIP LOCKED,
- * so several replicas can sweep at once without doing a row twice. The
- * sweep also forgets processed event ids older than REF_DEDUP_KEEP_DAYS.
+ * so several replicas can sweep at once without doing a row twice.
+ * Forgetting old rows (processed event ids, sent outbox rows) is the
+ * retention sweeper's job (common/include/cm/sweep.h, migration 003).
  */
 #ifndef REF_SWEEP_H
 #define REF_SWEEP_H
@@ -16,9 +17,6 @@ typedef struct ref_sweep ref_sweep_t;
 
 /** Referrals expired (and event ids forgotten) per transaction at most. */
 #define REF_SWEEP_BATCH 200
-
-/** How long processed event ids are kept for deduplication (days). */
-#define REF_DEDUP_KEEP_DAYS 30
 
 /**
  * Runs one sweep until nothing is left to expire. *expired (if not NULL)

@@ -75,6 +75,23 @@ CM_MUST_CHECK int cm_cfg_finish(cm_cfg_t *c);
 
 /* ---- the variables every service shares ----------------------------------- */
 
+/** The retention settings every service reads (the same variables everywhere). */
+typedef struct cm_retention {
+    int interval_s; /* RETENTION_INTERVAL_S, 300: time between sweeps */
+    int batch;      /* RETENTION_BATCH, 1000: rows per table per statement */
+    int pause_ms;   /* RETENTION_PAUSE_MS, 50: pause between two batches */
+    int keep_days;  /* RETENTION_DAYS, 7: expired, used and sent rows are kept this long */
+    int dedup_days; /* RETENTION_DEDUP_DAYS, 30: processed-event ids, mail ledger, parked rows */
+} cm_retention_t;
+
+/**
+ * Reads the RETENTION_* variables into r through c (bad values are
+ * reported by cm_cfg_finish like any other variable). RETENTION_DEDUP_DAYS
+ * must outlast the topics' retention (7 days): past it a redelivery is
+ * impossible, so forgetting an event id cannot let it apply twice.
+ */
+void cm_retention_load(cm_cfg_t *c, cm_retention_t *r);
+
 /** A service's defaults for the shared variables, and which of them it reads. */
 typedef struct cm_service_defaults {
     int port;         /* PORT when unset */
@@ -97,6 +114,7 @@ typedef struct cm_service_config {
     int db_pool_size;         /* DB_POOL_SIZE, 1-256 */
     char *kafka_bootstrap;    /* KAFKA_BOOTSTRAP host:port[,...], NULL without Kafka */
     char *public_base_url;    /* PUBLIC_BASE_URL, http://127.0.0.1:8000, no trailing slash */
+    cm_retention_t retention; /* RETENTION_*, read where the service has a database */
 } cm_service_config_t;
 
 /** Reads the shared variables into *out (zeroed first); errors collect in c. */

@@ -20,6 +20,8 @@
  *   5. with migrations: the database pool opens and the migrations apply
  *      ("migrate" stops here);
  *   6. def->start starts the service's own parts and names its routes;
+ *      with a database, the retention sweeper starts (cm/sweep.h: the
+ *      schema's retention_sweep function, on RETENTION_* settings);
  *   7. the HTTP server starts; the process waits for SIGINT or SIGTERM;
  *   8. the server drains (readiness fails, in-flight requests finish),
  *      stops, then def->stop stops the service's parts, and everything

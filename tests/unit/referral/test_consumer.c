@@ -4,6 +4,7 @@
  * them, the fraud rules, the reward engine and the expiry sweep.
  * LINKTR_TEST_NEEDS: postgres
  */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -16,6 +17,7 @@
 #include <jansson.h>
 
 #include "cm/db.h"
+#include "cm/sweep.h"
 #include "cm/util.h"
 #include "config.h"
 #include "consumer.h"
@@ -501,12 +503,15 @@ static void the_sweep_expires_pending_referrals_older_than_the_ttl(void **state)
     assert_query(f, STATUS_REASON, old.id, "expired:ttl");
 }
 
-static void the_sweep_forgets_event_ids_older_than_the_dedup_window(void **state)
+/* The referral service's retention_sweep() (migration 003) through cm/sweep.h. */
+static void the_retention_sweep_forgets_old_event_ids_parked_rows_and_sent_outbox_rows(void **state)
 {
     fixture_t *f = *state;
-    char old_ev[37], new_ev[37];
+    char old_ev[37], new_ev[37], old_park[37], unsent[37];
     cm_uuid_v4(old_ev);
     cm_uuid_v4(new_ev);
+    cm_uuid_v4(old_park);
+    cm_uuid_v4(unsent);
     assert_query(f,
                  "INSERT INTO processed_events (event_id, processed_at) VALUES ($1::uuid, "
                  "now() - interval '31 days') RETURNING 'in'",
@@ -515,9 +520,132 @@ static void the_sweep_forgets_event_ids_older_than_the_dedup_window(void **state
                  "INSERT INTO processed_events (event_id, processed_at) VALUES ($1::uuid, "
                  "now() - interval '29 days') RETURNING 'in'",
                  new_ev, "in");
-    assert_int_equal(ref_sweep_once(&f->cfg, f->pool, NULL), 0);
+    assert_query(f,
+                 "INSERT INTO parked_verifications (user_id, verified_at, parked_at) VALUES "
+                 "($1::uuid, now(), now() - interval '31 days') RETURNING 'in'",
+                 old_park, "in");
+    /* An unsent outbox row, however old, is never swept: it is still to be published. */
+    assert_query(f,
+                 "INSERT INTO outbox (event_id, topic, key, payload, created_at) VALUES "
+                 "($1::uuid, 't', 'k', '{}', now() - interval '90 days') RETURNING 'in'",
+                 unsent, "in");
+    cm_retention_t r = {
+        .interval_s = 60, .batch = 1000, .pause_ms = 0, .keep_days = 7, .dedup_days = 30};
+    int err = 0;
+    cm_sweep_t *s = cm_retention_new(&r, "referral", f->pool, NULL, &err);
+    assert_non_null(s);
+    long long removed = 0;
+    assert_int_equal(cm_sweep_run(s, &removed, NULL), 0);
+    assert_true(removed >= 2);
+    cm_sweep_free(s);
     assert_query(f, "SELECT count(*) FROM processed_events WHERE event_id = $1::uuid", old_ev, "0");
     assert_query(f, "SELECT count(*) FROM processed_events WHERE event_id = $1::uuid", new_ev, "1");
+    assert_query(f, "SELECT count(*) FROM parked_verifications WHERE user_id = $1::uuid", old_park,
+                 "0");
+    assert_query(f, "SELECT count(*) FROM outbox WHERE event_id = $1::uuid", unsent, "1");
+}
+
+/* user.registered of u referred by referrer, registered at `at`. The caller frees. */
+static char *registered_when(const user_t *u, const user_t *referrer, const char *at)
+{
+    char ev[37], email[64];
+    snprintf(email, sizeof email, "%s@example.com", u->name);
+    json_t *by = json_pack("{s:s, s:s}", "user_id", referrer->id, "referral_code", referrer->code);
+    json_t *data =
+        json_pack("{s:s, s:s, s:s, s:s, s:o, s:s, s:s, s:s}", "user_id", u->id, "username", u->name,
+                  "email", email, "referral_code", u->code, "referred_by", by, "ip", "127.0.0.1",
+                  "verify_token_sealed", "c2VhbGVk", "registered_at", at);
+    return envelope("user.registered", data, ev);
+}
+
+static void the_daily_cap_counts_referrals_that_arrive_out_of_order(void **state)
+{
+    /* One referrer's events ride different partitions (keyed by the
+     * referred user), so a later registration is often handled first. */
+    fixture_t *f = *state;
+    f->cfg.daily_cap = 3;
+    user_t ref, kids[6];
+    new_user(&ref);
+    join(f, &ref, NULL, NULL);
+    for (int i = 0; i < 6; i++) {
+        new_user(&kids[i]);
+        char at[40];
+        snprintf(at, sizeof at, "2026-11-27T10:00:0%dZ", 9 - i); /* newest first */
+        char *bytes = registered_when(&kids[i], &ref, at);
+        assert_int_equal(handle(f, bytes), 0);
+        free(bytes);
+    }
+    f->cfg.daily_cap = 50;
+    assert_query(f, COUNTERS, ref.id, "6,3,0,3,0");
+    assert_query(f,
+                 "SELECT count(*) FROM referrals WHERE referrer_id = $1::uuid "
+                 "AND status = 'rejected' AND reason = 'daily_cap'",
+                 ref.id, "3");
+}
+
+/* One consumer thread of the concurrent cap test. */
+typedef struct racer {
+    ref_ctx_t *ctx;
+    char **events;
+    int from, to;
+    int failures;
+} racer_t;
+
+static void *race(void *arg)
+{
+    racer_t *r = arg;
+    for (int i = r->from; i < r->to; i++)
+        if (ref_handle_event(r->ctx, r->events[i], strlen(r->events[i])) != 0)
+            r->failures++;
+    return NULL;
+}
+
+static void the_daily_cap_is_exact_when_consumers_race(void **state)
+{
+    /* Replicas of the referral service handle one referrer's referrals at
+     * the same time: 8 threads, 8 connections, 120 referrals, a cap of 20. */
+    enum { N = 120, THREADS = 8, CAP = 20 };
+    fixture_t *f = *state;
+    char *url = t_env("LINKTR_PG_ENV_FILE", "REFERRAL_DATABASE_URL");
+    cm_db_config_t dbc = {
+        .conninfo = url, .size = THREADS, .acquire_timeout_ms = 30000, .connect_timeout_s = 5};
+    int err = 0;
+    cm_db_pool_t *pool = cm_db_pool_new(&dbc, &err);
+    free(url);
+    assert_non_null(pool);
+    ref_config_t cfg = f->cfg;
+    cfg.daily_cap = CAP;
+    ref_ctx_t ctx = {.cfg = &cfg, .pool = pool};
+    user_t ref;
+    new_user(&ref);
+    join(f, &ref, NULL, NULL);
+    char *events[N];
+    for (int i = 0; i < N; i++) {
+        user_t kid;
+        new_user(&kid);
+        char at[40];
+        snprintf(at, sizeof at, "2026-11-27T10:%02d:%02dZ", (i * 7) % 60, (i * 13) % 60);
+        events[i] = registered_when(&kid, &ref, at);
+    }
+    pthread_t th[THREADS];
+    racer_t r[THREADS];
+    for (int t = 0; t < THREADS; t++) {
+        r[t] = (racer_t){
+            .ctx = &ctx, .events = events, .from = t * N / THREADS, .to = (t + 1) * N / THREADS};
+        assert_int_equal(pthread_create(&th[t], NULL, race, &r[t]), 0);
+    }
+    for (int t = 0; t < THREADS; t++) {
+        pthread_join(th[t], NULL);
+        assert_int_equal(r[t].failures, 0);
+    }
+    for (int i = 0; i < N; i++)
+        free(events[i]);
+    cm_db_pool_free(pool);
+    assert_query(f, COUNTERS, ref.id, "120,20,0,100,0");
+    assert_query(f,
+                 "SELECT count(*) FROM referrals WHERE referrer_id = $1::uuid "
+                 "AND status = 'pending'",
+                 ref.id, "20");
 }
 
 int main(void)
@@ -536,7 +664,10 @@ int main(void)
         cmocka_unit_test(a_verification_pays_the_referrer_and_the_welcome_credit_once),
         cmocka_unit_test(the_fifth_success_pays_the_milestone_exactly_once),
         cmocka_unit_test(the_sweep_expires_pending_referrals_older_than_the_ttl),
-        cmocka_unit_test(the_sweep_forgets_event_ids_older_than_the_dedup_window),
+        cmocka_unit_test(
+            the_retention_sweep_forgets_old_event_ids_parked_rows_and_sent_outbox_rows),
+        cmocka_unit_test(the_daily_cap_counts_referrals_that_arrive_out_of_order),
+        cmocka_unit_test(the_daily_cap_is_exact_when_consumers_race),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
