@@ -7,8 +7,8 @@
 
 The Kubernetes schemas (kubernetes-validate, run by deploy/k8s/check) say
 whether each object is well formed; these rules say whether the set of
-objects is what linktr needs, and they are the only check the Strimzi custom
-resources get (their CRD schemas are not bundled with any validator here):
+objects is what linktr needs (the Strimzi custom resources are also checked
+against their CRD schemas, by validate_crs.py):
 
   services   each of gateway, auth, referral, mailer has a Deployment, a
              Service whose selector and named port match it, an
@@ -27,8 +27,10 @@ resources get (their CRD schemas are not bundled with any validator here):
              secret a pod needs is referenced by name (listed with -v)
   network    a default-deny policy selecting app.kubernetes.io/part-of=linktr
              for both directions; the Ingress points at the gateway's port
-  kafka      one Kafka CR with strimzi.io/kraft and strimzi.io/node-pools
-             enabled and a plain listener; node pools of that cluster with
+  kafka      every Strimzi resource in kafka.strimzi.io/v1 (Strimzi 1.0+);
+             one Kafka CR with a spec.kafka.version that Strimzi 1.2.0 runs,
+             without the annotations Strimzi ignores since 0.48, and with a
+             plain listener; node pools of that cluster with
              controller and broker roles; one KafkaTopic per event schema in
              proto/events (plus nothing else), each with 6 partitions and
              replicas <= brokers, min.insync.replicas < replicas (1 on a
@@ -49,6 +51,12 @@ SERVICES = ("gateway", "auth", "referral", "mailer")
 CONSUMERS = ("referral", "mailer")
 REPO = os.path.realpath(os.path.join(os.path.dirname(__file__), "..", ".."))
 PARTITIONS = 6
+# The operator release the manifests are written for and the Kafka versions
+# it runs (shared/vendor/strimzi-crds/README.md); the CRD schemas themselves
+# are checked by validate_crs.py.
+STRIMZI_RELEASE = "1.2.0"
+STRIMZI_API = "kafka.strimzi.io/v1"
+STRIMZI_KAFKA_VERSIONS = ("4.2.0", "4.2.1", "4.3.0", "4.3.1")
 
 
 def quantity(q):
@@ -218,10 +226,16 @@ def check_kafka(docs, topics_wanted, out):
         out.append(f"expected one Kafka CR, found {len(kafkas)}")
         return
     (cluster, k), = kafkas.items()
+    for d in docs:
+        if d.get("apiVersion", "").startswith("kafka.strimzi.io/") and d["apiVersion"] != STRIMZI_API:
+            out.append(f"{d['kind']} {d['metadata']['name']}: {d['apiVersion']}, Strimzi 1.0+ serves only {STRIMZI_API}")
     ann = k["metadata"].get("annotations") or {}
-    for a in ("strimzi.io/kraft", "strimzi.io/node-pools"):
-        if ann.get(a) != "enabled":
-            out.append(f"Kafka {cluster}: annotation {a} must be 'enabled'")
+    for a in sorted(a for a in ann if a in ("strimzi.io/kraft", "strimzi.io/node-pools")):
+        out.append(f"Kafka {cluster}: annotation {a} is ignored since Strimzi 0.48; drop it")
+    version = str(k["spec"]["kafka"].get("version", ""))
+    if version not in STRIMZI_KAFKA_VERSIONS:
+        out.append(f"Kafka {cluster}: spec.kafka.version {version or '(unset)'} is not one Strimzi "
+                   f"{STRIMZI_RELEASE} runs ({', '.join(STRIMZI_KAFKA_VERSIONS)})")
     plain = [li for li in k["spec"]["kafka"].get("listeners") or [] if li.get("tls") is False]
     if not plain:
         out.append(f"Kafka {cluster}: no plain listener for the services")
@@ -345,6 +359,10 @@ def self_test():
         (lambda ds: dep(ds, "referral")["containers"][0].update(image="linktr/referral:latest"),
          "needs a pinned tag"),
         (lambda ds: ds.remove(by_kind(ds, "NetworkPolicy")["linktr-default-deny"]), "no default-deny"),
+        (lambda ds: by_kind(ds, "KafkaTopic")["mail.dead"].update(apiVersion="kafka.strimzi.io/v1beta2"),
+         "KafkaTopic mail.dead: kafka.strimzi.io/v1beta2"),
+        (lambda ds: by_kind(ds, "Kafka")["linktr"]["spec"]["kafka"].update(version="3.9.0"),
+         "spec.kafka.version 3.9.0 is not one"),
     ]
     for fn, want in cases:
         found = broken(fn)
