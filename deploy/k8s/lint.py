@@ -7,8 +7,8 @@
 
 The Kubernetes schemas (kubernetes-validate, run by deploy/k8s/check) say
 whether each object is well formed; these rules say whether the set of
-objects is what linktr needs, and they are the only check the Strimzi custom
-resources get (their CRD schemas are not bundled with any validator here):
+objects is what linktr needs (the Strimzi custom resources are also checked
+against their CRD schemas, by validate_crs.py):
 
   services   each of gateway, auth, referral, mailer has a Deployment, a
              Service whose selector and named port match it, an
@@ -26,9 +26,23 @@ resources get (their CRD schemas are not bundled with any validator here):
   secrets    no Secret object is rendered (they are never committed); every
              secret a pod needs is referenced by name (listed with -v)
   network    a default-deny policy selecting app.kubernetes.io/part-of=linktr
-             for both directions; the Ingress points at the gateway's port
-  kafka      one Kafka CR with strimzi.io/kraft and strimzi.io/node-pools
-             enabled and a plain listener; node pools of that cluster with
+             for both directions
+  entry      Gateway API v1, no Ingress: one Gateway with an HTTPS listener;
+             HTTPRoutes with known fields only (the structural rules of the
+             v1 CRDs: no Gateway API schema is vendored or packaged), parents
+             and sectionNames that exist, backends that are Services on a
+             declared port, the gateway Service only; the routes to the
+             gateway take exactly the public prefixes (PUBLIC_PREFIXES) and
+             no match reaches /metrics, /readyz or /; the proxy's upstream
+             idle timeout (BackendTrafficPolicy) is shorter than the
+             gateway's HTTP_KEEPALIVE_TIMEOUT_MS
+  database   sum over auth, referral, mailer of (DB_POOL_SIZE + extra) x
+             (HPA max + maxSurge) <= max_connections - reserve, all from
+             deploy/k8s/db-budget.yaml; every pool is counted
+  kafka      every Strimzi resource in kafka.strimzi.io/v1 (Strimzi 1.0+);
+             one Kafka CR with a spec.kafka.version that Strimzi 1.2.0 runs,
+             without the annotations Strimzi ignores since 0.48, and with a
+             plain listener; node pools of that cluster with
              controller and broker roles; one KafkaTopic per event schema in
              proto/events (plus nothing else), each with 6 partitions and
              replicas <= brokers, min.insync.replicas < replicas (1 on a
@@ -49,6 +63,12 @@ SERVICES = ("gateway", "auth", "referral", "mailer")
 CONSUMERS = ("referral", "mailer")
 REPO = os.path.realpath(os.path.join(os.path.dirname(__file__), "..", ".."))
 PARTITIONS = 6
+# The operator release the manifests are written for and the Kafka versions
+# it runs (shared/vendor/strimzi-crds/README.md); the CRD schemas themselves
+# are checked by validate_crs.py.
+STRIMZI_RELEASE = "1.2.0"
+STRIMZI_API = "kafka.strimzi.io/v1"
+STRIMZI_KAFKA_VERSIONS = ("4.2.0", "4.2.1", "4.3.0", "4.3.1")
 
 
 def quantity(q):
@@ -195,13 +215,9 @@ def check_services(docs, out):
             and n["spec"]["podSelector"].get("matchLabels") == {"app.kubernetes.io/part-of": "linktr"}]
     if not deny:
         out.append("no default-deny NetworkPolicy (both directions) for app.kubernetes.io/part-of=linktr")
-    for ing in by_kind(docs, "Ingress").values():
-        for rule in ing["spec"].get("rules") or []:
-            for path in rule["http"]["paths"]:
-                b = path["backend"]["service"]
-                if b["name"] != "gateway" or (b["port"].get("name") or b["port"].get("number")) not in (
-                        "http", 8000):
-                    out.append(f"Ingress {ing['metadata']['name']}: must route to the gateway's port")
+    if by_kind(docs, "Ingress"):
+        out.append("an Ingress is rendered: the entry is Gateway API (Gateway + HTTPRoute)")
+    check_gateway_api(docs, out)
     if any(d.get("kind") == "Secret" for d in docs):
         out.append("a Secret is rendered: secrets are created by the operator, never committed")
 
@@ -218,10 +234,16 @@ def check_kafka(docs, topics_wanted, out):
         out.append(f"expected one Kafka CR, found {len(kafkas)}")
         return
     (cluster, k), = kafkas.items()
+    for d in docs:
+        if d.get("apiVersion", "").startswith("kafka.strimzi.io/") and d["apiVersion"] != STRIMZI_API:
+            out.append(f"{d['kind']} {d['metadata']['name']}: {d['apiVersion']}, Strimzi 1.0+ serves only {STRIMZI_API}")
     ann = k["metadata"].get("annotations") or {}
-    for a in ("strimzi.io/kraft", "strimzi.io/node-pools"):
-        if ann.get(a) != "enabled":
-            out.append(f"Kafka {cluster}: annotation {a} must be 'enabled'")
+    for a in sorted(a for a in ann if a in ("strimzi.io/kraft", "strimzi.io/node-pools")):
+        out.append(f"Kafka {cluster}: annotation {a} is ignored since Strimzi 0.48; drop it")
+    version = str(k["spec"]["kafka"].get("version", ""))
+    if version not in STRIMZI_KAFKA_VERSIONS:
+        out.append(f"Kafka {cluster}: spec.kafka.version {version or '(unset)'} is not one Strimzi "
+                   f"{STRIMZI_RELEASE} runs ({', '.join(STRIMZI_KAFKA_VERSIONS)})")
     plain = [li for li in k["spec"]["kafka"].get("listeners") or [] if li.get("tls") is False]
     if not plain:
         out.append(f"Kafka {cluster}: no plain listener for the services")
@@ -258,6 +280,188 @@ def check_kafka(docs, topics_wanted, out):
                 out.append(f"Deployment {name}: KAFKA_BOOTSTRAP is {got!r}, the cluster's is {want!r}")
 
 
+# What the public entry routes to the gateway (Gateway API PathPrefix: whole
+# segments): the API and the people's pages, nothing else. /metrics and
+# /readyz must stay unreachable from outside until the admin port exists.
+PUBLIC_PREFIXES = ("/api", "/.well-known", "/verify-email", "/reset-password", "/r", "/signup",
+                   "/healthz")
+PRIVATE_PATHS = ("/metrics", "/readyz", "/readyz/", "/metrics/", "/")
+GATEWAY_API = "gateway.networking.k8s.io/v1"
+# Fields of the Gateway API v1 objects (standard channel) used here: anything
+# else is a typo the API server would refuse (no CRD schema is vendored for
+# Gateway API and no registry package ships one, so these structural rules
+# stand in for it).
+HTTPROUTE_SPEC = {"parentRefs", "hostnames", "rules"}
+HTTPROUTE_RULE = {"name", "matches", "filters", "backendRefs", "timeouts", "sessionPersistence", "retry"}
+HTTPROUTE_MATCH = {"path", "headers", "queryParams", "method"}
+PATH_TYPES = {"Exact", "PathPrefix", "RegularExpression"}
+PARENT_REF = {"group", "kind", "namespace", "name", "sectionName", "port"}
+BACKEND_REF = {"group", "kind", "name", "namespace", "port", "weight", "filters"}
+GATEWAY_SPEC = {"gatewayClassName", "listeners", "addresses", "infrastructure", "backendTLS",
+                "allowedListeners"}
+LISTENER = {"name", "hostname", "port", "protocol", "tls", "allowedRoutes"}
+DURATION = re.compile(r"^([0-9]{1,5}(h|m|s|ms)){1,4}$")
+
+
+def duration_ms(text):
+    """Gateway API / Envoy Gateway duration ("1m30s", "500ms") -> milliseconds."""
+    if not isinstance(text, str) or not DURATION.match(text):
+        raise ValueError(f"bad duration {text!r}")
+    unit = {"h": 3600000, "m": 60000, "s": 1000, "ms": 1}
+    return sum(int(n) * unit[u] for n, u in re.findall(r"([0-9]+)(ms|h|m|s)", text))
+
+
+def path_matches(match, path):
+    """True if an HTTPRoute path match would take path (regular expressions: assumed yes)."""
+    m = match.get("path") or {"type": "PathPrefix", "value": "/"}
+    kind, value = m.get("type", "PathPrefix"), m.get("value", "/")
+    if kind == "Exact":
+        return path == value
+    if kind == "PathPrefix":
+        prefix = value.rstrip("/")
+        return prefix == "" or path == prefix or path.startswith(prefix + "/")
+    return True
+
+
+def check_gateway_api(docs, out):
+    gateways = by_kind(docs, "Gateway")
+    routes = by_kind(docs, "HTTPRoute")
+    services = by_kind(docs, "Service")
+    if len(gateways) != 1:
+        out.append(f"expected one Gateway (gateway.networking.k8s.io), found {len(gateways)}")
+        return
+    (gname, gw), = gateways.items()
+    listeners = {}
+    if gw.get("apiVersion") != GATEWAY_API:
+        out.append(f"Gateway {gname}: apiVersion must be {GATEWAY_API}")
+    for k in set(gw["spec"]) - GATEWAY_SPEC:
+        out.append(f"Gateway {gname}: unknown field spec.{k}")
+    if not gw["spec"].get("gatewayClassName"):
+        out.append(f"Gateway {gname}: no gatewayClassName")
+    for li in gw["spec"].get("listeners") or []:
+        for k in set(li) - LISTENER:
+            out.append(f"Gateway {gname}: listener {li.get('name')}: unknown field {k}")
+        if li.get("name") in listeners:
+            out.append(f"Gateway {gname}: listener name {li['name']} twice")
+        listeners[li.get("name")] = li
+        if li.get("protocol") == "HTTPS" and not ((li.get("tls") or {}).get("certificateRefs")):
+            out.append(f"Gateway {gname}: HTTPS listener {li['name']} without a certificate")
+    if not any(li.get("protocol") == "HTTPS" for li in listeners.values()):
+        out.append(f"Gateway {gname}: no HTTPS listener")
+    gw_port = None
+    svc = services.get("gateway")
+    if svc:
+        gw_port = [p["port"] for p in svc["spec"]["ports"] if p.get("name") == "http"]
+    to_gateway = []
+    for name, r in routes.items():
+        spec = r.get("spec") or {}
+        if r.get("apiVersion") != GATEWAY_API:
+            out.append(f"HTTPRoute {name}: apiVersion must be {GATEWAY_API}")
+        for k in set(spec) - HTTPROUTE_SPEC:
+            out.append(f"HTTPRoute {name}: unknown field spec.{k}")
+        for ref in spec.get("parentRefs") or []:
+            for k in set(ref) - PARENT_REF:
+                out.append(f"HTTPRoute {name}: parentRef: unknown field {k}")
+            if ref.get("name") != gname:
+                out.append(f"HTTPRoute {name}: parent {ref.get('name')} is not the Gateway {gname}")
+                continue
+            li = listeners.get(ref.get("sectionName")) if ref.get("sectionName") else None
+            if ref.get("sectionName") and li is None:
+                out.append(f"HTTPRoute {name}: Gateway {gname} has no listener {ref['sectionName']}")
+            elif li and li.get("hostname") and li["hostname"] not in (spec.get("hostnames") or [li["hostname"]]):
+                out.append(f"HTTPRoute {name}: hostnames {spec.get('hostnames')} miss listener "
+                           f"{li['name']}'s {li['hostname']}")
+        if not spec.get("parentRefs"):
+            out.append(f"HTTPRoute {name}: no parentRefs")
+        rules = spec.get("rules") or []
+        if len(rules) > 16:
+            out.append(f"HTTPRoute {name}: {len(rules)} rules (at most 16)")
+        for i, rule in enumerate(rules):
+            where = f"HTTPRoute {name} rule {i}"
+            for k in set(rule) - HTTPROUTE_RULE:
+                out.append(f"{where}: unknown field {k}")
+            matches_ = rule.get("matches") or []
+            if len(matches_) > 64:
+                out.append(f"{where}: {len(matches_)} matches (at most 64)")
+            for m in matches_:
+                for k in set(m) - HTTPROUTE_MATCH:
+                    out.append(f"{where}: match: unknown field {k}")
+                p = m.get("path") or {}
+                if p and (p.get("type") not in PATH_TYPES or not str(p.get("value", "")).startswith("/")):
+                    out.append(f"{where}: bad path match {p}")
+            t = rule.get("timeouts") or {}
+            try:
+                if "request" in t and "backendRequest" in t and \
+                        duration_ms(t["backendRequest"]) > duration_ms(t["request"]):
+                    out.append(f"{where}: timeouts.backendRequest above timeouts.request")
+                for v in t.values():
+                    duration_ms(v)
+            except ValueError as e:
+                out.append(f"{where}: timeouts: {e}")
+            for b in rule.get("backendRefs") or []:
+                for k in set(b) - BACKEND_REF:
+                    out.append(f"{where}: backendRef: unknown field {k}")
+                if b.get("kind", "Service") != "Service" or b.get("name") not in services:
+                    out.append(f"{where}: backend {b.get('name')} is not a Service here")
+                    continue
+                ports = [p["port"] for p in services[b["name"]]["spec"]["ports"]]
+                if b.get("port") not in ports:
+                    out.append(f"{where}: backend {b['name']} port {b.get('port')} not in {ports}")
+                if b["name"] == "gateway":
+                    to_gateway.append((where, matches_ or [{}]))
+                else:
+                    out.append(f"{where}: routes to {b['name']}: the entry goes through the gateway only")
+            if not rule.get("backendRefs") and not any(
+                    f.get("type") == "RequestRedirect" for f in rule.get("filters") or []):
+                out.append(f"{where}: neither a backend nor a redirect")
+    if not to_gateway:
+        out.append("no HTTPRoute rule routes to the gateway Service")
+    elif gw_port is not None:
+        for where, ms in to_gateway:
+            for path in PRIVATE_PATHS:
+                if any(path_matches(m, path) for m in ms):
+                    out.append(f"{where}: {path} would be public (route only {', '.join(PUBLIC_PREFIXES)})")
+            for m in ms:
+                p = m.get("path") or {}
+                if p.get("value", "").rstrip("/") not in PUBLIC_PREFIXES:
+                    out.append(f"{where}: routes {p.get('value', '/')}, not a public prefix")
+        routed = {(m.get("path") or {}).get("value", "").rstrip("/") for _, ms in to_gateway for m in ms}
+        for prefix in PUBLIC_PREFIXES:
+            if prefix not in routed:
+                out.append(f"public prefix {prefix} is not routed to the gateway")
+    check_keepalive(docs, out)
+
+
+def check_keepalive(docs, out):
+    """The proxy's upstream idle timeout (Envoy Gateway BackendTrafficPolicy on
+    the gateway's HTTPRoute) is set and shorter than the gateway's own
+    HTTP_KEEPALIVE_TIMEOUT_MS, so the proxy always closes an idle connection
+    first."""
+    policies = [p for p in by_kind(docs, "BackendTrafficPolicy").values()
+                if any(t.get("kind") == "HTTPRoute" and t.get("name") == "gateway"
+                       for t in p["spec"].get("targetRefs") or [])]
+    d = by_kind(docs, "Deployment").get("gateway")
+    if not d:
+        return
+    env = container_env(docs, d["spec"]["template"]["spec"]["containers"][0])
+    server = env.get("HTTP_KEEPALIVE_TIMEOUT_MS")
+    if server is None:
+        out.append("Deployment gateway: HTTP_KEEPALIVE_TIMEOUT_MS is not set")
+        return
+    if len(policies) != 1:
+        out.append("no BackendTrafficPolicy on HTTPRoute gateway setting the proxy's upstream idle timeout")
+        return
+    idle = ((policies[0]["spec"].get("timeout") or {}).get("http") or {}).get("connectionIdleTimeout")
+    try:
+        idle_ms = duration_ms(idle)
+    except ValueError as e:
+        out.append(f"BackendTrafficPolicy {policies[0]['metadata']['name']}: connectionIdleTimeout: {e}")
+        return
+    if idle_ms >= int(server):
+        out.append(f"proxy upstream idle timeout {idle} is not shorter than the gateway's "
+                   f"HTTP_KEEPALIVE_TIMEOUT_MS {server}")
+
+
 def check_replication(what, rf, isr, brokers, out):
     rf, isr = int(rf), int(isr)
     if rf > brokers:
@@ -270,10 +474,55 @@ def check_replication(what, rf, isr, brokers, out):
         out.append(f"{what}: with {brokers} brokers use replication >= 3 and min.insync.replicas >= 2")
 
 
-def lint(docs, topics_wanted):
+def load_budget(repo=REPO):
+    with open(os.path.join(repo, "deploy", "k8s", "db-budget.yaml"), encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
+def surge_pods(d, replicas):
+    """The Deployment's maxSurge in pods at `replicas` (default 25%, rounded up)."""
+    surge = ((d["spec"].get("strategy") or {}).get("rollingUpdate") or {}).get("maxSurge", "25%")
+    if isinstance(surge, str) and surge.endswith("%"):
+        return -(-replicas * int(surge[:-1]) // 100)
+    return int(surge)
+
+
+def db_budget(docs, budget):
+    """Returns ([(svc, per_pod, pods)], used, allowed) for the rendered docs."""
+    rows = []
+    hpas = by_kind(docs, "HorizontalPodAutoscaler")
+    for svc, extra in budget["extra_per_pod"].items():
+        d = by_kind(docs, "Deployment").get(svc)
+        if not d:
+            continue
+        env = container_env(docs, d["spec"]["template"]["spec"]["containers"][0])
+        pool = int(env.get("DB_POOL_SIZE") or 0)
+        hmax = hpas[svc]["spec"]["maxReplicas"] if svc in hpas else 1
+        rows.append((svc, pool + int(extra), hmax + surge_pods(d, hmax)))
+    used = sum(per * pods for _, per, pods in rows)
+    return rows, used, int(budget["max_connections"]) - int(budget["reserve"])
+
+
+def check_db_budget(docs, budget, out):
+    for name, d in by_kind(docs, "Deployment").items():
+        env = container_env(docs, d["spec"]["template"]["spec"]["containers"][0])
+        if "DB_POOL_SIZE" in env and name not in budget["extra_per_pod"]:
+            out.append(f"Deployment {name}: has a database pool but no line in db-budget.yaml")
+        if name in budget["extra_per_pod"] and not env.get("DB_POOL_SIZE"):
+            out.append(f"Deployment {name}: DB_POOL_SIZE must be set (db-budget.yaml counts it)")
+    rows, used, allowed = db_budget(docs, budget)
+    if used > allowed:
+        detail = " + ".join(f"{svc} {per}x{pods}" for svc, per, pods in rows)
+        out.append(f"PostgreSQL connections: {detail} = {used} above max_connections "
+                   f"{budget['max_connections']} - reserve {budget['reserve']} = {allowed} "
+                   "(deploy/k8s/db-budget.yaml)")
+
+
+def lint(docs, topics_wanted, budget=None):
     out = []
     check_services(docs, out)
     check_kafka(docs, topics_wanted, out)
+    check_db_budget(docs, budget or load_budget(), out)
     return out
 
 
@@ -345,6 +594,24 @@ def self_test():
         (lambda ds: dep(ds, "referral")["containers"][0].update(image="linktr/referral:latest"),
          "needs a pinned tag"),
         (lambda ds: ds.remove(by_kind(ds, "NetworkPolicy")["linktr-default-deny"]), "no default-deny"),
+        (lambda ds: by_kind(ds, "HTTPRoute")["gateway"]["spec"]["rules"][0]["matches"].append(
+            {"path": {"type": "PathPrefix", "value": "/"}}), "/metrics would be public"),
+        (lambda ds: by_kind(ds, "HTTPRoute")["gateway"]["spec"]["rules"][0]["matches"].append(
+            {"path": {"type": "Exact", "value": "/readyz"}}), "/readyz would be public"),
+        (lambda ds: by_kind(ds, "HTTPRoute")["gateway"]["spec"]["rules"][0]["matches"].pop(0),
+         "public prefix /api is not routed"),
+        (lambda ds: by_kind(ds, "HTTPRoute")["gateway"]["spec"]["rules"][0].update(backendRef=[]),
+         "unknown field backendRef"),
+        (lambda ds: by_kind(ds, "HTTPRoute")["gateway"]["spec"]["parentRefs"][0].update(sectionName="web"),
+         "has no listener web"),
+        (lambda ds: by_kind(ds, "BackendTrafficPolicy")["gateway"]["spec"]["timeout"]["http"].update(
+            connectionIdleTimeout="90s"), "90s is not shorter than"),
+        (lambda ds: by_kind(ds, "HorizontalPodAutoscaler")["auth"]["spec"].update(maxReplicas=20),
+         "PostgreSQL connections: auth 5x21"),
+        (lambda ds: by_kind(ds, "KafkaTopic")["mail.dead"].update(apiVersion="kafka.strimzi.io/v1beta2"),
+         "KafkaTopic mail.dead: kafka.strimzi.io/v1beta2"),
+        (lambda ds: by_kind(ds, "Kafka")["linktr"]["spec"]["kafka"].update(version="3.9.0"),
+         "spec.kafka.version 3.9.0 is not one"),
     ]
     for fn, want in cases:
         found = broken(fn)
@@ -383,8 +650,14 @@ def main(argv):
             findings += len(out)
             if verbose:
                 secrets = sorted(set().union(*(secret_refs(d) for d in by_kind(docs, "Deployment").values())))
-                tls = sorted(t["secretName"] for i in by_kind(docs, "Ingress").values() for t in i["spec"].get("tls") or [])
+                tls = sorted(c["name"] for g in by_kind(docs, "Gateway").values()
+                             for li in g["spec"].get("listeners") or []
+                             for c in (li.get("tls") or {}).get("certificateRefs") or [])
                 print(f"lint: {name}: {len(docs)} objects OK; secrets to create: {' '.join(secrets + tls)}")
+                rows, used, allowed = db_budget(docs, load_budget())
+                print(f"lint: {name}: PostgreSQL connections at the HPA maxima plus surge: "
+                      f"{' + '.join(f'{s} {per}x{pods}' for s, per, pods in rows)} = {used} "
+                      f"<= {allowed} (db-budget.yaml)")
     except (OSError, yaml.YAMLError, KeyError, ValueError, TypeError) as e:
         print(f"lint: cannot read the manifests: {e!r}", file=sys.stderr)
         return 2

@@ -47,7 +47,7 @@ gw_t *gw_new(const gw_config_t *cfg, cm_metrics_t *metrics, int *err);
 /** Frees the gateway. NULL-safe; the HTTP server must be stopped first. */
 void gw_free(gw_t *gw);
 
-/** The readiness probe for cm_http: true when every upstream answers /healthz. */
+/** The readiness probe for cm_http: the gateway itself, never its upstreams (see gateway.c). */
 bool gw_ready(void *ctx, cm_buf_t *why);
 
 #endif

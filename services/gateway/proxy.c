@@ -10,9 +10,6 @@
 #include <arpa/inet.h>
 #include <curl/curl.h>
 
-/* Readiness probes must answer quickly even when an address hangs. */
-#define GW_HEALTH_TIMEOUT_MS 2000
-
 struct gw_upstream {
     char *name;
     gw_list_t urls;
@@ -281,35 +278,6 @@ int gw_upstream_forward(gw_upstream_t *u, const gw_fwd_request_t *rq, gw_fwd_res
     }
     give_handle(u, h);
     return rc;
-}
-
-bool gw_upstream_healthy(gw_upstream_t *u)
-{
-    long total = u->timeout_ms < GW_HEALTH_TIMEOUT_MS ? u->timeout_ms : GW_HEALTH_TIMEOUT_MS;
-    CURL *h = take_handle(u, cm_now_mono_ms() + total);
-    if (!h)
-        return true; /* every connection is busy with requests: it answers */
-    bool ok = false;
-    gw_fwd_response_t r;
-    memset(&r, 0, sizeof r);
-    cm_buf_init(&r.body);
-    for (size_t i = 0; i < u->urls.n && !ok; i++) {
-        cm_buf_t url;
-        cm_buf_init(&url);
-        cm_buf_puts(&url, u->urls.items[i]);
-        cm_buf_puts(&url, "/healthz");
-        curl_easy_reset(h);
-        set_common(h, url.data, u->connect_timeout_ms, total, &r);
-        response_reset(&r);
-        long status = 0;
-        if (curl_easy_perform(h) == CURLE_OK)
-            curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
-        ok = status == 200;
-        cm_buf_dispose(&url);
-    }
-    cm_buf_dispose(&r.body);
-    give_handle(u, h);
-    return ok;
 }
 
 void gw_fwd_response_dispose(gw_fwd_response_t *r)

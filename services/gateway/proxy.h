@@ -86,12 +86,6 @@ const char *gw_upstream_name(const gw_upstream_t *u);
 CM_MUST_CHECK int gw_upstream_forward(gw_upstream_t *u, const gw_fwd_request_t *rq,
                                       gw_fwd_response_t *out);
 
-/**
- * Asks each address for GET /healthz (short timeout). Returns true if at
- * least one answered 200, or if every handle is busy with requests.
- */
-bool gw_upstream_healthy(gw_upstream_t *u);
-
 /** Frees a response's body. */
 void gw_fwd_response_dispose(gw_fwd_response_t *r);
 

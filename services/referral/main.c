@@ -34,10 +34,17 @@ typedef struct app {
     ref_api_t api;
 } app_t;
 
+/* Ready means this pod can answer its own requests (stats, pages, redirects),
+ * which need the database only. The consumer's state is no part of it: a
+ * Kafka outage must not empty the Service and take the reads down; the
+ * consumer catches up from its committed offsets when the broker is back
+ * (consumer lag is the signal for that). */
 static bool ready(void *arg, cm_buf_t *why)
 {
     app_t *app = arg;
-    return cm_service_ready(app->pool, app->consumer, why);
+    /* Its own requests need the database only: the consumer catching up after a
+     * Kafka outage is lag, not unreadiness, and must not take reads down. */
+    return cm_service_ready(app->pool, NULL, why);
 }
 
 /* The keys are configuration: a bad JWT_PUBLIC_KEYS entry stops start-up with status 2. */

@@ -19,7 +19,9 @@ set(LINKTR_STACK_ENV_FILE ${LINKTR_STACK_RUN_DIR}/stack.env)
 set(LINKTR_PG_DIR ${CMAKE_BINARY_DIR}/utest-pg)
 set(LINKTR_PG_ENV_FILE ${LINKTR_PG_DIR}/pg.env)
 
-# Ready means /readyz (database and Kafka reachable, consumers connected).
+# Ready means /readyz: each service can answer (database reachable; the
+# mailer's consumer connected). Consumers start from the earliest offset, so
+# an event sent before referral's consumer joined is still handled.
 # Every test client comes from 127.0.0.1, so the per-IP limits are off
 # here; the gateway's own tests check them against a gateway they start.
 # The fault and scale-out tests refer 200 users from one referrer, past
