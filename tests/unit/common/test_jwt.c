@@ -918,6 +918,42 @@ static void an_r_or_s_with_leading_zero_bytes_is_left_padded_and_verifies(void *
     cm_jwt_verifier_free(v);
 }
 
+typedef struct signing {
+    cm_jwt_signer_t *s;
+    cm_jwt_verifier_t *v;
+    int failures;
+} signing_t;
+
+static void *sign_many(void *arg)
+{
+    signing_t *g = arg;
+    for (int i = 0; i < 50; i++) {
+        char *tok = NULL;
+        cm_jwt_claims_t c;
+        if (cm_jwt_sign(g->s, SUB, "ada", &tok, NULL) != 0 || verify(g->v, tok, &c) != 0)
+            g->failures++;
+        free(tok);
+    }
+    return NULL;
+}
+
+static void threads_sharing_one_parsed_key_sign_and_verify_at_once(void **state)
+{
+    fixture_t *f = *state;
+    cm_jwt_verifier_t *v = verifier(f, false, 0);
+    signing_t g[4];
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++) {
+        g[i] = (signing_t){.s = f->sa, .v = v};
+        assert_int_equal(pthread_create(&t[i], NULL, sign_many, &g[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(g[i].failures, 0);
+    }
+    cm_jwt_verifier_free(v);
+}
+
 /* ---- the Authorization header ---------------------------------------------------------------- */
 
 static void from_header_takes_a_bearer_token_and_nothing_else(void **state)
@@ -977,6 +1013,7 @@ int main(void)
         cmocka_unit_test(huge_and_invalid_utf8_segments_are_refused),
         cmocka_unit_test(libjwt_and_this_path_verify_each_others_tokens),
         cmocka_unit_test(an_r_or_s_with_leading_zero_bytes_is_left_padded_and_verifies),
+        cmocka_unit_test(threads_sharing_one_parsed_key_sign_and_verify_at_once),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
