@@ -856,10 +856,8 @@ static void libjwt_and_this_path_verify_each_others_tokens(void **state)
     assert_int_equal(
         jwt_set_alg(jwt, JWT_ALG_ES256, (const unsigned char *)f->a.priv, (int)f->a.priv_len), 0);
     assert_int_equal(jwt_add_header(jwt, "kid", "k1"), 0);
-    char *text = json_dumps(claims_at(900, 0), JSON_COMPACT);
-    json_t *cl = json_loads(text, 0, NULL);
-    free(text);
-    text = json_dumps(cl, JSON_COMPACT);
+    json_t *cl = claims_at(900, 0);
+    char *text = json_dumps(cl, JSON_COMPACT);
     json_decref(cl);
     assert_int_equal(jwt_add_grants_json(jwt, text), 0);
     free(text);
