@@ -17,6 +17,15 @@
  *
  * Call it before every json_loadb() of bytes from the network, a token or
  * a Kafka message on a thread whose stack is not the 8 MiB main thread's.
+ * Where the tree parses JSON, and why each is bounded or not:
+ *   - request bodies: cm_req_json_raw_or_reply (http.c), 64 levels;
+ *   - token header and signed payload: jwt.c, 4 levels;
+ *   - Kafka event envelopes: cm_event_parse (events.c), 16 levels;
+ *   - auth's JWKS answer fetched by the gateway: routes.c, 32 levels;
+ *   - not bounded: referral's REFERRAL_RULES_FILE (rules.c; a local file
+ *     the operator wrote, read once on the 8 MiB main thread at start-up)
+ *     and librdkafka's statistics JSON (kafka.c on_stats; written by
+ *     librdkafka itself, a fixed shape a few levels deep).
  */
 #ifndef CM_JSONSCAN_H
 #define CM_JSONSCAN_H
