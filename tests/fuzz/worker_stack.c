@@ -20,6 +20,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -36,14 +37,14 @@ static size_t own_stack_size(size_t *used)
     pthread_attr_t attr;
     size_t size = 0;
     void *addr = NULL;
-    char here = 0;
+    uintptr_t frame = (uintptr_t)__builtin_frame_address(0);
     if (pthread_getattr_np(pthread_self(), &attr) != 0)
         return 0;
     if (pthread_attr_getstack(&attr, &addr, &size) != 0)
         size = 0;
     pthread_attr_destroy(&attr);
     if (used)
-        *used = (size_t)((char *)addr + size - &here);
+        *used = (size_t)((uintptr_t)addr + size - frame);
     return size;
 }
 
