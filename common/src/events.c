@@ -4,6 +4,7 @@
 #include <stdbool.h>
 #include <string.h>
 
+#include "cm/jsonscan.h"
 #include "cm/util.h"
 
 /* A type is 1–63 characters of [a-z.]: it doubles as a Kafka topic name. */
@@ -101,6 +102,9 @@ int cm_event_parse(const char *bytes, size_t len, cm_event_t *out)
         return CM_EPARSE;
     if (len > CM_EVENT_MAX_BYTES)
         return CM_ETOOBIG;
+    /* Consumer threads are not the 8 MiB main thread: bound jansson's recursion first. */
+    if (cm_json_scan(bytes, len, CM_EVENT_MAX_BYTES, CM_JSON_MAX_DEPTH_EVENT, NULL) != 0)
+        return CM_EPARSE;
     json_error_t jerr;
     json_t *root = json_loadb(bytes, len, JSON_REJECT_DUPLICATES, &jerr);
     if (!json_is_object(root)) {

@@ -11,6 +11,7 @@
 
 #include <civetweb.h>
 
+#include "cm/jsonscan.h"
 #include "cm/log.h"
 
 /*
@@ -582,6 +583,18 @@ int cm_req_json_raw_or_reply(cm_req_t *rq, cm_slice_t *raw, json_t **out)
     int rc = cm_req_body_or_reply(rq, &body);
     if (rc != 0)
         return rc;
+    /* jansson recurses per level and a civetweb worker has 100 KiB of stack: bound it first. */
+    size_t deep_at = 0;
+    if (cm_json_scan(body.ptr, body.len, body.len, CM_JSON_MAX_DEPTH_BODY, &deep_at) != 0) {
+        cm_buf_t d;
+        cm_buf_init(&d);
+        cm_buf_printf(&d,
+                      "The request body is nested too deeply: more than %d levels (at byte %zu).",
+                      CM_JSON_MAX_DEPTH_BODY, deep_at);
+        cm_reply_problem(rq, 400, "Malformed JSON", d.data, NULL);
+        cm_buf_dispose(&d);
+        return CM_EPARSE;
+    }
     json_error_t e;
     json_t *v = json_loadb(body.ptr, body.len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &e);
     if (!v)

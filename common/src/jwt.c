@@ -1,8 +1,27 @@
 /*
- * jwt.c — ES256 access tokens: libjwt signs and checks signatures, OpenSSL
- * parses and validates the PEM keys (and gives x/y for the JWKS), jansson
- * reads the header ourselves so the algorithm and key id are pinned before
- * libjwt sees the token.
+ * jwt.c — ES256 access tokens.
+ *
+ * Who does what:
+ *   - libjwt 1.10 assembles what we sign: jwt_new, jwt_add_header and
+ *     jwt_add_grant* build the header and the claim set, and
+ *     jwt_get_headers_json / jwt_get_grants_json give them as JSON.
+ *   - OpenSSL parses each PEM key once (the signer's private key, each
+ *     kid's public key) into an EVP_PKEY, and signs and verifies ES256
+ *     with it (EVP_DigestSign/EVP_DigestVerify, SHA-256, the JOSE raw
+ *     R||S signature converted to and from DER).
+ *   - jansson reads the header and, only after the signature is good, the
+ *     claims, each first bounded by cm_json_scan.
+ *
+ * Two libjwt calls were replaced, and why:
+ *   - jwt_decode parsed the payload (recursively, with jansson) BEFORE it
+ *     checked the signature, so an unsigned payload of 1,500 '[' under our
+ *     kid overflowed a civetweb worker's 100 KiB stack and killed the
+ *     process. Now the signature over header.payload is checked first and
+ *     nothing of the payload is parsed before that.
+ *   - jwt_set_alg + jwt_encode_str / jwt_decode parsed the PEM key on every
+ *     call (~0.4 ms of a sign or verify); the keys are now parsed once.
+ * The tests check interoperability both ways: a token signed by libjwt's
+ * jwt_encode_str verifies here, and one signed here passes jwt_decode.
  */
 #include "cm/jwt.h"
 
@@ -15,12 +34,14 @@
 #include <openssl/bio.h>
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
+#include <openssl/ec.h>
 #include <openssl/evp.h>
 #include <openssl/obj_mac.h>
 #include <openssl/pem.h>
 #include <sodium.h>
 
 #include "cm/crypto.h"
+#include "cm/jsonscan.h"
 #include "cm/util.h"
 
 /* Clock skew tolerated on exp and nbf. */
@@ -40,10 +61,13 @@
 #define CACHE_WAYS 4
 /* base64url of a 32-byte coordinate, plus NUL. */
 #define COORD_B64 44
+/* An ES256 JOSE signature: R and S, 32 bytes each, big-endian (RFC 7518, 3.4). */
+#define SIG_RAW 64
+/* base64url of SIG_RAW bytes, without padding. */
+#define SIG_B64_LEN 86
 
 struct cm_jwt_signer {
-    char *pem; /* private key; wiped on free */
-    size_t pem_len;
+    EVP_PKEY *key; /* private key, parsed once; OpenSSL clears it on free */
     char kid[CM_JWT_KID_MAX + 1];
     char *issuer;
     char *audience;
@@ -55,8 +79,7 @@ struct cm_jwt_signer {
  * a pointer found under the read lock stays valid after it is released. */
 typedef struct vkey {
     char kid[CM_JWT_KID_MAX + 1];
-    char *pem;
-    size_t pem_len;
+    EVP_PKEY *key; /* parsed once at load; shared read-only by verifying threads */
 } vkey_t;
 
 typedef struct cache_entry {
@@ -167,9 +190,7 @@ cm_jwt_signer_t *cm_jwt_signer_new(const char *pem, size_t len, const char *kid,
         free(s);
         return NULL;
     }
-    EVP_PKEY_free(key);
-    s->pem = cm_xstrndup(pem, len);
-    s->pem_len = len;
+    s->key = key;
     memcpy(s->kid, kid, strlen(kid) + 1);
     s->issuer = cm_xstrdup(issuer);
     s->audience = cm_xstrdup(audience);
@@ -182,22 +203,21 @@ void cm_jwt_signer_free(cm_jwt_signer_t *s)
 {
     if (!s)
         return;
-    if (s->pem) {
-        sodium_memzero(s->pem, s->pem_len);
-        free(s->pem);
-    }
+    EVP_PKEY_free(s->key);
     free(s->issuer);
     free(s->audience);
     free(s);
 }
 
-/* Adds every claim of a new token; 0 or a libjwt errno. */
+/* Adds the header and every claim of a new token; 0 or a libjwt errno. */
 static int add_claims(const cm_jwt_signer_t *s, jwt_t *jwt, const char *sub, const char *username,
                       int64_t now)
 {
     char jti[37];
     cm_uuid_v4(jti);
-    int rc = jwt_add_header(jwt, "kid", s->kid);
+    int rc = jwt_add_header(jwt, "alg", "ES256");
+    rc = rc ? rc : jwt_add_header(jwt, "typ", "JWT");
+    rc = rc ? rc : jwt_add_header(jwt, "kid", s->kid);
     rc = rc ? rc : jwt_add_grant(jwt, "iss", s->issuer);
     rc = rc ? rc : jwt_add_grant(jwt, "aud", s->audience);
     rc = rc ? rc : jwt_add_grant(jwt, "sub", sub);
@@ -206,6 +226,66 @@ static int add_claims(const cm_jwt_signer_t *s, jwt_t *jwt, const char *sub, con
     rc = rc ? rc : jwt_add_grant_int(jwt, "iat", (long)now);
     rc = rc ? rc : jwt_add_grant_int(jwt, "nbf", (long)now);
     rc = rc ? rc : jwt_add_grant_int(jwt, "exp", (long)(now + s->ttl_s));
+    return rc;
+}
+
+/* Appends base64url (no padding) of len bytes to b. */
+static void put_b64url(cm_buf_t *b, const void *bytes, size_t len)
+{
+    size_t cap = sodium_base64_ENCODED_LEN(len, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+    char *out = cm_xmalloc(cap);
+    sodium_bin2base64(out, cap, bytes, len, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+    cm_buf_puts(b, out);
+    free(out);
+}
+
+/* Signs msg with ES256 and writes the JOSE signature: R then S, each left-padded to 32 bytes. */
+static int es256_sign(EVP_PKEY *key, const char *msg, size_t len, uint8_t raw[SIG_RAW])
+{
+    int rc = CM_ECRYPTO;
+    uint8_t der[80]; /* a DER ECDSA-P256 signature is at most 72 bytes */
+    size_t der_len = sizeof der;
+    ECDSA_SIG *sig = NULL;
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    if (!ctx || EVP_DigestSignInit(ctx, NULL, EVP_sha256(), NULL, key) != 1 ||
+        EVP_DigestSign(ctx, der, &der_len, (const unsigned char *)msg, len) != 1)
+        goto out;
+    const unsigned char *p = der;
+    sig = d2i_ECDSA_SIG(NULL, &p, (long)der_len);
+    if (!sig || BN_bn2binpad(ECDSA_SIG_get0_r(sig), raw, 32) != 32 ||
+        BN_bn2binpad(ECDSA_SIG_get0_s(sig), raw + 32, 32) != 32)
+        goto out;
+    rc = 0;
+out:
+    ECDSA_SIG_free(sig);
+    EVP_MD_CTX_free(ctx);
+    return rc;
+}
+
+/* header.payload from libjwt's JSON of the header and claims, then the signature. */
+static int encode_signed(const cm_jwt_signer_t *s, jwt_t *jwt, char **token)
+{
+    char *head = jwt_get_headers_json(jwt, NULL);
+    char *body = jwt_get_grants_json(jwt, NULL);
+    int rc = CM_ECRYPTO;
+    cm_buf_t b;
+    cm_buf_init(&b);
+    if (!head || !body)
+        goto out;
+    put_b64url(&b, head, strlen(head));
+    cm_buf_puts(&b, ".");
+    put_b64url(&b, body, strlen(body));
+    uint8_t raw[SIG_RAW];
+    if (es256_sign(s->key, b.data, b.len, raw) != 0)
+        goto out;
+    cm_buf_puts(&b, ".");
+    put_b64url(&b, raw, sizeof raw);
+    *token = cm_buf_steal(&b);
+    rc = 0;
+out:
+    cm_buf_dispose(&b);
+    free(head);
+    free(body);
     return rc;
 }
 
@@ -219,15 +299,10 @@ int cm_jwt_sign(cm_jwt_signer_t *s, const char *sub, const char *username, char 
     int rc = CM_ECRYPTO;
     jwt_t *jwt = NULL;
     int64_t now = cm_now_us() / 1000000;
-    if (jwt_new(&jwt) != 0)
+    /* No jwt_set_alg: libjwt only assembles the JSON; the key never reaches it. */
+    if (jwt_new(&jwt) != 0 || add_claims(s, jwt, sub, username, now) != 0)
         goto out;
-    /* libjwt copies the key and scrubs its copy in jwt_free(). */
-    if (jwt_set_alg(jwt, JWT_ALG_ES256, (const unsigned char *)s->pem, (int)s->pem_len) != 0)
-        goto out;
-    if (add_claims(s, jwt, sub, username, now) != 0)
-        goto out;
-    *token = jwt_encode_str(jwt);
-    if (!*token)
+    if (encode_signed(s, jwt, token) != 0)
         goto out;
     if (exp)
         *exp = now + s->ttl_s;
@@ -273,7 +348,7 @@ void cm_jwt_verifier_free(cm_jwt_verifier_t *v)
     if (!v)
         return;
     for (size_t i = 0; i < v->nkeys; i++) {
-        free(v->keys[i]->pem);
+        EVP_PKEY_free(v->keys[i]->key);
         free(v->keys[i]);
     }
     free(v->keys);
@@ -306,11 +381,9 @@ int cm_jwt_verifier_add_key(cm_jwt_verifier_t *v, const char *kid, const char *p
     EVP_PKEY *key = parse_p256(pem, len, false);
     if (!key)
         return CM_ECRYPTO;
-    EVP_PKEY_free(key);
     vkey_t *k = cm_xcalloc(1, sizeof *k);
     memcpy(k->kid, kid, strlen(kid) + 1);
-    k->pem = cm_xstrndup(pem, len);
-    k->pem_len = len;
+    k->key = key;
     int rc = 0;
     pthread_rwlock_wrlock(&v->keys_lock);
     if (find_key_locked(v, kid, strlen(kid))) {
@@ -322,7 +395,7 @@ int cm_jwt_verifier_add_key(cm_jwt_verifier_t *v, const char *kid, const char *p
     }
     pthread_rwlock_unlock(&v->keys_lock);
     if (k) {
-        free(k->pem);
+        EVP_PKEY_free(k->key);
         free(k);
     }
     return rc;
@@ -497,7 +570,8 @@ static const vkey_t *pin_header(cm_jwt_verifier_t *v, const char *b64, size_t le
     if (len > MAX_HEADER_B64 ||
         sodium_base642bin(raw, sizeof raw, b64, len, NULL, &n, &end,
                           sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0 ||
-        end != b64 + len)
+        end != b64 + len ||
+        cm_json_scan((const char *)raw, n, sizeof raw, CM_JSON_MAX_DEPTH_TOKEN, NULL) != 0)
         return NULL;
     json_t *h = json_loadb((const char *)raw, n, JSON_REJECT_DUPLICATES, NULL);
     json_t *alg = json_object_get(h, "alg"); /* borrowed, as are typ and kid */
@@ -563,28 +637,83 @@ static bool check_claims(const cm_jwt_verifier_t *v, json_t *claims, int64_t now
     return true;
 }
 
-/* Signature (libjwt, with the pinned key) and claims of a NUL-terminated token. */
-static int verify_full(cm_jwt_verifier_t *v, const char *tok, const vkey_t *key, int64_t now,
-                       cm_jwt_claims_t *out)
+/* The JOSE signature (R||S, exactly 64 bytes as 86 base64url chars) as DER; 0 or CM_EAUTH. */
+static int sig_to_der(const char *b64, size_t len, uint8_t der[80], size_t *der_len)
 {
-    jwt_t *jwt = NULL;
-    char *grants = NULL;
-    json_t *claims = NULL;
+    uint8_t raw[SIG_RAW];
+    size_t n = 0;
+    const char *end = NULL;
+    if (len != SIG_B64_LEN ||
+        sodium_base642bin(raw, sizeof raw, b64, len, NULL, &n, &end,
+                          sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0 ||
+        n != SIG_RAW || end != b64 + len)
+        return CM_EAUTH;
     int rc = CM_EAUTH;
-    if (jwt_decode(&jwt, tok, (const unsigned char *)key->pem, (int)key->pem_len) != 0 || !jwt)
+    ECDSA_SIG *sig = ECDSA_SIG_new();
+    BIGNUM *r = BN_bin2bn(raw, 32, NULL), *s = BN_bin2bn(raw + 32, 32, NULL);
+    if (!sig || !r || !s || ECDSA_SIG_set0(sig, r, s) != 1)
         goto out;
-    if (jwt_get_alg(jwt) != JWT_ALG_ES256)
+    r = s = NULL; /* now owned by sig */
+    unsigned char *p = der;
+    int w = i2d_ECDSA_SIG(sig, NULL);
+    if (w <= 0 || w > 80 || i2d_ECDSA_SIG(sig, &p) != w)
         goto out;
-    grants = jwt_get_grants_json(jwt, NULL);
-    if (!grants)
-        goto out;
-    claims = json_loads(grants, JSON_REJECT_DUPLICATES, NULL);
-    if (check_claims(v, claims, now, out))
-        rc = 0;
+    *der_len = (size_t)w;
+    rc = 0;
 out:
+    BN_free(r);
+    BN_free(s);
+    ECDSA_SIG_free(sig);
+    return rc;
+}
+
+/* ES256 over the signed part (header.payload) with the pinned key; 0 or CM_EAUTH. */
+static int verify_sig(const vkey_t *key, const char *signed_part, size_t signed_len,
+                      const char *sig_b64, size_t sig_len)
+{
+    uint8_t der[80];
+    size_t der_len = 0;
+    if (sig_to_der(sig_b64, sig_len, der, &der_len) != 0)
+        return CM_EAUTH;
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    int ok =
+        ctx && EVP_DigestVerifyInit(ctx, NULL, EVP_sha256(), NULL, key->key) == 1 &&
+        EVP_DigestVerify(ctx, der, der_len, (const unsigned char *)signed_part, signed_len) == 1;
+    EVP_MD_CTX_free(ctx);
+    return ok ? 0 : CM_EAUTH;
+}
+
+/* Decodes and parses the (signed) payload, depth-bounded; a new reference or NULL. */
+static json_t *load_claims(const char *b64, size_t len)
+{
+    uint8_t raw[CM_JWT_MAX_LEN];
+    size_t n = 0;
+    const char *end = NULL;
+    if (sodium_base642bin(raw, sizeof raw, b64, len, NULL, &n, &end,
+                          sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0 ||
+        end != b64 + len ||
+        cm_json_scan((const char *)raw, n, sizeof raw, CM_JSON_MAX_DEPTH_TOKEN, NULL) != 0)
+        return NULL;
+    return json_loadb((const char *)raw, n, JSON_REJECT_DUPLICATES, NULL);
+}
+
+/*
+ * The signature first, then the claims. Nothing of the payload is decoded
+ * or parsed before the signature over header.payload checks out, so a
+ * forged payload costs one ECDSA verification and no parse.
+ */
+static int verify_full(cm_jwt_verifier_t *v, const char *tok, size_t len, const vkey_t *key,
+                       int64_t now, cm_jwt_claims_t *out)
+{
+    const char *d1 = memchr(tok, '.', len);
+    const char *d2 = d1 ? memchr(d1 + 1, '.', (size_t)(tok + len - d1 - 1)) : NULL;
+    if (!d1 || !d2)
+        return CM_EAUTH;
+    if (verify_sig(key, tok, (size_t)(d2 - tok), d2 + 1, (size_t)(tok + len - d2 - 1)) != 0)
+        return CM_EAUTH;
+    json_t *claims = load_claims(d1 + 1, (size_t)(d2 - d1 - 1));
+    int rc = check_claims(v, claims, now, out) ? 0 : CM_EAUTH;
     json_decref(claims);
-    free(grants);
-    jwt_free(jwt);
     return rc;
 }
 
@@ -606,10 +735,7 @@ int cm_jwt_verify(cm_jwt_verifier_t *v, const char *token, size_t len, cm_jwt_cl
     const vkey_t *key = pin_header(v, token, hdr_len);
     if (!key)
         return CM_EAUTH;
-    char tok[CM_JWT_MAX_LEN + 1];
-    memcpy(tok, token, len);
-    tok[len] = '\0';
-    if (verify_full(v, tok, key, now, &claims) != 0)
+    if (verify_full(v, token, len, key, now, &claims) != 0)
         return CM_EAUTH;
     cache_put(v, hash, &claims);
     *out = claims;

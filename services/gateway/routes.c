@@ -9,6 +9,7 @@
 
 #include <curl/curl.h>
 
+#include "cm/jsonscan.h"
 #include "cm/log.h"
 #include "jwks.h"
 
@@ -155,6 +156,9 @@ static int rate_limit_or_reply(gw_t *gw, cm_req_t *rq, const gw_route_t *r, cons
     return -1;
 }
 
+/* A JWKS document of a few keys is ~200 bytes a key; this leaves room for many. */
+#define GW_JWKS_MAX_BYTES (64 * 1024)
+
 /* Asks auth for its JWKS document and adds the keys we do not know yet. */
 static int fetch_jwks(gw_t *gw, const char *rid)
 {
@@ -169,7 +173,10 @@ static int fetch_jwks(gw_t *gw, const char *rid)
     gw_fwd_response_t resp;
     int rc = gw_upstream_forward(gw->upstreams[GW_UP_AUTH], &f, &resp);
     int added = CM_EUNAVAIL;
-    if (rc == 0 && resp.status == 200) {
+    /* Auth's answer is parsed on a worker thread (100 KiB of stack): bound the recursion. */
+    if (rc == 0 && resp.status == 200 &&
+        cm_json_scan(resp.body.data, resp.body.len, GW_JWKS_MAX_BYTES, CM_JSON_MAX_DEPTH_UPSTREAM,
+                     NULL) == 0) {
         json_t *doc = json_loadb(resp.body.data, resp.body.len, 0, NULL);
         added = gw_jwks_add(gw->verifier, doc);
         json_decref(doc);

@@ -141,7 +141,7 @@ static void read_required(cm_cfg_t *c, const char *v)
     free(got);
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+static int fuzz_one(const uint8_t *data, size_t size)
 {
     if (size == 0)
         return 0;
@@ -162,3 +162,5 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     free(v);
     return 0;
 }
+
+FUZZ_ENTRY(fuzz_one)

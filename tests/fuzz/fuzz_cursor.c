@@ -60,7 +60,7 @@ static void fuzz_position(const uint8_t *data, size_t size)
     FUZZ_CHECK(back.created_us == c.created_us && strcmp(back.id, c.id) == 0);
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+static int fuzz_one(const uint8_t *data, size_t size)
 {
     if (size == 0)
         return 0;
@@ -70,3 +70,5 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         fuzz_position(data + 1, size - 1);
     return 0;
 }
+
+FUZZ_ENTRY(fuzz_one)

@@ -49,7 +49,7 @@ static void check_round_trip(const cm_event_t *ev)
     cm_event_dispose(&again);
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+static int fuzz_one(const uint8_t *data, size_t size)
 {
     cm_event_t ev;
     int rc = cm_event_parse((const char *)data, size, &ev);
@@ -64,3 +64,5 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     cm_event_dispose(&ev); /* documented as idempotent */
     return 0;
 }
+
+FUZZ_ENTRY(fuzz_one)

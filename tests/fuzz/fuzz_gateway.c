@@ -13,14 +13,17 @@
  *   1: gw_list_parse: items are non-empty, trimmed and comma-free.
  *   2: gw_rate_spec_parse: accepted rates are positive.
  *   3: gw_content_type_is_json and gw_query_valid against their contracts.
- *   4: gw_jwks_add on a JWKS document: an added key verifies as a P-256
- *      public key, and gw_jwk_to_pem on each entry agrees.
+ *   4: gw_jwks_add on a JWKS document (depth-bounded first, as routes.c
+ *      does with auth's answer): an added key verifies as a P-256 public
+ *      key, and gw_jwk_to_pem on each entry agrees.
+ * Every input runs on a thread with a civetweb worker's stack (fuzz.h).
  */
 #include <string.h>
 #include <strings.h>
 
 #include <jansson.h>
 
+#include "cm/jsonscan.h"
 #include "cm/jwt.h"
 #include "cm/util.h"
 #include "config.h"
@@ -121,7 +124,10 @@ static void fuzz_filters(const char *s)
 
 static void fuzz_jwks(const uint8_t *data, size_t size)
 {
-    json_t *doc = json_loadb((const char *)data, size, 0, NULL);
+    /* As routes.c reads auth's answer: bounded by cm_json_scan, then parsed. */
+    json_t *doc = NULL;
+    if (cm_json_scan((const char *)data, size, 64 * 1024, CM_JSON_MAX_DEPTH_UPSTREAM, NULL) == 0)
+        doc = json_loadb((const char *)data, size, 0, NULL);
     cm_jwt_verifier_t *v = cm_jwt_verifier_new("linktr", "linktr", 0);
     int added = gw_jwks_add(v, doc);
     json_t *keys = json_object_get(doc, "keys"); /* borrowed */
@@ -142,7 +148,7 @@ static void fuzz_jwks(const uint8_t *data, size_t size)
     json_decref(doc);
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+static int fuzz_one(const uint8_t *data, size_t size)
 {
     if (size == 0)
         return 0;
@@ -169,3 +175,5 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     free(s);
     return 0;
 }
+
+FUZZ_ENTRY(fuzz_one)

@@ -326,7 +326,7 @@ static void check_answer(const struct mg_connection *conn, const char *client_id
     free(head);
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+static int fuzz_one(const uint8_t *data, size_t size)
 {
     bool refused_by_civetweb = size > 0 && data[0] == '!';
     size_t skip = refused_by_civetweb ? 1 : 0;
@@ -365,3 +365,5 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     free(text);
     return 0;
 }
+
+FUZZ_ENTRY(fuzz_one)

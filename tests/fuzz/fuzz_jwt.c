@@ -12,7 +12,9 @@
  *   0: a token for cm_jwt_verify (shape, header pin, signature, claims);
  *   1: an Authorization header value for cm_jwt_from_header;
  *   2: a JOSE header as raw JSON, base64url-encoded here, for pin_header;
- *   3: a claims object as raw JSON for check_claims at a fixed "now".
+ *   3: a claims object as raw JSON for load_claims (the depth bound and
+ *      parse of a signed payload) and check_claims at a fixed "now".
+ * Every input runs on a thread with a civetweb worker's stack (fuzz.h).
  * Each answer is checked against the contract in cm/jwt.h and DESIGN.md
  * (ES256 only, known kid only, iss/aud exact, exp/nbf with 30 s leeway).
  */
@@ -106,7 +108,14 @@ static void fuzz_pin(const uint8_t *raw, size_t len)
 
 static void fuzz_claims(const uint8_t *raw, size_t len)
 {
-    json_t *claims = json_loadb((const char *)raw, len, JSON_REJECT_DUPLICATES, NULL);
+    /* Through load_claims, as cm_jwt_verify reads a signed payload: depth-bounded first. */
+    size_t cap = sodium_base64_ENCODED_LEN(len, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+    char *b64 = cm_xmalloc(cap);
+    sodium_bin2base64(b64, cap, raw, len, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+    json_t *claims = load_claims(b64, strlen(b64));
+    free(b64);
+    if (claims)
+        FUZZ_CHECK(cm_json_scan((const char *)raw, len, len, CM_JSON_MAX_DEPTH_TOKEN, NULL) == 0);
     cm_jwt_claims_t c;
     memset(&c, 0, sizeof c);
     if (check_claims(verifier, claims, NOW, &c)) {
@@ -120,7 +129,7 @@ static void fuzz_claims(const uint8_t *raw, size_t len)
     json_decref(claims);
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+static int fuzz_one(const uint8_t *data, size_t size)
 {
     if (size == 0)
         return 0;
@@ -151,3 +160,5 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     free(copy);
     return 0;
 }
+
+FUZZ_ENTRY(fuzz_one)

@@ -117,7 +117,7 @@ static void fuzz_request_id(const char *s)
     FUZZ_CHECK(cm_request_id_valid(s) == want);
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+static int fuzz_one(const uint8_t *data, size_t size)
 {
     if (size == 0)
         return 0;
@@ -129,3 +129,5 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     free(s);
     return 0;
 }
+
+FUZZ_ENTRY(fuzz_one)

@@ -90,7 +90,7 @@ static void fuzz_emails(const char *s)
     free(a);
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+static int fuzz_one(const uint8_t *data, size_t size)
 {
     if (size == 0)
         return 0;
@@ -109,3 +109,5 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     free(s);
     return 0;
 }
+
+FUZZ_ENTRY(fuzz_one)

@@ -94,7 +94,7 @@ static void fuzz_code(const char *s, size_t len)
     FUZZ_CHECK(strncasecmp(out, s, len) == 0);
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+static int fuzz_one(const uint8_t *data, size_t size)
 {
     if (size == 0)
         return 0;
@@ -125,3 +125,5 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     free(s);
     return 0;
 }
+
+FUZZ_ENTRY(fuzz_one)

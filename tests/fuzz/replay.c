@@ -5,8 +5,10 @@
  *
  * Every file goes through LLVMFuzzerTestOneInput once, in name order, so a
  * gcc build under ASan/UBSan replays the seed corpus and every crash found
- * so far (the regression seeds). Exits 0 when all inputs ran, 1 when a path
- * cannot be read or holds no input; a broken invariant aborts.
+ * so far (the regression seeds). Each harness's LLVMFuzzerTestOneInput
+ * (FUZZ_ENTRY in fuzz.h) runs the input on a thread with a civetweb
+ * worker's stack, so the replay runs in the production context too. Exits 0 when all inputs ran, 1
+ * when a path cannot be read or holds no input; a broken invariant aborts.
  */
 #include <dirent.h>
 #include <stdio.h>

@@ -1,13 +1,19 @@
 /*
- * cm/jwt.h — ES256 access tokens (libjwt 1.10 + OpenSSL for JWKS).
+ * cm/jwt.h — ES256 access tokens (OpenSSL signs and verifies with keys
+ * parsed once; libjwt 1.10 assembles the header and claims; jansson reads
+ * them back).
  *
  * Claims: iss, aud, sub (user id), iat, nbf, exp, jti, username; "kid" in
- * the header. The verifier pins the algorithm and the key id BEFORE libjwt
- * checks the signature: a token whose header says HS256, none, or an
- * unknown kid is refused (libjwt 1.10 would otherwise HMAC with the public
- * key). Several keys are accepted at once, for rotation. Verified tokens
- * are cached (bounded, keyed by a hash of the whole token, dropped at exp),
- * since an ES256 check costs about 0.4 ms.
+ * the header. The verifier checks, in this order: the token's size and
+ * shape, the header (alg ES256 only, typ JWT or absent, a known kid: a
+ * token saying HS256, none, or an unknown kid is refused), the ES256
+ * signature over header.payload with that kid's key, and only then decodes
+ * and reads the claims. Header and payload JSON are bounded by cm_json_scan
+ * (CM_JSON_MAX_DEPTH_TOKEN levels) before jansson parses them, so no token
+ * can exhaust a worker thread's stack. Several keys are accepted at once,
+ * for rotation. Verified tokens are cached (bounded, keyed by a hash of the
+ * whole token, dropped at exp): a hit costs a SHA-256, a miss an ECDSA
+ * verification.
  */
 #ifndef CM_JWT_H
 #define CM_JWT_H
@@ -39,9 +45,9 @@ typedef struct cm_jwt_claims {
 } cm_jwt_claims_t;
 
 /**
- * Creates a signer from a PEM EC P-256 private key (copied; wiped on free;
- * at most 16 KiB). Returns NULL with *err (if not NULL) = CM_ECRYPTO when
- * the key is not a P-256 private key, CM_EINVAL for a bad kid, an empty
+ * Creates a signer from a PEM EC P-256 private key (at most 16 KiB; parsed
+ * here once, the PEM is not kept; the parsed key is cleared on free). Returns NULL with *err (if
+ * not NULL) = CM_ECRYPTO when the key is not a P-256 private key, CM_EINVAL for a bad kid, an empty
  * issuer/audience or ttl_s <= 0. Thread-safe to use once made.
  */
 cm_jwt_signer_t *cm_jwt_signer_new(const char *pem, size_t len, const char *kid, const char *issuer,
@@ -100,8 +106,9 @@ CM_MUST_CHECK int cm_jwt_verifier_load_report(cm_jwt_verifier_t *v, const char *
 
 /**
  * Verifies a token (untrusted bytes, not NUL-terminated): size, header
- * (alg ES256 and a known kid), signature, iss, aud, nbf/exp (30 s leeway).
- * Returns 0 and fills *out, or CM_EAUTH. Thread-safe.
+ * (alg ES256 and a known kid), signature (exactly 64 bytes R||S), then
+ * iss, aud, nbf/exp (30 s leeway). The payload is not decoded before the
+ * signature checks out. Returns 0 and fills *out, or CM_EAUTH. Thread-safe.
  */
 CM_MUST_CHECK int cm_jwt_verify(cm_jwt_verifier_t *v, const char *token, size_t len,
                                 cm_jwt_claims_t *out);

@@ -640,6 +640,319 @@ static void load_reads_kid_path_pairs_and_names_the_bad_entry(void **state)
     free(priv);
 }
 
+/* ---- hostile tokens, the signature path, libjwt interop ---------------------------------- */
+
+/* civetweb 1.15's worker stack (tests/fuzz/worker_stack.c checks Debian's library still sets it).
+ */
+#define WORKER_STACK 0x19000
+
+/* header.payload.signature from raw header and payload bytes, signed with key (ES256). */
+static char *sign_raw(EVP_PKEY *key, const void *hdr, size_t hlen, const void *body, size_t blen)
+{
+    cm_buf_t b;
+    cm_buf_init(&b);
+    put_b64url(&b, hdr, hlen);
+    cm_buf_puts(&b, ".");
+    put_b64url(&b, body, blen);
+    uint8_t raw[SIG_RAW];
+    assert_int_equal(es256_sign(key, b.data, b.len, raw), 0);
+    cm_buf_puts(&b, ".");
+    put_b64url(&b, raw, sizeof raw);
+    return cm_buf_steal(&b);
+}
+
+static const char our_header[] = "{\"alg\":\"ES256\",\"typ\":\"JWT\",\"kid\":\"k1\"}";
+
+/* n copies of c, NUL-terminated. */
+static char *repeat(char c, size_t n)
+{
+    char *s = cm_xmalloc(n + 1);
+    memset(s, c, n);
+    s[n] = '\0';
+    return s;
+}
+
+typedef struct deep_case {
+    cm_jwt_verifier_t *v;
+    char *tok[4];
+    int results[4];
+} deep_case_t;
+
+static void *verify_deep(void *arg)
+{
+    deep_case_t *d = arg;
+    cm_jwt_claims_t c;
+    for (int i = 0; i < 4; i++)
+        d->results[i] = verify(d->v, d->tok[i], &c);
+    return NULL;
+}
+
+static void a_deep_payload_under_our_kid_is_refused_on_a_worker_sized_stack(void **state)
+{
+    fixture_t *f = *state;
+    deep_case_t d = {.v = verifier(f, false, 16)};
+    char *brackets = repeat('[', 1500);
+    cm_buf_t ob;
+    cm_buf_init(&ob);
+    for (int i = 0; i < 700; i++)
+        cm_buf_puts(&ob, "{\"a\":");
+    /* The attack as found: our header, a deep unsigned payload, a dummy signature. */
+    cm_buf_t t;
+    cm_buf_init(&t);
+    put_b64url(&t, our_header, strlen(our_header));
+    cm_buf_puts(&t, ".");
+    put_b64url(&t, brackets, 1500);
+    cm_buf_puts(&t, ".AAAA");
+    d.tok[0] = cm_buf_steal(&t);
+    /* Properly signed deep payloads (a stolen key must not crash us either). */
+    d.tok[1] = sign_raw(f->a.key, our_header, strlen(our_header), brackets, 1500);
+    d.tok[2] = sign_raw(f->a.key, our_header, strlen(our_header), ob.data, ob.len);
+    /* A deep header: refused before the kid is even looked up. */
+    char *deep_hdr = repeat('[', 700);
+    d.tok[3] = sign_raw(f->a.key, deep_hdr, 700, "{}", 2);
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    assert_int_equal(pthread_attr_setstacksize(&attr, WORKER_STACK), 0);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, &attr, verify_deep, &d), 0);
+    pthread_join(th, NULL);
+    pthread_attr_destroy(&attr);
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(d.results[i], CM_EAUTH);
+        free(d.tok[i]);
+    }
+    free(deep_hdr);
+    cm_buf_dispose(&ob);
+    free(brackets);
+    cm_jwt_verifier_free(d.v);
+}
+
+/* tok with its signature segment replaced by base64url of n bytes of sig. */
+static char *with_signature(const char *tok, const uint8_t *sig, size_t n)
+{
+    cm_buf_t b;
+    cm_buf_init(&b);
+    cm_buf_append(&b, tok, (size_t)(strrchr(tok, '.') - tok) + 1);
+    put_b64url(&b, sig, n);
+    return cm_buf_steal(&b);
+}
+
+static void a_signature_that_is_not_64_bytes_of_r_and_s_is_refused(void **state)
+{
+    fixture_t *f = *state;
+    cm_jwt_verifier_t *v = verifier(f, false, 0);
+    char *tok = NULL;
+    assert_int_equal(cm_jwt_sign(f->sa, SUB, "ada", &tok, NULL), 0);
+    const char *sig = strrchr(tok, '.') + 1;
+    assert_int_equal(strlen(sig), SIG_B64_LEN);
+    uint8_t raw[SIG_RAW + 8];
+    size_t n = 0;
+    assert_int_equal(sodium_base642bin(raw, sizeof raw, sig, strlen(sig), NULL, &n, NULL,
+                                       sodium_base64_VARIANT_URLSAFE_NO_PADDING),
+                     0);
+    assert_int_equal(n, SIG_RAW);
+    cm_jwt_claims_t c;
+    assert_int_equal(verify(v, tok, &c), 0);
+    /* One byte short, one byte more, the same R||S with a zero byte in front. */
+    size_t lens[] = {63, 65, 32, 0};
+    raw[64] = 0;
+    for (size_t i = 0; i < sizeof lens / sizeof *lens; i++) {
+        char *bad = with_signature(tok, raw, lens[i]);
+        assert_int_equal(verify(v, bad, &c), CM_EAUTH);
+        free(bad);
+    }
+    /* The same signature as DER (what OpenSSL makes) is not JOSE's form. */
+    uint8_t der[80];
+    size_t der_len = 0;
+    assert_int_equal(sig_to_der(sig, strlen(sig), der, &der_len), 0);
+    char *as_der = with_signature(tok, der, der_len);
+    assert_int_equal(verify(v, as_der, &c), CM_EAUTH);
+    /* Zero R and S, and all-ones (larger than the group order). */
+    memset(raw, 0, SIG_RAW);
+    char *zero = with_signature(tok, raw, SIG_RAW);
+    assert_int_equal(verify(v, zero, &c), CM_EAUTH);
+    memset(raw, 0xff, SIG_RAW);
+    char *ones = with_signature(tok, raw, SIG_RAW);
+    assert_int_equal(verify(v, ones, &c), CM_EAUTH);
+    free(ones);
+    free(zero);
+    free(as_der);
+    free(tok);
+    cm_jwt_verifier_free(v);
+}
+
+static void a_token_signed_here_by_another_key_under_our_kid_is_refused(void **state)
+{
+    fixture_t *f = *state;
+    cm_jwt_verifier_t *v = verifier(f, true, 16);
+    int err = 0;
+    /* Key b, but claiming to be k1 (key a's kid). */
+    cm_jwt_signer_t *liar = cm_jwt_signer_new(f->b.priv, f->b.priv_len, "k1", ISS, AUD, 900, &err);
+    assert_non_null(liar);
+    char *tok = NULL;
+    assert_int_equal(cm_jwt_sign(liar, SUB, "ada", &tok, NULL), 0);
+    cm_jwt_claims_t c;
+    assert_int_equal(verify(v, tok, &c), CM_EAUTH);
+    free(tok);
+    cm_jwt_signer_free(liar);
+    cm_jwt_verifier_free(v);
+}
+
+static void huge_and_invalid_utf8_segments_are_refused(void **state)
+{
+    fixture_t *f = *state;
+    cm_jwt_verifier_t *v = verifier(f, false, 16);
+    cm_jwt_claims_t c;
+    /* Valid JSON claims but one string is not UTF-8, correctly signed. */
+    char claims[512];
+    int64_t now = now_s();
+    int w = snprintf(claims, sizeof claims,
+                     "{\"iss\":\"" ISS "\",\"aud\":\"" AUD "\",\"sub\":\"" SUB
+                     "\",\"username\":\"\xc3\x28\xff\",\"iat\":%lld,\"exp\":%lld}",
+                     (long long)now, (long long)now + 900);
+    assert_true(w > 0 && (size_t)w < sizeof claims);
+    char *bad_utf8 = sign_raw(f->a.key, our_header, strlen(our_header), claims, (size_t)w);
+    assert_int_equal(verify(v, bad_utf8, &c), CM_EAUTH);
+    const char bad_hdr[] = "{\"alg\":\"ES256\",\"kid\":\"k1\",\"x\":\"\xed\xa0\x80\"}";
+    char *bad_utf8_hdr = sign_raw(f->a.key, bad_hdr, sizeof bad_hdr - 1, "{}", 2);
+    assert_int_equal(verify(v, bad_utf8_hdr, &c), CM_EAUTH);
+    /* The same claims in UTF-8 verify: only the bytes made the difference. */
+    claims[strstr(claims, "\xc3\x28\xff") - claims + 1] = '\xa9';
+    claims[strstr(claims, "\xc3\xa9\xff") - claims + 2] = 'a';
+    char *good = sign_raw(f->a.key, our_header, strlen(our_header), claims, (size_t)w);
+    assert_int_equal(verify(v, good, &c), 0);
+    assert_string_equal(c.username, "\xc3\xa9"
+                                    "a");
+    /* Huge segments: a 2,900-byte payload of nothing (signed), a 2,000-byte header, 4,097 in all.
+     */
+    char *big = repeat(' ', 2900);
+    big[0] = '{';
+    big[1] = '}';
+    char *huge_payload = sign_raw(f->a.key, our_header, strlen(our_header), big, 2900);
+    assert_true(strlen(huge_payload) <= CM_JWT_MAX_LEN);
+    assert_int_equal(verify(v, huge_payload, &c), CM_EAUTH);
+    char *huge_header = sign_raw(f->a.key, big, 2000, "{}", 2);
+    assert_int_equal(verify(v, huge_header, &c), CM_EAUTH);
+    char *over = repeat('A', CM_JWT_MAX_LEN + 1);
+    over[100] = '.';
+    over[200] = '.';
+    assert_int_equal(verify(v, over, &c), CM_EAUTH);
+    free(over);
+    free(huge_header);
+    free(huge_payload);
+    free(big);
+    free(good);
+    free(bad_utf8_hdr);
+    free(bad_utf8);
+    cm_jwt_verifier_free(v);
+}
+
+static void libjwt_and_this_path_verify_each_others_tokens(void **state)
+{
+    fixture_t *f = *state;
+    cm_jwt_verifier_t *v = verifier(f, false, 0);
+    /* libjwt signs (the path this module used before), we verify. */
+    jwt_t *jwt = NULL;
+    assert_int_equal(jwt_new(&jwt), 0);
+    assert_int_equal(
+        jwt_set_alg(jwt, JWT_ALG_ES256, (const unsigned char *)f->a.priv, (int)f->a.priv_len), 0);
+    assert_int_equal(jwt_add_header(jwt, "kid", "k1"), 0);
+    json_t *cl = claims_at(900, 0);
+    char *text = json_dumps(cl, JSON_COMPACT);
+    json_decref(cl);
+    assert_int_equal(jwt_add_grants_json(jwt, text), 0);
+    free(text);
+    char *theirs = jwt_encode_str(jwt);
+    assert_non_null(theirs);
+    jwt_free(jwt);
+    cm_jwt_claims_t c;
+    assert_int_equal(verify(v, theirs, &c), 0);
+    assert_string_equal(c.sub, SUB);
+    /* We sign, libjwt verifies with the public PEM and reads the same claims. */
+    char *ours = NULL;
+    assert_int_equal(cm_jwt_sign(f->sa, SUB, "ada", &ours, NULL), 0);
+    jwt = NULL;
+    assert_int_equal(jwt_decode(&jwt, ours, (const unsigned char *)f->a.pub, (int)f->a.pub_len), 0);
+    assert_int_equal(jwt_get_alg(jwt), JWT_ALG_ES256);
+    assert_string_equal(jwt_get_grant(jwt, "sub"), SUB);
+    assert_string_equal(jwt_get_header(jwt, "kid"), "k1");
+    jwt_free(jwt);
+    /* And libjwt refuses ours under key b: the signature is really key a's. */
+    jwt = NULL;
+    assert_int_not_equal(jwt_decode(&jwt, ours, (const unsigned char *)f->b.pub, (int)f->b.pub_len),
+                         0);
+    jwt_free(jwt);
+    free(ours);
+    free(theirs);
+    cm_jwt_verifier_free(v);
+}
+
+static void an_r_or_s_with_leading_zero_bytes_is_left_padded_and_verifies(void **state)
+{
+    fixture_t *f = *state;
+    cm_jwt_verifier_t *v = verifier(f, false, 0);
+    /* About one signature in 128 has a zero first byte in R or S; look for one. */
+    char *tok = NULL;
+    bool padded = false;
+    for (int i = 0; i < 5000 && !padded; i++) {
+        free(tok);
+        tok = sign_raw(f->a.key, our_header, strlen(our_header), "{}", 2);
+        const char *sig = strrchr(tok, '.') + 1;
+        uint8_t raw[SIG_RAW];
+        assert_int_equal(sodium_base642bin(raw, sizeof raw, sig, strlen(sig), NULL, NULL, NULL,
+                                           sodium_base64_VARIANT_URLSAFE_NO_PADDING),
+                         0);
+        padded = raw[0] == 0 || raw[32] == 0;
+    }
+    assert_true(padded);
+    uint8_t der[80];
+    size_t der_len = 0;
+    const char *sig = strrchr(tok, '.') + 1;
+    assert_int_equal(sig_to_der(sig, strlen(sig), der, &der_len), 0);
+    assert_int_equal(verify_sig(v->keys[0], tok, (size_t)(sig - 1 - tok), sig, strlen(sig)), 0);
+    jwt_t *jwt = NULL;
+    assert_int_equal(jwt_decode(&jwt, tok, (const unsigned char *)f->a.pub, (int)f->a.pub_len), 0);
+    jwt_free(jwt);
+    free(tok);
+    cm_jwt_verifier_free(v);
+}
+
+typedef struct signing {
+    cm_jwt_signer_t *s;
+    cm_jwt_verifier_t *v;
+    int failures;
+} signing_t;
+
+static void *sign_many(void *arg)
+{
+    signing_t *g = arg;
+    for (int i = 0; i < 50; i++) {
+        char *tok = NULL;
+        cm_jwt_claims_t c;
+        if (cm_jwt_sign(g->s, SUB, "ada", &tok, NULL) != 0 || verify(g->v, tok, &c) != 0)
+            g->failures++;
+        free(tok);
+    }
+    return NULL;
+}
+
+static void threads_sharing_one_parsed_key_sign_and_verify_at_once(void **state)
+{
+    fixture_t *f = *state;
+    cm_jwt_verifier_t *v = verifier(f, false, 0);
+    signing_t g[4];
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++) {
+        g[i] = (signing_t){.s = f->sa, .v = v};
+        assert_int_equal(pthread_create(&t[i], NULL, sign_many, &g[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(g[i].failures, 0);
+    }
+    cm_jwt_verifier_free(v);
+}
+
 /* ---- the Authorization header ---------------------------------------------------------------- */
 
 static void from_header_takes_a_bearer_token_and_nothing_else(void **state)
@@ -693,6 +1006,13 @@ int main(void)
         cmocka_unit_test(keys_that_are_not_p256_are_refused),
         cmocka_unit_test(load_reads_kid_path_pairs_and_names_the_bad_entry),
         cmocka_unit_test(from_header_takes_a_bearer_token_and_nothing_else),
+        cmocka_unit_test(a_deep_payload_under_our_kid_is_refused_on_a_worker_sized_stack),
+        cmocka_unit_test(a_signature_that_is_not_64_bytes_of_r_and_s_is_refused),
+        cmocka_unit_test(a_token_signed_here_by_another_key_under_our_kid_is_refused),
+        cmocka_unit_test(huge_and_invalid_utf8_segments_are_refused),
+        cmocka_unit_test(libjwt_and_this_path_verify_each_others_tokens),
+        cmocka_unit_test(an_r_or_s_with_leading_zero_bytes_is_left_padded_and_verifies),
+        cmocka_unit_test(threads_sharing_one_parsed_key_sign_and_verify_at_once),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
