@@ -5,6 +5,8 @@
 #include <string.h>
 
 #include <openssl/bio.h>
+#include <openssl/bn.h>
+#include <openssl/core_names.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <sodium.h>
@@ -41,6 +43,45 @@ out:
     BIO_free(rd);
     BIO_free(wr);
     return rc;
+}
+
+/* The private scalar of an EC P-256 key, big-endian, left-padded to 32 bytes. */
+static int private_scalar(const char *pem, size_t len, unsigned char out[32])
+{
+    int rc = CM_ECRYPTO;
+    BIGNUM *d = NULL;
+    EVP_PKEY *key = NULL;
+    BIO *rd = len <= MAX_KEY_FILE ? BIO_new_mem_buf(pem, (int)len) : NULL;
+    if (!rd || !(key = PEM_read_bio_PrivateKey(rd, NULL, NULL, NULL)))
+        goto out;
+    if (EVP_PKEY_get_bn_param(key, OSSL_PKEY_PARAM_PRIV_KEY, &d) != 1 ||
+        BN_bn2binpad(d, out, 32) != 32)
+        goto out;
+    rc = 0;
+out:
+    BN_clear_free(d);
+    EVP_PKEY_free(key);
+    BIO_free(rd);
+    return rc;
+}
+
+int auth_derive_refresh_key(auth_app_t *app, const char *pem, size_t len)
+{
+    /* The scalar, not the file: the same key as SEC1 or PKCS#8 PEM, with or without
+     * comments, gives every replica the same successor for a retried refresh. */
+    static const char context[] = "linktr refresh successor v2";
+    unsigned char d[32];
+    int rc = private_scalar(pem, len, d);
+    if (rc != 0)
+        return rc;
+    crypto_generichash_state st;
+    crypto_generichash_init(&st, (const unsigned char *)context, sizeof context - 1,
+                            sizeof app->refresh_key);
+    crypto_generichash_update(&st, d, sizeof d);
+    crypto_generichash_final(&st, app->refresh_key, sizeof app->refresh_key);
+    sodium_memzero(&st, sizeof st);
+    sodium_memzero(d, sizeof d);
+    return 0;
 }
 
 /* Older keys first (JWT_PUBLIC_KEYS, during a rotation), then our own. */
@@ -91,8 +132,8 @@ int auth_keys_load(auth_app_t *app)
     } else {
         rc = make_verifier(app, pem, len);
     }
-    if (rc == 0)
-        auth_derive_refresh_key(app, pem, len);
+    if (rc == 0 && (rc = auth_derive_refresh_key(app, pem, len)) != 0)
+        CM_ERROR(NULL, "config: JWT_PRIVATE_KEY_FILE: no private scalar to derive from");
     sodium_memzero(pem, len);
     free(pem);
     if (rc != 0)

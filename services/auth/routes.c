@@ -163,17 +163,6 @@ void auth_metrics_register(auth_app_t *app, cm_metrics_t *m)
 
 /* ---- exposed pure helpers --------------------------------------------------------- */
 
-void auth_derive_refresh_key(auth_app_t *app, const char *pem, size_t len)
-{
-    static const char context[] = "linktr refresh successor v1";
-    crypto_generichash_state st;
-    crypto_generichash_init(&st, (const unsigned char *)context, sizeof context - 1,
-                            sizeof app->refresh_key);
-    crypto_generichash_update(&st, (const unsigned char *)pem, len);
-    crypto_generichash_final(&st, app->refresh_key, sizeof app->refresh_key);
-    sodium_memzero(&st, sizeof st);
-}
-
 void auth_refresh_child(const auth_app_t *app, const char *token, size_t len,
                         char out[CM_TOKEN_CHARS])
 {

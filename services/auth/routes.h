@@ -47,12 +47,6 @@ extern const size_t auth_nroutes;
 bool auth_ready(void *ctx, cm_buf_t *why);
 
 /**
- * Derives app->refresh_key from the private key PEM (len bytes). Exposed
- * for main and tests.
- */
-void auth_derive_refresh_key(auth_app_t *app, const char *pem, size_t len);
-
-/**
  * Writes the successor of a refresh token: base64url(HMAC-SHA256(key,
  * token)), CM_TOKEN_CHARS bytes with the NUL.
  */

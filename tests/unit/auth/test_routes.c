@@ -10,27 +10,6 @@
 #include "cm/crypto.h"
 #include "routes.h"
 
-static void refresh_successors_are_deterministic_per_key_and_token(void **state)
-{
-    (void)state;
-    auth_app_t a = {0}, b = {0};
-    auth_derive_refresh_key(&a, "pem one", 7);
-    auth_derive_refresh_key(&b, "pem two", 7);
-    char t1[CM_TOKEN_CHARS], t2[CM_TOKEN_CHARS];
-    cm_token_new(t1);
-    cm_token_new(t2);
-    char c1[CM_TOKEN_CHARS], c1again[CM_TOKEN_CHARS], c2[CM_TOKEN_CHARS], cb[CM_TOKEN_CHARS];
-    auth_refresh_child(&a, t1, strlen(t1), c1);
-    auth_refresh_child(&a, t1, strlen(t1), c1again);
-    auth_refresh_child(&a, t2, strlen(t2), c2);
-    auth_refresh_child(&b, t1, strlen(t1), cb);
-    assert_string_equal(c1, c1again);
-    assert_string_not_equal(c1, c2);
-    assert_string_not_equal(c1, cb);
-    assert_string_not_equal(c1, t1);
-    assert_true(auth_token_well_formed(c1, strlen(c1)));
-}
-
 static void tokens_are_43_base64url_characters(void **state)
 {
     (void)state;
@@ -79,7 +58,6 @@ int main(void)
     if (cm_crypto_init() != 0)
         return 1;
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(refresh_successors_are_deterministic_per_key_and_token),
         cmocka_unit_test(tokens_are_43_base64url_characters),
         cmocka_unit_test(forwarded_address_is_believed_only_from_loopback),
         cmocka_unit_test(a_forged_forwarded_value_falls_back_to_the_peer),
