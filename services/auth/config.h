@@ -5,11 +5,22 @@
 #ifndef AUTH_CONFIG_H
 #define AUTH_CONFIG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "cm/error.h"
 #include "cm/log.h"
+
+/** At most this many entries in GATEWAY_ADDRESSES. */
+#define AUTH_GATEWAY_NETS_MAX 32
+
+/** One address or CIDR block: family AF_INET (addr[0..3]) or AF_INET6. */
+typedef struct auth_net {
+    int family;
+    uint8_t addr[16];
+    int prefix; /* bits: 0..32 or 0..128 */
+} auth_net_t;
 
 /** Every setting of linktr-auth; strings are owned by the struct. */
 typedef struct auth_config {
@@ -34,7 +45,24 @@ typedef struct auth_config {
     int http_threads;                   /* HTTP_THREADS, 16 */
     int db_pool_size;                   /* DB_POOL_SIZE, 10 */
     cm_log_level_t log_level;           /* LOG_LEVEL, info */
+    /* GATEWAY_ADDRESSES, "127.0.0.1/32,::1/128": peers whose X-Real-IP is believed. */
+    auth_net_t gateway_nets[AUTH_GATEWAY_NETS_MAX];
+    int gateway_nets_count;
 } auth_config_t;
+
+/**
+ * Parses a comma-separated list of addresses and CIDR blocks ("10.0.0.0/8,
+ * ::1") into out (room for cap entries); an address alone is a /32 or
+ * /128. Returns 0 with *n set, or CM_EINVAL naming nothing (the caller
+ * names the variable) on a malformed entry, an empty list or too many.
+ */
+CM_MUST_CHECK int auth_nets_parse(const char *list, auth_net_t *out, int cap, int *n);
+
+/**
+ * True if the textual address ip (IPv4, IPv6 or IPv4-mapped IPv6) lies in
+ * one of the n blocks of nets.
+ */
+bool auth_nets_contain(const auth_net_t *nets, int n, const char *ip);
 
 /**
  * Reads and validates every variable into *cfg. On a problem prints one

@@ -192,25 +192,23 @@ static bool valid_ip(const char *s)
     return inet_pton(AF_INET, s, buf) == 1 || inet_pton(AF_INET6, s, buf) == 1;
 }
 
-void auth_client_ip(const char *peer, const char *xff, char out[46])
+/* Copies ip into out if it is a valid address; false (out untouched) otherwise. */
+static bool take_ip(const char *ip, char out[46])
+{
+    size_t n = ip ? strnlen(ip, 46) : 46;
+    if (n >= 46 || !valid_ip(ip))
+        return false;
+    memcpy(out, ip, n + 1);
+    return true;
+}
+
+void auth_client_ip(const auth_config_t *cfg, const char *peer, const char *real_ip, char out[46])
 {
     out[0] = '\0';
-    bool loopback = peer && (strcmp(peer, "127.0.0.1") == 0 || strcmp(peer, "::1") == 0 ||
-                             strcmp(peer, "::ffff:127.0.0.1") == 0);
-    if (loopback && xff) {
-        while (*xff == ' ' || *xff == '\t')
-            xff++;
-        size_t n = strcspn(xff, ", \t");
-        if (n > 0 && n < 46) {
-            memcpy(out, xff, n);
-            out[n] = '\0';
-            if (valid_ip(out))
-                return;
-        }
-        out[0] = '\0';
-    }
-    if (peer && strlen(peer) < 46 && valid_ip(peer))
-        snprintf(out, 46, "%s", peer);
+    bool gateway = auth_nets_contain(cfg->gateway_nets, cfg->gateway_nets_count, peer);
+    if (gateway && take_ip(real_ip, out))
+        return;
+    (void)take_ip(peer, out); /* not from the gateway, or a value it would never send */
 }
 
 /* ---- registration ----------------------------------------------------------------- */
@@ -282,7 +280,7 @@ static void create_user(cm_req_t *rq, const auth_app_t *app, const reg_input_t *
         reply_failure(rq, rc, "seal verify token");
         return;
     }
-    auth_client_ip(cm_req_peer(rq), cm_req_header(rq, "X-Forwarded-For"), ip);
+    auth_client_ip(app->cfg, cm_req_peer(rq), cm_req_header(rq, "X-Real-IP"), ip);
     auth_new_user_t nu = {.username = in->username,
                           .email = in->email,
                           .password_hash = pwhash,

@@ -57,10 +57,12 @@ void auth_refresh_child(const auth_app_t *app, const char *token, size_t len,
 bool auth_token_well_formed(const char *s, size_t len);
 
 /**
- * Picks the client address for registration_ip: the first X-Forwarded-For
- * entry when the peer is loopback (the gateway), else the peer. Writes ""
- * when neither is a valid IP address. out has room for 46 bytes.
+ * Picks the client address (registration_ip, the login throttle): the
+ * X-Real-IP value real_ip when the peer lies in cfg->gateway_nets (the
+ * gateway decided it from X-Forwarded-For) and a valid address, else the
+ * peer itself. X-Forwarded-For is never read. Writes "" when the peer is
+ * not a valid IP address either. out has room for 46 bytes.
  */
-void auth_client_ip(const char *peer, const char *xff, char out[46]);
+void auth_client_ip(const auth_config_t *cfg, const char *peer, const char *real_ip, char out[46]);
 
 #endif
