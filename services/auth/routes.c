@@ -327,25 +327,20 @@ out:
 
 /* ---- login -------------------------------------------------------------------------- */
 
-/* The throttle is per account; unknown names get their own key, so behaviour is the same. */
-static void throttle_key(const auth_user_t *u, bool found, const char *ident, char *out, size_t cap)
+/* The throttle's account: the user id when the name exists, else the name itself (hashed by
+ * the store), so unknown names are slowed down alike and reveal nothing. */
+static void throttle_account(const auth_user_t *u, bool found, const char *ident, cm_buf_t *out)
 {
-    if (found) {
-        snprintf(out, cap, "user:%s", u->id);
-        return;
-    }
-    snprintf(out, cap, "login:%s", ident);
-    size_t n = strlen(out);
-    for (size_t i = 6; i < n; i++)
-        if (out[i] >= 'A' && out[i] <= 'Z')
-            out[i] = (char)(out[i] - 'A' + 'a');
+    cm_buf_puts(out, found ? "user:" : "name:");
+    cm_buf_puts(out, found ? u->id : ident);
 }
 
-/* Replies 429 with Retry-After when the account is locked; returns non-zero then. */
-static int throttled_or_reply(cm_req_t *rq, const auth_app_t *app, const char *key)
+/* Replies 429 with Retry-After when the pair or the account is locked; returns non-zero then. */
+static int throttled_or_reply(cm_req_t *rq, const auth_app_t *app, const char *account,
+                              const char *ip)
 {
     int64_t wait_s = 0;
-    int rc = auth_store_throttle_check(app->db, key, &wait_s);
+    int rc = auth_store_throttle_check(app->db, account, ip, &wait_s);
     if (rc != 0) {
         reply_failure(rq, rc, "throttle check");
         return rc;
@@ -361,21 +356,27 @@ static int throttled_or_reply(cm_req_t *rq, const auth_app_t *app, const char *k
     return CM_EBUSY;
 }
 
-/* After the password matched: reset the throttle, rehash if needed, issue tokens. */
+/* After the password matched: clear the pair, rehash if needed, issue tokens. */
 static void login_success(cm_req_t *rq, const auth_app_t *app, const auth_user_t *u,
-                          const char *key, const char *pw, size_t plen, bool rehash)
+                          const char *account, const char *ip, const char *pw, size_t plen,
+                          bool rehash)
 {
-    if (auth_store_throttle_reset(app->db, key) != 0)
+    if (auth_store_throttle_pass(app->db, account, ip) != 0)
         CM_WARN(cm_req_id(rq), "could not reset the login throttle");
     char newhash[crypto_pwhash_STRBYTES];
+    /* Compare-and-set: a reset that committed meanwhile keeps its hash. */
     if (rehash && cm_password_hash(app->hash, pw, plen, newhash) == 0 &&
-        auth_store_set_password_hash(app->db, u->id, newhash) != 0)
-        CM_WARN(cm_req_id(rq), "could not store the rehashed password");
+        auth_store_set_password_hash(app->db, u->id, u->password_hash, newhash) != 0)
+        CM_INFO(cm_req_id(rq), "rehash skipped: the password changed meanwhile");
+    sodium_memzero(newhash, sizeof newhash);
     char refresh[CM_TOKEN_CHARS], hash[65];
     cm_token_new(refresh);
     cm_sha256_hex(refresh, strlen(refresh), hash);
-    int rc = auth_store_refresh_issue(app->db, u->id, hash, app->cfg->refresh_ttl_days);
-    if (rc != 0)
+    int rc = auth_store_refresh_issue(app->db, u->id, u->session_epoch, hash,
+                                      app->cfg->refresh_ttl_days);
+    if (rc == CM_ESTATE) /* a reset won: the password verified is no longer the password */
+        reply_unauthorized(rq, MSG_LOGIN_FAILED);
+    else if (rc != 0)
         reply_failure(rq, rc, "refresh issue");
     else
         reply_tokens(rq, app, u, refresh);
@@ -385,30 +386,35 @@ static void login_success(cm_req_t *rq, const auth_app_t *app, const auth_user_t
 static void login(cm_req_t *rq, const auth_app_t *app, const char *ident, const char *pw,
                   size_t plen)
 {
-    auth_user_t u;
+    auth_user_t u = {0};
     int rc = auth_store_user_by_login(app->db, ident, &u);
     if (rc != 0 && rc != CM_ENOTFOUND) {
         reply_failure(rq, rc, "login lookup");
         return;
     }
     bool found = rc == 0;
-    char key[LOGIN_MAX_BYTES + 16];
-    throttle_key(&u, found, ident, key, sizeof key);
-    if (throttled_or_reply(rq, app, key) != 0)
-        return;
+    char ip[46];
+    cm_buf_t account;
+    cm_buf_init(&account);
+    throttle_account(&u, found, ident, &account);
+    auth_client_ip(app->cfg, cm_req_peer(rq), cm_req_header(rq, "X-Real-IP"), ip);
+    if (throttled_or_reply(rq, app, account.data, ip) != 0)
+        goto out;
     bool rehash = false;
     rc = cm_password_verify(app->hash, found ? u.password_hash : NULL, pw, plen, &rehash);
     if (rc == 0 && found) {
         count(app->logins, "success");
-        login_success(rq, app, &u, key, pw, plen, rehash);
+        login_success(rq, app, &u, account.data, ip, pw, plen, rehash);
     } else if (rc == CM_EAUTH || rc == 0) {
         count(app->logins, "failure");
-        if (auth_store_throttle_fail(app->db, key) != 0)
+        if (auth_store_throttle_fail(app->db, account.data, ip) != 0)
             CM_WARN(cm_req_id(rq), "could not count a failed login");
         reply_unauthorized(rq, MSG_LOGIN_FAILED);
     } else {
         reply_failure(rq, rc, "password verify");
     }
+out:
+    cm_buf_dispose(&account);
     sodium_memzero(u.password_hash, sizeof u.password_hash);
 }
 
