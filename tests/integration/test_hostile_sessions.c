@@ -52,8 +52,7 @@
 /* ---- HTTP helpers ---------------------------------------------------------------- */
 
 /* POSTs body to base+path with an optional X-Real-IP; returns the status (0: no answer). */
-static long post(const char *base, const char *path, json_t *body, const char *real_ip,
-                 t_resp_t *r)
+static long post(const char *base, const char *path, json_t *body, const char *real_ip, t_resp_t *r)
 {
     char *u = cm_xasprintf("%s%s", base, path);
     char *hdr = real_ip ? cm_xasprintf("X-Real-IP: %s", real_ip) : NULL;
@@ -85,8 +84,8 @@ static long login(const char *base, const char *ident, const char *pw, const cha
     t_resp_t r;
     long s = post(base, "/api/login/", b, ip, &r);
     if (refresh)
-        *refresh = s == 200 ? cm_xstrdup(json_string_value(json_object_get(r.json, "refresh")))
-                            : NULL;
+        *refresh =
+            s == 200 ? cm_xstrdup(json_string_value(json_object_get(r.json, "refresh"))) : NULL;
     if (retry_after)
         *retry_after = t_resp_header(&r, "Retry-After");
     t_resp_dispose(&r);
@@ -219,12 +218,27 @@ static void instance_start(instance_t *in, const char *const *overrides)
     free(health);
 }
 
+/* Teardown: a test that failed half-way must not leave its instance running (it holds
+ * ctest's output pipe, and ctest would wait for it). */
+static int reap_instance(void **state)
+{
+    instance_t *in = *state;
+    if (in && in->pid > 0) {
+        kill(in->pid, SIGKILL);
+        waitpid(in->pid, NULL, 0);
+    }
+    free(in);
+    *state = NULL;
+    return 0;
+}
+
 static void instance_stop(instance_t *in)
 {
     int status = 0;
     kill(in->pid, SIGTERM);
     assert_int_equal(waitpid(in->pid, &status, 0), in->pid);
     assert_true(WIFEXITED(status));
+    in->pid = 0;
     assert_int_equal(WEXITSTATUS(status), 0);
 }
 
@@ -297,8 +311,8 @@ static void *race_run(void *arg)
     }
     case LOGIN_OLD:
     case LOGIN_OLD_REHASH:
-        if (login(me->role == LOGIN_OLD ? rc->auth : rc->auth2, rc->ident, rc->old_pw, NULL,
-                  &tok, NULL) == 200)
+        if (login(me->role == LOGIN_OLD ? rc->auth : rc->auth2, rc->ident, rc->old_pw, NULL, &tok,
+                  NULL) == 200)
             bag_add(&rc->bag, tok);
         break;
     case RESET:
@@ -343,15 +357,15 @@ static void race_once(race_t *rc, const char *user_id, int k)
 
 static void no_refresh_token_from_before_a_reset_or_logout_survives_the_race(void **state)
 {
-    (void)state;
     static const char *const other_params[] = {"ARGON2_OPSLIMIT=1", "ARGON2_MEMLIMIT_KIB=8192",
                                                NULL};
-    instance_t second;
-    instance_start(&second, other_params);
+    instance_t *inst = cm_xcalloc(1, sizeof *inst);
+    *state = inst;
+    instance_start(inst, other_params);
     json_t *u = new_user("race");
     race_t rc = {.ident = str(u, "username")};
     char *gw = t_env(ENV, "GATEWAY_URL"), *auth = t_env(ENV, "AUTH_URL");
-    rc.gw = gw, rc.auth = auth, rc.auth2 = second.base;
+    rc.gw = gw, rc.auth = auth, rc.auth2 = inst->base;
     pthread_mutex_init(&rc.bag.mu, NULL);
     char *env = getenv("HOSTILE_SESSION_ITERATIONS");
     long long iterations = RACE_ITERATIONS;
@@ -362,10 +376,10 @@ static void no_refresh_token_from_before_a_reset_or_logout_survives_the_race(voi
     /* The last password is the only one that works, on both instances. */
     char *last = password((int)iterations), *before = password((int)iterations - 1);
     assert_int_equal(login(auth, rc.ident, last, NULL, NULL, NULL), 200);
-    assert_int_equal(login(second.base, rc.ident, before, NULL, NULL, NULL), 401);
+    assert_int_equal(login(inst->base, rc.ident, before, NULL, NULL, NULL), 401);
     free(last), free(before);
     pthread_mutex_destroy(&rc.bag.mu);
-    instance_stop(&second);
+    instance_stop(inst);
     free(gw), free(auth);
     json_decref(u);
 }
@@ -573,7 +587,6 @@ static json_t *register_at(const char *base, const char *real_ip, const char *xf
 
 static void auth_believes_real_ip_only_from_gateway_addresses(void **state)
 {
-    (void)state;
     char *auth = t_env(ENV, "AUTH_URL"), *gw = t_env(ENV, "GATEWAY_URL");
     /* From loopback (a gateway address by default): X-Real-IP, never X-Forwarded-For. */
     json_t *a = register_at(auth, "203.0.113.41", "198.51.100.1, 198.51.100.2");
@@ -592,13 +605,14 @@ static void auth_believes_real_ip_only_from_gateway_addresses(void **state)
     free(ip);
     /* An auth whose gateway lives elsewhere takes loopback for a client. */
     static const char *const elsewhere[] = {"GATEWAY_ADDRESSES=10.9.0.0/16", NULL};
-    instance_t other;
-    instance_start(&other, elsewhere);
-    json_t *d = register_at(other.base, "203.0.113.44", "203.0.113.45");
+    instance_t *other = cm_xcalloc(1, sizeof *other);
+    *state = other;
+    instance_start(other, elsewhere);
+    json_t *d = register_at(other->base, "203.0.113.44", "203.0.113.45");
     ip = registration_ip(str(d, "id"));
     assert_string_equal(ip, "127.0.0.1");
     free(ip);
-    instance_stop(&other);
+    instance_stop(other);
     json_decref(a), json_decref(b), json_decref(c), json_decref(d);
     free(auth), free(gw);
 }
@@ -608,12 +622,13 @@ int main(void)
     if (cm_crypto_init() != 0)
         return 1;
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(no_refresh_token_from_before_a_reset_or_logout_survives_the_race),
+        cmocka_unit_test_teardown(no_refresh_token_from_before_a_reset_or_logout_survives_the_race,
+                                  reap_instance),
         cmocka_unit_test(the_owner_logs_in_from_another_address_while_the_attacker_is_throttled),
         cmocka_unit_test(a_distributed_attack_meets_a_short_ceiling_and_a_reset_clears_it),
         cmocka_unit_test(unknown_names_are_throttled_alike_and_never_stored),
         cmocka_unit_test(forgot_password_takes_as_long_for_unknown_as_for_known_addresses),
-        cmocka_unit_test(auth_believes_real_ip_only_from_gateway_addresses),
+        cmocka_unit_test_teardown(auth_believes_real_ip_only_from_gateway_addresses, reap_instance),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
