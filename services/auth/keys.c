@@ -65,21 +65,26 @@ out:
     return rc;
 }
 
+/* A 32-byte key for one purpose (context) from the scalar d: keyed BLAKE2b. */
+static void derive(const unsigned char d[32], const char *context, uint8_t out[32])
+{
+    crypto_generichash_state st;
+    crypto_generichash_init(&st, (const unsigned char *)context, strlen(context), 32);
+    crypto_generichash_update(&st, d, 32);
+    crypto_generichash_final(&st, out, 32);
+    sodium_memzero(&st, sizeof st);
+}
+
 int auth_derive_refresh_key(auth_app_t *app, const char *pem, size_t len)
 {
     /* The scalar, not the file: the same key as SEC1 or PKCS#8 PEM, with or without
      * comments, gives every replica the same successor for a retried refresh. */
-    static const char context[] = "linktr refresh successor v2";
     unsigned char d[32];
     int rc = private_scalar(pem, len, d);
     if (rc != 0)
         return rc;
-    crypto_generichash_state st;
-    crypto_generichash_init(&st, (const unsigned char *)context, sizeof context - 1,
-                            sizeof app->refresh_key);
-    crypto_generichash_update(&st, d, sizeof d);
-    crypto_generichash_final(&st, app->refresh_key, sizeof app->refresh_key);
-    sodium_memzero(&st, sizeof st);
+    derive(d, "linktr refresh successor v2", app->refresh_key);
+    derive(d, "linktr login throttle v1", app->throttle_key);
     sodium_memzero(d, sizeof d);
     return 0;
 }
@@ -148,4 +153,5 @@ void auth_keys_dispose(auth_app_t *app)
     app->signer = NULL;
     app->verifier = NULL;
     sodium_memzero(app->refresh_key, sizeof app->refresh_key);
+    sodium_memzero(app->throttle_key, sizeof app->throttle_key);
 }

@@ -327,8 +327,8 @@ out:
 
 /* ---- login -------------------------------------------------------------------------- */
 
-/* The throttle's account: the user id when the name exists, else the name itself (hashed by
- * the store), so unknown names are slowed down alike and reveal nothing. */
+/* The throttle's account: the user id when the name exists, else the name itself (keyed-hashed
+ * by the store), so unknown names are slowed down alike and reveal nothing. */
 static void throttle_account(const auth_user_t *u, bool found, const char *ident, cm_buf_t *out)
 {
     cm_buf_puts(out, found ? "user:" : "name:");
@@ -340,7 +340,7 @@ static int throttled_or_reply(cm_req_t *rq, const auth_app_t *app, const char *a
                               const char *ip)
 {
     int64_t wait_s = 0;
-    int rc = auth_store_throttle_check(app->db, account, ip, &wait_s);
+    int rc = auth_store_throttle_check(app->db, app->throttle_key, account, ip, &wait_s);
     if (rc != 0) {
         reply_failure(rq, rc, "throttle check");
         return rc;
@@ -361,7 +361,7 @@ static void login_success(cm_req_t *rq, const auth_app_t *app, const auth_user_t
                           const char *account, const char *ip, const char *pw, size_t plen,
                           bool rehash)
 {
-    if (auth_store_throttle_pass(app->db, account, ip) != 0)
+    if (auth_store_throttle_pass(app->db, app->throttle_key, account, ip) != 0)
         CM_WARN(cm_req_id(rq), "could not reset the login throttle");
     char newhash[crypto_pwhash_STRBYTES];
     /* Compare-and-set: a reset that committed meanwhile keeps its hash. */
@@ -407,7 +407,7 @@ static void login(cm_req_t *rq, const auth_app_t *app, const char *ident, const 
         login_success(rq, app, &u, account.data, ip, pw, plen, rehash);
     } else if (rc == CM_EAUTH || rc == 0) {
         count(app->logins, "failure");
-        if (auth_store_throttle_fail(app->db, account.data, ip) != 0)
+        if (auth_store_throttle_fail(app->db, app->throttle_key, account.data, ip) != 0)
             CM_WARN(cm_req_id(rq), "could not count a failed login");
         reply_unauthorized(rq, MSG_LOGIN_FAILED);
     } else {
@@ -547,7 +547,7 @@ static void on_forgot(cm_req_t *rq, void *ctx)
     bool issued = false;
     int rc = sealed_token(app, hash, &sealed);
     if (rc == 0)
-        rc = auth_store_reset_request(app->db, email, hash, sealed, &issued);
+        rc = auth_store_reset_request(app->db, app->throttle_key, email, hash, sealed, &issued);
     free(sealed);
     if (rc != 0)
         reply_failure(rq, rc, "forgot password");
@@ -597,7 +597,7 @@ static void reset_password(cm_req_t *rq, const auth_app_t *app, const char *hash
     }
     rc = cm_password_hash(app->hash, pw, plen, pwhash);
     if (rc == 0)
-        rc = auth_store_reset_apply(app->db, hash, pwhash);
+        rc = auth_store_reset_apply(app->db, app->throttle_key, hash, pwhash);
     if (rc == CM_ENOTFOUND)
         reply_field_error(rq, "token", MSG_BAD_TOKEN);
     else if (rc != 0)

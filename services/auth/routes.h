@@ -29,6 +29,8 @@ typedef struct auth_app {
      * retried refresh within the grace window gets the same pair. Derived from
      * the JWT private key, hence equal on every replica. */
     uint8_t refresh_key[32];
+    /* Key of the login throttle's HMACs (store.h), derived the same way. */
+    uint8_t throttle_key[32];
     /* Counters (owned by the metrics registry; NULL when not registered). */
     cm_family_t *logins;        /* linktr_auth_logins_total{result} */
     cm_family_t *registrations; /* linktr_auth_registrations_total */

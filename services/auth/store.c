@@ -1,9 +1,9 @@
 /* All SQL of the auth service (see store.h). */
 #include "store.h"
 
+#include <assert.h>
 #include <stdio.h>
 #include <string.h>
-
 #include <jansson.h>
 
 #include "cm/events.h"
@@ -19,12 +19,6 @@
     "coalesce(r.referral_code, ''), u.email_verified_at IS NOT NULL, "                             \
     "(extract(epoch FROM u.created_at) * 1000000)::bigint, u.session_epoch "                       \
     "FROM users u LEFT JOIN users r ON r.id = u.referred_by "
-
-/* Throttle keys: SHA-256 hex, so no name (existing or not) is stored. $a is the
- * account ("user:<id>" or "name:<ident>", case ignored), $i the client address. */
-#define ACCT_KEY(a) "('acct:' || encode(sha256(convert_to(lower(" a "), 'UTF8')), 'hex'))"
-#define PAIR_KEY(a, i)                                                                             \
-    "('pair:' || encode(sha256(convert_to(" i " || '|' || lower(" a "), 'UTF8')), 'hex'))"
 
 /* Runs one prepared statement on a connection of its own. */
 static int run(cm_db_pool_t *pool, const char *name, const char *sql, int n,
@@ -293,15 +287,59 @@ int auth_store_set_password_hash(cm_db_pool_t *pool, const char *user_id, const 
 
 /* ---- login throttling ------------------------------------------------------------ */
 
-int auth_store_throttle_check(cm_db_pool_t *pool, const char *account, const char *ip,
-                              int64_t *retry_after_s)
+static void hmac_lower(crypto_auth_hmacsha256_state *st, const char *s)
+{
+    unsigned char chunk[64];
+    size_t n = 0;
+    for (; *s; s++) {
+        char c = *s;
+        chunk[n++] = (unsigned char)(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+        if (n == sizeof chunk) {
+            crypto_auth_hmacsha256_update(st, chunk, n);
+            n = 0;
+        }
+    }
+    crypto_auth_hmacsha256_update(st, chunk, n);
+}
+
+void auth_throttle_key(const uint8_t *secret, const char *prefix, const char *a, const char *b,
+                       char out[AUTH_THROTTLE_KEY_MAX])
+{
+    static const unsigned char nul = 0;
+    unsigned char mac[crypto_auth_hmacsha256_BYTES];
+    crypto_auth_hmacsha256_state st;
+    size_t plen = strlen(prefix);
+    assert(plen + 2 * sizeof mac < AUTH_THROTTLE_KEY_MAX);
+    crypto_auth_hmacsha256_init(&st, secret, AUTH_THROTTLE_SECRET_LEN);
+    crypto_auth_hmacsha256_update(&st, (const unsigned char *)prefix, plen);
+    crypto_auth_hmacsha256_update(&st, &nul, 1);
+    hmac_lower(&st, a);
+    crypto_auth_hmacsha256_update(&st, &nul, 1);
+    if (b)
+        crypto_auth_hmacsha256_update(&st, (const unsigned char *)b, strlen(b));
+    crypto_auth_hmacsha256_final(&st, mac);
+    memcpy(out, prefix, plen);
+    sodium_bin2hex(out + plen, AUTH_THROTTLE_KEY_MAX - plen, mac, sizeof mac);
+    sodium_memzero(&st, sizeof st);
+}
+
+/* The account's key and the (account, address) pair's key. */
+static void pair_keys(const uint8_t *secret, const char *account, const char *ip,
+                      char acct[AUTH_THROTTLE_KEY_MAX], char pair[AUTH_THROTTLE_KEY_MAX])
+{
+    auth_throttle_key(secret, "acct:", account, NULL, acct);
+    auth_throttle_key(secret, "pair:", account, ip ? ip : "", pair);
+}
+
+int auth_store_throttle_check(cm_db_pool_t *pool, const uint8_t *secret, const char *account,
+                              const char *ip, int64_t *retry_after_s)
 {
     static const char sql[] =
         "SELECT coalesce(max(ceil(extract(epoch FROM locked_until - now()))), 0)::bigint "
-        "FROM login_throttle WHERE key IN (" ACCT_KEY("$1") ", " PAIR_KEY(
-            "$1", "$2") ") "
-                        "AND locked_until > now()";
-    const char *p[2] = {account, ip};
+        "FROM login_throttle WHERE key IN ($1, $2) AND locked_until > now()";
+    char acct[AUTH_THROTTLE_KEY_MAX], pair[AUTH_THROTTLE_KEY_MAX];
+    pair_keys(secret, account, ip, acct, pair);
+    const char *p[2] = {acct, pair};
     PGresult *r = NULL;
     *retry_after_s = 0;
     int rc = run(pool, "auth_throttle_check", sql, 2, p, &r);
@@ -313,36 +351,44 @@ int auth_store_throttle_check(cm_db_pool_t *pool, const char *account, const cha
     return 0;
 }
 
-int auth_store_throttle_fail(cm_db_pool_t *pool, const char *account, const char *ip)
-{
-    /* N is the failure count after this one; an hour without failures starts over. */
+/* N is the failure count after this one; an hour without failures starts over. */
 #define N "(CASE WHEN t.updated_at < now() - interval '1 hour' THEN 1 ELSE t.failures + 1 END)"
+/* Locked from the free-th failure for 2^(N - free) s, at most max s. */
 #define LOCK(free, max)                                                                            \
-    "CASE WHEN " N " >= " free "::int THEN now() + make_interval(secs => least(" max "::int, "     \
-    "power(2, least(" N " - " free "::int, 20)))) END"
-    static const char sql[] = "INSERT INTO login_throttle AS t (key, account, failures) VALUES "
-                              "(" ACCT_KEY("$1") ", NULL, 1), (" PAIR_KEY("$1", "$2") ", " ACCT_KEY(
-                                  "$1") ", 1) "
-                                        "ON CONFLICT (key) DO UPDATE SET failures = " N
-                                        ", updated_at = now(), locked_until = "
-                                        "CASE WHEN t.account IS NULL THEN " LOCK(
-                                            "$5", "$6") " ELSE " LOCK("$3", "$4") " END";
-#undef LOCK
-#undef N
+    "CASE WHEN " N " >= " free "::int THEN now() + make_interval(secs => "                         \
+    "least(" max "::int, power(2, least(" N " - " free "::int, 20)))) END"
+
+int auth_store_throttle_fail(cm_db_pool_t *pool, const uint8_t *secret, const char *account,
+                             const char *ip)
+{
+    /* One statement for both rows, always in this order (acct, then pair): no deadlock
+     * between two failures. The pair row names its account so a reset can clear it. */
+    static const char sql[] =
+        "INSERT INTO login_throttle AS t (key, account, failures) VALUES ($1, NULL, 1), "
+        "($2, $1, 1) ON CONFLICT (key) DO UPDATE SET failures = " N ", updated_at = now(), "
+        "locked_until = CASE WHEN t.account IS NULL THEN " LOCK("$5", "$6") " ELSE " LOCK(
+            "$3", "$4") " END";
     char pf[16], pm[16], af[16], am[16];
     snprintf(pf, sizeof pf, "%d", AUTH_THROTTLE_FREE_FAILURES);
     snprintf(pm, sizeof pm, "%d", AUTH_THROTTLE_PAIR_MAX_S);
     snprintf(af, sizeof af, "%d", AUTH_THROTTLE_ACCOUNT_FREE);
     snprintf(am, sizeof am, "%d", AUTH_THROTTLE_ACCOUNT_MAX_S);
-    const char *p[6] = {account, ip, pf, pm, af, am};
+    char acct[AUTH_THROTTLE_KEY_MAX], pair[AUTH_THROTTLE_KEY_MAX];
+    pair_keys(secret, account, ip, acct, pair);
+    const char *p[6] = {acct, pair, pf, pm, af, am};
     return run(pool, "auth_throttle_fail", sql, 6, p, NULL);
 }
 
-int auth_store_throttle_pass(cm_db_pool_t *pool, const char *account, const char *ip)
+#undef LOCK
+#undef N
+
+int auth_store_throttle_pass(cm_db_pool_t *pool, const uint8_t *secret, const char *account,
+                             const char *ip)
 {
-    const char *p[2] = {account, ip};
-    return run(pool, "auth_throttle_pass",
-               "DELETE FROM login_throttle WHERE key = " PAIR_KEY("$1", "$2"), 2, p, NULL);
+    char acct[AUTH_THROTTLE_KEY_MAX], pair[AUTH_THROTTLE_KEY_MAX];
+    pair_keys(secret, account, ip, acct, pair);
+    const char *p[1] = {pair};
+    return run(pool, "auth_throttle_pass", "DELETE FROM login_throttle WHERE key = $1", 1, p, NULL);
 }
 
 /* ---- refresh tokens ------------------------------------------------------------------ */
@@ -525,6 +571,7 @@ int auth_store_logout(cm_db_pool_t *pool, const char *hash)
 
 typedef struct reset_req_ctx {
     const char *email, *hash, *sealed;
+    char mark[AUTH_THROTTLE_KEY_MAX];
     bool issued;
 } reset_req_ctx_t;
 
@@ -536,14 +583,13 @@ static int reset_request_tx(cm_db_t *db, void *vctx)
         "FROM users u WHERE lower(email) = lower($1) FOR UPDATE";
     /* Known address or not, this write makes both commits flush the WAL alike. */
     static const char mark[] =
-        "INSERT INTO login_throttle AS t (key, failures) VALUES ('reset:' || "
-        "encode(sha256(convert_to(lower($1), 'UTF8')), 'hex'), 1) ON CONFLICT (key) DO UPDATE "
-        "SET failures = t.failures + 1, updated_at = now()";
+        "INSERT INTO login_throttle AS t (key, failures) VALUES ($1, 1) ON CONFLICT (key) "
+        "DO UPDATE SET failures = t.failures + 1, updated_at = now()";
     reset_req_ctx_t *c = vctx;
-    const char *p[1] = {c->email};
+    const char *p[1] = {c->email}, *pm[1] = {c->mark};
     PGresult *r = NULL;
     c->issued = false;
-    int rc = cm_db_prepared(db, "auth_reset_mark", mark, 1, p, NULL);
+    int rc = cm_db_prepared(db, "auth_reset_mark", mark, 1, pm, NULL);
     if (rc != 0)
         return rc;
     rc = cm_db_prepared(db, "auth_reset_user", sql, 1, p, &r);
@@ -568,10 +614,11 @@ out:
     return rc;
 }
 
-int auth_store_reset_request(cm_db_pool_t *pool, const char *email, const char *hash,
-                             const char *sealed, bool *issued)
+int auth_store_reset_request(cm_db_pool_t *pool, const uint8_t *secret, const char *email,
+                             const char *hash, const char *sealed, bool *issued)
 {
     reset_req_ctx_t c = {.email = email, .hash = hash, .sealed = sealed};
+    auth_throttle_key(secret, "reset:", email, NULL, c.mark);
     int rc = cm_db_tx(pool, reset_request_tx, &c);
     *issued = rc == 0 && c.issued;
     return rc;
@@ -605,11 +652,16 @@ static int use_token(cm_db_t *db, const char *hash, const char *kind, char user_
 
 typedef struct reset_apply_ctx {
     const char *hash, *password_hash;
+    const uint8_t *secret;
 } reset_apply_ctx_t;
 
-static int revoke_user_sessions(cm_db_t *db, const char *uid)
+static int revoke_user_sessions(cm_db_t *db, const char *uid, const uint8_t *secret)
 {
     const char *p[1] = {uid};
+    char account[48], acct[AUTH_THROTTLE_KEY_MAX];
+    snprintf(account, sizeof account, "user:%s", uid);
+    auth_throttle_key(secret, "acct:", account, NULL, acct);
+    const char *pa[1] = {acct};
     int rc = cm_db_prepared(db, "auth_revoke_user",
                             "UPDATE refresh_tokens SET revoked_at = now() "
                             "WHERE user_id = $1::uuid AND revoked_at IS NULL",
@@ -621,9 +673,8 @@ static int revoke_user_sessions(cm_db_t *db, const char *uid)
                             1, p, NULL);
     if (rc == 0) /* the owner who just proved control logs in at once */
         rc = cm_db_prepared(db, "auth_clear_throttle",
-                            "DELETE FROM login_throttle WHERE key = " ACCT_KEY(
-                                "'user:' || $1") " OR account = " ACCT_KEY("'user:' || $1"),
-                            1, p, NULL);
+                            "DELETE FROM login_throttle WHERE key = $1 OR account = $1", 1, pa,
+                            NULL);
     return rc;
 }
 
@@ -646,7 +697,7 @@ static int reset_apply_tx(cm_db_t *db, void *vctx)
     int64_t now_us = 0;
     rc = PQntuples(r) == 1 ? col_int(r, 0, 1, &now_us) : CM_ENOTFOUND;
     if (rc == 0)
-        rc = revoke_user_sessions(db, uid);
+        rc = revoke_user_sessions(db, uid, c->secret);
     if (rc == 0) {
         char at[32];
         cm_format_time(now_us, at);
@@ -658,9 +709,10 @@ static int reset_apply_tx(cm_db_t *db, void *vctx)
     return rc;
 }
 
-int auth_store_reset_apply(cm_db_pool_t *pool, const char *hash, const char *password_hash)
+int auth_store_reset_apply(cm_db_pool_t *pool, const uint8_t *secret, const char *hash,
+                           const char *password_hash)
 {
-    reset_apply_ctx_t c = {.hash = hash, .password_hash = password_hash};
+    reset_apply_ctx_t c = {.hash = hash, .password_hash = password_hash, .secret = secret};
     return cm_db_tx(pool, reset_apply_tx, &c);
 }
 

@@ -96,15 +96,28 @@ CM_MUST_CHECK int auth_store_set_password_hash(cm_db_pool_t *pool, const char *u
 
 /* ---- login throttling (in the database so replicas share it) ----------------- */
 /*
- * account is "user:<id>" for an existing account, else "name:<ident>" (case
- * is ignored); ip is the client address or "". Both only ever reach the
- * table hashed: rows "pair:" (progressive, per account and address, up to
- * AUTH_THROTTLE_PAIR_MAX_S) and "acct:" (a ceiling over every address, up
- * to AUTH_THROTTLE_ACCOUNT_MAX_S).
+ * account is "user:<id>" for an existing account, else "name:<ident>" (ASCII
+ * case is ignored); ip is the client address or "". Both only ever reach
+ * the table as HMAC-SHA256 under secret (AUTH_THROTTLE_SECRET_LEN bytes,
+ * derived from the signing key, so a dictionary of names or emails cannot
+ * undo them): rows "pair:<hex>" (progressive, per account and address, up
+ * to AUTH_THROTTLE_PAIR_MAX_S) and "acct:<hex>" (a ceiling over every
+ * address, up to AUTH_THROTTLE_ACCOUNT_MAX_S).
  */
+#define AUTH_THROTTLE_SECRET_LEN 32
+/** Room for a throttle key: the longest prefix ("reset:"), 64 hex digits and the NUL. */
+#define AUTH_THROTTLE_KEY_MAX 72
+
+/**
+ * Writes prefix + hex(HMAC-SHA256(secret, prefix NUL lower(a) NUL b)) to
+ * out; b may be NULL. Exposed for tests.
+ */
+void auth_throttle_key(const uint8_t *secret, const char *prefix, const char *a, const char *b,
+                       char out[AUTH_THROTTLE_KEY_MAX]);
 
 /** Sets *retry_after_s to the seconds left while the pair or the account is locked, else 0. */
-CM_MUST_CHECK int auth_store_throttle_check(cm_db_pool_t *pool, const char *account, const char *ip,
+CM_MUST_CHECK int auth_store_throttle_check(cm_db_pool_t *pool, const uint8_t *secret,
+                                            const char *account, const char *ip,
                                             int64_t *retry_after_s);
 
 /**
@@ -114,10 +127,12 @@ CM_MUST_CHECK int auth_store_throttle_check(cm_db_pool_t *pool, const char *acco
  * 2^(failures - 20) s, capped as above. Counts restart after an hour
  * without failures.
  */
-CM_MUST_CHECK int auth_store_throttle_fail(cm_db_pool_t *pool, const char *account, const char *ip);
+CM_MUST_CHECK int auth_store_throttle_fail(cm_db_pool_t *pool, const uint8_t *secret,
+                                           const char *account, const char *ip);
 
 /** Forgets the pair's failures (after a successful login); the account's stay. */
-CM_MUST_CHECK int auth_store_throttle_pass(cm_db_pool_t *pool, const char *account, const char *ip);
+CM_MUST_CHECK int auth_store_throttle_pass(cm_db_pool_t *pool, const uint8_t *secret,
+                                           const char *account, const char *ip);
 
 /* ---- refresh tokens --------------------------------------------------------- */
 /*
@@ -168,12 +183,13 @@ CM_MUST_CHECK int auth_store_logout(cm_db_pool_t *pool, const char *hash);
  * For the account with this email (if any, and if it had fewer than
  * AUTH_RESETS_PER_HOUR reset tokens in the last hour): stores the reset
  * token hash and writes reset.requested with the sealed token. *issued
- * says whether it did. Absent accounts are not an error. Known or not, the
- * transaction writes (a "reset:<sha256 of the address>" row of
- * login_throttle), so both commit with the same flush: same time.
+ * says whether it did. Absent accounts are not an error. Known or not, the * transaction writes (a
+ * "reset:<HMAC of the address under secret>" row of login_throttle), so both commit with the same
+ * flush: same time.
  */
-CM_MUST_CHECK int auth_store_reset_request(cm_db_pool_t *pool, const char *email, const char *hash,
-                                           const char *sealed, bool *issued);
+CM_MUST_CHECK int auth_store_reset_request(cm_db_pool_t *pool, const uint8_t *secret,
+                                           const char *email, const char *hash, const char *sealed,
+                                           bool *issued);
 
 /** Finds the owner of an unused, unexpired token of kind ("verify"/"reset"). */
 CM_MUST_CHECK int auth_store_token_owner(cm_db_pool_t *pool, const char *kind, const char *hash,
@@ -186,8 +202,8 @@ CM_MUST_CHECK int auth_store_token_owner(cm_db_pool_t *pool, const char *kind, c
  * the user, clears the account's login throttle and writes
  * password.changed.
  */
-CM_MUST_CHECK int auth_store_reset_apply(cm_db_pool_t *pool, const char *hash,
-                                         const char *password_hash);
+CM_MUST_CHECK int auth_store_reset_apply(cm_db_pool_t *pool, const uint8_t *secret,
+                                         const char *hash, const char *password_hash);
 
 /**
  * In one transaction: uses the verify token (CM_ENOTFOUND when unknown,

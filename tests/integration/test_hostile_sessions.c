@@ -533,11 +533,13 @@ static void forgot_password_takes_as_long_for_unknown_as_for_known_addresses(voi
             known[i] = timed_forgot(gw, str(users[i % KNOWN_USERS], "email"));
         }
     }
-    /* The unknown path wrote too (its hashed mark), as the known one did. */
-    assert_int_equal(t_db_count("SELECT 1 FROM auth.login_throttle WHERE key = 'reset:' || "
-                                "encode(sha256(convert_to(lower($1), 'UTF8')), 'hex')",
-                                ghost, NULL),
-                     1);
+    /* The unknown path writes too (its keyed-hashed mark), as the known one does. */
+    int marks =
+        t_db_count("SELECT 1 FROM auth.login_throttle WHERE key LIKE 'reset:%'", NULL, NULL);
+    snprintf(ghost, sizeof ghost, "ghost_%s@example.com", t_unique());
+    (void)timed_forgot(gw, ghost);
+    assert_true(t_db_count("SELECT 1 FROM auth.login_throttle WHERE key LIKE 'reset:%'", NULL,
+                           NULL) > marks);
     qsort(known, FORGOT_ROUNDS, sizeof known[0], cmp_i64);
     qsort(unknown, FORGOT_ROUNDS, sizeof unknown[0], cmp_i64);
     int64_t mk = known[FORGOT_ROUNDS / 2], mu = unknown[FORGOT_ROUNDS / 2];

@@ -63,6 +63,9 @@ static void one_key_in_two_encodings_gives_the_same_successor(void **state)
     assert_int_equal(auth_derive_refresh_key(&a, pkcs8, l8), 0);
     assert_int_equal(auth_derive_refresh_key(&b, sec1, l1), 0);
     assert_memory_equal(a.refresh_key, b.refresh_key, sizeof a.refresh_key);
+    assert_memory_equal(a.throttle_key, b.throttle_key, sizeof a.throttle_key);
+    /* One scalar, two purposes: the keys differ. */
+    assert_memory_not_equal(a.refresh_key, a.throttle_key, sizeof a.refresh_key);
     char tok[CM_TOKEN_CHARS], ca[CM_TOKEN_CHARS], cb[CM_TOKEN_CHARS];
     cm_token_new(tok);
     successor(&a, tok, ca);
