@@ -7,7 +7,7 @@
  *   refresh token of the families it ended works, and a login that checked
  *   the old password opens no family; a second auth with other argon2
  *   parameters makes every login rehash, and no rehash ever replaces the
- *   newer password;
+ *   newer password; a reuse revocation racing a rotation leaves no child alive;
  * - the login throttle slows an attacker (429 + Retry-After) while the
  *   owner, from another address, logs in; the account ceiling is short and
  *   a reset clears everything at once; throttle keys are hashes;
@@ -384,6 +384,80 @@ static void no_refresh_token_from_before_a_reset_or_logout_survives_the_race(voi
     json_decref(u);
 }
 
+/* ---- reuse detection racing a rotation ------------------------------------------------ */
+
+#define REUSE_ITERATIONS 100
+
+typedef struct reuse_race {
+    const char *base, *stale, *current;
+    int delay_ms; /* spreads the theft over the rotator's run across iterations */
+    pthread_barrier_t start;
+    bag_t bag;
+} reuse_race_t;
+
+static void *reuse_rotator(void *arg)
+{
+    reuse_race_t *rr = arg;
+    char *cur = cm_xstrdup(rr->current);
+    pthread_barrier_wait(&rr->start);
+    for (int i = 0; i < MAX_ROTATIONS; i++) {
+        char *next = NULL;
+        if (refresh(rr->base, cur, &next) != 200)
+            break;
+        bag_add(&rr->bag, cur);
+        cur = next;
+    }
+    bag_add(&rr->bag, cur);
+    return NULL;
+}
+
+static void *reuse_thief(void *arg)
+{
+    reuse_race_t *rr = arg;
+    char *next = NULL;
+    pthread_barrier_wait(&rr->start);
+    t_sleep_ms(rr->delay_ms);
+    long s = refresh(rr->base, rr->stale, &next); /* a token two rotations old: theft */
+    if (s != 401)
+        fprintf(stderr, "reuse race: the stale token answered %ld\n", s);
+    free(next);
+    return NULL;
+}
+
+static void a_reuse_revocation_sees_every_child_a_concurrent_rotation_wrote(void **state)
+{
+    (void)state;
+    json_t *u = new_user("reuse");
+    char *auth = t_env(ENV, "AUTH_URL"), *pw = password(0);
+    reuse_race_t rr = {.base = auth};
+    pthread_mutex_init(&rr.bag.mu, NULL);
+    for (int k = 0; k < REUSE_ITERATIONS; k++) {
+        char *t0 = NULL, *t1 = NULL, *t2 = NULL;
+        assert_int_equal(login(auth, str(u, "username"), pw, NULL, &t0, NULL), 200);
+        assert_int_equal(refresh(auth, t0, &t1), 200);
+        assert_int_equal(refresh(auth, t1, &t2), 200);
+        rr.stale = t0, rr.current = t2, rr.bag.n = 0, rr.delay_ms = (k * 7) % 20;
+        pthread_barrier_init(&rr.start, NULL, 2);
+        pthread_t a, b;
+        assert_int_equal(pthread_create(&a, NULL, reuse_rotator, &rr), 0);
+        assert_int_equal(pthread_create(&b, NULL, reuse_thief, &rr), 0);
+        pthread_join(a, NULL);
+        pthread_join(b, NULL);
+        pthread_barrier_destroy(&rr.start);
+        for (int i = 0; i < rr.bag.n; i++) {
+            char *next = NULL;
+            long s = refresh(auth, rr.bag.tok[i], &next);
+            if (s != 401)
+                fail_msg("iteration %d: a token of the revoked family answered %ld", k, s);
+            free(rr.bag.tok[i]);
+        }
+        free(t0), free(t1), free(t2);
+    }
+    pthread_mutex_destroy(&rr.bag.mu);
+    free(pw), free(auth);
+    json_decref(u);
+}
+
 /* ---- throttling that protects the owner --------------------------------------------- */
 
 static long long retry_after_s(const char *v)
@@ -626,6 +700,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(no_refresh_token_from_before_a_reset_or_logout_survives_the_race,
                                   reap_instance),
+        cmocka_unit_test(a_reuse_revocation_sees_every_child_a_concurrent_rotation_wrote),
         cmocka_unit_test(the_owner_logs_in_from_another_address_while_the_attacker_is_throttled),
         cmocka_unit_test(a_distributed_attack_meets_a_short_ceiling_and_a_reset_clears_it),
         cmocka_unit_test(unknown_names_are_throttled_alike_and_never_stored),
