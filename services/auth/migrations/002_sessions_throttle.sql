@@ -8,9 +8,9 @@
 ALTER TABLE users ADD COLUMN session_epoch bigint NOT NULL DEFAULT 0;
 
 -- login_throttle holds every throttle row, told apart by the key's prefix:
--- "pair:<sha256>" per (account, client address), "acct:<sha256>" per
--- account, "reset:<sha256>" per forgot-password address. Keys are hashes,
--- so names of accounts that do not exist are never stored. account (the
+-- "pair:<hex>" per (account, client address), "acct:<hex>" per account,
+-- "reset:<hex>" per forgot-password address. Keys are HMAC-SHA256 (the
+-- service's key), so no name, existing or not, is ever stored. account (the
 -- acct key) lets a password reset clear the account's pair rows too.
 -- updated_at is set on every write; the retention sweep deletes by it.
 -- Rows of the old format held raw names: they are dropped, not converted.
