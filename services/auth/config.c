@@ -8,6 +8,7 @@
 
 #include "cm/config.h"
 #include "cm/crypto.h"
+#include "cm/util.h"
 
 static void load_seal_key(cm_cfg_t *c, auth_config_t *cfg)
 {
@@ -37,6 +38,55 @@ static void load_hashing(cm_cfg_t *c, auth_config_t *cfg)
     cfg->hash_queue = (int)cm_cfg_int(c, "HASH_QUEUE", 64, 1, 100000);
 }
 
+/* One entry "addr" or "addr/prefix" (len bytes, trimmed), checked by the common parser. */
+static int parse_net(const char *s, size_t len, auth_net_t *net)
+{
+    if (len == 0 || len >= sizeof net->cidr)
+        return CM_EINVAL;
+    memcpy(net->cidr, s, len);
+    net->cidr[len] = '\0';
+    return cm_cidr_check(net->cidr) == 0 ? 0 : CM_EINVAL;
+}
+
+int auth_nets_parse(const char *list, auth_net_t *out, int cap, int *n)
+{
+    *n = 0;
+    const char *p = list;
+    while (p && *p) {
+        p += strspn(p, " \t");
+        size_t len = strcspn(p, ",");
+        size_t trimmed = len;
+        while (trimmed > 0 && (p[trimmed - 1] == ' ' || p[trimmed - 1] == '\t'))
+            trimmed--;
+        if (*n >= cap || parse_net(p, trimmed, &out[*n]) != 0)
+            return CM_EINVAL;
+        (*n)++;
+        p += len;
+        if (*p == ',')
+            p++;
+    }
+    return *n > 0 ? 0 : CM_EINVAL;
+}
+
+bool auth_nets_contain(const auth_net_t *nets, int n, const char *ip)
+{
+    for (int i = 0; i < n; i++)
+        if (cm_cidr_match(ip, nets[i].cidr))
+            return true;
+    return false;
+}
+
+static void load_gateway_nets(cm_cfg_t *c, auth_config_t *cfg)
+{
+    char *list = cm_cfg_str(c, "GATEWAY_ADDRESSES", "127.0.0.1/32,::1/128");
+    if (auth_nets_parse(list, cfg->gateway_nets, AUTH_GATEWAY_NETS_MAX, &cfg->gateway_nets_count) !=
+        0)
+        cm_cfg_error(c, "GATEWAY_ADDRESSES",
+                     "a comma-separated list of 1 to %d addresses or CIDR blocks",
+                     AUTH_GATEWAY_NETS_MAX);
+    free(list);
+}
+
 int auth_config_load(auth_config_t *cfg)
 {
     static const cm_service_defaults_t defaults = {
@@ -48,6 +98,7 @@ int auth_config_load(auth_config_t *cfg)
     load_jwt(&c, cfg);
     load_seal_key(&c, cfg);
     load_hashing(&c, cfg);
+    load_gateway_nets(&c, cfg);
     if (cm_cfg_finish(&c) != 0) {
         auth_config_dispose(cfg);
         return CM_EINVAL;

@@ -5,11 +5,21 @@
 #ifndef AUTH_CONFIG_H
 #define AUTH_CONFIG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "cm/config.h"
 #include "cm/error.h"
+#include "cm/netaddr.h"
+
+/** At most this many entries in GATEWAY_ADDRESSES. */
+#define AUTH_GATEWAY_NETS_MAX 32
+
+/** One address or CIDR block as cm_cidr_check accepts it ("10.0.0.0/8", "::1"). */
+typedef struct auth_net {
+    char cidr[CM_IP_TEXT_MAX + 4]; /* the address, "/" and up to 3 digits */
+} auth_net_t;
 
 /** Every setting of linktr-auth; strings are owned by the struct. */
 typedef struct auth_config {
@@ -25,7 +35,24 @@ typedef struct auth_config {
     size_t argon2_memlimit;             /* ARGON2_MEMLIMIT_KIB (19456) in bytes */
     int hash_workers;                   /* HASH_WORKERS, 0 = cores */
     int hash_queue;                     /* HASH_QUEUE, 64 */
+    /* GATEWAY_ADDRESSES, "127.0.0.1/32,::1/128": peers whose X-Real-IP is believed. */
+    auth_net_t gateway_nets[AUTH_GATEWAY_NETS_MAX];
+    int gateway_nets_count;
 } auth_config_t;
+
+/**
+ * Parses a comma-separated list of addresses and CIDR blocks ("10.0.0.0/8,
+ * ::1") into out (room for cap entries); an address alone is a /32 or
+ * /128. Returns 0 with *n set, or CM_EINVAL naming nothing (the caller
+ * names the variable) on a malformed entry, an empty list or too many.
+ */
+CM_MUST_CHECK int auth_nets_parse(const char *list, auth_net_t *out, int cap, int *n);
+
+/**
+ * True if the textual address ip (IPv4, IPv6 or IPv4-mapped IPv6) lies in
+ * one of the n blocks of nets.
+ */
+bool auth_nets_contain(const auth_net_t *nets, int n, const char *ip);
 
 /**
  * Reads and validates every variable into *cfg. On a problem prints one

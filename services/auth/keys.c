@@ -5,6 +5,8 @@
 #include <string.h>
 
 #include <openssl/bio.h>
+#include <openssl/bn.h>
+#include <openssl/core_names.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <sodium.h>
@@ -42,6 +44,50 @@ out:
     BIO_free(rd);
     BIO_free(wr);
     return rc;
+}
+
+/* The private scalar of an EC P-256 key, big-endian, left-padded to 32 bytes. */
+static int private_scalar(const char *pem, size_t len, unsigned char out[32])
+{
+    int rc = CM_ECRYPTO;
+    BIGNUM *d = NULL;
+    EVP_PKEY *key = NULL;
+    BIO *rd = len <= MAX_KEY_FILE ? BIO_new_mem_buf(pem, (int)len) : NULL;
+    if (!rd || !(key = PEM_read_bio_PrivateKey(rd, NULL, NULL, NULL)))
+        goto out;
+    if (EVP_PKEY_get_bn_param(key, OSSL_PKEY_PARAM_PRIV_KEY, &d) != 1 ||
+        BN_bn2binpad(d, out, 32) != 32)
+        goto out;
+    rc = 0;
+out:
+    BN_clear_free(d);
+    EVP_PKEY_free(key);
+    BIO_free(rd);
+    return rc;
+}
+
+/* A 32-byte key for one purpose (context) from the scalar d: keyed BLAKE2b. */
+static void derive(const unsigned char d[32], const char *context, uint8_t out[32])
+{
+    crypto_generichash_state st;
+    crypto_generichash_init(&st, (const unsigned char *)context, strlen(context), 32);
+    crypto_generichash_update(&st, d, 32);
+    crypto_generichash_final(&st, out, 32);
+    sodium_memzero(&st, sizeof st);
+}
+
+int auth_derive_refresh_key(auth_app_t *app, const char *pem, size_t len)
+{
+    /* The scalar, not the file: the same key as SEC1 or PKCS#8 PEM, with or without
+     * comments, gives every replica the same successor for a retried refresh. */
+    unsigned char d[32];
+    int rc = private_scalar(pem, len, d);
+    if (rc != 0)
+        return rc;
+    derive(d, "linktr refresh successor v2", app->refresh_key);
+    derive(d, "linktr login throttle v1", app->throttle_key);
+    sodium_memzero(d, sizeof d);
+    return 0;
 }
 
 /* Older keys first (JWT_PUBLIC_KEYS, during a rotation), then our own. */
@@ -86,8 +132,8 @@ int auth_keys_load(auth_app_t *app)
     } else {
         rc = make_verifier(app, pem, len);
     }
-    if (rc == 0)
-        auth_derive_refresh_key(app, pem, len);
+    if (rc == 0 && (rc = auth_derive_refresh_key(app, pem, len)) != 0)
+        CM_ERROR(NULL, "config: JWT_PRIVATE_KEY_FILE: no private scalar to derive from");
     sodium_memzero(pem, len);
     free(pem);
     if (rc != 0)
@@ -102,4 +148,5 @@ void auth_keys_dispose(auth_app_t *app)
     app->signer = NULL;
     app->verifier = NULL;
     sodium_memzero(app->refresh_key, sizeof app->refresh_key);
+    sodium_memzero(app->throttle_key, sizeof app->throttle_key);
 }

@@ -16,6 +16,14 @@
  */
 CM_MUST_CHECK int auth_keys_load(auth_app_t *app);
 
+/** * Derives app->refresh_key and app->throttle_key from the private key PEM
+ * (len bytes; SEC1 "EC PRIVATE KEY" or PKCS#8 "PRIVATE KEY"): keyed
+ * BLAKE2b of the parsed private scalar, one context per key, so every
+ * encoding of one key gives the same successors and throttle keys.
+ * Returns 0, or CM_ECRYPTO when pem holds no EC private key.
+ */
+CM_MUST_CHECK int auth_derive_refresh_key(auth_app_t *app, const char *pem, size_t len);
+
 /** Frees the signer and verifier of app. NULL-safe members. */
 void auth_keys_dispose(auth_app_t *app);
 

@@ -163,17 +163,6 @@ void auth_metrics_register(auth_app_t *app, cm_metrics_t *m)
 
 /* ---- exposed pure helpers --------------------------------------------------------- */
 
-void auth_derive_refresh_key(auth_app_t *app, const char *pem, size_t len)
-{
-    static const char context[] = "linktr refresh successor v1";
-    crypto_generichash_state st;
-    crypto_generichash_init(&st, (const unsigned char *)context, sizeof context - 1,
-                            sizeof app->refresh_key);
-    crypto_generichash_update(&st, (const unsigned char *)pem, len);
-    crypto_generichash_final(&st, app->refresh_key, sizeof app->refresh_key);
-    sodium_memzero(&st, sizeof st);
-}
-
 void auth_refresh_child(const auth_app_t *app, const char *token, size_t len,
                         char out[CM_TOKEN_CHARS])
 {
@@ -203,25 +192,23 @@ static bool valid_ip(const char *s)
     return inet_pton(AF_INET, s, buf) == 1 || inet_pton(AF_INET6, s, buf) == 1;
 }
 
-void auth_client_ip(const char *peer, const char *xff, char out[46])
+/* Copies ip into out if it is a valid address; false (out untouched) otherwise. */
+static bool take_ip(const char *ip, char out[46])
+{
+    size_t n = ip ? strnlen(ip, 46) : 46;
+    if (n >= 46 || !valid_ip(ip))
+        return false;
+    memcpy(out, ip, n + 1);
+    return true;
+}
+
+void auth_client_ip(const auth_config_t *cfg, const char *peer, const char *real_ip, char out[46])
 {
     out[0] = '\0';
-    bool loopback = peer && (strcmp(peer, "127.0.0.1") == 0 || strcmp(peer, "::1") == 0 ||
-                             strcmp(peer, "::ffff:127.0.0.1") == 0);
-    if (loopback && xff) {
-        while (*xff == ' ' || *xff == '\t')
-            xff++;
-        size_t n = strcspn(xff, ", \t");
-        if (n > 0 && n < 46) {
-            memcpy(out, xff, n);
-            out[n] = '\0';
-            if (valid_ip(out))
-                return;
-        }
-        out[0] = '\0';
-    }
-    if (peer && strlen(peer) < 46 && valid_ip(peer))
-        snprintf(out, 46, "%s", peer);
+    bool gateway = auth_nets_contain(cfg->gateway_nets, cfg->gateway_nets_count, peer);
+    if (gateway && take_ip(real_ip, out))
+        return;
+    (void)take_ip(peer, out); /* not from the gateway, or a value it would never send */
 }
 
 /* ---- registration ----------------------------------------------------------------- */
@@ -293,7 +280,7 @@ static void create_user(cm_req_t *rq, const auth_app_t *app, const reg_input_t *
         reply_failure(rq, rc, "seal verify token");
         return;
     }
-    auth_client_ip(cm_req_peer(rq), cm_req_header(rq, "X-Forwarded-For"), ip);
+    auth_client_ip(app->cfg, cm_req_peer(rq), cm_req_header(rq, "X-Real-IP"), ip);
     auth_new_user_t nu = {.username = in->username,
                           .email = in->email,
                           .password_hash = pwhash,
@@ -340,25 +327,20 @@ out:
 
 /* ---- login -------------------------------------------------------------------------- */
 
-/* The throttle is per account; unknown names get their own key, so behaviour is the same. */
-static void throttle_key(const auth_user_t *u, bool found, const char *ident, char *out, size_t cap)
+/* The throttle's account: the user id when the name exists, else the name itself (keyed-hashed
+ * by the store), so unknown names are slowed down alike and reveal nothing. */
+static void throttle_account(const auth_user_t *u, bool found, const char *ident, cm_buf_t *out)
 {
-    if (found) {
-        snprintf(out, cap, "user:%s", u->id);
-        return;
-    }
-    snprintf(out, cap, "login:%s", ident);
-    size_t n = strlen(out);
-    for (size_t i = 6; i < n; i++)
-        if (out[i] >= 'A' && out[i] <= 'Z')
-            out[i] = (char)(out[i] - 'A' + 'a');
+    cm_buf_puts(out, found ? "user:" : "name:");
+    cm_buf_puts(out, found ? u->id : ident);
 }
 
-/* Replies 429 with Retry-After when the account is locked; returns non-zero then. */
-static int throttled_or_reply(cm_req_t *rq, const auth_app_t *app, const char *key)
+/* Replies 429 with Retry-After when the pair or the account is locked; returns non-zero then. */
+static int throttled_or_reply(cm_req_t *rq, const auth_app_t *app, const char *account,
+                              const char *ip)
 {
     int64_t wait_s = 0;
-    int rc = auth_store_throttle_check(app->db, key, &wait_s);
+    int rc = auth_store_throttle_check(app->db, app->throttle_key, account, ip, &wait_s);
     if (rc != 0) {
         reply_failure(rq, rc, "throttle check");
         return rc;
@@ -374,21 +356,27 @@ static int throttled_or_reply(cm_req_t *rq, const auth_app_t *app, const char *k
     return CM_EBUSY;
 }
 
-/* After the password matched: reset the throttle, rehash if needed, issue tokens. */
+/* After the password matched: clear the pair, rehash if needed, issue tokens. */
 static void login_success(cm_req_t *rq, const auth_app_t *app, const auth_user_t *u,
-                          const char *key, const char *pw, size_t plen, bool rehash)
+                          const char *account, const char *ip, const char *pw, size_t plen,
+                          bool rehash)
 {
-    if (auth_store_throttle_reset(app->db, key) != 0)
+    if (auth_store_throttle_pass(app->db, app->throttle_key, account, ip) != 0)
         CM_WARN(cm_req_id(rq), "could not reset the login throttle");
     char newhash[crypto_pwhash_STRBYTES];
+    /* Compare-and-set: a reset that committed meanwhile keeps its hash. */
     if (rehash && cm_password_hash(app->hash, pw, plen, newhash) == 0 &&
-        auth_store_set_password_hash(app->db, u->id, newhash) != 0)
-        CM_WARN(cm_req_id(rq), "could not store the rehashed password");
+        auth_store_set_password_hash(app->db, u->id, u->password_hash, newhash) != 0)
+        CM_INFO(cm_req_id(rq), "rehash skipped: the password changed meanwhile");
+    sodium_memzero(newhash, sizeof newhash);
     char refresh[CM_TOKEN_CHARS], hash[65];
     cm_token_new(refresh);
     cm_sha256_hex(refresh, strlen(refresh), hash);
-    int rc = auth_store_refresh_issue(app->db, u->id, hash, app->cfg->refresh_ttl_days);
-    if (rc != 0)
+    int rc = auth_store_refresh_issue(app->db, u->id, u->session_epoch, hash,
+                                      app->cfg->refresh_ttl_days);
+    if (rc == CM_ESTATE) /* a reset won: the password verified is no longer the password */
+        reply_unauthorized(rq, MSG_LOGIN_FAILED);
+    else if (rc != 0)
         reply_failure(rq, rc, "refresh issue");
     else
         reply_tokens(rq, app, u, refresh);
@@ -398,30 +386,35 @@ static void login_success(cm_req_t *rq, const auth_app_t *app, const auth_user_t
 static void login(cm_req_t *rq, const auth_app_t *app, const char *ident, const char *pw,
                   size_t plen)
 {
-    auth_user_t u;
+    auth_user_t u = {0};
     int rc = auth_store_user_by_login(app->db, ident, &u);
     if (rc != 0 && rc != CM_ENOTFOUND) {
         reply_failure(rq, rc, "login lookup");
         return;
     }
     bool found = rc == 0;
-    char key[LOGIN_MAX_BYTES + 16];
-    throttle_key(&u, found, ident, key, sizeof key);
-    if (throttled_or_reply(rq, app, key) != 0)
-        return;
+    char ip[46];
+    cm_buf_t account;
+    cm_buf_init(&account);
+    throttle_account(&u, found, ident, &account);
+    auth_client_ip(app->cfg, cm_req_peer(rq), cm_req_header(rq, "X-Real-IP"), ip);
+    if (throttled_or_reply(rq, app, account.data, ip) != 0)
+        goto out;
     bool rehash = false;
     rc = cm_password_verify(app->hash, found ? u.password_hash : NULL, pw, plen, &rehash);
     if (rc == 0 && found) {
         count(app->logins, "success");
-        login_success(rq, app, &u, key, pw, plen, rehash);
+        login_success(rq, app, &u, account.data, ip, pw, plen, rehash);
     } else if (rc == CM_EAUTH || rc == 0) {
         count(app->logins, "failure");
-        if (auth_store_throttle_fail(app->db, key) != 0)
+        if (auth_store_throttle_fail(app->db, app->throttle_key, account.data, ip) != 0)
             CM_WARN(cm_req_id(rq), "could not count a failed login");
         reply_unauthorized(rq, MSG_LOGIN_FAILED);
     } else {
         reply_failure(rq, rc, "password verify");
     }
+out:
+    cm_buf_dispose(&account);
     sodium_memzero(u.password_hash, sizeof u.password_hash);
 }
 
@@ -554,7 +547,7 @@ static void on_forgot(cm_req_t *rq, void *ctx)
     bool issued = false;
     int rc = sealed_token(app, hash, &sealed);
     if (rc == 0)
-        rc = auth_store_reset_request(app->db, email, hash, sealed, &issued);
+        rc = auth_store_reset_request(app->db, app->throttle_key, email, hash, sealed, &issued);
     free(sealed);
     if (rc != 0)
         reply_failure(rq, rc, "forgot password");
@@ -604,7 +597,7 @@ static void reset_password(cm_req_t *rq, const auth_app_t *app, const char *hash
     }
     rc = cm_password_hash(app->hash, pw, plen, pwhash);
     if (rc == 0)
-        rc = auth_store_reset_apply(app->db, hash, pwhash);
+        rc = auth_store_reset_apply(app->db, app->throttle_key, hash, pwhash);
     if (rc == CM_ENOTFOUND)
         reply_field_error(rq, "token", MSG_BAD_TOKEN);
     else if (rc != 0)

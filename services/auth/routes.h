@@ -29,6 +29,8 @@ typedef struct auth_app {
      * retried refresh within the grace window gets the same pair. Derived from
      * the JWT private key, hence equal on every replica. */
     uint8_t refresh_key[32];
+    /* Key of the login throttle's HMACs (store.h), derived the same way. */
+    uint8_t throttle_key[32];
     /* Counters (owned by the metrics registry; NULL when not registered). */
     cm_family_t *logins;        /* linktr_auth_logins_total{result} */
     cm_family_t *registrations; /* linktr_auth_registrations_total */
@@ -47,12 +49,6 @@ extern const size_t auth_nroutes;
 bool auth_ready(void *ctx, cm_buf_t *why);
 
 /**
- * Derives app->refresh_key from the private key PEM (len bytes). Exposed
- * for main and tests.
- */
-void auth_derive_refresh_key(auth_app_t *app, const char *pem, size_t len);
-
-/**
  * Writes the successor of a refresh token: base64url(HMAC-SHA256(key,
  * token)), CM_TOKEN_CHARS bytes with the NUL.
  */
@@ -63,10 +59,12 @@ void auth_refresh_child(const auth_app_t *app, const char *token, size_t len,
 bool auth_token_well_formed(const char *s, size_t len);
 
 /**
- * Picks the client address for registration_ip: the first X-Forwarded-For
- * entry when the peer is loopback (the gateway), else the peer. Writes ""
- * when neither is a valid IP address. out has room for 46 bytes.
+ * Picks the client address (registration_ip, the login throttle): the
+ * X-Real-IP value real_ip when the peer lies in cfg->gateway_nets (the
+ * gateway decided it from X-Forwarded-For) and a valid address, else the
+ * peer itself. X-Forwarded-For is never read. Writes "" when the peer is
+ * not a valid IP address either. out has room for 46 bytes.
  */
-void auth_client_ip(const char *peer, const char *xff, char out[46]);
+void auth_client_ip(const auth_config_t *cfg, const char *peer, const char *real_ip, char out[46]);
 
 #endif

@@ -1,13 +1,13 @@
 /* All SQL of the auth service (see store.h). */
 #include "store.h"
 
+#include <assert.h>
 #include <stdio.h>
 #include <string.h>
-
 #include <jansson.h>
 
 #include "cm/events.h"
-#include "cm/kafka.h"
+#include "cm/outbox.h"
 #include "cm/log.h"
 #include "cm/util.h"
 
@@ -17,7 +17,7 @@
 #define USER_SELECT                                                                                \
     "SELECT u.id, u.username, u.email, u.password_hash, u.referral_code, "                         \
     "coalesce(r.referral_code, ''), u.email_verified_at IS NOT NULL, "                             \
-    "(extract(epoch FROM u.created_at) * 1000000)::bigint "                                        \
+    "(extract(epoch FROM u.created_at) * 1000000)::bigint, u.session_epoch "                       \
     "FROM users u LEFT JOIN users r ON r.id = u.referred_by "
 
 /* Runs one prepared statement on a connection of its own. */
@@ -57,13 +57,13 @@ static int col_int(const PGresult *r, int row, int col, int64_t *out)
 static int parse_user(const PGresult *r, int row, auth_user_t *u)
 {
     memset(u, 0, sizeof *u);
-    if (PQnfields(r) < 8 || copy_col(r, row, 0, u->id, sizeof u->id) != 0 ||
+    if (PQnfields(r) < 9 || copy_col(r, row, 0, u->id, sizeof u->id) != 0 ||
         copy_col(r, row, 1, u->username, sizeof u->username) != 0 ||
         copy_col(r, row, 2, u->email, sizeof u->email) != 0 ||
         copy_col(r, row, 3, u->password_hash, sizeof u->password_hash) != 0 ||
         copy_col(r, row, 4, u->referral_code, sizeof u->referral_code) != 0 ||
         copy_col(r, row, 5, u->referred_by, sizeof u->referred_by) != 0 ||
-        col_int(r, row, 7, &u->created_us) != 0)
+        col_int(r, row, 7, &u->created_us) != 0 || col_int(r, row, 8, &u->session_epoch) != 0)
         return CM_EDB;
     u->email_verified = PQgetvalue(r, row, 6)[0] == 't';
     return 0;
@@ -269,71 +269,158 @@ int auth_store_register(cm_db_pool_t *pool, const auth_new_user_t *in, auth_user
     return 0;
 }
 
-int auth_store_set_password_hash(cm_db_pool_t *pool, const char *user_id, const char *hash)
+int auth_store_set_password_hash(cm_db_pool_t *pool, const char *user_id, const char *old_hash,
+                                 const char *new_hash)
 {
-    const char *p[2] = {user_id, hash};
-    return run(pool, "auth_set_hash", "UPDATE users SET password_hash = $2 WHERE id = $1::uuid", 2,
-               p, NULL);
+    const char *p[3] = {user_id, old_hash, new_hash};
+    PGresult *r = NULL;
+    int rc = run(pool, "auth_set_hash",
+                 "UPDATE users SET password_hash = $3 WHERE id = $1::uuid AND password_hash = $2 "
+                 "RETURNING 1",
+                 3, p, &r);
+    if (rc != 0)
+        return rc;
+    rc = PQntuples(r) == 1 ? 0 : CM_ECONFLICT;
+    PQclear(r);
+    return rc;
 }
 
 /* ---- login throttling ------------------------------------------------------------ */
 
-int auth_store_throttle_check(cm_db_pool_t *pool, const char *key, int64_t *retry_after_s)
+static void hmac_lower(crypto_auth_hmacsha256_state *st, const char *s)
+{
+    unsigned char chunk[64];
+    size_t n = 0;
+    for (; *s; s++) {
+        char c = *s;
+        chunk[n++] = (unsigned char)(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+        if (n == sizeof chunk) {
+            crypto_auth_hmacsha256_update(st, chunk, n);
+            n = 0;
+        }
+    }
+    crypto_auth_hmacsha256_update(st, chunk, n);
+}
+
+void auth_throttle_key(const uint8_t *secret, const char *prefix, const char *a, const char *b,
+                       char out[AUTH_THROTTLE_KEY_MAX])
+{
+    static const unsigned char nul = 0;
+    unsigned char mac[crypto_auth_hmacsha256_BYTES];
+    crypto_auth_hmacsha256_state st;
+    size_t plen = strlen(prefix);
+    assert(plen + 2 * sizeof mac < AUTH_THROTTLE_KEY_MAX);
+    crypto_auth_hmacsha256_init(&st, secret, AUTH_THROTTLE_SECRET_LEN);
+    crypto_auth_hmacsha256_update(&st, (const unsigned char *)prefix, plen);
+    crypto_auth_hmacsha256_update(&st, &nul, 1);
+    hmac_lower(&st, a);
+    crypto_auth_hmacsha256_update(&st, &nul, 1);
+    if (b)
+        crypto_auth_hmacsha256_update(&st, (const unsigned char *)b, strlen(b));
+    crypto_auth_hmacsha256_final(&st, mac);
+    memcpy(out, prefix, plen);
+    sodium_bin2hex(out + plen, AUTH_THROTTLE_KEY_MAX - plen, mac, sizeof mac);
+    sodium_memzero(&st, sizeof st);
+}
+
+/* The account's key and the (account, address) pair's key. */
+static void pair_keys(const uint8_t *secret, const char *account, const char *ip,
+                      char acct[AUTH_THROTTLE_KEY_MAX], char pair[AUTH_THROTTLE_KEY_MAX])
+{
+    auth_throttle_key(secret, "acct:", account, NULL, acct);
+    auth_throttle_key(secret, "pair:", account, ip ? ip : "", pair);
+}
+
+int auth_store_throttle_check(cm_db_pool_t *pool, const uint8_t *secret, const char *account,
+                              const char *ip, int64_t *retry_after_s)
 {
     static const char sql[] =
-        "SELECT ceil(extract(epoch FROM locked_until - now()))::bigint FROM login_throttle "
-        "WHERE key = $1 AND locked_until > now()";
-    const char *p[1] = {key};
+        "SELECT coalesce(max(ceil(extract(epoch FROM locked_until - now()))), 0)::bigint "
+        "FROM login_throttle WHERE key IN ($1, $2) AND locked_until > now()";
+    char acct[AUTH_THROTTLE_KEY_MAX], pair[AUTH_THROTTLE_KEY_MAX];
+    pair_keys(secret, account, ip, acct, pair);
+    const char *p[2] = {acct, pair};
     PGresult *r = NULL;
     *retry_after_s = 0;
-    int rc = run(pool, "auth_throttle_check", sql, 1, p, &r);
+    int rc = run(pool, "auth_throttle_check", sql, 2, p, &r);
     if (rc != 0)
         return rc;
-    if (PQntuples(r) == 1 && col_int(r, 0, 0, retry_after_s) == 0 && *retry_after_s < 1)
-        *retry_after_s = 1;
+    if (PQntuples(r) == 1 && col_int(r, 0, 0, retry_after_s) == 0 && *retry_after_s < 0)
+        *retry_after_s = 0;
     PQclear(r);
     return 0;
 }
 
-int auth_store_throttle_fail(cm_db_pool_t *pool, const char *key)
+/* N is the failure count after this one; an hour without failures starts over. */
+#define N "(CASE WHEN t.updated_at < now() - interval '1 hour' THEN 1 ELSE t.failures + 1 END)"
+/* Locked from the free-th failure for 2^(N - free) s, at most max s. */
+#define LOCK(free, max)                                                                            \
+    "CASE WHEN " N " >= " free "::int THEN now() + make_interval(secs => "                         \
+    "least(" max "::int, power(2, least(" N " - " free "::int, 20)))) END"
+
+int auth_store_throttle_fail(cm_db_pool_t *pool, const uint8_t *secret, const char *account,
+                             const char *ip)
 {
+    /* One statement for both rows, always in this order (acct, then pair): no deadlock
+     * between two failures. The pair row names its account so a reset can clear it. */
     static const char sql[] =
-        "INSERT INTO login_throttle AS t (key, failures) VALUES ($1, 1) "
-        "ON CONFLICT (key) DO UPDATE SET failures = t.failures + 1, locked_until = "
-        "CASE WHEN t.failures + 1 >= $2::int THEN now() + make_interval(secs => "
-        "least(900, power(2, least(t.failures + 1 - $2::int, 20)))) ELSE NULL END";
-    char free_failures[16];
-    snprintf(free_failures, sizeof free_failures, "%d", AUTH_THROTTLE_FREE_FAILURES);
-    const char *p[2] = {key, free_failures};
-    return run(pool, "auth_throttle_fail", sql, 2, p, NULL);
+        "INSERT INTO login_throttle AS t (key, account, failures) VALUES ($1, NULL, 1), "
+        "($2, $1, 1) ON CONFLICT (key) DO UPDATE SET failures = " N ", updated_at = now(), "
+        "locked_until = CASE WHEN t.account IS NULL THEN " LOCK("$5", "$6") " ELSE " LOCK(
+            "$3", "$4") " END";
+    char pf[16], pm[16], af[16], am[16];
+    snprintf(pf, sizeof pf, "%d", AUTH_THROTTLE_FREE_FAILURES);
+    snprintf(pm, sizeof pm, "%d", AUTH_THROTTLE_PAIR_MAX_S);
+    snprintf(af, sizeof af, "%d", AUTH_THROTTLE_ACCOUNT_FREE);
+    snprintf(am, sizeof am, "%d", AUTH_THROTTLE_ACCOUNT_MAX_S);
+    char acct[AUTH_THROTTLE_KEY_MAX], pair[AUTH_THROTTLE_KEY_MAX];
+    pair_keys(secret, account, ip, acct, pair);
+    const char *p[6] = {acct, pair, pf, pm, af, am};
+    return run(pool, "auth_throttle_fail", sql, 6, p, NULL);
 }
 
-int auth_store_throttle_reset(cm_db_pool_t *pool, const char *key)
+#undef LOCK
+#undef N
+
+int auth_store_throttle_pass(cm_db_pool_t *pool, const uint8_t *secret, const char *account,
+                             const char *ip)
 {
-    const char *p[1] = {key};
-    return run(pool, "auth_throttle_reset", "DELETE FROM login_throttle WHERE key = $1", 1, p,
-               NULL);
+    char acct[AUTH_THROTTLE_KEY_MAX], pair[AUTH_THROTTLE_KEY_MAX];
+    pair_keys(secret, account, ip, acct, pair);
+    const char *p[1] = {pair};
+    return run(pool, "auth_throttle_pass", "DELETE FROM login_throttle WHERE key = $1", 1, p, NULL);
 }
 
 /* ---- refresh tokens ------------------------------------------------------------------ */
 
-int auth_store_refresh_issue(cm_db_pool_t *pool, const char *user_id, const char *hash,
-                             int ttl_days)
+int auth_store_refresh_issue(cm_db_pool_t *pool, const char *user_id, int64_t epoch,
+                             const char *hash, int ttl_days)
 {
+    /* The lock waits for a reset in flight; its re-check then sees the new epoch. */
     static const char sql[] =
+        "WITH u AS (SELECT id FROM users WHERE id = $2::uuid AND session_epoch = $4::bigint "
+        "FOR NO KEY UPDATE) "
         "INSERT INTO refresh_tokens (token_hash, user_id, family_id, expires_at) "
-        "VALUES ($1, $2::uuid, gen_random_uuid(), now() + make_interval(days => $3::int))";
-    char days[16];
+        "SELECT $1, u.id, gen_random_uuid(), now() + make_interval(days => $3::int) FROM u "
+        "RETURNING 1";
+    char days[16], ep[24];
     snprintf(days, sizeof days, "%d", ttl_days);
-    const char *p[3] = {hash, user_id, days};
-    return run(pool, "auth_refresh_issue", sql, 3, p, NULL);
+    snprintf(ep, sizeof ep, "%lld", (long long)epoch);
+    const char *p[4] = {hash, user_id, days, ep};
+    PGresult *r = NULL;
+    int rc = run(pool, "auth_refresh_issue", sql, 4, p, &r);
+    if (rc != 0)
+        return rc;
+    rc = PQntuples(r) == 1 ? 0 : CM_ESTATE;
+    PQclear(r);
+    return rc;
 }
 
 typedef struct rot_ctx {
     const char *hash, *child;
     int grace_s, ttl_days;
     auth_refresh_outcome_t outcome;
-    char user_id[37];
+    auth_user_t *user;
     char family[37];
 } rot_ctx_t;
 
@@ -346,73 +433,77 @@ static int revoke_family(cm_db_t *db, const char *family)
                           1, p, NULL);
 }
 
-static int rotate(cm_db_t *db, rot_ctx_t *c)
+/* Locks the owner of the token hash and reads it into *u; CM_ENOTFOUND for no such token. */
+static int lock_owner(cm_db_t *db, const char *hash, auth_user_t *u)
 {
-    static const char sql[] =
-        "WITH old AS (UPDATE refresh_tokens SET revoked_at = now(), replaced_by = $2 "
-        "WHERE token_hash = $1 RETURNING user_id, family_id) "
-        "INSERT INTO refresh_tokens (token_hash, user_id, family_id, parent_hash, expires_at) "
-        "SELECT $2, user_id, family_id, $1, now() + make_interval(days => $3::int) FROM old";
-    char days[16];
-    snprintf(days, sizeof days, "%d", c->ttl_days);
-    const char *p[3] = {c->hash, c->child, days};
-    c->outcome = AUTH_REFRESH_ROTATED;
-    return cm_db_prepared(db, "auth_refresh_rotate", sql, 3, p, NULL);
+    const char *p[1] = {hash};
+    return fetch_user(db, NULL, "auth_lock_owner",
+                      USER_SELECT "WHERE u.id = (SELECT user_id FROM refresh_tokens "
+                                  "WHERE token_hash = $1) FOR NO KEY UPDATE OF u",
+                      1, p, u);
 }
 
-/* A rotated token presented again: the same child within the grace window, else theft. */
+/* A rotated token presented again: the same live child within the grace window, else theft. */
 static int replayed(cm_db_t *db, rot_ctx_t *c, const PGresult *row)
 {
-    bool same_child = strcmp(PQgetvalue(row, 0, 3), c->child) == 0;
+    bool same_child = strcmp(PQgetvalue(row, 0, 2), c->child) == 0;
+    bool child_live = PQgetvalue(row, 0, 5)[0] == 't';
     int64_t age_ms = 0;
-    int rc = col_int(row, 0, 4, &age_ms);
+    int rc = col_int(row, 0, 3, &age_ms);
     if (rc != 0)
         return rc;
-    if (same_child && age_ms <= (int64_t)c->grace_s * 1000) {
-        const char *p[1] = {c->child};
-        PGresult *r = NULL;
-        rc = cm_db_prepared(db, "auth_refresh_child_live",
-                            "SELECT 1 FROM refresh_tokens WHERE token_hash = $1 "
-                            "AND revoked_at IS NULL AND expires_at > now()",
-                            1, p, &r);
-        if (rc != 0)
-            return rc;
-        bool live = PQntuples(r) == 1;
-        PQclear(r);
-        if (live) {
-            c->outcome = AUTH_REFRESH_GRACE;
-            return 0;
-        }
+    if (same_child && child_live && age_ms <= (int64_t)c->grace_s * 1000) {
+        c->outcome = AUTH_REFRESH_GRACE;
+        return 0;
     }
     c->outcome = AUTH_REFRESH_REUSED;
     return revoke_family(db, c->family);
 }
 
+/*
+ * Under the user lock, one statement rotates the token if it is current and
+ * reports the state it found (all CTEs share one snapshot, and the lock
+ * keeps anyone else from changing this user's tokens meanwhile).
+ */
 static int rotate_tx(cm_db_t *db, void *vctx)
 {
     static const char sql[] =
-        "SELECT user_id, family_id, revoked_at IS NOT NULL, coalesce(replaced_by, ''), "
-        "coalesce((extract(epoch FROM now() - revoked_at) * 1000)::bigint, 0), "
-        "expires_at > now() FROM refresh_tokens WHERE token_hash = $1 FOR UPDATE";
+        "WITH cur AS (SELECT family_id, revoked_at IS NOT NULL AS revoked, "
+        "coalesce(replaced_by, '') AS child, "
+        "coalesce((extract(epoch FROM now() - revoked_at) * 1000)::bigint, 0) AS age_ms, "
+        "expires_at > now() AS live, coalesce((SELECT c.revoked_at IS NULL AND "
+        "c.expires_at > now() FROM refresh_tokens c WHERE c.token_hash = t.replaced_by), "
+        "false) AS child_live FROM refresh_tokens t WHERE token_hash = $1), "
+        "old AS (UPDATE refresh_tokens SET revoked_at = now(), replaced_by = $2 "
+        "WHERE token_hash = $1 AND revoked_at IS NULL AND expires_at > now() "
+        "RETURNING user_id, family_id), "
+        "ins AS (INSERT INTO refresh_tokens (token_hash, user_id, family_id, parent_hash, "
+        "expires_at) SELECT $2, user_id, family_id, $1, now() + make_interval(days => $3::int) "
+        "FROM old RETURNING 1) "
+        "SELECT family_id, revoked, child, age_ms, live, child_live, "
+        "(SELECT count(*) FROM ins) FROM cur";
     rot_ctx_t *c = vctx;
-    const char *p[1] = {c->hash};
-    PGresult *r = NULL;
     c->outcome = AUTH_REFRESH_INVALID;
-    int rc = cm_db_prepared(db, "auth_refresh_lock", sql, 1, p, &r);
+    int rc = lock_owner(db, c->hash, c->user);
+    if (rc == CM_ENOTFOUND)
+        return 0;
     if (rc != 0)
         return rc;
-    if (PQntuples(r) != 1 || PQgetvalue(r, 0, 5)[0] != 't')
-        goto out; /* unknown or expired */
-    rc = copy_col(r, 0, 0, c->user_id, sizeof c->user_id);
-    if (rc == 0)
-        rc = copy_col(r, 0, 1, c->family, sizeof c->family);
+    char days[16];
+    snprintf(days, sizeof days, "%d", c->ttl_days);
+    const char *p[3] = {c->hash, c->child, days};
+    PGresult *r = NULL;
+    rc = cm_db_prepared(db, "auth_refresh_rotate", sql, 3, p, &r);
     if (rc != 0)
-        goto out;
-    if (PQgetvalue(r, 0, 2)[0] != 't')
-        rc = rotate(db, c);
-    else if (PQgetvalue(r, 0, 3)[0] != '\0')
+        return rc;
+    if (PQntuples(r) != 1 || (rc = copy_col(r, 0, 0, c->family, sizeof c->family)) != 0)
+        goto out; /* deleted meanwhile: INVALID */
+    if (PQgetvalue(r, 0, 6)[0] == '1')
+        c->outcome = AUTH_REFRESH_ROTATED;
+    else if (PQgetvalue(r, 0, 4)[0] == 't' && PQgetvalue(r, 0, 1)[0] == 't' &&
+             PQgetvalue(r, 0, 2)[0] != '\0')
         rc = replayed(db, c, r);
-    /* else revoked without a successor: logged out or revoked family → INVALID */
+    /* else expired, or revoked without a successor (logout, reset): INVALID */
 out:
     PQclear(r);
     return rc;
@@ -422,40 +513,65 @@ int auth_store_refresh_rotate(cm_db_pool_t *pool, const char *hash, const char *
                               int grace_s, int ttl_days, auth_refresh_outcome_t *outcome,
                               auth_user_t *user)
 {
-    rot_ctx_t c = {.hash = hash, .child = child_hash, .grace_s = grace_s, .ttl_days = ttl_days};
+    rot_ctx_t c = {
+        .hash = hash, .child = child_hash, .grace_s = grace_s, .ttl_days = ttl_days, .user = user};
     int rc = cm_db_tx(pool, rotate_tx, &c);
     if (rc != 0)
         return rc;
     *outcome = c.outcome;
     if (c.outcome == AUTH_REFRESH_REUSED)
-        CM_WARN(NULL, "security: refresh token reuse for user %s; family %s revoked", c.user_id,
+        CM_WARN(NULL, "security: refresh token reuse for user %s; family %s revoked", user->id,
                 c.family);
-    if (c.outcome == AUTH_REFRESH_ROTATED || c.outcome == AUTH_REFRESH_GRACE)
-        return auth_store_user_by_id(pool, c.user_id, user);
+    sodium_memzero(user->password_hash, sizeof user->password_hash);
+    return 0;
+}
+
+typedef struct logout_ctx {
+    const char *hash;
+    bool found;
+} logout_ctx_t;
+
+static int logout_tx(cm_db_t *db, void *vctx)
+{
+    static const char lock[] = "SELECT 1 FROM users WHERE id = (SELECT user_id FROM refresh_tokens "
+                               "WHERE token_hash = $1 AND expires_at > now()) FOR NO KEY UPDATE";
+    static const char sql[] =
+        "UPDATE refresh_tokens t SET revoked_at = now() FROM refresh_tokens f "
+        "WHERE f.token_hash = $1 AND t.family_id = f.family_id AND t.revoked_at IS NULL "
+        "RETURNING 1";
+    logout_ctx_t *c = vctx;
+    const char *p[1] = {c->hash};
+    PGresult *r = NULL;
+    c->found = false;
+    int rc = cm_db_prepared(db, "auth_logout_lock", lock, 1, p, &r);
+    if (rc != 0)
+        return rc;
+    bool owner = PQntuples(r) == 1;
+    PQclear(r);
+    if (!owner)
+        return 0;
+    rc = cm_db_prepared(db, "auth_logout", sql, 1, p, &r);
+    if (rc != 0)
+        return rc;
+    c->found = PQntuples(r) > 0;
+    PQclear(r);
     return 0;
 }
 
 int auth_store_logout(cm_db_pool_t *pool, const char *hash)
 {
-    static const char sql[] =
-        "WITH f AS (SELECT family_id FROM refresh_tokens WHERE token_hash = $1 "
-        "AND expires_at > now()) "
-        "UPDATE refresh_tokens t SET revoked_at = now() FROM f "
-        "WHERE t.family_id = f.family_id AND t.revoked_at IS NULL RETURNING 1";
-    const char *p[1] = {hash};
-    PGresult *r = NULL;
-    int rc = run(pool, "auth_logout", sql, 1, p, &r);
+    logout_ctx_t c = {.hash = hash};
+    int rc = cm_db_tx(pool, logout_tx, &c);
     if (rc != 0)
         return rc;
-    rc = PQntuples(r) > 0 ? 0 : CM_ENOTFOUND;
-    PQclear(r);
-    return rc;
+    return c.found ? 0 : CM_ENOTFOUND;
 }
 
 /* ---- one-time tokens ---------------------------------------------------------------- */
 
 typedef struct reset_req_ctx {
     const char *email, *hash, *sealed;
+    char mark[AUTH_THROTTLE_KEY_MAX];
     bool issued;
 } reset_req_ctx_t;
 
@@ -465,11 +581,18 @@ static int reset_request_tx(cm_db_t *db, void *vctx)
         "SELECT id, username, email, (SELECT count(*) FROM one_time_tokens t WHERE "
         "t.user_id = u.id AND t.kind = 'reset' AND t.created_at > now() - interval '1 hour') "
         "FROM users u WHERE lower(email) = lower($1) FOR UPDATE";
+    /* Known address or not, this write makes both commits flush the WAL alike. */
+    static const char mark[] =
+        "INSERT INTO login_throttle AS t (key, failures) VALUES ($1, 1) ON CONFLICT (key) "
+        "DO UPDATE SET failures = t.failures + 1, updated_at = now()";
     reset_req_ctx_t *c = vctx;
-    const char *p[1] = {c->email};
+    const char *p[1] = {c->email}, *pm[1] = {c->mark};
     PGresult *r = NULL;
     c->issued = false;
-    int rc = cm_db_prepared(db, "auth_reset_user", sql, 1, p, &r);
+    int rc = cm_db_prepared(db, "auth_reset_mark", mark, 1, pm, NULL);
+    if (rc != 0)
+        return rc;
+    rc = cm_db_prepared(db, "auth_reset_user", sql, 1, p, &r);
     if (rc != 0)
         return rc;
     int64_t recent = 0, expires_us = 0;
@@ -491,10 +614,11 @@ out:
     return rc;
 }
 
-int auth_store_reset_request(cm_db_pool_t *pool, const char *email, const char *hash,
-                             const char *sealed, bool *issued)
+int auth_store_reset_request(cm_db_pool_t *pool, const uint8_t *secret, const char *email,
+                             const char *hash, const char *sealed, bool *issued)
 {
     reset_req_ctx_t c = {.email = email, .hash = hash, .sealed = sealed};
+    auth_throttle_key(secret, "reset:", email, NULL, c.mark);
     int rc = cm_db_tx(pool, reset_request_tx, &c);
     *issued = rc == 0 && c.issued;
     return rc;
@@ -528,11 +652,16 @@ static int use_token(cm_db_t *db, const char *hash, const char *kind, char user_
 
 typedef struct reset_apply_ctx {
     const char *hash, *password_hash;
+    const uint8_t *secret;
 } reset_apply_ctx_t;
 
-static int revoke_user_sessions(cm_db_t *db, const char *uid)
+static int revoke_user_sessions(cm_db_t *db, const char *uid, const uint8_t *secret)
 {
     const char *p[1] = {uid};
+    char account[48], acct[AUTH_THROTTLE_KEY_MAX];
+    snprintf(account, sizeof account, "user:%s", uid);
+    auth_throttle_key(secret, "acct:", account, NULL, acct);
+    const char *pa[1] = {acct};
     int rc = cm_db_prepared(db, "auth_revoke_user",
                             "UPDATE refresh_tokens SET revoked_at = now() "
                             "WHERE user_id = $1::uuid AND revoked_at IS NULL",
@@ -542,6 +671,10 @@ static int revoke_user_sessions(cm_db_t *db, const char *uid)
                             "UPDATE one_time_tokens SET used_at = now() WHERE user_id = $1::uuid "
                             "AND kind = 'reset' AND used_at IS NULL",
                             1, p, NULL);
+    if (rc == 0) /* the owner who just proved control logs in at once */
+        rc = cm_db_prepared(db, "auth_clear_throttle",
+                            "DELETE FROM login_throttle WHERE key = $1 OR account = $1", 1, pa,
+                            NULL);
     return rc;
 }
 
@@ -555,7 +688,8 @@ static int reset_apply_tx(cm_db_t *db, void *vctx)
     const char *p[2] = {uid, c->password_hash};
     PGresult *r = NULL;
     rc = cm_db_prepared(db, "auth_reset_password",
-                        "UPDATE users SET password_hash = $2 WHERE id = $1::uuid RETURNING email, "
+                        "UPDATE users SET password_hash = $2, session_epoch = session_epoch + 1 "
+                        "WHERE id = $1::uuid RETURNING email, "
                         "(extract(epoch FROM now()) * 1000000)::bigint",
                         2, p, &r);
     if (rc != 0)
@@ -563,7 +697,7 @@ static int reset_apply_tx(cm_db_t *db, void *vctx)
     int64_t now_us = 0;
     rc = PQntuples(r) == 1 ? col_int(r, 0, 1, &now_us) : CM_ENOTFOUND;
     if (rc == 0)
-        rc = revoke_user_sessions(db, uid);
+        rc = revoke_user_sessions(db, uid, c->secret);
     if (rc == 0) {
         char at[32];
         cm_format_time(now_us, at);
@@ -575,9 +709,10 @@ static int reset_apply_tx(cm_db_t *db, void *vctx)
     return rc;
 }
 
-int auth_store_reset_apply(cm_db_pool_t *pool, const char *hash, const char *password_hash)
+int auth_store_reset_apply(cm_db_pool_t *pool, const uint8_t *secret, const char *hash,
+                           const char *password_hash)
 {
-    reset_apply_ctx_t c = {.hash = hash, .password_hash = password_hash};
+    reset_apply_ctx_t c = {.hash = hash, .password_hash = password_hash, .secret = secret};
     return cm_db_tx(pool, reset_apply_tx, &c);
 }
 

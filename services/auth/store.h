@@ -29,8 +29,14 @@
 #define AUTH_RESET_TTL_S (30 * 60)
 /** At most this many reset mails per account per hour. */
 #define AUTH_RESETS_PER_HOUR 3
-/** Failed logins before the throttle starts answering 429. */
+/** Failed logins of one (account, client address) pair before it is slowed down. */
 #define AUTH_THROTTLE_FREE_FAILURES 5
+/** Longest delay of one pair: 2^(failures - 5) s up to this. */
+#define AUTH_THROTTLE_PAIR_MAX_S 900
+/** Failed logins of one account, from every address, before the account ceiling applies. */
+#define AUTH_THROTTLE_ACCOUNT_FREE 20
+/** Longest delay of the account ceiling: short, so the owner is never locked out for long. */
+#define AUTH_THROTTLE_ACCOUNT_MAX_S 30
 
 /** A user row as the API shows it. The caller owns the struct. */
 typedef struct auth_user {
@@ -42,6 +48,7 @@ typedef struct auth_user {
     char referred_by[AUTH_CODE_LEN + 1]; /* the referrer's code, or "" */
     bool email_verified;
     int64_t created_us;
+    int64_t session_epoch; /* bumped by every password reset */
 } auth_user_t;
 
 /** What a registration writes. Every pointer is borrowed. */
@@ -79,31 +86,68 @@ CM_MUST_CHECK int auth_store_taken(cm_db_pool_t *pool, const char *username, con
 CM_MUST_CHECK int auth_store_register(cm_db_pool_t *pool, const auth_new_user_t *in,
                                       auth_user_t *out, const char **field);
 
-/** Replaces a user's password hash (rehash on login after a parameter change). */
+/**
+ * Rehash on login: replaces user_id's password hash old_hash by new_hash,
+ * compare-and-set, so it never overwrites a hash a reset wrote meanwhile.
+ * Returns 0, or CM_ECONFLICT when the hash is no longer old_hash.
+ */
 CM_MUST_CHECK int auth_store_set_password_hash(cm_db_pool_t *pool, const char *user_id,
-                                               const char *hash);
+                                               const char *old_hash, const char *new_hash);
 
-/* ---- login throttling (per account, in the database so replicas share it) -- */
+/* ---- login throttling (in the database so replicas share it) ----------------- */
+/*
+ * account is "user:<id>" for an existing account, else "name:<ident>" (ASCII
+ * case is ignored); ip is the client address or "". Both only ever reach
+ * the table as HMAC-SHA256 under secret (AUTH_THROTTLE_SECRET_LEN bytes,
+ * derived from the signing key, so a dictionary of names or emails cannot
+ * undo them): rows "pair:<hex>" (progressive, per account and address, up
+ * to AUTH_THROTTLE_PAIR_MAX_S) and "acct:<hex>" (a ceiling over every
+ * address, up to AUTH_THROTTLE_ACCOUNT_MAX_S).
+ */
+#define AUTH_THROTTLE_SECRET_LEN 32
+/** Room for a throttle key: the longest prefix ("reset:"), 64 hex digits and the NUL. */
+#define AUTH_THROTTLE_KEY_MAX 72
 
 /**
- * Sets *retry_after_s to the seconds left while key is locked, else 0.
+ * Writes prefix + hex(HMAC-SHA256(secret, prefix NUL lower(a) NUL b)) to
+ * out; b may be NULL. Exposed for tests.
  */
-CM_MUST_CHECK int auth_store_throttle_check(cm_db_pool_t *pool, const char *key,
+void auth_throttle_key(const uint8_t *secret, const char *prefix, const char *a, const char *b,
+                       char out[AUTH_THROTTLE_KEY_MAX]);
+
+/** Sets *retry_after_s to the seconds left while the pair or the account is locked, else 0. */
+CM_MUST_CHECK int auth_store_throttle_check(cm_db_pool_t *pool, const uint8_t *secret,
+                                            const char *account, const char *ip,
                                             int64_t *retry_after_s);
 
 /**
- * Counts one failure; from the AUTH_THROTTLE_FREE_FAILURES-th on, locks key
- * for 2^(failures - 5) seconds, at most 15 minutes.
+ * Counts one failure for the pair and the account. From the
+ * AUTH_THROTTLE_FREE_FAILURES-th failure the pair is locked for
+ * 2^(failures - 5) s; from the AUTH_THROTTLE_ACCOUNT_FREE-th the account for
+ * 2^(failures - 20) s, capped as above. Counts restart after an hour
+ * without failures.
  */
-CM_MUST_CHECK int auth_store_throttle_fail(cm_db_pool_t *pool, const char *key);
+CM_MUST_CHECK int auth_store_throttle_fail(cm_db_pool_t *pool, const uint8_t *secret,
+                                           const char *account, const char *ip);
 
-/** Forgets key's failures (after a successful login). */
-CM_MUST_CHECK int auth_store_throttle_reset(cm_db_pool_t *pool, const char *key);
+/** Forgets the pair's failures (after a successful login); the account's stay. */
+CM_MUST_CHECK int auth_store_throttle_pass(cm_db_pool_t *pool, const uint8_t *secret,
+                                           const char *account, const char *ip);
 
 /* ---- refresh tokens --------------------------------------------------------- */
+/*
+ * Every statement that reads or writes a user's refresh tokens runs after
+ * locking the user row (FOR NO KEY UPDATE; a reset's UPDATE takes the same
+ * lock), so rotations, logins, logouts, reuse revocations and resets of
+ * one user are serial and each sees what the one before it committed.
+ */
 
-/** Stores a new refresh token (hash) opening a new family for user_id. */
-CM_MUST_CHECK int auth_store_refresh_issue(cm_db_pool_t *pool, const char *user_id,
+/**
+ * Stores a new refresh token (hash) opening a new family for user_id, only
+ * if the user's session_epoch is still epoch (the one whose password hash
+ * the caller verified). Returns CM_ESTATE when a reset came in between.
+ */
+CM_MUST_CHECK int auth_store_refresh_issue(cm_db_pool_t *pool, const char *user_id, int64_t epoch,
                                            const char *hash, int ttl_days);
 
 /** What happened to a presented refresh token. */
@@ -119,12 +163,18 @@ typedef enum auth_refresh_outcome {
  * the child deterministically from the presented token, so a retry within
  * the grace window yields the same child). On ROTATED and GRACE, *user is
  * the token's owner. Returns 0 with *outcome set, or a CM_E* code.
+ * Round trips: BEGIN, the user lock (which also reads the user), the
+ * rotation (which also reports the token's state), COMMIT; one more, the
+ * family's revocation, on reuse.
  */
 CM_MUST_CHECK int auth_store_refresh_rotate(cm_db_pool_t *pool, const char *hash,
                                             const char *child_hash, int grace_s, int ttl_days,
                                             auth_refresh_outcome_t *outcome, auth_user_t *user);
 
-/** Revokes the family of the (unexpired) token hash. CM_ENOTFOUND when there is none. */
+/**
+ * Revokes the family of the (unexpired) token hash, under the user lock.
+ * CM_ENOTFOUND when there is none.
+ */
 CM_MUST_CHECK int auth_store_logout(cm_db_pool_t *pool, const char *hash);
 
 /* ---- one-time tokens ---------------------------------------------------------------- */
@@ -133,10 +183,13 @@ CM_MUST_CHECK int auth_store_logout(cm_db_pool_t *pool, const char *hash);
  * For the account with this email (if any, and if it had fewer than
  * AUTH_RESETS_PER_HOUR reset tokens in the last hour): stores the reset
  * token hash and writes reset.requested with the sealed token. *issued
- * says whether it did. Absent accounts are not an error.
+ * says whether it did. Absent accounts are not an error. Known or not, the * transaction writes (a
+ * "reset:<HMAC of the address under secret>" row of login_throttle), so both commit with the same
+ * flush: same time.
  */
-CM_MUST_CHECK int auth_store_reset_request(cm_db_pool_t *pool, const char *email, const char *hash,
-                                           const char *sealed, bool *issued);
+CM_MUST_CHECK int auth_store_reset_request(cm_db_pool_t *pool, const uint8_t *secret,
+                                           const char *email, const char *hash, const char *sealed,
+                                           bool *issued);
 
 /** Finds the owner of an unused, unexpired token of kind ("verify"/"reset"). */
 CM_MUST_CHECK int auth_store_token_owner(cm_db_pool_t *pool, const char *kind, const char *hash,
@@ -144,11 +197,13 @@ CM_MUST_CHECK int auth_store_token_owner(cm_db_pool_t *pool, const char *kind, c
 
 /**
  * In one transaction: uses the reset token (CM_ENOTFOUND when it is
- * unknown, used or expired), sets the new password hash, revokes every
- * refresh family of the user and writes password.changed.
+ * unknown, used or expired), sets the new password hash and bumps
+ * session_epoch (locking the user row), revokes every refresh family of
+ * the user, clears the account's login throttle and writes
+ * password.changed.
  */
-CM_MUST_CHECK int auth_store_reset_apply(cm_db_pool_t *pool, const char *hash,
-                                         const char *password_hash);
+CM_MUST_CHECK int auth_store_reset_apply(cm_db_pool_t *pool, const uint8_t *secret,
+                                         const char *hash, const char *password_hash);
 
 /**
  * In one transaction: uses the verify token (CM_ENOTFOUND when unknown,

@@ -26,7 +26,7 @@
 
 #include "cm/crypto.h"
 #include "cm/events.h"
-#include "cm/kafka.h"
+#include "cm/producer.h"
 #include "cm/util.h"
 #include "http_client.h"
 #include "stack.h"

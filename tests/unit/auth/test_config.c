@@ -38,6 +38,7 @@ static const char *const all_vars[] = {"PORT",
                                        "HTTP_THREADS",
                                        "DB_POOL_SIZE",
                                        "LOG_LEVEL",
+                                       "GATEWAY_ADDRESSES",
                                        NULL};
 
 static int clean_env(void **state)
@@ -96,6 +97,10 @@ static void unset_variables_take_the_documented_defaults(void **state)
     assert_int_equal(cfg.svc.db_pool_size, 10);
     assert_int_equal(cfg.svc.log_level, CM_LOG_INFO);
     assert_null(cfg.jwt.public_keys);
+    assert_int_equal(cfg.gateway_nets_count, 2); /* loopback, both families */
+    assert_true(auth_nets_contain(cfg.gateway_nets, cfg.gateway_nets_count, "127.0.0.1"));
+    assert_true(auth_nets_contain(cfg.gateway_nets, cfg.gateway_nets_count, "::1"));
+    assert_false(auth_nets_contain(cfg.gateway_nets, cfg.gateway_nets_count, "127.0.0.2"));
     free(err);
     auth_config_dispose(&cfg);
 }
@@ -123,13 +128,14 @@ static void every_bad_or_missing_variable_is_named(void **state)
     setenv("HASH_QUEUE", "many", 1);
     setenv("LOG_LEVEL", "loud", 1);
     setenv("PUBLIC_BASE_URL", "ftp://x", 1);
+    setenv("GATEWAY_ADDRESSES", "10.0.0.0/40", 1);
     auth_config_t cfg;
     int rc = 0;
     char *err = load_capture(&cfg, &rc);
     assert_int_equal(rc, CM_EINVAL);
-    const char *named[] = {
-        "DATABASE_URL", "KAFKA_BOOTSTRAP", "PORT", "MAILER_SEAL_PUBLIC_KEY", "HASH_QUEUE",
-        "LOG_LEVEL",    "PUBLIC_BASE_URL", NULL};
+    const char *named[] = {"DATABASE_URL",           "KAFKA_BOOTSTRAP",   "PORT",
+                           "MAILER_SEAL_PUBLIC_KEY", "HASH_QUEUE",        "LOG_LEVEL",
+                           "PUBLIC_BASE_URL",        "GATEWAY_ADDRESSES", NULL};
     for (size_t i = 0; named[i]; i++)
         if (!strstr(err, named[i]))
             fail_msg("%s not named in: %s", named[i], err);

@@ -26,6 +26,9 @@
 extern const cm_migration_t auth_migrations[];
 extern const size_t auth_migrations_count;
 
+/* The throttle's HMAC key (the service derives its own from the signing key). */
+static const uint8_t K[AUTH_THROTTLE_SECRET_LEN] = {42, 7, 1};
+
 static int setup(void **state)
 {
     char *url = t_env(ENV, "AUTH_DATABASE_URL");
@@ -157,7 +160,7 @@ static void session(cm_db_pool_t *pool, char id[37], char hash[65])
     char tok[CM_TOKEN_CHARS];
     cm_token_new(tok);
     cm_sha256_hex(tok, strlen(tok), hash);
-    assert_int_equal(auth_store_refresh_issue(pool, id, hash, 30), 0);
+    assert_int_equal(auth_store_refresh_issue(pool, id, u.session_epoch, hash, 30), 0);
 }
 
 static void new_hash(char out[65])
@@ -220,31 +223,159 @@ static void expired_unknown_and_logged_out_tokens_are_invalid(void **state)
     assert_int_equal(o, AUTH_REFRESH_INVALID);
 }
 
-static void throttle_locks_from_the_fifth_failure_with_growing_delays(void **state)
+static void pair_throttle_locks_from_the_fifth_failure_with_growing_delays(void **state)
 {
     cm_db_pool_t *pool = *state;
-    char key[64];
-    snprintf(key, sizeof key, "test:%s", t_unique());
+    char acct[64];
+    snprintf(acct, sizeof acct, "name:Test_%s", t_unique());
+    const char *ip = "203.0.113.5";
     int64_t wait = -1;
     for (int i = 0; i < AUTH_THROTTLE_FREE_FAILURES - 1; i++) {
-        assert_int_equal(auth_store_throttle_fail(pool, key), 0);
-        assert_int_equal(auth_store_throttle_check(pool, key, &wait), 0);
+        assert_int_equal(auth_store_throttle_fail(pool, K, acct, ip), 0);
+        assert_int_equal(auth_store_throttle_check(pool, K, acct, ip, &wait), 0);
         assert_int_equal(wait, 0);
     }
-    assert_int_equal(auth_store_throttle_fail(pool, key), 0); /* 5th: 1 s */
-    assert_int_equal(auth_store_throttle_check(pool, key, &wait), 0);
+    assert_int_equal(auth_store_throttle_fail(pool, K, acct, ip), 0); /* 5th: 1 s */
+    assert_int_equal(auth_store_throttle_check(pool, K, acct, ip, &wait), 0);
     assert_int_equal(wait, 1);
     for (int i = 0; i < 4; i++) /* 9th: 16 s */
-        assert_int_equal(auth_store_throttle_fail(pool, key), 0);
-    assert_int_equal(auth_store_throttle_check(pool, key, &wait), 0);
+        assert_int_equal(auth_store_throttle_fail(pool, K, acct, ip), 0);
+    assert_int_equal(auth_store_throttle_check(pool, K, acct, ip, &wait), 0);
     assert_true(wait >= 15 && wait <= 16);
-    for (int i = 0; i < 20; i++) /* capped at 15 minutes */
-        assert_int_equal(auth_store_throttle_fail(pool, key), 0);
-    assert_int_equal(auth_store_throttle_check(pool, key, &wait), 0);
-    assert_true(wait > 800 && wait <= 900);
-    assert_int_equal(auth_store_throttle_reset(pool, key), 0);
-    assert_int_equal(auth_store_throttle_check(pool, key, &wait), 0);
+    /* Another address of the same account is not slowed by this pair. */
+    assert_int_equal(auth_store_throttle_check(pool, K, acct, "198.51.100.9", &wait), 0);
     assert_int_equal(wait, 0);
+    /* Case is ignored: the same name in capitals is the same account. */
+    char upper[64];
+    snprintf(upper, sizeof upper, "%s", acct);
+    for (char *c = upper + 5; *c; c++)
+        *c = (char)((*c >= 'a' && *c <= 'z') ? *c - 32 : *c);
+    assert_int_equal(auth_store_throttle_check(pool, K, upper, ip, &wait), 0);
+    assert_true(wait >= 15);
+    for (int i = 0; i < 20; i++) /* capped at 15 minutes */
+        assert_int_equal(auth_store_throttle_fail(pool, K, acct, "203.0.113.5"), 0);
+    assert_int_equal(auth_store_throttle_check(pool, K, acct, ip, &wait), 0);
+    assert_true(wait > 800 && wait <= AUTH_THROTTLE_PAIR_MAX_S);
+    assert_int_equal(auth_store_throttle_pass(pool, K, acct, ip), 0);
+    /* 29 failures passed the account ceiling (20): at most 30 s for everyone, then. */
+    assert_int_equal(auth_store_throttle_check(pool, K, acct, ip, &wait), 0);
+    assert_true(wait <= AUTH_THROTTLE_ACCOUNT_MAX_S);
+}
+
+static void account_ceiling_is_short_and_keys_are_hashed(void **state)
+{
+    cm_db_pool_t *pool = *state;
+    char acct[64], ip[32];
+    snprintf(acct, sizeof acct, "name:ceiling_%s", t_unique());
+    int64_t wait = -1;
+    /* One failure from each of many addresses: no pair is ever slowed down. */
+    for (int i = 0; i < AUTH_THROTTLE_ACCOUNT_FREE - 1; i++) {
+        snprintf(ip, sizeof ip, "198.51.100.%d", i + 1);
+        assert_int_equal(auth_store_throttle_fail(pool, K, acct, ip), 0);
+    }
+    assert_int_equal(auth_store_throttle_check(pool, K, acct, "192.0.2.1", &wait), 0);
+    assert_int_equal(wait, 0);
+    for (int i = 0; i < 10; i++) {
+        snprintf(ip, sizeof ip, "198.51.101.%d", i + 1);
+        assert_int_equal(auth_store_throttle_fail(pool, K, acct, ip), 0);
+    }
+    /* A fresh address now waits for the account, but never long. */
+    assert_int_equal(auth_store_throttle_check(pool, K, acct, "192.0.2.1", &wait), 0);
+    assert_true(wait >= 1 && wait <= AUTH_THROTTLE_ACCOUNT_MAX_S);
+    assert_int_equal(count1(pool,
+                            "SELECT count(*) FROM login_throttle WHERE key LIKE '%' || $1 || '%'",
+                            acct + 5),
+                     0);
+    assert_int_equal(count1(pool,
+                            "SELECT count(*) FROM login_throttle WHERE key !~ "
+                            "'^(acct|pair|reset):[0-9a-f]{64}$' AND $1 = $1",
+                            "x"),
+                     0);
+}
+
+static void a_password_reset_clears_the_account_throttle_and_bumps_the_epoch(void **state)
+{
+    cm_db_pool_t *pool = *state;
+    char id[37], t0[65], reset[65], acct[64];
+    session(pool, id, t0);
+    snprintf(acct, sizeof acct, "user:%s", id);
+    for (int i = 0; i < AUTH_THROTTLE_ACCOUNT_FREE + 5; i++)
+        assert_int_equal(auth_store_throttle_fail(pool, K, acct, "203.0.113.77"), 0);
+    int64_t wait = 0;
+    assert_int_equal(auth_store_throttle_check(pool, K, acct, "203.0.113.77", &wait), 0);
+    assert_true(wait > 0);
+    auth_user_t before, after;
+    assert_int_equal(auth_store_user_by_id(pool, id, &before), 0);
+    new_hash(reset);
+    cm_db_t *db = NULL;
+    assert_int_equal(cm_db_acquire(pool, &db), 0);
+    const char *p[2] = {reset, id};
+    assert_int_equal(cm_db_exec(db,
+                                "INSERT INTO one_time_tokens (token_hash, kind, user_id, "
+                                "expires_at) VALUES ($1, 'reset', $2::uuid, now() + "
+                                "interval '1 hour')",
+                                2, p, NULL),
+                     0);
+    cm_db_release(db);
+    assert_int_equal(auth_store_reset_apply(pool, K, reset, "$argon2id$new"), 0);
+    assert_int_equal(auth_store_throttle_check(pool, K, acct, "203.0.113.77", &wait), 0);
+    assert_int_equal(wait, 0);
+    assert_int_equal(auth_store_user_by_id(pool, id, &after), 0);
+    assert_int_equal(after.session_epoch, before.session_epoch + 1);
+    /* A login that verified the old password cannot open a family any more. */
+    char h[65];
+    new_hash(h);
+    assert_int_equal(auth_store_refresh_issue(pool, id, before.session_epoch, h, 30), CM_ESTATE);
+    assert_int_equal(auth_store_refresh_issue(pool, id, after.session_epoch, h, 30), 0);
+    auth_refresh_outcome_t o;
+    auth_user_t u;
+    char t1[65];
+    new_hash(t1);
+    assert_int_equal(auth_store_refresh_rotate(pool, t0, t1, 10, 30, &o, &u), 0);
+    assert_int_equal(o, AUTH_REFRESH_INVALID); /* revoked by the reset */
+}
+
+static void throttle_keys_are_keyed_hashes_that_ignore_the_name_case(void **state)
+{
+    (void)state;
+    static const uint8_t other[AUTH_THROTTLE_SECRET_LEN] = {1};
+    char a[AUTH_THROTTLE_KEY_MAX], b[AUTH_THROTTLE_KEY_MAX], c[AUTH_THROTTLE_KEY_MAX];
+    auth_throttle_key(K, "pair:", "name:Alice", "203.0.113.1", a);
+    auth_throttle_key(K, "pair:", "name:aLICE", "203.0.113.1", b);
+    assert_string_equal(a, b);
+    assert_int_equal(strlen(a), 5 + 64);
+    assert_int_equal(strncmp(a, "pair:", 5), 0);
+    auth_throttle_key(other, "pair:", "name:Alice", "203.0.113.1", c);
+    assert_string_not_equal(a, c); /* no table of names can undo them without the secret */
+    auth_throttle_key(K, "pair:", "name:Alice", "203.0.113.2", c);
+    assert_string_not_equal(a, c);
+    auth_throttle_key(K, "acct:", "name:Alice", NULL, c);
+    assert_string_not_equal(a, c);
+    /* The separator is a NUL, which no name or address holds: no two splits collide. */
+    auth_throttle_key(K, "pair:", "name:Alice1", "", b);
+    auth_throttle_key(K, "pair:", "name:Alice", "1", c);
+    assert_string_not_equal(b, c);
+    auth_throttle_key(K, "reset:", "x@example.com", NULL, c);
+    assert_int_equal(strlen(c), 6 + 64);
+}
+
+static void rehash_is_a_compare_and_set_on_the_old_hash(void **state)
+{
+    cm_db_pool_t *pool = *state;
+    char id[37], t0[65];
+    session(pool, id, t0);
+    auth_user_t u;
+    assert_int_equal(auth_store_user_by_id(pool, id, &u), 0);
+    assert_int_equal(auth_store_set_password_hash(pool, id, u.password_hash, "$argon2id$rehash"),
+                     0);
+    /* A second rehash from the stale hash (a reset came in between) changes nothing. */
+    assert_int_equal(auth_store_set_password_hash(pool, id, u.password_hash, "$argon2id$stale"),
+                     CM_ECONFLICT);
+    assert_int_equal(count1(pool,
+                            "SELECT count(*) FROM users WHERE id = $1::uuid "
+                            "AND password_hash = '$argon2id$rehash'",
+                            id),
+                     1);
 }
 
 static void reset_requests_are_capped_at_three_an_hour_and_ignore_unknown_emails(void **state)
@@ -259,13 +390,20 @@ static void reset_requests_are_capped_at_three_an_hour_and_ignore_unknown_emails
     for (int i = 0; i < 5; i++) {
         char h[65];
         new_hash(h);
-        assert_int_equal(auth_store_reset_request(pool, n.email, h, "sealed", &issued), 0);
+        assert_int_equal(auth_store_reset_request(pool, K, n.email, h, "sealed", &issued), 0);
         assert_int_equal(issued, i < AUTH_RESETS_PER_HOUR);
     }
     char h[65];
     new_hash(h);
-    assert_int_equal(auth_store_reset_request(pool, "nobody@nowhere.example", h, "s", &issued), 0);
+    assert_int_equal(auth_store_reset_request(pool, K, "nobody@nowhere.example", h, "s", &issued),
+                     0);
     assert_false(issued);
+    /* Both the known and the unknown address wrote their (keyed-hashed) mark; case is ignored. */
+    char mark[AUTH_THROTTLE_KEY_MAX];
+    auth_throttle_key(K, "reset:", "nobody@NOWHERE.example", NULL, mark);
+    assert_int_equal(count1(pool, "SELECT count(*) FROM login_throttle WHERE key = $1", mark), 1);
+    auth_throttle_key(K, "reset:", n.email, NULL, mark);
+    assert_int_equal(count1(pool, "SELECT failures FROM login_throttle WHERE key = $1", mark), 5);
     assert_int_equal(count1(pool,
                             "SELECT count(*) FROM outbox WHERE key = $1 "
                             "AND topic = 'reset.requested'",
@@ -282,7 +420,11 @@ int main(void)
         cmocka_unit_test(referral_codes_resolve_to_the_referrer_or_fail_on_the_field),
         cmocka_unit_test(rotation_then_grace_then_reuse_revokes_the_family),
         cmocka_unit_test(expired_unknown_and_logged_out_tokens_are_invalid),
-        cmocka_unit_test(throttle_locks_from_the_fifth_failure_with_growing_delays),
+        cmocka_unit_test(pair_throttle_locks_from_the_fifth_failure_with_growing_delays),
+        cmocka_unit_test(account_ceiling_is_short_and_keys_are_hashed),
+        cmocka_unit_test(a_password_reset_clears_the_account_throttle_and_bumps_the_epoch),
+        cmocka_unit_test(rehash_is_a_compare_and_set_on_the_old_hash),
+        cmocka_unit_test(throttle_keys_are_keyed_hashes_that_ignore_the_name_case),
         cmocka_unit_test(reset_requests_are_capped_at_three_an_hour_and_ignore_unknown_emails),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
