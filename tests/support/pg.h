@@ -19,8 +19,7 @@
  * (none when migrations is NULL). Fails the test when either step fails.
  * The caller frees the pool with cm_db_pool_free.
  */
-cm_db_pool_t *t_pg_pool(const char *url_key, int size, const cm_migration_t *migrations,
-                        size_t n);
+cm_db_pool_t *t_pg_pool(const char *url_key, int size, const cm_migration_t *migrations, size_t n);
 
 /**
  * Runs sql with one text parameter (NULL: none) on db and returns the first

@@ -36,8 +36,7 @@ typedef struct fixture {
 static int group_setup(void **state)
 {
     fixture_t *f = cm_xcalloc(1, sizeof *f);
-    f->pool = t_pg_pool("REFERRAL_DATABASE_URL", 2, referral_migrations,
-                        referral_migrations_count);
+    f->pool = t_pg_pool("REFERRAL_DATABASE_URL", 2, referral_migrations, referral_migrations_count);
     *state = f;
     return 0;
 }
@@ -209,9 +208,8 @@ static void a_conversion_moves_one_count_and_reports_the_referral(void **state)
     /* Decided already: nothing more changes. */
     assert_int_equal(ref_store_convert(f->db, a, REF_REJECTED, "late", "2026-01-03T00:00:00Z", &c),
                      CM_ENOTFOUND);
-    assert_int_equal(ref_store_convert(f->db, b, REF_REJECTED, "self_referral",
-                                       "2026-01-03T00:00:00Z", &c),
-                     0);
+    assert_int_equal(
+        ref_store_convert(f->db, b, REF_REJECTED, "self_referral", "2026-01-03T00:00:00Z", &c), 0);
     assert_int_equal(c.successful, 1); /* the successful count, not the rejected one */
     assert_counters(f, &ref, 2, 0, 1, 1, 0);
     char nobody[37];
@@ -293,8 +291,7 @@ static size_t list_all(fixture_t *f, const user_t *ref, const char *status, int 
     *pages = 0;
     while (more) {
         ref_referral_page_t p;
-        assert_int_equal(ref_store_list(f->db, ref->id, status, first ? NULL : &cur, limit, &p),
-                         0);
+        assert_int_equal(ref_store_list(f->db, ref->id, status, first ? NULL : &cur, limit, &p), 0);
         assert_true(p.n <= (size_t)limit);
         assert_true(p.more ? p.n == (size_t)limit : true);
         for (size_t i = 0; i < p.n; i++) {

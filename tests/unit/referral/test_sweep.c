@@ -45,8 +45,7 @@ static int days_since_2000(void)
 static int setup(void **state)
 {
     fixture_t *f = cm_xcalloc(1, sizeof *f);
-    f->pool = t_pg_pool("REFERRAL_DATABASE_URL", 2, referral_migrations,
-                        referral_migrations_count);
+    f->pool = t_pg_pool("REFERRAL_DATABASE_URL", 2, referral_migrations, referral_migrations_count);
     f->cfg.ttl_days = days_since_2000();
     f->cfg.sweep_interval_s = 3600;
     ref_rules_defaults(&f->cfg.rules);
@@ -130,15 +129,19 @@ static void one_sweep_expires_every_old_pending_referral_batch_after_batch(void 
     assert_int_equal(s.expired, OLD_PENDING);
     assert_int_equal(s.pending, 1);
     assert_int_equal(s.successful, 1);
-    assert_value(f, "SELECT status || ':' || coalesce(reason, '') FROM referrals "
-                 "WHERE referred_id = $1::uuid", young, "pending:");
+    assert_value(f,
+                 "SELECT status || ':' || coalesce(reason, '') FROM referrals "
+                 "WHERE referred_id = $1::uuid",
+                 young, "pending:");
     assert_value(f, "SELECT status FROM referrals WHERE referred_id = $1::uuid", decided,
                  "successful");
-    assert_value(f, "SELECT count(*) FROM referrals WHERE referrer_id = $1::uuid "
+    assert_value(f,
+                 "SELECT count(*) FROM referrals WHERE referrer_id = $1::uuid "
                  "AND status = 'expired' AND reason = 'ttl' AND converted_at IS NOT NULL",
                  referrer, want);
     /* Each expiry is announced through the outbox, keyed by the referrer. */
-    assert_value(f, "SELECT count(*) FROM outbox WHERE key = $1 AND "
+    assert_value(f,
+                 "SELECT count(*) FROM outbox WHERE key = $1 AND "
                  "payload::jsonb #>> '{data,status}' = 'expired'",
                  referrer, want);
 
@@ -170,8 +173,7 @@ static void a_sweep_forgets_every_event_id_past_the_dedup_window(void **state)
                  "SELECT count(*) FROM processed_events "
                  "WHERE processed_at < now() - $1::int * interval '1 day'",
                  keep, "0");
-    assert_value(f, "SELECT count(*) FROM processed_events WHERE event_id = $1::uuid", fresh,
-                 "1");
+    assert_value(f, "SELECT count(*) FROM processed_events WHERE event_id = $1::uuid", fresh, "1");
 }
 
 static void the_sweep_thread_sweeps_at_once_and_stops_when_asked(void **state)
@@ -215,8 +217,7 @@ static void a_sweep_without_a_database_is_unavailable(void **state)
 {
     fixture_t *f = *state;
     char url[96];
-    snprintf(url, sizeof url, "postgresql://referral:referral@127.0.0.1:%d/linktr",
-             t_free_port());
+    snprintf(url, sizeof url, "postgresql://referral:referral@127.0.0.1:%d/linktr", t_free_port());
     cm_db_config_t c = {
         .conninfo = url, .size = 1, .acquire_timeout_ms = 1000, .connect_timeout_s = 2};
     int err = 0;
