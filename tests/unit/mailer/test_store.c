@@ -128,9 +128,9 @@ static void a_dead_letter_marks_the_claimed_row_with_its_reason(void **state)
     cm_uuid_v4(other);
     assert_int_equal(mail_store_claim(f->db, ev, "", "password_changed", 5), 0);
     assert_int_equal(mail_store_claim(f->db, other, "x@example.com", "password_changed", 1), 0);
-    assert_int_equal(mail_store_mark_dead(f->db, ev, "refused by the mail server on every try"),
-                     0);
-    assert_value(f, LEDGER_ROW, ev, "|password_changed|5|dead|refused by the mail server on every try");
+    assert_int_equal(mail_store_mark_dead(f->db, ev, "refused by the mail server on every try"), 0);
+    assert_value(f, LEDGER_ROW, ev,
+                 "|password_changed|5|dead|refused by the mail server on every try");
     assert_value(f, LEDGER_ROW, other, "x@example.com|password_changed|1|sent|-");
     /* Not an event id: the database refuses it, nothing is claimed (last statement). */
     assert_int_equal(mail_store_claim(f->db, "not-a-uuid", "x@example.com", "verify_email", 1),
