@@ -347,22 +347,22 @@ static int send_with_retries(mail_ctx_t *ctx, job_t *j)
 static int release_parked(mail_ctx_t *ctx, const char *user_id)
 {
     cm_db_t *db = NULL;
-    PGresult *res = NULL;
+    mail_parked_list_t parked = {0};
     int rc = cm_db_acquire(ctx->pool, &db);
     if (rc == 0)
-        rc = mail_store_parked(db, user_id, &res);
+        rc = mail_store_parked(db, user_id, &parked);
     cm_db_release(db);
-    for (int i = 0; rc == 0 && i < PQntuples(res); i++) {
-        const char *payload = PQgetvalue(res, i, 1);
+    for (size_t i = 0; rc == 0 && i < parked.n; i++) {
+        const char *payload = parked.rows[i].payload;
         rc = mail_handle_event(ctx, payload, strlen(payload));
         if (rc == CM_EPARSE)
             rc = 0;
         if (rc == 0 && (rc = cm_db_acquire(ctx->pool, &db)) == 0) {
-            rc = mail_store_unpark(db, PQgetvalue(res, i, 0));
+            rc = mail_store_unpark(db, parked.rows[i].event_id);
             cm_db_release(db);
         }
     }
-    PQclear(res);
+    mail_parked_list_dispose(&parked);
     return rc;
 }
 

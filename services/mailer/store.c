@@ -3,6 +3,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "cm/util.h"
 
@@ -70,13 +71,37 @@ int mail_store_park(cm_db_t *db, const char *event_id, const char *user_id, cons
     return cm_db_prepared(db, "mail_park", sql, 3, p, NULL);
 }
 
-int mail_store_parked(cm_db_t *db, const char *user_id, PGresult **res)
+int mail_store_parked(cm_db_t *db, const char *user_id, mail_parked_list_t *out)
 {
     static const char sql[] = "SELECT event_id, payload FROM parked_mails "
-                              "WHERE user_id = $1::uuid ORDER BY parked_at LIMIT 100";
-    const char *p[1] = {user_id};
-    *res = NULL;
-    return cm_db_prepared(db, "mail_parked", sql, 1, p, res);
+                              "WHERE user_id = $1::uuid ORDER BY parked_at LIMIT $2::int";
+    char lim[16];
+    snprintf(lim, sizeof lim, "%d", MAIL_PARKED_BATCH);
+    const char *p[2] = {user_id, lim};
+    PGresult *res = NULL;
+    memset(out, 0, sizeof *out);
+    int rc = cm_db_prepared(db, "mail_parked", sql, 2, p, &res);
+    if (rc != 0)
+        return rc;
+    size_t rows = (size_t)PQntuples(res);
+    out->rows = cm_xcalloc(rows, sizeof *out->rows);
+    for (out->n = 0; out->n < rows; out->n++) {
+        mail_parked_t *r = &out->rows[out->n];
+        snprintf(r->event_id, sizeof r->event_id, "%s", PQgetvalue(res, (int)out->n, 0));
+        r->payload = cm_xstrdup(PQgetvalue(res, (int)out->n, 1));
+    }
+    PQclear(res);
+    return 0;
+}
+
+void mail_parked_list_dispose(mail_parked_list_t *l)
+{
+    if (!l)
+        return;
+    for (size_t i = 0; i < l->n; i++)
+        free(l->rows[i].payload);
+    free(l->rows);
+    memset(l, 0, sizeof *l);
 }
 
 int mail_store_unpark(cm_db_t *db, const char *event_id)

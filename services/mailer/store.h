@@ -8,6 +8,8 @@
 #ifndef MAIL_STORE_H
 #define MAIL_STORE_H
 
+#include <stddef.h>
+
 #include "cm/db.h"
 #include "cm/error.h"
 
@@ -41,11 +43,30 @@ CM_MUST_CHECK int mail_store_mark_dead(cm_db_t *db, const char *event_id, const 
 CM_MUST_CHECK int mail_store_park(cm_db_t *db, const char *event_id, const char *user_id,
                                   const char *payload);
 
+/** One parked event. */
+typedef struct mail_parked {
+    char event_id[37];
+    char *payload; /* the envelope text as received; owned */
+} mail_parked_t;
+
+/** The events parked for one user; the caller owns it and calls mail_parked_list_dispose. */
+typedef struct mail_parked_list {
+    mail_parked_t *rows; /* n rows, oldest parked first */
+    size_t n;
+} mail_parked_list_t;
+
 /**
- * Lists the events parked for user_id: *res has columns event_id and
- * payload; the caller PQclear()s it.
+ * Lists the events parked for user_id (at most MAIL_PARKED_BATCH, oldest
+ * first) into *out, which is left empty on failure. Returns 0 or a CM_E*
+ * code.
  */
-CM_MUST_CHECK int mail_store_parked(cm_db_t *db, const char *user_id, PGresult **res);
+CM_MUST_CHECK int mail_store_parked(cm_db_t *db, const char *user_id, mail_parked_list_t *out);
+
+/** At most this many parked events are listed (and released) at a time. */
+#define MAIL_PARKED_BATCH 100
+
+/** Frees the rows and payloads of l and empties it. NULL-safe. */
+void mail_parked_list_dispose(mail_parked_list_t *l);
 
 /** Drops one parked event. Returns 0 or a CM_E* code. */
 CM_MUST_CHECK int mail_store_unpark(cm_db_t *db, const char *event_id);

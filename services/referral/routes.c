@@ -153,43 +153,35 @@ static int list_query_or_reply(cm_req_t *rq, list_query_t *q, bool with_status)
     return 0;
 }
 
-static json_t *text_or_null(PGresult *res, int row, int col)
+static json_t *text_or_null(const char *s)
 {
-    return PQgetisnull(res, row, col) ? json_null() : json_string(PQgetvalue(res, row, col));
+    return s ? json_string(s) : json_null();
 }
 
-/* The cursor after row shown - 1 (id in column 0, microseconds in us_col), or null. */
-static json_t *next_cursor(PGresult *res, int shown, bool more, int us_col)
+/* The cursor of the next page, or null on the last one. */
+static json_t *next_cursor(bool more, const ref_cursor_t *next)
 {
-    ref_cursor_t c;
-    long long us = 0;
-    if (!more || shown < 1 ||
-        cm_strtonum(PQgetvalue(res, shown - 1, us_col), 0, 253402300799999999LL, &us) != 0)
+    if (!more || next->created_us < 0 || next->created_us > 253402300799999999LL)
         return json_null();
-    c.created_us = us;
-    snprintf(c.id, sizeof c.id, "%s", PQgetvalue(res, shown - 1, 0));
     char text[REF_CURSOR_MAX + 1];
-    ref_cursor_encode(&c, text);
+    ref_cursor_encode(next, text);
     return json_string(text);
 }
 
-/* One page: the first `limit` rows; a further row means there is a next page. */
-static json_t *page_json(PGresult *res, int limit)
+static json_t *page_json(const ref_referral_page_t *p)
 {
     json_t *results = json_array();
-    int rows = PQntuples(res);
-    int shown = rows > limit ? limit : rows;
-    for (int i = 0; i < shown; i++) {
-        json_t *user = json_pack("{s:s, s:o}", "id", PQgetvalue(res, i, 1), "username",
-                                 text_or_null(res, i, 2));
+    for (size_t i = 0; i < p->n; i++) {
+        const ref_referral_t *r = &p->rows[i];
+        json_t *user = json_pack("{s:s, s:o}", "id", r->referred_id, "username",
+                                 text_or_null(r->referred_username));
         json_array_append_new(
-            results, json_pack("{s:s, s:o, s:s, s:o, s:s, s:o}", "id", PQgetvalue(res, i, 0),
-                               "referred_user", user, "status", PQgetvalue(res, i, 3), "reason",
-                               text_or_null(res, i, 4), "created_at", PQgetvalue(res, i, 5),
-                               "converted_at", text_or_null(res, i, 6)));
+            results, json_pack("{s:s, s:o, s:s, s:o, s:s, s:o}", "id", r->id, "referred_user", user,
+                               "status", r->status, "reason", text_or_null(r->reason), "created_at",
+                               r->created_at, "converted_at",
+                               text_or_null(r->converted_at[0] ? r->converted_at : NULL)));
     }
-    return json_pack("{s:o, s:o}", "results", results, "next",
-                     next_cursor(res, shown, rows > limit, 7));
+    return json_pack("{s:o, s:o}", "results", results, "next", next_cursor(p->more, &p->next));
 }
 
 static void on_list(cm_req_t *rq, void *ctx)
@@ -201,38 +193,32 @@ static void on_list(cm_req_t *rq, void *ctx)
     if (authenticate_or_reply(rq, api, &claims) != 0 || list_query_or_reply(rq, &q, true) != 0 ||
         db_or_reply(rq, api, &db) != 0)
         return;
-    PGresult *res = NULL;
-    int rc = ref_store_list(db, claims.sub, q.status, q.has_cursor ? &q.cursor : NULL, q.limit + 1,
-                            &res);
+    ref_referral_page_t page;
+    int rc =
+        ref_store_list(db, claims.sub, q.status, q.has_cursor ? &q.cursor : NULL, q.limit, &page);
     cm_db_release(db);
     if (rc != 0) {
         CM_WARN(cm_req_id(rq), "referral: list: %s", cm_strerror(rc));
         cm_reply_problem(rq, 503, "Service unavailable", "Try again shortly.", NULL);
         return;
     }
-    json_t *page = page_json(res, q.limit);
-    PQclear(res);
-    cm_reply_json(rq, 200, page);
+    json_t *body = page_json(&page);
+    ref_referral_page_dispose(&page);
+    cm_reply_json(rq, 200, body);
 }
 
-/* One page of rewards; a further row means there is a next page. */
-static json_t *rewards_json(PGresult *res, int limit)
+static json_t *rewards_json(const ref_reward_page_t *p)
 {
     json_t *results = json_array();
-    int rows = PQntuples(res);
-    int shown = rows > limit ? limit : rows;
-    for (int i = 0; i < shown; i++) {
-        long long amount = 0;
-        if (cm_strtonum(PQgetvalue(res, i, 2), 0, 1LL << 62, &amount) != 0)
-            amount = 0;
+    for (size_t i = 0; i < p->n; i++) {
+        const ref_reward_t *r = &p->rows[i];
         json_array_append_new(
-            results, json_pack("{s:s, s:s, s:I, s:s, s:o, s:s}", "id", PQgetvalue(res, i, 0),
-                               "kind", PQgetvalue(res, i, 1), "amount", (json_int_t)amount,
-                               "reason", PQgetvalue(res, i, 3), "referral_id",
-                               text_or_null(res, i, 4), "created_at", PQgetvalue(res, i, 5)));
+            results, json_pack("{s:s, s:s, s:I, s:s, s:o, s:s}", "id", r->id, "kind", r->kind,
+                               "amount", (json_int_t)r->amount, "reason", r->reason, "referral_id",
+                               text_or_null(r->referral_id[0] ? r->referral_id : NULL),
+                               "created_at", r->created_at));
     }
-    return json_pack("{s:o, s:o}", "results", results, "next",
-                     next_cursor(res, shown, rows > limit, 6));
+    return json_pack("{s:o, s:o}", "results", results, "next", next_cursor(p->more, &p->next));
 }
 
 static void on_rewards(cm_req_t *rq, void *ctx)
@@ -244,17 +230,17 @@ static void on_rewards(cm_req_t *rq, void *ctx)
     if (authenticate_or_reply(rq, api, &claims) != 0 || list_query_or_reply(rq, &q, false) != 0 ||
         db_or_reply(rq, api, &db) != 0)
         return;
-    PGresult *res = NULL;
-    int rc = ref_store_rewards(db, claims.sub, q.has_cursor ? &q.cursor : NULL, q.limit + 1, &res);
+    ref_reward_page_t page;
+    int rc = ref_store_rewards(db, claims.sub, q.has_cursor ? &q.cursor : NULL, q.limit, &page);
     cm_db_release(db);
     if (rc != 0) {
         CM_WARN(cm_req_id(rq), "referral: rewards: %s", cm_strerror(rc));
         cm_reply_problem(rq, 503, "Service unavailable", "Try again shortly.", NULL);
         return;
     }
-    json_t *page = rewards_json(res, q.limit);
-    PQclear(res);
-    cm_reply_json(rq, 200, page);
+    json_t *body = rewards_json(&page);
+    ref_reward_page_dispose(&page);
+    cm_reply_json(rq, 200, body);
 }
 
 const cm_route_t ref_routes[] = {

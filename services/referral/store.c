@@ -26,10 +26,17 @@ static int exec_row(cm_db_t *db, const char *name, const char *sql, int n, const
     return rc;
 }
 
+/* A bigint column of any row; CM_EDB when it is not one. */
+static int cell_ll(const PGresult *res, int row, int col, long long *v)
+{
+    *v = 0;
+    return cm_strtonum(PQgetvalue(res, row, col), -(1LL << 62), 1LL << 62, v) == 0 ? 0 : CM_EDB;
+}
+
 static long long col_ll(PGresult *res, int col)
 {
     long long v = 0;
-    if (cm_strtonum(PQgetvalue(res, 0, col), -(1LL << 62), 1LL << 62, &v) != 0)
+    if (cell_ll(res, 0, col, &v) != 0)
         v = 0;
     return v;
 }
@@ -37,6 +44,20 @@ static long long col_ll(PGresult *res, int col)
 static void copy_text(char *dst, size_t cap, const char *src)
 {
     snprintf(dst, cap, "%s", src ? src : "");
+}
+
+/* A nullable text column as a new string, or NULL for SQL NULL. */
+static char *dup_or_null(const PGresult *res, int row, int col)
+{
+    return PQgetisnull(res, row, col) ? NULL : cm_xstrdup(PQgetvalue(res, row, col));
+}
+
+/* How many of rows a page of limit shows; a further row means there is a next page. */
+static size_t page_size(const PGresult *res, int limit, bool *more)
+{
+    int rows = PQntuples(res);
+    *more = rows > limit;
+    return (size_t)(*more ? limit : rows);
 }
 
 int ref_store_mark_processed(cm_db_t *db, const char *event_id)
@@ -182,8 +203,55 @@ int ref_store_stats(cm_db_t *db, const char *user_id, ref_stats_t *out)
     "$4::uuid) "
 #define LIST_ORDER "ORDER BY r.created_at DESC, r.id DESC LIMIT $2::int"
 
+/* One row of a list statement (LIST_COLUMNS) into r. */
+static int referral_row(const PGresult *res, int i, ref_referral_t *r)
+{
+    copy_text(r->id, sizeof r->id, PQgetvalue(res, i, 0));
+    copy_text(r->referred_id, sizeof r->referred_id, PQgetvalue(res, i, 1));
+    r->referred_username = dup_or_null(res, i, 2);
+    copy_text(r->status, sizeof r->status, PQgetvalue(res, i, 3));
+    r->reason = dup_or_null(res, i, 4);
+    copy_text(r->created_at, sizeof r->created_at, PQgetvalue(res, i, 5));
+    copy_text(r->converted_at, sizeof r->converted_at, PQgetvalue(res, i, 6)); /* "" for NULL */
+    long long us = 0;
+    int rc = cell_ll(res, i, 7, &us);
+    r->created_us = us;
+    return rc;
+}
+
+/* The first limit rows of res into out; the cursor follows the last one shown. */
+static int referral_page(const PGresult *res, int limit, ref_referral_page_t *out)
+{
+    size_t shown = page_size(res, limit, &out->more);
+    out->rows = cm_xcalloc(shown, sizeof *out->rows);
+    int rc = 0;
+    for (out->n = 0; rc == 0 && out->n < shown; out->n++)
+        rc = referral_row(res, (int)out->n, &out->rows[out->n]);
+    if (rc != 0) {
+        ref_referral_page_dispose(out);
+        return rc;
+    }
+    if (out->more) {
+        out->next.created_us = out->rows[shown - 1].created_us;
+        memcpy(out->next.id, out->rows[shown - 1].id, sizeof out->next.id);
+    }
+    return 0;
+}
+
+void ref_referral_page_dispose(ref_referral_page_t *p)
+{
+    if (!p)
+        return;
+    for (size_t i = 0; i < p->n; i++) {
+        free(p->rows[i].referred_username);
+        free(p->rows[i].reason);
+    }
+    free(p->rows);
+    memset(p, 0, sizeof *p);
+}
+
 int ref_store_list(cm_db_t *db, const char *referrer_id, const char *status,
-                   const ref_cursor_t *cursor, int limit, PGresult **res)
+                   const ref_cursor_t *cursor, int limit, ref_referral_page_t *out)
 {
     /* Four static statements rather than optional predicates, so each
      * plan is an index range scan on (referrer_id[, status], created_at, id). */
@@ -191,20 +259,28 @@ int ref_store_list(cm_db_t *db, const char *referrer_id, const char *status,
     static const char after[] = LIST_COLUMNS LIST_AFTER LIST_ORDER;
     static const char first_st[] = LIST_COLUMNS "AND r.status = $3 " LIST_ORDER;
     static const char after_st[] = LIST_COLUMNS "AND r.status = $5 " LIST_AFTER LIST_ORDER;
+    memset(out, 0, sizeof *out);
+    if (limit < 1 || limit > 1000000)
+        return CM_EINVAL;
     char lim[16], us[24];
-    snprintf(lim, sizeof lim, "%d", limit);
+    snprintf(lim, sizeof lim, "%d", limit + 1); /* the extra row tells whether more follow */
     snprintf(us, sizeof us, "%lld", cursor ? (long long)cursor->created_us : 0LL);
     const char *p[5] = {referrer_id, lim, cursor ? us : NULL, cursor ? cursor->id : NULL, status};
-    *res = NULL;
+    const char *ps[3] = {referrer_id, lim, status};
+    PGresult *res = NULL;
+    int rc = 0;
     if (!cursor && !status)
-        return cm_db_prepared(db, "ref_list_first", first, 2, p, res);
-    if (cursor && !status)
-        return cm_db_prepared(db, "ref_list_after", after, 4, p, res);
-    if (!cursor) {
-        const char *ps[3] = {referrer_id, lim, status};
-        return cm_db_prepared(db, "ref_list_first_st", first_st, 3, ps, res);
-    }
-    return cm_db_prepared(db, "ref_list_after_st", after_st, 5, p, res);
+        rc = cm_db_prepared(db, "ref_list_first", first, 2, p, &res);
+    else if (cursor && !status)
+        rc = cm_db_prepared(db, "ref_list_after", after, 4, p, &res);
+    else if (!cursor)
+        rc = cm_db_prepared(db, "ref_list_first_st", first_st, 3, ps, &res);
+    else
+        rc = cm_db_prepared(db, "ref_list_after_st", after_st, 5, p, &res);
+    if (rc == 0)
+        rc = referral_page(res, limit, out);
+    PQclear(res);
+    return rc;
 }
 
 int ref_store_member_email(cm_db_t *db, const char *user_id, char email[255])
@@ -272,7 +348,7 @@ int ref_store_grant(cm_db_t *db, const ref_grant_t *g, char reward_id[37])
     return exec_row(db, "ref_grant", sql, 8, p, CM_ESTATE, NULL);
 }
 
-int ref_store_expirable(cm_db_t *db, int ttl_days, int limit, PGresult **res)
+int ref_store_expirable(cm_db_t *db, int ttl_days, int limit, char ids[][37], int *n)
 {
     static const char sql[] = "SELECT referred_id FROM referrals WHERE status = 'pending' "
                               "AND created_at < now() - $1::int * interval '1 day' "
@@ -281,8 +357,15 @@ int ref_store_expirable(cm_db_t *db, int ttl_days, int limit, PGresult **res)
     snprintf(ttl, sizeof ttl, "%d", ttl_days);
     snprintf(lim, sizeof lim, "%d", limit);
     const char *p[2] = {ttl, lim};
-    *res = NULL;
-    return cm_db_prepared(db, "ref_expirable", sql, 2, p, res);
+    PGresult *res = NULL;
+    *n = 0;
+    int rc = cm_db_prepared(db, "ref_expirable", sql, 2, p, &res);
+    if (rc != 0)
+        return rc;
+    for (int i = 0; i < PQntuples(res) && i < limit; i++)
+        copy_text(ids[(*n)++], 37, PQgetvalue(res, i, 0));
+    PQclear(res);
+    return 0;
 }
 
 #define REWARD_COLUMNS                                                                             \
@@ -291,20 +374,71 @@ int ref_store_expirable(cm_db_t *db, int ttl_days, int limit, PGresult **res)
                       "(extract(epoch FROM created_at) * 1000000)::bigint FROM rewards WHERE "     \
                       "user_id = $1::uuid "
 
+/* One row of a rewards statement (REWARD_COLUMNS) into r. */
+static int reward_row(const PGresult *res, int i, ref_reward_t *r)
+{
+    copy_text(r->id, sizeof r->id, PQgetvalue(res, i, 0));
+    copy_text(r->kind, sizeof r->kind, PQgetvalue(res, i, 1));
+    if (cell_ll(res, i, 2, &r->amount) != 0)
+        r->amount = 0;
+    r->reason = cm_xstrdup(PQgetvalue(res, i, 3));
+    copy_text(r->referral_id, sizeof r->referral_id, PQgetvalue(res, i, 4)); /* "" for NULL */
+    copy_text(r->created_at, sizeof r->created_at, PQgetvalue(res, i, 5));
+    long long us = 0;
+    int rc = cell_ll(res, i, 6, &us);
+    r->created_us = us;
+    return rc;
+}
+
+/* The first limit rows of res into out; the cursor follows the last one shown. */
+static int reward_page(const PGresult *res, int limit, ref_reward_page_t *out)
+{
+    size_t shown = page_size(res, limit, &out->more);
+    out->rows = cm_xcalloc(shown, sizeof *out->rows);
+    int rc = 0;
+    for (out->n = 0; rc == 0 && out->n < shown; out->n++)
+        rc = reward_row(res, (int)out->n, &out->rows[out->n]);
+    if (rc != 0) {
+        ref_reward_page_dispose(out);
+        return rc;
+    }
+    if (out->more) {
+        out->next.created_us = out->rows[shown - 1].created_us;
+        memcpy(out->next.id, out->rows[shown - 1].id, sizeof out->next.id);
+    }
+    return 0;
+}
+
+void ref_reward_page_dispose(ref_reward_page_t *p)
+{
+    if (!p)
+        return;
+    for (size_t i = 0; i < p->n; i++)
+        free(p->rows[i].reason);
+    free(p->rows);
+    memset(p, 0, sizeof *p);
+}
+
 int ref_store_rewards(cm_db_t *db, const char *user_id, const ref_cursor_t *cursor, int limit,
-                      PGresult **res)
+                      ref_reward_page_t *out)
 {
     static const char first[] = REWARD_COLUMNS "ORDER BY created_at DESC, id DESC LIMIT $2::int";
     static const char after[] =
         REWARD_COLUMNS "AND (created_at, id) < ('epoch'::timestamptz + $3::bigint * "
                        "interval '1 microsecond', $4::uuid) "
                        "ORDER BY created_at DESC, id DESC LIMIT $2::int";
+    memset(out, 0, sizeof *out);
+    if (limit < 1 || limit > 1000000)
+        return CM_EINVAL;
     char lim[16], us[24];
-    snprintf(lim, sizeof lim, "%d", limit);
+    snprintf(lim, sizeof lim, "%d", limit + 1); /* the extra row tells whether more follow */
     snprintf(us, sizeof us, "%lld", cursor ? (long long)cursor->created_us : 0LL);
     const char *p[4] = {user_id, lim, us, cursor ? cursor->id : NULL};
-    *res = NULL;
-    if (!cursor)
-        return cm_db_prepared(db, "ref_rewards_first", first, 2, p, res);
-    return cm_db_prepared(db, "ref_rewards_after", after, 4, p, res);
+    PGresult *res = NULL;
+    int rc = cursor ? cm_db_prepared(db, "ref_rewards_after", after, 4, p, &res)
+                    : cm_db_prepared(db, "ref_rewards_first", first, 2, p, &res);
+    if (rc == 0)
+        rc = reward_page(res, limit, out);
+    PQclear(res);
+    return rc;
 }

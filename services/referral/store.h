@@ -10,6 +10,7 @@
 #define REF_STORE_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "cm/db.h"
@@ -130,11 +131,12 @@ int ref_store_recent_referrals(cm_db_t *db, const char *referrer_id, const char 
 CM_MUST_CHECK int ref_store_grant(cm_db_t *db, const ref_grant_t *g, char reward_id[37]);
 
 /**
- * Lists the referred ids of up to limit pending referrals older than
- * ttl_days, locked (FOR UPDATE SKIP LOCKED, so replicas share the sweep).
- * *res has one column; the caller PQclear()s it.
+ * Copies the referred ids of up to limit pending referrals older than
+ * ttl_days, oldest first, into ids (the caller's array of limit entries)
+ * and sets *n to how many. The rows stay locked until the caller's
+ * transaction ends (FOR UPDATE SKIP LOCKED, so replicas share the sweep).
  */
-CM_MUST_CHECK int ref_store_expirable(cm_db_t *db, int ttl_days, int limit, PGresult **res);
+CM_MUST_CHECK int ref_store_expirable(cm_db_t *db, int ttl_days, int limit, char ids[][37], int *n);
 
 /** One user's stats: the counters row plus the member's code. */
 typedef struct ref_stats {
@@ -151,22 +153,64 @@ typedef struct ref_cursor {
     char id[37];
 } ref_cursor_t;
 
-/**
- * Lists referrer_id's referrals newest first: at most limit rows after
- * cursor (NULL for the first page), only status when not NULL. *res gets
- * columns id, referred_id, referred_username, status, reason,
- * created_at (RFC 3339), converted_at (RFC 3339 or NULL), created_us;
- * the caller PQclear()s it. The cost does not depend on the page's depth.
- */
-CM_MUST_CHECK int ref_store_list(cm_db_t *db, const char *referrer_id, const char *status,
-                                 const ref_cursor_t *cursor, int limit, PGresult **res);
+/** One referral as GET /api/referrals shows it. */
+typedef struct ref_referral {
+    char id[37];
+    char referred_id[37];
+    char *referred_username; /* owned; NULL while the referred member is not known */
+    char status[16];         /* REF_PENDING ... */
+    char *reason;            /* owned; NULL for none */
+    char created_at[40];     /* RFC 3339 UTC */
+    char converted_at[40];   /* RFC 3339 UTC, or "" while pending */
+    int64_t created_us;      /* created_at in microseconds since the epoch */
+} ref_referral_t;
+
+/** One page of referrals; the caller owns it and calls ref_referral_page_dispose. */
+typedef struct ref_referral_page {
+    ref_referral_t *rows; /* n rows, newest first */
+    size_t n;
+    bool more;         /* a further page exists */
+    ref_cursor_t next; /* when more: the position of rows[n - 1], for the next page */
+} ref_referral_page_t;
 
 /**
- * Lists user_id's rewards newest first after cursor (NULL: first page).
- * *res columns: id, kind, amount, reason, referral_id, created_at,
- * created_us. The caller PQclear()s it.
+ * Lists referrer_id's referrals newest first: at most limit rows after
+ * cursor (NULL for the first page), only status when not NULL, into *out
+ * (left empty on failure). The cost does not depend on the page's depth.
+ */
+CM_MUST_CHECK int ref_store_list(cm_db_t *db, const char *referrer_id, const char *status,
+                                 const ref_cursor_t *cursor, int limit, ref_referral_page_t *out);
+
+/** Frees a page's rows and strings and empties it. NULL-safe. */
+void ref_referral_page_dispose(ref_referral_page_t *p);
+
+/** One reward as GET /api/rewards shows it. */
+typedef struct ref_reward {
+    char id[37];
+    char kind[16]; /* "credit" or "milestone" */
+    long long amount;
+    char *reason;         /* owned */
+    char referral_id[37]; /* "" for a reward not tied to one referral (a milestone) */
+    char created_at[40];  /* RFC 3339 UTC */
+    int64_t created_us;
+} ref_reward_t;
+
+/** One page of rewards; the caller owns it and calls ref_reward_page_dispose. */
+typedef struct ref_reward_page {
+    ref_reward_t *rows; /* n rows, newest first */
+    size_t n;
+    bool more;         /* a further page exists */
+    ref_cursor_t next; /* when more: the position of rows[n - 1] */
+} ref_reward_page_t;
+
+/**
+ * Lists user_id's rewards newest first: at most limit rows after cursor
+ * (NULL: first page), into *out (left empty on failure).
  */
 CM_MUST_CHECK int ref_store_rewards(cm_db_t *db, const char *user_id, const ref_cursor_t *cursor,
-                                    int limit, PGresult **res);
+                                    int limit, ref_reward_page_t *out);
+
+/** Frees a page's rows and strings and empties it. NULL-safe. */
+void ref_reward_page_dispose(ref_reward_page_t *p);
 
 #endif

@@ -31,20 +31,20 @@ static int expire_batch_tx(cm_db_t *db, void *arg)
 {
     batch_t *b = arg;
     b->expired = 0;
-    PGresult *res = NULL;
-    int rc = ref_store_expirable(db, b->cfg->ttl_days, REF_SWEEP_BATCH, &res);
+    char ids[REF_SWEEP_BATCH][37];
+    int n = 0;
+    int rc = ref_store_expirable(db, b->cfg->ttl_days, REF_SWEEP_BATCH, ids, &n);
     if (rc != 0)
         return rc;
     char at[32];
     cm_format_time(cm_now_us(), at);
-    for (int i = 0; rc == 0 && i < PQntuples(res); i++) {
-        rc = ref__convert(db, b->cfg, PQgetvalue(res, i, 0), REF_EXPIRED, "ttl", at);
+    for (int i = 0; rc == 0 && i < n; i++) {
+        rc = ref__convert(db, b->cfg, ids[i], REF_EXPIRED, "ttl", at);
         if (rc == CM_ENOTFOUND)
             rc = 0; /* decided meanwhile */
         else if (rc == 0)
             b->expired++;
     }
-    PQclear(res);
     return rc;
 }
 

@@ -1,0 +1,557 @@
+/*
+ * Tests for services/referral/store.c against the real PostgreSQL: what
+ * each ref_store_* function writes and the row structs it returns
+ * (counters, pages and their cursors, empty results, NULL columns).
+ * Every test runs in one transaction that is rolled back at its end, so
+ * nothing it writes is seen by another test or another test program.
+ * LINKTR_TEST_NEEDS: postgres
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "cm/db.h"
+#include "cm/util.h"
+#include "pg.h"
+#include "store.h"
+#include "testenv.h"
+
+extern const cm_migration_t referral_migrations[];
+extern const size_t referral_migrations_count;
+
+/* 2026-01-01T00:00:00Z in microseconds since the epoch. */
+#define JAN1_US (1767225600LL * 1000000LL)
+
+typedef struct fixture {
+    cm_db_pool_t *pool;
+    cm_db_t *db; /* the test's connection, inside its transaction */
+} fixture_t;
+
+static int group_setup(void **state)
+{
+    fixture_t *f = cm_xcalloc(1, sizeof *f);
+    f->pool = t_pg_pool("REFERRAL_DATABASE_URL", 2, referral_migrations, referral_migrations_count);
+    *state = f;
+    return 0;
+}
+
+static int group_teardown(void **state)
+{
+    fixture_t *f = *state;
+    cm_db_pool_free(f->pool);
+    free(f);
+    return 0;
+}
+
+static int begin(void **state)
+{
+    fixture_t *f = *state;
+    assert_int_equal(cm_db_acquire(f->pool, &f->db), 0);
+    assert_int_equal(cm_db_begin(f->db), 0);
+    return 0;
+}
+
+static int rollback(void **state)
+{
+    fixture_t *f = *state;
+    cm_db_rollback(f->db);
+    cm_db_release(f->db);
+    f->db = NULL;
+    return 0;
+}
+
+/* A member of the test: its id, a unique code, a name and an address. */
+typedef struct user {
+    char id[37];
+    char code[9];
+    char name[32];
+    char email[64];
+} user_t;
+
+static void new_user(user_t *u)
+{
+    cm_uuid_v4(u->id);
+    snprintf(u->code, sizeof u->code, "%.8s", u->id + 28);
+    for (char *p = u->code; *p; p++)
+        if (*p >= 'a' && *p <= 'z')
+            *p = (char)(*p - 'a' + 'A');
+    snprintf(u->name, sizeof u->name, "user_%.8s", u->id);
+    snprintf(u->email, sizeof u->email, "%s@example.com", u->name);
+}
+
+static int add_member(fixture_t *f, const user_t *u, const user_t *referrer)
+{
+    ref_member_t m = {.user_id = u->id,
+                      .username = u->name,
+                      .email = u->email,
+                      .referral_code = u->code,
+                      .referred_by = referrer ? referrer->id : NULL,
+                      .registered_at = "2026-01-01T00:00:00Z"};
+    return ref_store_add_member(f->db, &m);
+}
+
+/* A referral of a fresh user (not a member) by referrer at `at`; its referred id into id. */
+static void refer_at(fixture_t *f, const user_t *referrer, const char *at, char id[37])
+{
+    cm_uuid_v4(id);
+    assert_int_equal(ref_store_add_referral(f->db, referrer->id, id, at), 0);
+}
+
+/* "2026-01-01T00:00:<s>Z" for 0 <= s < 60. */
+static void second(int s, char out[32])
+{
+    snprintf(out, 32, "2026-01-01T00:00:%02dZ", s);
+}
+
+static void assert_counters(fixture_t *f, const user_t *u, long long total, long long pending,
+                            long long successful, long long rejected, long long expired)
+{
+    ref_stats_t s;
+    assert_int_equal(ref_store_stats(f->db, u->id, &s), 0);
+    assert_int_equal(s.total, total);
+    assert_int_equal(s.pending, pending);
+    assert_int_equal(s.successful, successful);
+    assert_int_equal(s.rejected, rejected);
+    assert_int_equal(s.expired, expired);
+}
+
+static void an_event_id_is_new_once_then_a_conflict(void **state)
+{
+    fixture_t *f = *state;
+    char ev[37];
+    cm_uuid_v4(ev);
+    assert_int_equal(ref_store_mark_processed(f->db, ev), 0);
+    assert_int_equal(ref_store_mark_processed(f->db, ev), CM_ECONFLICT);
+    assert_int_equal(ref_store_lock_user(f->db, ev), 0);
+}
+
+static void a_member_is_added_once_with_zero_counters_and_its_code(void **state)
+{
+    fixture_t *f = *state;
+    user_t u;
+    new_user(&u);
+    assert_int_equal(ref_store_member_exists(f->db, u.id), CM_ENOTFOUND);
+    assert_int_equal(add_member(f, &u, NULL), 0);
+    assert_int_equal(add_member(f, &u, NULL), CM_ESTATE);
+    assert_int_equal(ref_store_member_exists(f->db, u.id), 0);
+    ref_stats_t s;
+    memset(&s, 0x5a, sizeof s);
+    assert_int_equal(ref_store_stats(f->db, u.id, &s), 0);
+    assert_string_equal(s.referral_code, u.code);
+    assert_int_equal(s.total + s.pending + s.successful + s.rejected + s.expired, 0);
+    assert_int_equal(s.credits, 0);
+    assert_int_equal(s.rewards_count, 0);
+    char email[255];
+    assert_int_equal(ref_store_member_email(f->db, u.id, email), 0);
+    assert_string_equal(email, u.email);
+    /* Another user with the same code violates the unique index (the
+     * transaction is aborted then: this is the test's last statement). */
+    user_t twin;
+    new_user(&twin);
+    memcpy(twin.code, u.code, sizeof twin.code);
+    assert_int_equal(add_member(f, &twin, NULL), CM_ECONFLICT);
+}
+
+static void an_unknown_user_has_zero_stats_an_empty_code_and_no_email(void **state)
+{
+    fixture_t *f = *state;
+    user_t u;
+    new_user(&u);
+    ref_stats_t s;
+    memset(&s, 0x5a, sizeof s);
+    assert_int_equal(ref_store_stats(f->db, u.id, &s), 0);
+    assert_string_equal(s.referral_code, "");
+    assert_int_equal(s.total, 0);
+    assert_int_equal(s.credits, 0);
+    assert_int_equal(s.rewards_count, 0);
+    char email[255] = "untouched";
+    assert_int_equal(ref_store_member_email(f->db, u.id, email), CM_ENOTFOUND);
+    assert_int_equal(ref_store_recent_referrals(f->db, u.id, "2026-01-01T00:00:00Z", 50), 0);
+}
+
+static void a_referral_is_counted_pending_and_only_once_per_referred_user(void **state)
+{
+    fixture_t *f = *state;
+    user_t ref, kid;
+    new_user(&ref);
+    new_user(&kid);
+    assert_int_equal(add_member(f, &ref, NULL), 0);
+    assert_int_equal(ref_store_add_referral(f->db, ref.id, kid.id, "2026-01-01T00:00:00Z"), 0);
+    assert_counters(f, &ref, 1, 1, 0, 0, 0);
+    assert_int_equal(ref_store_add_referral(f->db, ref.id, kid.id, "2026-01-01T00:00:01Z"),
+                     CM_ESTATE);
+    assert_counters(f, &ref, 1, 1, 0, 0, 0);
+}
+
+static void a_conversion_moves_one_count_and_reports_the_referral(void **state)
+{
+    fixture_t *f = *state;
+    user_t ref;
+    new_user(&ref);
+    char a[37], b[37];
+    refer_at(f, &ref, "2026-01-01T00:00:00Z", a);
+    refer_at(f, &ref, "2026-01-01T00:00:01Z", b);
+    ref_conversion_t c;
+    assert_int_equal(
+        ref_store_convert(f->db, a, REF_SUCCESSFUL, NULL, "2026-01-02T03:04:05.678Z", &c), 0);
+    assert_true(cm_is_uuid(c.referral_id, strlen(c.referral_id)));
+    assert_string_equal(c.referrer_id, ref.id);
+    assert_string_equal(c.at, "2026-01-02T03:04:05.678Z");
+    assert_int_equal(c.successful, 1);
+    assert_counters(f, &ref, 2, 1, 1, 0, 0);
+    /* Decided already: nothing more changes. */
+    assert_int_equal(ref_store_convert(f->db, a, REF_REJECTED, "late", "2026-01-03T00:00:00Z", &c),
+                     CM_ENOTFOUND);
+    assert_int_equal(
+        ref_store_convert(f->db, b, REF_REJECTED, "self_referral", "2026-01-03T00:00:00Z", &c), 0);
+    assert_int_equal(c.successful, 1); /* the successful count, not the rejected one */
+    assert_counters(f, &ref, 2, 0, 1, 1, 0);
+    char nobody[37];
+    cm_uuid_v4(nobody);
+    assert_int_equal(
+        ref_store_convert(f->db, nobody, REF_EXPIRED, "ttl", "2026-01-03T00:00:00Z", &c),
+        CM_ENOTFOUND);
+}
+
+static void a_parked_verification_is_taken_once_and_the_first_one_wins(void **state)
+{
+    fixture_t *f = *state;
+    user_t u;
+    new_user(&u);
+    char at[40];
+    assert_int_equal(ref_store_take_parked(f->db, u.id, at), CM_ENOTFOUND);
+    assert_int_equal(ref_store_park_verification(f->db, u.id, "2026-01-01T10:00:00Z"), 0);
+    assert_int_equal(ref_store_park_verification(f->db, u.id, "2026-01-01T11:00:00Z"), 0);
+    assert_int_equal(ref_store_take_parked(f->db, u.id, at), 0);
+    assert_string_equal(at, "2026-01-01T10:00:00.000Z");
+    assert_int_equal(ref_store_take_parked(f->db, u.id, at), CM_ENOTFOUND);
+}
+
+static void recent_referrals_count_from_24_hours_before_at_later_ones_included(void **state)
+{
+    fixture_t *f = *state;
+    user_t ref;
+    new_user(&ref);
+    char id[37];
+    refer_at(f, &ref, "2026-01-01T11:00:00Z", id); /* 25 h before: outside */
+    refer_at(f, &ref, "2026-01-01T12:00:00Z", id); /* exactly 24 h before: outside */
+    refer_at(f, &ref, "2026-01-01T12:00:01Z", id);
+    refer_at(f, &ref, "2026-01-02T11:00:00Z", id);
+    refer_at(f, &ref, "2026-01-02T12:00:00Z", id); /* at itself: inside */
+    /* After: inside too (events of one referrer arrive out of order). */
+    refer_at(f, &ref, "2026-01-02T12:00:01Z", id);
+    assert_int_equal(ref_store_recent_referrals(f->db, ref.id, "2026-01-02T12:00:00Z", 50), 4);
+    /* The count stops at the limit: the cap check needs no more than cap + 1. */
+    assert_int_equal(ref_store_recent_referrals(f->db, ref.id, "2026-01-02T12:00:00Z", 2), 2);
+}
+
+static void a_grant_pays_once_per_rule_and_adds_to_the_counters(void **state)
+{
+    fixture_t *f = *state;
+    user_t u;
+    new_user(&u);
+    char referral[37], reward[37], again[37];
+    cm_uuid_v4(referral);
+    ref_grant_t g = {.user_id = u.id,
+                     .kind = "credit",
+                     .amount = 10,
+                     .reason = "A friend joined",
+                     .rule = "referrer_credit",
+                     .referral_id = referral,
+                     .at = "2026-01-01T00:00:00Z"};
+    assert_int_equal(ref_store_grant(f->db, &g, reward), 0);
+    assert_true(cm_is_uuid(reward, strlen(reward)));
+    assert_int_equal(ref_store_grant(f->db, &g, again), CM_ESTATE);
+    ref_grant_t m = {.user_id = u.id,
+                     .kind = "milestone",
+                     .amount = 25,
+                     .reason = "5 friends joined through your link",
+                     .rule = "milestone_5",
+                     .referral_id = NULL,
+                     .at = "2026-01-01T00:00:01Z"};
+    assert_int_equal(ref_store_grant(f->db, &m, again), 0);
+    assert_int_equal(ref_store_grant(f->db, &m, again), CM_ESTATE);
+    ref_stats_t s;
+    assert_int_equal(ref_store_stats(f->db, u.id, &s), 0);
+    assert_int_equal(s.credits, 35);
+    assert_int_equal(s.rewards_count, 2);
+    assert_string_equal(s.referral_code, ""); /* counters exist, the member not yet */
+}
+
+/* The referred ids of every row of every page of ref_store_list, in order. */
+static size_t list_all(fixture_t *f, const user_t *ref, const char *status, int limit,
+                       char ids[][37], size_t cap, size_t *pages)
+{
+    size_t n = 0;
+    ref_cursor_t cur;
+    bool more = true, first = true;
+    *pages = 0;
+    while (more) {
+        ref_referral_page_t p;
+        assert_int_equal(ref_store_list(f->db, ref->id, status, first ? NULL : &cur, limit, &p), 0);
+        assert_true(p.n <= (size_t)limit);
+        assert_true(p.more ? p.n == (size_t)limit : true);
+        for (size_t i = 0; i < p.n; i++) {
+            assert_true(n < cap);
+            memcpy(ids[n++], p.rows[i].referred_id, 37);
+        }
+        more = p.more;
+        if (more) {
+            /* The cursor is the position of the page's last row. */
+            assert_string_equal(p.next.id, p.rows[p.n - 1].id);
+            assert_int_equal(p.next.created_us, p.rows[p.n - 1].created_us);
+            cur = p.next;
+        }
+        first = false;
+        (*pages)++;
+        ref_referral_page_dispose(&p);
+        assert_null(p.rows);
+        assert_int_equal(p.n, 0);
+    }
+    return n;
+}
+
+static void the_list_pages_newest_first_through_its_cursors(void **state)
+{
+    fixture_t *f = *state;
+    user_t ref, other;
+    new_user(&ref);
+    new_user(&other);
+    char ids[5][37], at[32], stray[37];
+    for (int i = 0; i < 5; i++) {
+        second(i, at);
+        refer_at(f, &ref, at, ids[i]);
+    }
+    refer_at(f, &other, "2026-01-01T00:00:30Z", stray); /* another referrer's */
+    ref_referral_page_t p;
+    assert_int_equal(ref_store_list(f->db, ref.id, NULL, NULL, 2, &p), 0);
+    assert_int_equal(p.n, 2);
+    assert_true(p.more);
+    assert_string_equal(p.rows[0].referred_id, ids[4]);
+    assert_string_equal(p.rows[1].referred_id, ids[3]);
+    assert_int_equal(p.rows[0].created_us, JAN1_US + 4000000LL);
+    assert_string_equal(p.rows[0].created_at, "2026-01-01T00:00:04.000Z");
+    assert_int_equal(p.next.created_us, JAN1_US + 3000000LL);
+    assert_string_equal(p.next.id, p.rows[1].id);
+    ref_referral_page_dispose(&p);
+
+    char got[8][37];
+    size_t pages = 0;
+    assert_int_equal(list_all(f, &ref, NULL, 2, got, 8, &pages), 5);
+    assert_int_equal(pages, 3);
+    for (int i = 0; i < 5; i++)
+        assert_string_equal(got[i], ids[4 - i]);
+    /* A page that ends exactly at the last row says there is no more. */
+    assert_int_equal(list_all(f, &ref, NULL, 5, got, 8, &pages), 5);
+    assert_int_equal(pages, 1);
+}
+
+static void rows_created_in_the_same_microsecond_page_by_id_without_loss(void **state)
+{
+    fixture_t *f = *state;
+    user_t ref;
+    new_user(&ref);
+    char id[37];
+    for (int i = 0; i < 7; i++)
+        refer_at(f, &ref, "2026-01-01T00:00:00Z", id);
+    char got[8][37];
+    size_t pages = 0;
+    assert_int_equal(list_all(f, &ref, NULL, 3, got, 8, &pages), 7);
+    assert_int_equal(pages, 3);
+    for (int i = 0; i < 7; i++)
+        for (int j = i + 1; j < 7; j++)
+            assert_string_not_equal(got[i], got[j]);
+}
+
+static void the_list_filters_by_status_on_every_page(void **state)
+{
+    fixture_t *f = *state;
+    user_t ref;
+    new_user(&ref);
+    char ids[6][37], at[32];
+    ref_conversion_t c;
+    for (int i = 0; i < 6; i++) {
+        second(i, at);
+        refer_at(f, &ref, at, ids[i]);
+    }
+    for (int i = 0; i < 6; i += 2)
+        assert_int_equal(
+            ref_store_convert(f->db, ids[i], REF_SUCCESSFUL, NULL, "2026-01-02T00:00:00Z", &c), 0);
+    char got[8][37];
+    size_t pages = 0;
+    assert_int_equal(list_all(f, &ref, REF_SUCCESSFUL, 2, got, 8, &pages), 3);
+    assert_string_equal(got[0], ids[4]);
+    assert_string_equal(got[1], ids[2]);
+    assert_string_equal(got[2], ids[0]);
+    assert_int_equal(list_all(f, &ref, REF_PENDING, 1, got, 8, &pages), 3);
+    assert_int_equal(pages, 3);
+    assert_string_equal(got[0], ids[5]);
+    assert_int_equal(list_all(f, &ref, REF_EXPIRED, 2, got, 8, &pages), 0);
+    assert_int_equal(pages, 1);
+}
+
+static void list_rows_carry_null_columns_as_null_or_empty(void **state)
+{
+    fixture_t *f = *state;
+    user_t ref, known;
+    new_user(&ref);
+    new_user(&known);
+    assert_int_equal(add_member(f, &known, &ref), 0);
+    assert_int_equal(ref_store_add_referral(f->db, ref.id, known.id, "2026-01-01T00:00:01Z"), 0);
+    char stranger[37];
+    refer_at(f, &ref, "2026-01-01T00:00:00Z", stranger);
+    ref_conversion_t c;
+    assert_int_equal(ref_store_convert(f->db, known.id, REF_REJECTED, "disposable_email",
+                                       "2026-01-01T05:00:00Z", &c),
+                     0);
+    ref_referral_page_t p;
+    assert_int_equal(ref_store_list(f->db, ref.id, NULL, NULL, 10, &p), 0);
+    assert_int_equal(p.n, 2);
+    assert_false(p.more);
+    const ref_referral_t *r = &p.rows[0]; /* the known member, rejected */
+    assert_string_equal(r->referred_id, known.id);
+    assert_string_equal(r->referred_username, known.name);
+    assert_string_equal(r->status, REF_REJECTED);
+    assert_string_equal(r->reason, "disposable_email");
+    assert_string_equal(r->converted_at, "2026-01-01T05:00:00.000Z");
+    assert_string_equal(r->id, c.referral_id);
+    r = &p.rows[1]; /* not a member yet, still pending */
+    assert_string_equal(r->referred_id, stranger);
+    assert_null(r->referred_username);
+    assert_string_equal(r->status, REF_PENDING);
+    assert_null(r->reason);
+    assert_string_equal(r->converted_at, "");
+    ref_referral_page_dispose(&p);
+}
+
+static void an_empty_list_is_an_empty_last_page_and_a_bad_limit_is_einval(void **state)
+{
+    fixture_t *f = *state;
+    user_t u;
+    new_user(&u);
+    ref_referral_page_t p;
+    assert_int_equal(ref_store_list(f->db, u.id, NULL, NULL, 20, &p), 0);
+    assert_int_equal(p.n, 0);
+    assert_false(p.more);
+    ref_referral_page_dispose(&p);
+    ref_reward_page_t r;
+    assert_int_equal(ref_store_rewards(f->db, u.id, NULL, 20, &r), 0);
+    assert_int_equal(r.n, 0);
+    assert_false(r.more);
+    ref_reward_page_dispose(&r);
+    assert_int_equal(ref_store_list(f->db, u.id, NULL, NULL, 0, &p), CM_EINVAL);
+    assert_int_equal(p.n, 0);
+    assert_null(p.rows);
+    assert_int_equal(ref_store_rewards(f->db, u.id, NULL, -1, &r), CM_EINVAL);
+    assert_null(r.rows);
+    ref_referral_page_dispose(NULL);
+    ref_reward_page_dispose(NULL);
+}
+
+static void rewards_page_newest_first_with_their_referral_or_none(void **state)
+{
+    fixture_t *f = *state;
+    user_t u;
+    new_user(&u);
+    char referral[37], rid[3][37];
+    cm_uuid_v4(referral);
+    ref_grant_t g[3] = {
+        {u.id, "credit", 10, "A friend joined", "referrer_credit", referral,
+         "2026-01-01T00:00:00Z"},
+        {u.id, "milestone", 25, "5 friends joined", "milestone_5", NULL, "2026-01-01T00:00:01Z"},
+        {u.id, "credit", 7, "Welcome", "welcome_credit", referral, "2026-01-01T00:00:02Z"},
+    };
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(ref_store_grant(f->db, &g[i], rid[i]), 0);
+    ref_reward_page_t p;
+    assert_int_equal(ref_store_rewards(f->db, u.id, NULL, 2, &p), 0);
+    assert_int_equal(p.n, 2);
+    assert_true(p.more);
+    assert_string_equal(p.rows[0].id, rid[2]);
+    assert_string_equal(p.rows[0].kind, "credit");
+    assert_int_equal(p.rows[0].amount, 7);
+    assert_string_equal(p.rows[0].reason, "Welcome");
+    assert_string_equal(p.rows[0].referral_id, referral);
+    assert_string_equal(p.rows[0].created_at, "2026-01-01T00:00:02.000Z");
+    assert_int_equal(p.rows[0].created_us, JAN1_US + 2000000LL);
+    assert_string_equal(p.rows[1].id, rid[1]);
+    assert_string_equal(p.rows[1].kind, "milestone");
+    assert_int_equal(p.rows[1].amount, 25);
+    assert_string_equal(p.rows[1].referral_id, ""); /* SQL NULL */
+    assert_string_equal(p.next.id, rid[1]);
+    assert_int_equal(p.next.created_us, JAN1_US + 1000000LL);
+    ref_cursor_t next = p.next;
+    ref_reward_page_dispose(&p);
+    assert_int_equal(ref_store_rewards(f->db, u.id, &next, 2, &p), 0);
+    assert_int_equal(p.n, 1);
+    assert_false(p.more);
+    assert_string_equal(p.rows[0].id, rid[0]);
+    assert_int_equal(p.rows[0].amount, 10);
+    ref_reward_page_dispose(&p);
+}
+
+/* Whole days from 1989-01-01 to now: a TTL that makes only older rows
+ * expirable (test_sweep works on the 1990s, other tests on recent times). */
+static int days_since_1989(void)
+{
+    return (int)((cm_now_us() / 1000000LL - 599616000LL) / 86400LL);
+}
+
+static void expirable_lists_old_pending_referrals_oldest_first_up_to_the_limit(void **state)
+{
+    fixture_t *f = *state;
+    user_t ref;
+    new_user(&ref);
+    char a[37], b[37], c[37], decided[37], young[37];
+    refer_at(f, &ref, "1988-03-01T00:00:00Z", b);
+    refer_at(f, &ref, "1988-01-01T00:00:00Z", a);
+    refer_at(f, &ref, "1988-06-01T00:00:00Z", c);
+    refer_at(f, &ref, "1987-01-01T00:00:00Z", decided);
+    refer_at(f, &ref, "1989-06-01T00:00:00Z", young);
+    ref_conversion_t conv;
+    assert_int_equal(
+        ref_store_convert(f->db, decided, REF_SUCCESSFUL, NULL, "1987-01-02T00:00:00Z", &conv), 0);
+    int ttl = days_since_1989();
+    char ids[8][37];
+    int n = -1;
+    assert_int_equal(ref_store_expirable(f->db, ttl, 2, ids, &n), 0);
+    assert_int_equal(n, 2);
+    assert_string_equal(ids[0], a);
+    assert_string_equal(ids[1], b);
+    assert_int_equal(ref_store_expirable(f->db, ttl, 8, ids, &n), 0);
+    assert_int_equal(n, 3);
+    assert_string_equal(ids[2], c);
+    /* A TTL reaching back before the oldest pending row: nothing. */
+    assert_int_equal(ref_store_expirable(f->db, ttl + 400, 8, ids, &n), 0);
+    assert_int_equal(n, 0);
+}
+
+#define T(name) cmocka_unit_test_setup_teardown(name, begin, rollback)
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        T(an_event_id_is_new_once_then_a_conflict),
+        T(a_member_is_added_once_with_zero_counters_and_its_code),
+        T(an_unknown_user_has_zero_stats_an_empty_code_and_no_email),
+        T(a_referral_is_counted_pending_and_only_once_per_referred_user),
+        T(a_conversion_moves_one_count_and_reports_the_referral),
+        T(a_parked_verification_is_taken_once_and_the_first_one_wins),
+        T(recent_referrals_count_from_24_hours_before_at_later_ones_included),
+        T(a_grant_pays_once_per_rule_and_adds_to_the_counters),
+        T(the_list_pages_newest_first_through_its_cursors),
+        T(rows_created_in_the_same_microsecond_page_by_id_without_loss),
+        T(the_list_filters_by_status_on_every_page),
+        T(list_rows_carry_null_columns_as_null_or_empty),
+        T(an_empty_list_is_an_empty_last_page_and_a_bad_limit_is_einval),
+        T(rewards_page_newest_first_with_their_referral_or_none),
+        T(expirable_lists_old_pending_referrals_oldest_first_up_to_the_limit),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
