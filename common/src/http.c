@@ -527,8 +527,7 @@ int cm_req_body_or_reply(cm_req_t *rq, cm_slice_t *out)
     return 0;
 }
 
-/* application/json, any case, optionally followed by parameters (charset). */
-static bool is_json_type(const char *ct)
+bool cm_content_type_is_json(const char *ct)
 {
     static const char want[] = "application/json";
     if (!ct)
@@ -574,7 +573,7 @@ int cm_req_json_raw_or_reply(cm_req_t *rq, cm_slice_t *raw, json_t **out)
     raw->ptr = NULL;
     raw->len = 0;
     /* civetweb discards an unread body after the handler, so the connection stays usable. */
-    if (!is_json_type(mg_get_header(rq->conn, "Content-Type"))) {
+    if (!cm_content_type_is_json(mg_get_header(rq->conn, "Content-Type"))) {
         cm_reply_problem(rq, 415, "Unsupported Media Type",
                          "The request body must be application/json.", NULL);
         return CM_EINVAL;

@@ -150,3 +150,13 @@ void auth_keys_dispose(auth_app_t *app)
     sodium_memzero(app->refresh_key, sizeof app->refresh_key);
     sodium_memzero(app->throttle_key, sizeof app->throttle_key);
 }
+
+void auth_refresh_child(const auth_app_t *app, const char *token, size_t len,
+                        char out[CM_TOKEN_CHARS])
+{
+    unsigned char mac[crypto_auth_hmacsha256_BYTES];
+    crypto_auth_hmacsha256(mac, (const unsigned char *)token, len, app->refresh_key);
+    sodium_bin2base64(out, CM_TOKEN_CHARS, mac, sizeof mac,
+                      sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+    sodium_memzero(mac, sizeof mac);
+}

@@ -33,4 +33,11 @@ void auth_keys_dispose(auth_app_t *app);
  */
 CM_MUST_CHECK int auth_public_pem(const char *priv, size_t len, char **out, size_t *out_len);
 
+/**
+ * Writes the successor (the grace window's answer to a retried refresh) of a refresh token:
+ * base64url(HMAC-SHA256(key, token)), CM_TOKEN_CHARS bytes with the NUL.
+ */
+void auth_refresh_child(const auth_app_t *app, const char *token, size_t len,
+                        char out[CM_TOKEN_CHARS]);
+
 #endif

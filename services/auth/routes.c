@@ -1,14 +1,15 @@
 /* The auth service's HTTP handlers (see routes.h and API.md, "Accounts"). */
 #include "routes.h"
 
-#include <arpa/inet.h>
 #include <stdio.h>
 #include <string.h>
 
 #include <sodium.h>
 
 #include "cm/log.h"
+#include "cm/netaddr.h"
 #include "code.h"
+#include "keys.h"
 #include "store.h"
 #include "validate.h"
 
@@ -161,42 +162,13 @@ void auth_metrics_register(auth_app_t *app, cm_metrics_t *m)
                            "Rotated refresh tokens presented again (family revoked)", NULL);
 }
 
-/* ---- exposed pure helpers --------------------------------------------------------- */
-
-void auth_refresh_child(const auth_app_t *app, const char *token, size_t len,
-                        char out[CM_TOKEN_CHARS])
-{
-    unsigned char mac[crypto_auth_hmacsha256_BYTES];
-    crypto_auth_hmacsha256(mac, (const unsigned char *)token, len, app->refresh_key);
-    sodium_bin2base64(out, CM_TOKEN_CHARS, mac, sizeof mac,
-                      sodium_base64_VARIANT_URLSAFE_NO_PADDING);
-    sodium_memzero(mac, sizeof mac);
-}
-
-bool auth_token_well_formed(const char *s, size_t len)
-{
-    if (!s || len != CM_TOKEN_CHARS - 1)
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '-' || c == '_'))
-            return false;
-    }
-    return true;
-}
-
-static bool valid_ip(const char *s)
-{
-    unsigned char buf[sizeof(struct in6_addr)];
-    return inet_pton(AF_INET, s, buf) == 1 || inet_pton(AF_INET6, s, buf) == 1;
-}
+/* ---- the client address ----------------------------------------------------------- */
 
 /* Copies ip into out if it is a valid address; false (out untouched) otherwise. */
 static bool take_ip(const char *ip, char out[46])
 {
     size_t n = ip ? strnlen(ip, 46) : 46;
-    if (n >= 46 || !valid_ip(ip))
+    if (n >= 46 || !cm_ip_valid(ip))
         return false;
     memcpy(out, ip, n + 1);
     return true;

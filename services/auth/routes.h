@@ -45,18 +45,9 @@ extern const cm_route_t auth_routes[];
 /** Number of entries in auth_routes. */
 extern const size_t auth_nroutes;
 
-/** Readiness for cm_http: the database and Kafka answer. ctx is the auth_app_t. */
+/** Readiness for cm_http: the database answers (Kafka is the outbox's concern). ctx is the
+ * auth_app_t. */
 bool auth_ready(void *ctx, cm_buf_t *why);
-
-/**
- * Writes the successor of a refresh token: base64url(HMAC-SHA256(key,
- * token)), CM_TOKEN_CHARS bytes with the NUL.
- */
-void auth_refresh_child(const auth_app_t *app, const char *token, size_t len,
-                        char out[CM_TOKEN_CHARS]);
-
-/** True if s (len bytes) looks like one of our 256-bit tokens: 43 base64url characters. */
-bool auth_token_well_formed(const char *s, size_t len);
 
 /**
  * Picks the client address (registration_ip, the login throttle): the

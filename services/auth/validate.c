@@ -8,6 +8,7 @@
 #include <sodium.h>
 #include <zxcvbn.h>
 
+#include "cm/crypto.h"
 #include "cm/util.h"
 
 static bool is_alnum(char c)
@@ -209,4 +210,17 @@ int auth_validate_password(const char *pw, size_t len, const char *username, con
     free(copy);
     free(lower);
     return rc;
+}
+
+bool auth_token_well_formed(const char *s, size_t len)
+{
+    if (!s || len != CM_TOKEN_CHARS - 1)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_'))
+            return false;
+    }
+    return true;
 }

@@ -15,6 +15,7 @@
 #ifndef AUTH_VALIDATE_H
 #define AUTH_VALIDATE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "cm/error.h"
@@ -50,5 +51,8 @@ CM_MUST_CHECK int auth_validate_email(const char *s, size_t len, const char **ms
  */
 CM_MUST_CHECK int auth_validate_password(const char *pw, size_t len, const char *username,
                                          const char *email, const char **msg);
+
+/** True if s (len bytes) looks like one of our 256-bit tokens: 43 base64url characters. */
+bool auth_token_well_formed(const char *s, size_t len);
 
 #endif

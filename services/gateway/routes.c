@@ -69,21 +69,6 @@ int gw_route_find(const char *method, const char *path, const gw_route_t **out, 
 
 /* ---- small checks ------------------------------------------------------------ */
 
-bool gw_content_type_is_json(const char *ct)
-{
-    static const char json[] = "application/json";
-    if (!ct)
-        return false;
-    while (*ct == ' ' || *ct == '\t')
-        ct++;
-    if (strncasecmp(ct, json, sizeof json - 1) != 0)
-        return false;
-    ct += sizeof json - 1;
-    while (*ct == ' ' || *ct == '\t')
-        ct++;
-    return *ct == '\0' || *ct == ';';
-}
-
 bool gw_query_valid(const char *q)
 {
     if (!q)

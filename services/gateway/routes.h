@@ -60,12 +60,6 @@ CM_MUST_CHECK int gw_route_find(const char *method, const char *path, const gw_r
  */
 cm_route_t *gw_http_routes_new(bool cors, size_t *n);
 
-/**
- * True if ct is application/json, optionally with parameters
- * ("application/json; charset=utf-8"), case-insensitive.
- */
-bool gw_content_type_is_json(const char *ct);
-
 /** True if q (a raw query string) may be forwarded: printable ASCII without '#', bounded. */
 bool gw_query_valid(const char *q);
 

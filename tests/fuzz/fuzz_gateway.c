@@ -12,7 +12,7 @@
  *      only.
  *   1: gw_list_parse: items are non-empty, trimmed and comma-free.
  *   2: gw_rate_spec_parse: accepted rates are positive.
- *   3: gw_content_type_is_json and gw_query_valid against their contracts.
+ *   3: cm_content_type_is_json and gw_query_valid against their contracts.
  *   4: gw_jwks_add on a JWKS document (depth-bounded first, as routes.c
  *      does with auth's answer): an added key verifies as a P-256 public
  *      key, and gw_jwk_to_pem on each entry agrees.
@@ -110,7 +110,7 @@ static void fuzz_rates(const char *s)
 
 static void fuzz_filters(const char *s)
 {
-    if (gw_content_type_is_json(s)) {
+    if (cm_content_type_is_json(s)) {
         const char *p = s + strspn(s, " \t");
         FUZZ_CHECK(strncasecmp(p, "application/json", 16) == 0);
         p += 16;

@@ -43,14 +43,6 @@
 
 /* ---- helpers ------------------------------------------------------------------ */
 
-static char *url(const char *path)
-{
-    char *base = t_env(ENV, "GATEWAY_URL");
-    char *u = cm_xasprintf("%s%s", base, path);
-    free(base);
-    return u;
-}
-
 /* A fresh, unique user body: {username, email, password}. */
 static json_t *new_user(const char *tag)
 {
@@ -69,14 +61,14 @@ static const char *str(json_t *o, const char *key)
 
 static void post(const char *path, json_t *body, const char *bearer, t_resp_t *r)
 {
-    char *u = url(path);
+    char *u = t_url("GATEWAY_URL", path);
     assert_int_equal(t_post_json(u, body, bearer, r), 0);
     free(u);
 }
 
 static void get(const char *path, const char *bearer, t_resp_t *r)
 {
-    char *u = url(path);
+    char *u = t_url("GATEWAY_URL", path);
     assert_int_equal(t_get(u, bearer, r), 0);
     free(u);
 }
@@ -372,7 +364,7 @@ typedef struct racer {
 static void *race(void *arg)
 {
     racer_t *rc = arg;
-    char *u = url("/api/register/");
+    char *u = t_url("GATEWAY_URL", "/api/register/");
     t_resp_t r;
     rc->status = t_post_json(u, rc->body, NULL, &r) == 0 ? r.status : 0;
     t_resp_dispose(&r);
@@ -410,7 +402,7 @@ static void twenty_parallel_registrations_of_one_name_give_exactly_one_201(void 
 static void bad_json_missing_fields_and_wrong_types_are_400_naming_fields(void **state)
 {
     (void)state;
-    char *u = url("/api/register/");
+    char *u = t_url("GATEWAY_URL", "/api/register/");
     t_resp_t r;
     assert_int_equal(t_http("POST", u, "application/json", "{\"username\": ", 13, NULL, &r), 0);
     assert_problem(&r, 400);

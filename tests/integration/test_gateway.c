@@ -484,27 +484,12 @@ static int call(const gateway_t *g, const char *method, const char *path, const 
     return rc;
 }
 
-static void assert_header(const t_resp_t *r, const char *name, const char *want)
-{
-    char *v = t_resp_header(r, name);
-    if (!v || strcmp(v, want) != 0)
-        fail_msg("%s: want \"%s\", got \"%s\"", name, want, v ? v : "(none)");
-    free(v);
-}
-
-static void assert_no_header(const t_resp_t *r, const char *name)
-{
-    char *v = t_resp_header(r, name);
-    if (v)
-        fail_msg("unexpected %s: %s", name, v);
-}
-
 /* Every answer, whatever its status, carries the security headers and a request id. */
 static void assert_edge_headers(const t_resp_t *r)
 {
-    assert_header(r, "X-Content-Type-Options", "nosniff");
-    assert_header(r, "Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'");
-    assert_header(r, "Referrer-Policy", "no-referrer");
+    t_assert_header(r, "X-Content-Type-Options", "nosniff");
+    t_assert_header(r, "Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'");
+    t_assert_header(r, "Referrer-Policy", "no-referrer");
     char *rid = t_resp_header(r, "X-Request-Id");
     assert_non_null(rid);
     free(rid);
@@ -646,11 +631,11 @@ static void every_public_path_reaches_its_service_with_method_path_query_and_bod
         /* Auth answers are never cached, but for the public keys; referral answers carry
          * no such header from us. */
         if (strcmp(API[i].path, "/.well-known/jwks.json") == 0)
-            assert_header(&r, "Cache-Control", "public, max-age=300");
+            t_assert_header(&r, "Cache-Control", "public, max-age=300");
         else if (strcmp(API[i].upstream, "auth") == 0)
-            assert_header(&r, "Cache-Control", "no-store");
+            t_assert_header(&r, "Cache-Control", "no-store");
         else
-            assert_no_header(&r, "Cache-Control");
+            t_assert_no_header(&r, "Cache-Control");
         t_resp_dispose(&r);
         free(target);
         free(body);
@@ -666,7 +651,7 @@ static void request_id_is_passed_on_or_created(void **state)
     assert_int_equal(call(&w->main, "GET", "/.well-known/jwks.json", NULL, NULL, 0, hdrs, &r), 0);
     assert_int_equal(r.status, 200);
     assert_string_equal(echoed(&r, "X-Request-Id"), "test-rid.123_abc");
-    assert_header(&r, "X-Request-Id", "test-rid.123_abc");
+    t_assert_header(&r, "X-Request-Id", "test-rid.123_abc");
     t_resp_dispose(&r);
 
     const char *odd[] = {"X-Request-Id: bad id with spaces", NULL};
@@ -730,7 +715,7 @@ static void routes_needing_a_token_are_refused_at_the_edge(void **state)
             t_resp_t r;
             assert_int_equal(call(&w->main, "GET", paths[p], NULL, NULL, 0, cases[c], &r), 0);
             assert_problem(&r, 401);
-            assert_header(&r, "WWW-Authenticate", "Bearer");
+            t_assert_header(&r, "WWW-Authenticate", "Bearer");
             t_resp_dispose(&r);
         }
     }
@@ -839,14 +824,14 @@ static void upstream_statuses_and_their_headers_pass_through(void **state)
     assert_int_equal(
         call(&w->main, "POST", "/api/login/?reply=429", "application/json", "{}", 2, NULL, &r), 0);
     assert_problem(&r, 429);
-    assert_header(&r, "Retry-After", "7");
+    t_assert_header(&r, "Retry-After", "7");
     assert_string_equal(json_string_value(json_object_get(r.json, "title")),
                         "Upstream says slow down");
     t_resp_dispose(&r);
     assert_int_equal(
         call(&w->main, "POST", "/api/logout/?reply=401", "application/json", "{}", 2, NULL, &r), 0);
     assert_problem(&r, 401);
-    assert_header(&r, "WWW-Authenticate", "Bearer error=\"invalid_token\"");
+    t_assert_header(&r, "WWW-Authenticate", "Bearer error=\"invalid_token\"");
     t_resp_dispose(&r);
     assert_int_equal(
         call(&w->main, "POST", "/api/logout/?reply=big", "application/json", "{}", 2, NULL, &r), 0);
@@ -953,25 +938,25 @@ static void the_public_keys_may_be_cached_and_errors_may_not(void **state)
     t_resp_t r;
     assert_int_equal(call(&w->main, "GET", "/.well-known/jwks.json", NULL, NULL, 0, NULL, &r), 0);
     assert_int_equal(r.status, 200);
-    assert_header(&r, "Cache-Control", "public, max-age=300");
+    t_assert_header(&r, "Cache-Control", "public, max-age=300");
     t_resp_dispose(&r);
     /* auth's own Cache-Control for its keys is kept. */
     assert_int_equal(
         call(&w->main, "GET", "/.well-known/jwks.json?reply=cached", NULL, NULL, 0, NULL, &r), 0);
     assert_int_equal(r.status, 200);
-    assert_header(&r, "Cache-Control", "public, max-age=60");
+    t_assert_header(&r, "Cache-Control", "public, max-age=60");
     t_resp_dispose(&r);
     /* auth is down behind the broken gateway: the 503 must not be cached. */
     assert_int_equal(call(&w->broken, "GET", "/.well-known/jwks.json", NULL, NULL, 0, NULL, &r), 0);
     assert_problem(&r, 503);
-    assert_header(&r, "Cache-Control", "no-store");
+    t_assert_header(&r, "Cache-Control", "no-store");
     t_resp_dispose(&r);
     /* Other auth answers stay no-store, whatever auth says. */
     assert_int_equal(
         call(&w->main, "POST", "/api/login/?reply=cached", "application/json", "{}", 2, NULL, &r),
         0);
     assert_int_equal(r.status, 200);
-    assert_header(&r, "Cache-Control", "no-store");
+    t_assert_header(&r, "Cache-Control", "no-store");
     t_resp_dispose(&r);
 }
 
@@ -986,14 +971,14 @@ static void upstream_errors_get_the_headers_api_md_promises(void **state)
         call(&w->main, "POST", "/api/login/?reply=503bare", "application/json", "{}", 2, NULL, &r),
         0);
     assert_int_equal(r.status, 503);
-    assert_header(&r, "Retry-After", "1");
-    assert_header(&r, "Cache-Control", "no-store");
+    t_assert_header(&r, "Retry-After", "1");
+    t_assert_header(&r, "Cache-Control", "no-store");
     t_resp_dispose(&r);
     assert_int_equal(
         call(&w->main, "GET", "/api/referrals/?reply=401bare", NULL, NULL, 0, hdrs, &r), 0);
     assert_int_equal(r.status, 401);
-    assert_header(&r, "WWW-Authenticate", "Bearer");
-    assert_header(&r, "Cache-Control", "no-store");
+    t_assert_header(&r, "WWW-Authenticate", "Bearer");
+    t_assert_header(&r, "Cache-Control", "no-store");
     t_resp_dispose(&r);
 }
 
@@ -1168,22 +1153,22 @@ static void cors_headers_go_only_to_listed_origins(void **state)
     t_resp_t r;
     assert_int_equal(call(&w->main, "GET", "/.well-known/jwks.json", NULL, NULL, 0, good, &r), 0);
     assert_int_equal(r.status, 200);
-    assert_header(&r, "Access-Control-Allow-Origin", "https://app.example.com");
-    assert_header(&r, "Vary", "Origin");
+    t_assert_header(&r, "Access-Control-Allow-Origin", "https://app.example.com");
+    t_assert_header(&r, "Vary", "Origin");
     t_resp_dispose(&r);
     /* Error answers too, or a browser could not read the problem. */
     assert_int_equal(call(&w->main, "GET", "/api/me/", NULL, NULL, 0, good, &r), 0);
     assert_problem(&r, 401);
-    assert_header(&r, "Access-Control-Allow-Origin", "https://app.example.com");
+    t_assert_header(&r, "Access-Control-Allow-Origin", "https://app.example.com");
     t_resp_dispose(&r);
     assert_int_equal(call(&w->main, "GET", "/.well-known/jwks.json", NULL, NULL, 0, evil, &r), 0);
     assert_int_equal(r.status, 200);
-    assert_no_header(&r, "Access-Control-Allow-Origin");
+    t_assert_no_header(&r, "Access-Control-Allow-Origin");
     /* The answer still varies by Origin: a cache must not hand it to a listed origin. */
-    assert_header(&r, "Vary", "Origin");
+    t_assert_header(&r, "Vary", "Origin");
     t_resp_dispose(&r);
     assert_int_equal(call(&w->main, "GET", "/.well-known/jwks.json", NULL, NULL, 0, NULL, &r), 0);
-    assert_header(&r, "Vary", "Origin");
+    t_assert_header(&r, "Vary", "Origin");
     t_resp_dispose(&r);
 }
 
@@ -1201,14 +1186,14 @@ static void cors_preflight_is_answered_only_for_listed_origins(void **state)
     free(any);
     assert_int_equal(r.status, 204);
     assert_edge_headers(&r);
-    assert_header(&r, "Access-Control-Allow-Origin", "https://app.example.com");
-    assert_header(&r, "Access-Control-Allow-Methods", "POST");
+    t_assert_header(&r, "Access-Control-Allow-Origin", "https://app.example.com");
+    t_assert_header(&r, "Access-Control-Allow-Methods", "POST");
     t_resp_dispose(&r);
     const char *evil[] = {"Origin: https://evil.example", "Access-Control-Request-Method: POST",
                           NULL};
     assert_int_equal(call(&w->main, "OPTIONS", "/api/login/", NULL, NULL, 0, evil, &r), 0);
     assert_problem(&r, 403);
-    assert_no_header(&r, "Access-Control-Allow-Origin");
+    t_assert_no_header(&r, "Access-Control-Allow-Origin");
     t_resp_dispose(&r);
 }
 

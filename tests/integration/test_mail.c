@@ -29,18 +29,10 @@
 #define DEADLINE_MS 30000
 #define PASSWORD "correct horse battery staple 42"
 
-static char *url(const char *base_key, const char *path)
-{
-    char *base = t_env(ENV, base_key);
-    char *u = cm_xasprintf("%s%s", base, path);
-    free(base);
-    return u;
-}
-
 /* POSTs body to auth; retries while its hash pool says 503; returns the status. */
 static long post_auth(const char *path, json_t *body, t_resp_t *r)
 {
-    char *u = url("GATEWAY_URL", path);
+    char *u = t_url("GATEWAY_URL", path);
     for (int tries = 0;; tries++) {
         assert_int_equal(t_post_json(u, body, NULL, r), 0);
         if ((r->status != 503 && r->status != 429) || tries > 100)
@@ -192,7 +184,7 @@ static void resend_verification_mails_a_new_link_that_replaces_the_first(void **
     assert_int_equal(post_auth("/api/login/", login, &r), 200);
     char *access = cm_xstrdup(json_string_value(json_object_get(r.json, "access")));
     t_resp_dispose(&r);
-    char *u = url("GATEWAY_URL", "/api/resend-verification/");
+    char *u = t_url("GATEWAY_URL", "/api/resend-verification/");
     json_t *empty = json_object();
     assert_int_equal(t_post_json(u, empty, access, &r), 0);
     assert_int_equal(r.status, 202);

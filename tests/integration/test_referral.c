@@ -31,14 +31,6 @@
 #define DEADLINE_MS 30000
 #define PASSWORD "correct horse battery staple 42"
 
-static char *url(const char *base_key, const char *path)
-{
-    char *base = t_env(ENV, base_key);
-    char *u = cm_xasprintf("%s%s", base, path);
-    free(base);
-    return u;
-}
-
 /* One value from an admin query with one text parameter; "" when no row. Caller frees. */
 static char *query1(const char *sql, const char *param)
 {
@@ -88,7 +80,7 @@ static void register_user(user_t *u, const char *tag, const char *referral_code)
         json_pack("{s:s, s:s, s:s}", "username", u->name, "email", u->email, "password", PASSWORD);
     if (referral_code)
         json_object_set_new(body, "referral_code", json_string(referral_code));
-    char *reg = url("GATEWAY_URL", "/api/register/");
+    char *reg = t_url("GATEWAY_URL", "/api/register/");
     t_resp_t r;
     for (int tries = 0;; tries++) {
         assert_int_equal(t_post_json(reg, body, NULL, &r), 0);
@@ -109,7 +101,7 @@ static void register_user(user_t *u, const char *tag, const char *referral_code)
 static char *login(const user_t *u)
 {
     json_t *body = json_pack("{s:s, s:s}", "username_or_email", u->name, "password", PASSWORD);
-    char *lg = url("GATEWAY_URL", "/api/login/");
+    char *lg = t_url("GATEWAY_URL", "/api/login/");
     t_resp_t r;
     for (int tries = 0;; tries++) {
         assert_int_equal(t_post_json(lg, body, NULL, &r), 0);
@@ -129,7 +121,7 @@ static char *login(const user_t *u)
 /* GET path through the gateway with the token; the JSON body (caller decrefs). */
 static json_t *api_get(const char *path, const char *tok)
 {
-    char *u = url("GATEWAY_URL", path);
+    char *u = t_url("GATEWAY_URL", path);
     t_resp_t r;
     assert_int_equal(t_get(u, tok, &r), 0);
     assert_int_equal(r.status, 200);
@@ -191,7 +183,7 @@ static void verify(const char *email)
 {
     char *token = verify_token_for(email);
     json_t *body = json_pack("{s:s}", "token", token);
-    char *u = url("GATEWAY_URL", "/api/verify-email/");
+    char *u = t_url("GATEWAY_URL", "/api/verify-email/");
     t_resp_t r;
     assert_int_equal(t_post_json(u, body, NULL, &r), 0);
     assert_int_equal(r.status, 200);
@@ -414,7 +406,7 @@ static void the_referral_api_refuses_missing_tokens_and_bad_cursors(void **state
 {
     (void)state;
     t_resp_t r;
-    char *u = url("GATEWAY_URL", "/api/referral-stats/");
+    char *u = t_url("GATEWAY_URL", "/api/referral-stats/");
     assert_int_equal(t_get(u, NULL, &r), 0);
     assert_int_equal(r.status, 401);
     assert_non_null(strstr(r.content_type, "application/problem+json"));
@@ -423,7 +415,7 @@ static void the_referral_api_refuses_missing_tokens_and_bad_cursors(void **state
     user_t ada;
     register_user(&ada, "cur", NULL);
     char *tok = login(&ada);
-    u = url("GATEWAY_URL", "/api/referrals/?cursor=bm90LWEtY3Vyc29y");
+    u = t_url("GATEWAY_URL", "/api/referrals/?cursor=bm90LWEtY3Vyc29y");
     assert_int_equal(t_get(u, tok, &r), 0);
     assert_int_equal(r.status, 400);
     assert_non_null(json_object_get(json_object_get(r.json, "errors"), "cursor"));
@@ -527,7 +519,7 @@ static void a_referral_from_a_disposable_address_is_rejected_and_pays_nothing(vo
     snprintf(bad.email, sizeof bad.email, "%s@mailinator.com", bad.name);
     json_t *body = json_pack("{s:s, s:s, s:s, s:s}", "username", bad.name, "email", bad.email,
                              "password", PASSWORD, "referral_code", ada.code);
-    char *reg = url("GATEWAY_URL", "/api/register/");
+    char *reg = t_url("GATEWAY_URL", "/api/register/");
     t_resp_t r;
     assert_int_equal(t_post_json(reg, body, NULL, &r), 0);
     assert_int_equal(r.status, 201);

@@ -1,12 +1,18 @@
 #include "http_client.h"
 
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
+#include <cmocka.h>
 #include <curl/curl.h>
 
 #include "cm/util.h"
+#include "testenv.h"
 
 static size_t on_data(char *ptr, size_t size, size_t n, void *ud)
 {
@@ -116,4 +122,28 @@ void t_resp_dispose(t_resp_t *r)
     free(r->headers);
     json_decref(r->json);
     memset(r, 0, sizeof *r);
+}
+
+char *t_url(const char *base_key, const char *path)
+{
+    char *base = t_env("LINKTR_STACK_ENV", base_key);
+    char *u = cm_xasprintf("%s%s", base, path);
+    free(base);
+    return u;
+}
+
+void t_assert_header(const t_resp_t *r, const char *name, const char *want)
+{
+    char *v = t_resp_header(r, name);
+    if (!v || strcmp(v, want) != 0)
+        fail_msg("%s: want \"%s\", got \"%s\"", name, want, v ? v : "(none)");
+    free(v);
+}
+
+void t_assert_no_header(const t_resp_t *r, const char *name)
+{
+    char *v = t_resp_header(r, name);
+    if (v)
+        fail_msg("unexpected header %s: %s", name, v);
+    free(v);
 }

@@ -37,4 +37,18 @@ char *t_resp_header(const t_resp_t *r, const char *name);
 
 void t_resp_dispose(t_resp_t *r);
 
+/**
+ * The URL of path on one of the integration stack's services: base_key is
+ * a key of the stack's env file (GATEWAY_URL, AUTH_URL, REFERRAL_URL, ...;
+ * the file is named by LINKTR_STACK_ENV). Returns a new string the
+ * caller frees; aborts the test when the key is missing.
+ */
+char *t_url(const char *base_key, const char *path);
+
+/** Fails the test unless r carries header name with exactly the value want. */
+void t_assert_header(const t_resp_t *r, const char *name, const char *want);
+
+/** Fails the test if r carries header name. */
+void t_assert_no_header(const t_resp_t *r, const char *name);
+
 #endif

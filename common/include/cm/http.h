@@ -82,6 +82,12 @@ typedef struct cm_http_config {
 } cm_http_config_t;
 
 /**
+ * True if ct (a Content-Type value, NULL-safe) is application/json in any
+ * case, optionally followed by parameters ("application/json; charset=utf-8").
+ */
+bool cm_content_type_is_json(const char *ct);
+
+/**
  * Starts listening. Returns the server (stop with cm_http_stop) or NULL
  * with *err set (CM_EINVAL for a bad config, CM_EIO when the port cannot
  * be bound).

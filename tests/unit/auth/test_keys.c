@@ -17,6 +17,7 @@
 
 #include "cm/crypto.h"
 #include "keys.h"
+#include "validate.h"
 
 /* A PEM of a key: PKCS#8 ("PRIVATE KEY") or SEC1 ("EC PRIVATE KEY"). Caller free()s. */
 static char *pem_of(EVP_PKEY *key, bool pkcs8, size_t *len)

@@ -1,4 +1,4 @@
-/* Tests for the pure helpers of services/auth/routes.c: tokens and the client address. */
+/* Tests for the pure helpers of services/auth/routes.c: the client address. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,23 +9,6 @@
 
 #include "cm/crypto.h"
 #include "routes.h"
-
-static void tokens_are_43_base64url_characters(void **state)
-{
-    (void)state;
-    char t[CM_TOKEN_CHARS];
-    cm_token_new(t);
-    assert_true(auth_token_well_formed(t, strlen(t)));
-    assert_false(auth_token_well_formed(t, strlen(t) - 1));
-    assert_false(auth_token_well_formed("", 0));
-    assert_false(auth_token_well_formed(NULL, 43));
-    char bad[CM_TOKEN_CHARS];
-    memcpy(bad, t, sizeof bad);
-    bad[10] = '+';
-    assert_false(auth_token_well_formed(bad, strlen(bad)));
-    bad[10] = '\0';
-    assert_false(auth_token_well_formed(bad, 43));
-}
 
 static auth_config_t gateways(const char *list)
 {
@@ -113,7 +96,6 @@ int main(void)
     if (cm_crypto_init() != 0)
         return 1;
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(tokens_are_43_base64url_characters),
         cmocka_unit_test(real_ip_is_believed_only_from_a_gateway_address),
         cmocka_unit_test(gateway_blocks_are_configurable_cidrs),
         cmocka_unit_test(malformed_gateway_lists_are_refused),

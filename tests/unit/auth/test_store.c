@@ -20,8 +20,8 @@
 #include "cm/util.h"
 #include "store.h"
 #include "testenv.h"
+#include "pg.h"
 
-#define ENV "LINKTR_PG_ENV_FILE"
 
 extern const cm_migration_t auth_migrations[];
 extern const size_t auth_migrations_count;
@@ -31,15 +31,7 @@ static const uint8_t K[AUTH_THROTTLE_SECRET_LEN] = {42, 7, 1};
 
 static int setup(void **state)
 {
-    char *url = t_env(ENV, "AUTH_DATABASE_URL");
-    cm_db_config_t c = {
-        .conninfo = url, .size = 4, .acquire_timeout_ms = 5000, .connect_timeout_s = 5};
-    int err = 0;
-    cm_db_pool_t *pool = cm_db_pool_new(&c, &err);
-    free(url);
-    assert_non_null(pool);
-    assert_int_equal(cm_db_migrate(pool, auth_migrations, auth_migrations_count), 0);
-    *state = pool;
+    *state = t_pg_pool("AUTH_DATABASE_URL", 4, auth_migrations, auth_migrations_count);
     return 0;
 }
 

@@ -7,6 +7,7 @@
 
 #include <cmocka.h>
 
+#include "cm/crypto.h"
 #include "validate.h"
 
 static int username(const char *s)
@@ -204,9 +205,27 @@ static void passwords_with_nul_bytes_are_rejected(void **state)
     assert_int_equal(auth_validate_password("zebra-qu\0ntum-77", 16, NULL, NULL, &msg), CM_EINVAL);
 }
 
+static void tokens_are_43_base64url_characters(void **state)
+{
+    (void)state;
+    char t[CM_TOKEN_CHARS];
+    cm_token_new(t);
+    assert_true(auth_token_well_formed(t, strlen(t)));
+    assert_false(auth_token_well_formed(t, strlen(t) - 1));
+    assert_false(auth_token_well_formed("", 0));
+    assert_false(auth_token_well_formed(NULL, 43));
+    char bad[CM_TOKEN_CHARS];
+    memcpy(bad, t, sizeof bad);
+    bad[10] = '+';
+    assert_false(auth_token_well_formed(bad, strlen(bad)));
+    bad[10] = '\0';
+    assert_false(auth_token_well_formed(bad, 43));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(tokens_are_43_base64url_characters),
         cmocka_unit_test(usernames_of_3_to_30_allowed_characters_pass),
         cmocka_unit_test(usernames_of_2_or_31_characters_are_rejected),
         cmocka_unit_test(usernames_with_other_characters_are_rejected),

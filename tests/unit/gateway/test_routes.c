@@ -147,14 +147,14 @@ static void unknown_paths_are_not_found(void **state)
 static void json_content_types_are_recognised_and_others_refused(void **state)
 {
     (void)state;
-    assert_true(gw_content_type_is_json("application/json"));
-    assert_true(gw_content_type_is_json("Application/JSON; charset=utf-8"));
-    assert_true(gw_content_type_is_json("application/json ;charset=utf-8"));
-    assert_false(gw_content_type_is_json(NULL));
-    assert_false(gw_content_type_is_json("text/plain"));
-    assert_false(gw_content_type_is_json("application/jsonx"));
-    assert_false(gw_content_type_is_json("application/x-www-form-urlencoded"));
-    assert_false(gw_content_type_is_json("multipart/form-data; boundary=x"));
+    assert_true(cm_content_type_is_json("application/json"));
+    assert_true(cm_content_type_is_json("Application/JSON; charset=utf-8"));
+    assert_true(cm_content_type_is_json("application/json ;charset=utf-8"));
+    assert_false(cm_content_type_is_json(NULL));
+    assert_false(cm_content_type_is_json("text/plain"));
+    assert_false(cm_content_type_is_json("application/jsonx"));
+    assert_false(cm_content_type_is_json("application/x-www-form-urlencoded"));
+    assert_false(cm_content_type_is_json("multipart/form-data; boundary=x"));
 }
 
 static void query_strings_with_controls_spaces_or_fragments_are_refused(void **state)

@@ -32,6 +32,7 @@
 #include "smtp.h"
 #include "store.h"
 #include "testenv.h"
+#include "pg.h"
 
 extern const cm_migration_t mailer_migrations[];
 extern const size_t mailer_migrations_count;
@@ -122,14 +123,7 @@ static int setup(void **state)
     assert_int_equal(cm_crypto_init(), 0);
     assert_int_equal(curl_global_init(CURL_GLOBAL_DEFAULT), CURLE_OK);
     fixture_t *f = cm_xcalloc(1, sizeof *f);
-    char *url = t_env("LINKTR_PG_ENV_FILE", "MAILER_DATABASE_URL");
-    cm_db_config_t dbc = {
-        .conninfo = url, .size = 2, .acquire_timeout_ms = 5000, .connect_timeout_s = 5};
-    int err = 0;
-    f->pool = cm_db_pool_new(&dbc, &err);
-    free(url);
-    assert_non_null(f->pool);
-    assert_int_equal(cm_db_migrate(f->pool, mailer_migrations, mailer_migrations_count), 0);
+    f->pool = t_pg_pool("MAILER_DATABASE_URL", 2, mailer_migrations, mailer_migrations_count);
     crypto_box_keypair(f->cfg.seal_pk, f->cfg.seal_sk);
     snprintf(f->dir, sizeof f->dir, "/tmp/linktr-smtptest-XXXXXX");
     assert_non_null(mkdtemp(f->dir));

@@ -24,6 +24,7 @@
 #include "rules.h"
 #include "sweep.h"
 #include "testenv.h"
+#include "pg.h"
 
 extern const cm_migration_t referral_migrations[];
 extern const size_t referral_migrations_count;
@@ -37,14 +38,7 @@ typedef struct fixture {
 static int setup(void **state)
 {
     fixture_t *f = cm_xcalloc(1, sizeof *f);
-    char *url = t_env("LINKTR_PG_ENV_FILE", "REFERRAL_DATABASE_URL");
-    cm_db_config_t dbc = {
-        .conninfo = url, .size = 2, .acquire_timeout_ms = 5000, .connect_timeout_s = 5};
-    int err = 0;
-    f->pool = cm_db_pool_new(&dbc, &err);
-    free(url);
-    assert_non_null(f->pool);
-    assert_int_equal(cm_db_migrate(f->pool, referral_migrations, referral_migrations_count), 0);
+    f->pool = t_pg_pool("REFERRAL_DATABASE_URL", 2, referral_migrations, referral_migrations_count);
     f->cfg.ttl_days = 30;
     f->cfg.daily_cap = 50;
     ref_rules_defaults(&f->cfg.rules);

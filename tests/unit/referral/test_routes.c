@@ -29,6 +29,7 @@
 #include "http_client.h"
 #include "routes.h"
 #include "testenv.h"
+#include "pg.h"
 
 extern const cm_migration_t referral_migrations[];
 extern const size_t referral_migrations_count;
@@ -81,14 +82,7 @@ static cm_jwt_signer_t *signer_for(cm_jwt_verifier_t *v, const char *kid)
 static int setup(void **state)
 {
     fixture_t *f = cm_xcalloc(1, sizeof *f);
-    char *url = t_env("LINKTR_PG_ENV_FILE", "REFERRAL_DATABASE_URL");
-    cm_db_config_t dbc = {
-        .conninfo = url, .size = 4, .acquire_timeout_ms = 5000, .connect_timeout_s = 5};
-    int err = 0;
-    f->pool = cm_db_pool_new(&dbc, &err);
-    free(url);
-    assert_non_null(f->pool);
-    assert_int_equal(cm_db_migrate(f->pool, referral_migrations, referral_migrations_count), 0);
+    f->pool = t_pg_pool("REFERRAL_DATABASE_URL", 4, referral_migrations, referral_migrations_count);
     f->cfg.svc.public_base_url = cm_xstrdup("http://127.0.0.1:8000");
     f->cfg.daily_cap = 50;
     ref_rules_defaults(&f->cfg.rules);
@@ -106,6 +100,7 @@ static int setup(void **state)
                            .routes = ref_routes,
                            .nroutes = ref_routes_count,
                            .ctx = &f->api};
+    int err = 0;
     f->http = cm_http_start(&hc, &err);
     assert_non_null(f->http);
     snprintf(f->base, sizeof f->base, "http://127.0.0.1:%d", port);
