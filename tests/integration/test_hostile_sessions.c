@@ -341,7 +341,11 @@ static void race_once(race_t *rc, const char *user_id, int k)
         pthread_join(tid[i], NULL);
     pthread_barrier_destroy(&rc->start);
     assert_int_equal(rc->reset_status, 204);
-    assert_int_equal(rc->logout_status, 204);
+    /* A reset that commits first has already revoked family B: the logout then
+     * finds nothing live and answers 401, as for any dead token. Either way
+     * the family is over, which the refreshes below prove. */
+    if (rc->logout_status != 204 && rc->logout_status != 401)
+        fail_msg("iteration %d: logout answered %ld", k, rc->logout_status);
     /* The reset and the logout have answered: nothing issued before them may refresh. */
     for (int i = 0; i < rc->bag.n; i++) {
         char *next = NULL;
