@@ -40,6 +40,7 @@ struct cm_http {
     struct mg_context *mg;
     char *service;
     size_t max_body;
+    int request_timeout_ms;
     const cm_route_t *routes;
     size_t nroutes;
     void *ctx;
@@ -65,6 +66,10 @@ struct cm_req {
     unsigned flags;
     bool no_store;
     bool must_close;
+    /* The body was read to its end: civetweb has nothing left to drain. */
+    bool body_done;
+    /* When the handler started (the head was read): the body's deadline counts from here. */
+    int64_t started_ms;
     /* A HEAD request: answers carry the head GET would get, and no body. */
     bool head;
     bool replied;
@@ -333,6 +338,45 @@ static void build_head(const cm_req_t *rq, int status, const char *ctype, size_t
     cm_buf_puts(out, "\r\n");
 }
 
+/* True when the request announces a body (RFC 9112: Content-Length > 0 or Transfer-Encoding). */
+static bool announces_body(const cm_req_t *rq)
+{
+    if (mg_get_header(rq->conn, "Transfer-Encoding"))
+        return true;
+    const char *cl = mg_get_header(rq->conn, "Content-Length");
+    return cl && strspn(cl, "0") != strlen(cl);
+}
+
+/*
+ * After a handler returns, civetweb 1.15 reads and discards whatever is
+ * left of the body (discard_unread_request_data) so the connection can
+ * carry the next request, unless its connection's must_close flag is set.
+ * That drain has no deadline of its own: civetweb's request_timeout_ms
+ * only bounds each idle gap, so a client trickling a byte every few
+ * seconds would hold the worker for as long as its Content-Length lasts.
+ * A "Connection: close" header we write does not set the flag.
+ *
+ * mg_disable_connection_keep_alive() does: in 1.15 it is exactly
+ * `if (conn) conn->must_close = 1;` (checked in the shipped library's
+ * code). With the flag set, handle_request skips the drain and
+ * process_new_connection does not keep the connection alive, so civetweb
+ * closes the socket as soon as the answer is written. It is the
+ * documented per-connection API for this (civetweb issue 727) and runs on
+ * the worker that owns the connection, so unlike closing the socket from
+ * here it cannot race civetweb's own use of it.
+ *
+ * So every answer to a request whose body was refused (too large, bad
+ * framing, deadline passed) or simply not read to its end (415, 401, 404,
+ * 429 ... before the body) closes the connection instead of draining it.
+ */
+static void close_unless_drained(cm_req_t *rq)
+{
+    if (!rq->body_done && announces_body(rq))
+        rq->must_close = true;
+    if (rq->must_close)
+        mg_disable_connection_keep_alive(rq->conn);
+}
+
 void cm_reply_raw(cm_req_t *rq, int status, const char *content_type, const void *body, size_t len)
 {
     if (rq->replied) {
@@ -353,6 +397,7 @@ void cm_reply_raw(cm_req_t *rq, int status, const char *content_type, const void
         CM_ERROR(rq->id, "invalid Content-Type refused; sending application/octet-stream");
         content_type = "application/octet-stream";
     }
+    close_unless_drained(rq);
     cm_buf_t msg;
     cm_buf_init(&msg);
     build_head(rq, status, len || carries_length(status) ? content_type : NULL, len, &msg);
@@ -485,20 +530,47 @@ static int body_framing(cm_req_t *rq, long long *declared)
     return 0;
 }
 
-/* Reads until the body ends or cap bytes arrived. */
-static int read_capped(cm_req_t *rq, char *buf, size_t cap, size_t *got)
+static int reply_timeout(cm_req_t *rq)
+{
+    rq->must_close = true;
+    cm_reply_problem(rq, 408, "Request Timeout", "The request body did not arrive in time.", NULL);
+    return CM_ETIMEDOUT;
+}
+
+/*
+ * Reads until the body ends, cap bytes arrived or the deadline passed
+ * (CM_ETIMEDOUT). One byte per mg_read: civetweb's mg_read returns only
+ * when all the bytes asked for arrived (or an idle gap of
+ * request_timeout_ms passed), so asking for more would let a client that
+ * trickles a byte every few seconds keep one call going for hours; asking
+ * for one makes every call end within one gap, and the deadline is checked
+ * between calls. Bytes civetweb already holds (a body that came with the
+ * head, the common case) are copied from its buffer without a system call.
+ */
+static int read_capped(cm_req_t *rq, char *buf, size_t cap, int64_t deadline, size_t *got)
 {
     size_t n = 0;
+    int rc = 0;
     while (n < cap) {
-        int r = mg_read(rq->conn, buf + n, cap - n);
-        if (r < 0)
-            return CM_EIO;
-        if (r == 0)
+        if (cm_now_mono_ms() >= deadline) {
+            rc = CM_ETIMEDOUT;
             break;
+        }
+        int r = mg_read(rq->conn, buf + n, 1);
+        if (r < 0) {
+            rc = CM_EIO;
+            break;
+        }
+        if (r == 0) {
+            /* The end of the body, or civetweb gave up waiting (an idle gap). */
+            if (cm_now_mono_ms() >= deadline)
+                rc = CM_ETIMEDOUT;
+            break;
+        }
         n += (size_t)r;
     }
     *got = n;
-    return 0;
+    return rc;
 }
 
 int cm_req_body_or_reply(cm_req_t *rq, cm_slice_t *out)
@@ -509,18 +581,24 @@ int cm_req_body_or_reply(cm_req_t *rq, cm_slice_t *out)
         return rc;
     out->ptr = cm_arena_strndup(rq->arena, "", 0);
     out->len = 0;
-    if (declared == 0)
+    if (declared == 0) {
+        rq->body_done = true;
         return 0;
+    }
     /* One byte more than allowed tells a too-large body from one that fits. */
     size_t cap = rq->srv->max_body + 1;
     char *buf = cm_arena_alloc(rq->arena, cap + 1);
     size_t got = 0;
-    if (read_capped(rq, buf, cap, &got) != 0)
+    rc = read_capped(rq, buf, cap, rq->started_ms + rq->srv->request_timeout_ms, &got);
+    if (rc == CM_ETIMEDOUT)
+        return reply_timeout(rq);
+    if (rc != 0)
         return reply_bad_body(rq, "The request body could not be read.");
     if (got > rq->srv->max_body)
         return reply_too_large(rq);
     if (declared > 0 && got != (size_t)declared)
         return reply_bad_body(rq, "The request body is shorter than its Content-Length.");
+    rq->body_done = true;
     out->ptr = buf;
     out->len = got;
     return 0;
@@ -726,6 +804,7 @@ static void req_init(cm_req_t *rq, cm_http_t *srv, struct mg_connection *conn)
     rq->arena = cm_arena_new();
     rq->route_label = "unmatched";
     rq->status = 500;
+    rq->started_ms = cm_now_mono_ms();
     const char *p = rq->ri->local_uri ? rq->ri->local_uri : "/";
     rq->path = cm_arena_strndup(rq->arena, p, strlen(p));
     rq->head = rq->ri->request_method && strcmp(rq->ri->request_method, "HEAD") == 0;
@@ -852,7 +931,8 @@ static bool valid_config(const cm_http_config_t *cfg)
 {
     if (!cfg || !valid_bind(cfg->bind) || cfg->port < 1 || cfg->port > 65535)
         return false;
-    if (cfg->threads < 0 || cfg->threads > 1024 || cfg->request_timeout_ms < 0)
+    if (cfg->threads < 0 || cfg->threads > 1024 || cfg->request_timeout_ms < 0 ||
+        cfg->keepalive_timeout_ms < 0)
         return false;
     if (cfg->nroutes && !cfg->routes)
         return false;
@@ -887,17 +967,27 @@ static int start_civetweb(cm_http_t *srv, const cm_http_config_t *cfg)
 {
     static pthread_once_t once = PTHREAD_ONCE_INIT;
     pthread_once(&once, init_library_once);
-    char ports[96], threads[16], timeout[16];
+    char ports[96], threads[16], timeout[16], keepalive[16];
     if (strchr(cfg->bind, ':'))
         snprintf(ports, sizeof ports, "[%s]:%d", cfg->bind, cfg->port);
     else
         snprintf(ports, sizeof ports, "%s:%d", cfg->bind, cfg->port);
     snprintf(threads, sizeof threads, "%d", cfg->threads ? cfg->threads : 8);
-    snprintf(timeout, sizeof timeout, "%d",
-             cfg->request_timeout_ms ? cfg->request_timeout_ms : 10000);
+    snprintf(timeout, sizeof timeout, "%d", srv->request_timeout_ms);
+    snprintf(keepalive, sizeof keepalive, "%d",
+             cfg->keepalive_timeout_ms ? cfg->keepalive_timeout_ms : CM_HTTP_KEEPALIVE_TIMEOUT_MS);
+    /*
+     * request_timeout_ms: civetweb 1.15's read_message() measures it from
+     * the moment a worker starts on a new connection and gives up on a head
+     * that is not complete by then (checked after each read, each read
+     * waiting at most that long): the head deadline. For the body it only
+     * bounds each idle gap; cm_req_body_or_reply adds the total deadline.
+     * keep_alive_timeout_ms replaces it for the heads of the requests after
+     * the first on a kept-alive connection (idle time and head together).
+     */
     const char *options[] = {"listening_ports", ports, "num_threads", threads, "request_timeout_ms",
-                             timeout, "enable_keep_alive", "yes", "max_request_size",
-                             MAX_REQUEST_HEAD, "tcp_nodelay", "1",
+                             timeout, "keep_alive_timeout_ms", keepalive, "enable_keep_alive",
+                             "yes", "max_request_size", MAX_REQUEST_HEAD, "tcp_nodelay", "1",
                              /* Empty: civetweb must not answer CORS preflights
                                 itself (with "*"); services decide. */
                              "access_control_allow_origin", "", NULL};
@@ -921,6 +1011,8 @@ cm_http_t *cm_http_start(const cm_http_config_t *cfg, int *err)
     srv = cm_xcalloc(1, sizeof *srv);
     srv->service = cm_xstrdup(cfg->service ? cfg->service : "linktr");
     srv->max_body = cfg->max_body ? cfg->max_body : CM_MAX_BODY;
+    srv->request_timeout_ms =
+        cfg->request_timeout_ms ? cfg->request_timeout_ms : CM_HTTP_REQUEST_TIMEOUT_MS;
     srv->routes = cfg->routes;
     srv->nroutes = cfg->nroutes;
     srv->ctx = cfg->ctx;

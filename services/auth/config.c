@@ -7,6 +7,7 @@
 #include <sodium.h>
 
 #include "cm/config.h"
+#include "cm/http.h"
 #include "cm/crypto.h"
 
 static void load_seal_key(cm_cfg_t *c, auth_config_t *cfg)
@@ -72,6 +73,9 @@ int auth_config_load(auth_config_t *cfg)
     load_seal_key(&c, cfg);
     load_hashing(&c, cfg);
     cfg->http_threads = (int)cm_cfg_int(&c, "HTTP_THREADS", 16, 1, 1024);
+    cfg->request_timeout_ms = (int)cm_cfg_int(&c, "REQUEST_TIMEOUT_MS", CM_HTTP_REQUEST_TIMEOUT_MS,
+                                              100, 600000);
+    cfg->keepalive_timeout_ms = (int)cm_cfg_int(&c, "KEEPALIVE_TIMEOUT_MS", 500, 1, 3600000);
     cfg->db_pool_size = (int)cm_cfg_int(&c, "DB_POOL_SIZE", 10, 1, 256);
     load_log_level(&c, cfg);
     if (cm_cfg_finish(&c) != 0) {

@@ -32,6 +32,8 @@ typedef struct auth_config {
     int hash_workers;                   /* HASH_WORKERS, 0 = cores */
     int hash_queue;                     /* HASH_QUEUE, 64 */
     int http_threads;                   /* HTTP_THREADS, 16 */
+    int request_timeout_ms;             /* REQUEST_TIMEOUT_MS, CM_HTTP_REQUEST_TIMEOUT_MS */
+    int keepalive_timeout_ms;           /* KEEPALIVE_TIMEOUT_MS, 500 (behind the gateway) */
     int db_pool_size;                   /* DB_POOL_SIZE, 10 */
     cm_log_level_t log_level;           /* LOG_LEVEL, info */
 } auth_config_t;

@@ -33,6 +33,7 @@ static cm_http_t *start_http(const gw_config_t *cfg, gw_t *gw)
         .threads = cfg->threads,
         .max_body = CM_MAX_BODY,
         .request_timeout_ms = cfg->request_timeout_ms,
+        .keepalive_timeout_ms = cfg->keepalive_timeout_ms,
         .routes = gw->routes,
         .nroutes = gw->nroutes,
         .ctx = gw,

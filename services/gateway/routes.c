@@ -500,7 +500,7 @@ gw_t *gw_new(const gw_config_t *cfg, int *err)
     gw->upstreams[GW_UP_REFERRAL] = gw_upstream_new(
         "referral", &cfg->referral_urls, cfg->connect_timeout_ms, cfg->upstream_timeout_ms, pool);
     if (cfg->rate_limits)
-        gw->limiter = gw_limiter_new(cfg->rates, GW_RATE_MAX_CLIENTS);
+        gw->limiter = gw_limiter_new(cfg->rates, GW_RATE_MAX_CLIENTS, cfg->ipv6_prefix);
     make_metrics(gw);
     build_table(gw);
     *err = 0;

@@ -20,6 +20,8 @@ typedef struct mail_config {
     cm_log_level_t log_level; /* LOG_LEVEL, info */
     int db_pool_size;         /* DB_POOL_SIZE, 4 */
     int http_threads;         /* HTTP_THREADS, 4 */
+    int request_timeout_ms;   /* REQUEST_TIMEOUT_MS, CM_HTTP_REQUEST_TIMEOUT_MS */
+    int keepalive_timeout_ms; /* KEEPALIVE_TIMEOUT_MS, 500 (behind the gateway) */
     char *mail_dir;           /* MAIL_DIR, .run/mail */
     char *smtp_url;           /* SMTP_URL, NULL → Maildir */
     bool smtp_starttls;       /* SMTP_STARTTLS, off: require STARTTLS on smtp:// */

@@ -18,6 +18,8 @@ typedef struct ref_config {
     cm_log_level_t log_level; /* LOG_LEVEL, info */
     int db_pool_size;         /* DB_POOL_SIZE, 8 */
     int http_threads;         /* HTTP_THREADS, 8 */
+    int request_timeout_ms;   /* REQUEST_TIMEOUT_MS, CM_HTTP_REQUEST_TIMEOUT_MS */
+    int keepalive_timeout_ms; /* KEEPALIVE_TIMEOUT_MS, 500 (behind the gateway) */
     char *jwt_public_keys;    /* JWT_PUBLIC_KEYS "kid=path.pem,...", required */
     char *jwt_issuer;         /* JWT_ISSUER, linktr */
     char *jwt_audience;       /* JWT_AUDIENCE, linktr */

@@ -39,6 +39,21 @@ struct mg_connection;
 #define CM_MAX_BODY (16 * 1024)
 /** Longest X-Request-Id taken from a client; longer or odd ones are replaced. */
 #define CM_MAX_REQUEST_ID 64
+/**
+ * Default deadline for reading a request (ms): the head, then the body.
+ * With a FIFO accept queue, a request queued behind S slow connections on
+ * T workers waits about ceil(S / T) x this: 1 s keeps the issue's flood
+ * (64 slow clients on the gateway's 64 workers) within 2 s. See README.
+ */
+#define CM_HTTP_REQUEST_TIMEOUT_MS 1000
+/**
+ * Default idle time (ms) a kept-alive connection may wait for its next
+ * request: longer than a proxy's usual 60 s upstream idle timeout, so the
+ * proxy, not this server, closes idle connections (no request is ever
+ * sent on a connection the server has just closed). Each such connection
+ * holds a worker thread while it idles.
+ */
+#define CM_HTTP_KEEPALIVE_TIMEOUT_MS 75000
 
 typedef struct cm_http cm_http_t;
 typedef struct cm_req cm_req_t;
@@ -71,7 +86,21 @@ typedef struct cm_http_config {
     int port;                 /* 1-65535 */
     int threads;              /* civetweb worker threads */
     size_t max_body;          /* 0 → CM_MAX_BODY */
-    int request_timeout_ms;   /* slow clients are cut off after this */
+    /*
+     * 0 → CM_HTTP_REQUEST_TIMEOUT_MS. A deadline for the head (counted by
+     * civetweb from the moment a worker takes a new connection) and a
+     * second one for the body (counted from the end of the head), each
+     * this long. A client that misses one is answered 408 (body) or
+     * dropped (head) and its connection closed: a slow client holds a
+     * worker for at most about twice this, however it trickles.
+     */
+    int request_timeout_ms;
+    /*
+     * 0 → CM_HTTP_KEEPALIVE_TIMEOUT_MS. How long a kept-alive connection
+     * may idle before its next request (civetweb's keep_alive_timeout_ms,
+     * which also bounds that next request's head).
+     */
+    int keepalive_timeout_ms;
     const cm_route_t *routes; /* borrowed; must outlive the server */
     size_t nroutes;
     void *ctx;         /* passed to every handler */
@@ -158,8 +187,11 @@ int cm_req_query_param(cm_req_t *rq, const char *name, size_t max_len, const cha
 
 /**
  * Reads the whole body (at most the server's max_body bytes) into the
- * arena. Checks Content-Length and the bytes actually read. On failure it
- * has already replied (413 too large, 400 unreadable) and returns < 0.
+ * arena. Checks Content-Length and the bytes actually read, and the
+ * server's request deadline. On failure it has already replied (413 too
+ * large, 400 unreadable or badly framed, 408 deadline passed) and returns
+ * < 0; the connection is then closed after the answer, never drained. A
+ * body that no handler read completely closes the connection the same way.
  * Chunked bodies are capped the same way; a request with neither
  * Content-Length nor Transfer-Encoding has an empty body (RFC 9112). The
  * slice is NUL-terminated (the NUL is not counted in len).
