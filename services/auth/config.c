@@ -73,8 +73,8 @@ int auth_config_load(auth_config_t *cfg)
     load_seal_key(&c, cfg);
     load_hashing(&c, cfg);
     cfg->http_threads = (int)cm_cfg_int(&c, "HTTP_THREADS", 16, 1, 1024);
-    cfg->request_timeout_ms = (int)cm_cfg_int(&c, "REQUEST_TIMEOUT_MS", CM_HTTP_REQUEST_TIMEOUT_MS,
-                                              100, 600000);
+    cfg->request_timeout_ms =
+        (int)cm_cfg_int(&c, "REQUEST_TIMEOUT_MS", CM_HTTP_REQUEST_TIMEOUT_MS, 100, 600000);
     cfg->keepalive_timeout_ms = (int)cm_cfg_int(&c, "KEEPALIVE_TIMEOUT_MS", 500, 1, 3600000);
     cfg->db_pool_size = (int)cm_cfg_int(&c, "DB_POOL_SIZE", 10, 1, 256);
     load_log_level(&c, cfg);

@@ -215,12 +215,13 @@ int gw_config_load(gw_config_t *cfg)
     /* At most the upstream's worker threads (referral has 8): see proxy.h. */
     cfg->upstream_max_conns = (int)cm_cfg_int(&c, "UPSTREAM_MAX_CONNECTIONS", 8, 1, 1024);
     cfg->threads = (int)cm_cfg_int(&c, "HTTP_THREADS", 64, 1, 1024);
-    cfg->request_timeout_ms = (int)cm_cfg_int(&c, "REQUEST_TIMEOUT_MS", CM_HTTP_REQUEST_TIMEOUT_MS,
-                                              100, 600000);
-    cfg->keepalive_timeout_ms = (int)cm_cfg_int(&c, "KEEPALIVE_TIMEOUT_MS",
-                                                CM_HTTP_KEEPALIVE_TIMEOUT_MS, 1, 3600000);
+    cfg->request_timeout_ms =
+        (int)cm_cfg_int(&c, "REQUEST_TIMEOUT_MS", CM_HTTP_REQUEST_TIMEOUT_MS, 100, 600000);
+    cfg->keepalive_timeout_ms =
+        (int)cm_cfg_int(&c, "KEEPALIVE_TIMEOUT_MS", CM_HTTP_KEEPALIVE_TIMEOUT_MS, 1, 3600000);
     load_limits(&c, cfg);
-    /* A /64 is what one subscriber gets (RFC 6177): keying by /128 would give each a new bucket per address. */
+    /* A /64 is what one subscriber gets (RFC 6177): keying by /128 would give each a new bucket per
+     * address. */
     cfg->ipv6_prefix = (int)cm_cfg_int(&c, "RATE_LIMIT_IPV6_PREFIX", 64, 32, 128);
     load_proxies(&c, &cfg->trusted_proxies);
     load_origins(&c, &cfg->cors_origins);

@@ -46,12 +46,12 @@ typedef struct gw_config {
     char *jwt_audience;
     int connect_timeout_ms;
     int upstream_timeout_ms;
-    int upstream_max_conns; /* per upstream: requests in flight and kept-alive connections */
+    int upstream_max_conns;   /* per upstream: requests in flight and kept-alive connections */
     int threads;              /* HTTP_THREADS, 64: see README (slow clients, keep-alive) */
     int request_timeout_ms;   /* REQUEST_TIMEOUT_MS, CM_HTTP_REQUEST_TIMEOUT_MS */
     int keepalive_timeout_ms; /* KEEPALIVE_TIMEOUT_MS, CM_HTTP_KEEPALIVE_TIMEOUT_MS */
     int ipv6_prefix;          /* RATE_LIMIT_IPV6_PREFIX, 64: IPv6 clients keyed by this prefix */
-    bool rate_limits; /* false when RATE_LIMITS=off */
+    bool rate_limits;         /* false when RATE_LIMITS=off */
     gw_rate_t rates[GW_RL_COUNT];
     gw_list_t trusted_proxies; /* IP addresses and CIDR ranges as text */
     gw_list_t cors_origins;    /* exact origins, e.g. "https://app.example.com" */

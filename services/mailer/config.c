@@ -68,8 +68,8 @@ int mail_config_load(mail_config_t *cfg)
     load_log_level(&c, cfg);
     cfg->db_pool_size = (int)cm_cfg_int(&c, "DB_POOL_SIZE", 4, 1, 256);
     cfg->http_threads = (int)cm_cfg_int(&c, "HTTP_THREADS", 4, 1, 256);
-    cfg->request_timeout_ms = (int)cm_cfg_int(&c, "REQUEST_TIMEOUT_MS", CM_HTTP_REQUEST_TIMEOUT_MS,
-                                              100, 600000);
+    cfg->request_timeout_ms =
+        (int)cm_cfg_int(&c, "REQUEST_TIMEOUT_MS", CM_HTTP_REQUEST_TIMEOUT_MS, 100, 600000);
     cfg->keepalive_timeout_ms = (int)cm_cfg_int(&c, "KEEPALIVE_TIMEOUT_MS", 500, 1, 3600000);
     cfg->mail_dir = cm_cfg_str(&c, "MAIL_DIR", ".run/mail");
     cfg->smtp_url = cm_cfg_url(&c, "SMTP_URL", NULL, smtp);

@@ -75,8 +75,8 @@ int ref_config_load(ref_config_t *cfg)
     load_log_level(&c, cfg);
     cfg->db_pool_size = (int)cm_cfg_int(&c, "DB_POOL_SIZE", 8, 1, 256);
     cfg->http_threads = (int)cm_cfg_int(&c, "HTTP_THREADS", 8, 1, 256);
-    cfg->request_timeout_ms = (int)cm_cfg_int(&c, "REQUEST_TIMEOUT_MS", CM_HTTP_REQUEST_TIMEOUT_MS,
-                                              100, 600000);
+    cfg->request_timeout_ms =
+        (int)cm_cfg_int(&c, "REQUEST_TIMEOUT_MS", CM_HTTP_REQUEST_TIMEOUT_MS, 100, 600000);
     cfg->keepalive_timeout_ms = (int)cm_cfg_int(&c, "KEEPALIVE_TIMEOUT_MS", 500, 1, 3600000);
     cfg->jwt_public_keys = cm_cfg_str_required(&c, "JWT_PUBLIC_KEYS");
     cfg->jwt_issuer = cm_cfg_str(&c, "JWT_ISSUER", "linktr");

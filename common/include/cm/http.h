@@ -81,11 +81,11 @@ typedef struct cm_route {
 } cm_route_t;
 
 typedef struct cm_http_config {
-    const char *service;      /* for logs and metrics */
-    const char *bind;         /* listen address, e.g. "127.0.0.1" or "0.0.0.0" */
-    int port;                 /* 1-65535 */
-    int threads;              /* civetweb worker threads */
-    size_t max_body;          /* 0 → CM_MAX_BODY */
+    const char *service; /* for logs and metrics */
+    const char *bind;    /* listen address, e.g. "127.0.0.1" or "0.0.0.0" */
+    int port;            /* 1-65535 */
+    int threads;         /* civetweb worker threads */
+    size_t max_body;     /* 0 → CM_MAX_BODY */
     /*
      * 0 → CM_HTTP_REQUEST_TIMEOUT_MS. A deadline for the head (counted by
      * civetweb from the moment a worker takes a new connection) and a

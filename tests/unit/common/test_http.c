@@ -27,6 +27,7 @@
 #include "cm/metrics.h"
 #include "cm/util.h"
 #include "http_client.h"
+#include "raw_client.h"
 #include "testenv.h"
 
 typedef struct fixture {
@@ -1091,6 +1092,136 @@ static void metrics_count_requests_by_route_pattern_not_raw_path(void **state)
     t_resp_dispose(&r);
 }
 
+/* ---- deadlines and closing (a server of their own with a short deadline) ---------------- */
+
+/* The deadline of the server these tests start; bounds below are generous multiples. */
+#define SHORT_DEADLINE_MS 800
+
+static cm_http_t *short_deadline_server(int *port)
+{
+    *port = t_free_port();
+    cm_http_config_t cfg = {.service = "short",
+                            .bind = "127.0.0.1",
+                            .port = *port,
+                            .threads = 2,
+                            .request_timeout_ms = SHORT_DEADLINE_MS,
+                            .routes = routes,
+                            .nroutes = sizeof routes / sizeof routes[0]};
+    int err = 1;
+    cm_http_t *srv = cm_http_start(&cfg, &err);
+    assert_non_null(srv);
+    return srv;
+}
+
+static void a_body_trickled_past_the_deadline_is_408_and_the_connection_closed(void **state)
+{
+    (void)state;
+    int port;
+    cm_http_t *srv = short_deadline_server(&port);
+    int s = t_raw_connect("127.0.0.1", port, NULL);
+    assert_true(s >= 0);
+    const char *head = "POST /api/echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                       "Content-Length: 40\r\n\r\n{";
+    assert_true(t_raw_send(s, head, strlen(head)));
+    /* A byte every 200 ms: never an idle gap civetweb would notice, 8 s for the whole body. */
+    t_trickle_t t;
+    t_raw_trickle(s, " ", 200, 6000, &t);
+    assert_int_equal(t_raw_status(t.got.data), 408);
+    assert_non_null(strstr(t.got.data, "application/problem+json"));
+    assert_non_null(strstr(t.got.data, "Connection: close"));
+    assert_true(t.closed_ms >= 0);
+    assert_true(t.closed_ms < SHORT_DEADLINE_MS + 1500);
+    t_trickle_dispose(&t);
+    close(s);
+    cm_http_stop(srv);
+}
+
+static void a_refused_body_closes_the_connection_instead_of_draining_it(void **state)
+{
+    (void)state;
+    int port;
+    cm_http_t *srv = short_deadline_server(&port);
+    /* Too large (413), wrong type (415), no route (404): the body is never read. */
+    const char *heads[] = {
+        "POST /api/echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        "Content-Length: 100000000\r\n\r\n{",
+        "POST /api/echo HTTP/1.1\r\nHost: t\r\nContent-Type: text/plain\r\n"
+        "Content-Length: 500\r\n\r\nx",
+        "POST /api/nowhere HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        "Content-Length: 500\r\n\r\n{",
+    };
+    const int want[] = {413, 415, 404};
+    for (size_t i = 0; i < 3; i++) {
+        int s = t_raw_connect("127.0.0.1", port, NULL);
+        assert_true(s >= 0);
+        assert_true(t_raw_send(s, heads[i], strlen(heads[i])));
+        /* The client keeps trickling: a draining server would read it for minutes. */
+        t_trickle_t t;
+        t_raw_trickle(s, " ", 100, 5000, &t);
+        assert_int_equal(t_raw_status(t.got.data), want[i]);
+        assert_non_null(strstr(t.got.data, "Connection: close"));
+        if (t.closed_ms < 0 || t.closed_ms > 1500)
+            fail_msg("answer %d: connection still open after %lld ms", want[i],
+                     (long long)t.closed_ms);
+        t_trickle_dispose(&t);
+        close(s);
+    }
+    cm_http_stop(srv);
+}
+
+static void a_head_trickled_past_the_deadline_is_cut_off(void **state)
+{
+    (void)state;
+    int port;
+    cm_http_t *srv = short_deadline_server(&port);
+    int s = t_raw_connect("127.0.0.1", port, NULL);
+    assert_true(s >= 0);
+    assert_true(t_raw_send(s, "GET /healthz HTTP/1.1\r\nX-Slow: ", 31));
+    /* Bytes keep coming faster than the deadline, but the head never ends. */
+    t_trickle_t t;
+    t_raw_trickle(s, "a", 200, 6000, &t);
+    assert_true(t.closed_ms >= 0);
+    /* civetweb checks after each read, each read waiting up to the deadline. */
+    assert_true(t.closed_ms < 2 * SHORT_DEADLINE_MS + 1000);
+    assert_null(strstr(t.got.data, "200 OK"));
+    t_trickle_dispose(&t);
+    close(s);
+    /* The workers are free again. */
+    s = t_raw_connect("127.0.0.1", port, NULL);
+    const char *req = "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n";
+    assert_true(t_raw_send(s, req, strlen(req)));
+    char *answer = raw_read_answer(s, 2000);
+    assert_status_line(answer, 200);
+    free(answer);
+    close(s);
+    cm_http_stop(srv);
+}
+
+static void a_body_read_in_time_keeps_the_connection_alive_past_a_second_idle(void **state)
+{
+    (void)state;
+    int port;
+    cm_http_t *srv = short_deadline_server(&port);
+    int s = t_raw_connect("127.0.0.1", port, NULL);
+    assert_true(s >= 0);
+    const char *post = "POST /api/echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                       "Content-Length: 7\r\n\r\n{\"a\":1}";
+    assert_true(t_raw_send(s, post, strlen(post)));
+    char *answer = raw_read_answer(s, 2000);
+    assert_status_line(answer, 200);
+    assert_null(find_ci(answer, "Connection: close"));
+    free(answer);
+    /* civetweb's own keep-alive default (500 ms) would have closed it by now. */
+    t_sleep_ms(1500);
+    const char *get = "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n";
+    assert_true(t_raw_send(s, get, strlen(get)));
+    answer = raw_read_answer(s, 2000);
+    assert_status_line(answer, 200);
+    free(answer);
+    close(s);
+    cm_http_stop(srv);
+}
+
 int main(void)
 {
     cm_log_init("test_http", CM_LOG_ERROR);
@@ -1127,6 +1258,10 @@ int main(void)
         T(healthz_and_readyz_answer_ok_when_ready),
         T(readyz_is_503_naming_what_is_down),
         T(metrics_count_requests_by_route_pattern_not_raw_path),
+        cmocka_unit_test(a_body_trickled_past_the_deadline_is_408_and_the_connection_closed),
+        cmocka_unit_test(a_refused_body_closes_the_connection_instead_of_draining_it),
+        cmocka_unit_test(a_head_trickled_past_the_deadline_is_cut_off),
+        cmocka_unit_test(a_body_read_in_time_keeps_the_connection_alive_past_a_second_idle),
     };
 #undef T
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
