@@ -40,8 +40,8 @@ int t_raw_connect(const char *addr, int port, const char *local)
     int s = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (s < 0)
         return -1;
-    if (local && (fill_addr(local, 0, &me, &mlen) != family ||
-                  bind(s, (struct sockaddr *)&me, mlen) != 0)) {
+    if (local &&
+        (fill_addr(local, 0, &me, &mlen) != family || bind(s, (struct sockaddr *)&me, mlen) != 0)) {
         close(s);
         return -1;
     }
