@@ -54,6 +54,10 @@ struct cm_http {
     atomic_int in_flight;
     /* Set by cm_http_drain: /readyz answers 503 so load balancers move away. */
     atomic_bool draining;
+    /* Worker threads (each holds one connection, idle kept-alive ones included). */
+    int threads;
+    /* Connections a worker holds now: counted by civetweb's init/close callbacks. */
+    atomic_int connections;
 };
 
 struct cm_req {
@@ -338,6 +342,21 @@ static void build_head(const cm_req_t *rq, int status, const char *ctype, size_t
     cm_buf_puts(out, "\r\n");
 }
 
+/*
+ * A kept-alive connection holds its worker thread while it idles (up to
+ * keep_alive_timeout_ms, 75 s by default), and the next request's head
+ * gets that long too. Anyone can open connections, send one quick request
+ * each and idle: with every answer kept alive, as many such connections as
+ * there are workers would leave none for anyone else for 75 s. So once
+ * half the workers hold a connection, answers stop keeping connections
+ * alive: idle holders can take at most half the workers, and the other
+ * half serve one request per connection until the pressure is gone.
+ */
+static bool workers_scarce(cm_http_t *srv)
+{
+    return atomic_load(&srv->connections) * 2 > srv->threads;
+}
+
 /* True when the request announces a body (RFC 9112: Content-Length > 0 or Transfer-Encoding). */
 static bool announces_body(const cm_req_t *rq)
 {
@@ -372,6 +391,8 @@ static bool announces_body(const cm_req_t *rq)
 static void close_unless_drained(cm_req_t *rq)
 {
     if (!rq->body_done && announces_body(rq))
+        rq->must_close = true;
+    if (workers_scarce(rq->srv))
         rq->must_close = true;
     if (rq->must_close)
         mg_disable_connection_keep_alive(rq->conn);
@@ -909,6 +930,22 @@ static int on_http_error(struct mg_connection *conn, int status, const char *err
     return 0;
 }
 
+static int on_connection_open(const struct mg_connection *conn, void **conn_data)
+{
+    (void)conn_data;
+    cm_http_t *srv = mg_get_user_data(mg_get_context(conn));
+    if (srv)
+        atomic_fetch_add(&srv->connections, 1);
+    return 0;
+}
+
+static void on_connection_close(const struct mg_connection *conn)
+{
+    cm_http_t *srv = mg_get_user_data(mg_get_context(conn));
+    if (srv)
+        atomic_fetch_sub(&srv->connections, 1);
+}
+
 static int on_civetweb_log(const struct mg_connection *conn, const char *message)
 {
     (void)conn;
@@ -931,6 +968,14 @@ static bool valid_config(const cm_http_config_t *cfg)
 {
     if (!cfg || !valid_bind(cfg->bind) || cfg->port < 1 || cfg->port > 65535)
         return false;
+    /* Debian's libcivetweb 1.15 is built without IPv6: it would fail later, less clearly. */
+    if (strchr(cfg->bind, ':') && !mg_check_feature(8)) {
+        CM_ERROR(NULL,
+                 "cannot listen on %s: this civetweb has no IPv6 support; bind an IPv4 "
+                 "address and let the proxy in front take IPv6 clients",
+                 cfg->bind);
+        return false;
+    }
     if (cfg->threads < 0 || cfg->threads > 1024 || cfg->request_timeout_ms < 0 ||
         cfg->keepalive_timeout_ms < 0)
         return false;
@@ -972,7 +1017,7 @@ static int start_civetweb(cm_http_t *srv, const cm_http_config_t *cfg)
         snprintf(ports, sizeof ports, "[%s]:%d", cfg->bind, cfg->port);
     else
         snprintf(ports, sizeof ports, "%s:%d", cfg->bind, cfg->port);
-    snprintf(threads, sizeof threads, "%d", cfg->threads ? cfg->threads : 8);
+    snprintf(threads, sizeof threads, "%d", srv->threads);
     snprintf(timeout, sizeof timeout, "%d", srv->request_timeout_ms);
     snprintf(keepalive, sizeof keepalive, "%d",
              cfg->keepalive_timeout_ms ? cfg->keepalive_timeout_ms : CM_HTTP_KEEPALIVE_TIMEOUT_MS);
@@ -995,6 +1040,8 @@ static int start_civetweb(cm_http_t *srv, const cm_http_config_t *cfg)
     memset(&cb, 0, sizeof cb);
     cb.log_message = on_civetweb_log;
     cb.http_error = on_http_error;
+    cb.init_connection = on_connection_open;
+    cb.connection_close = on_connection_close;
     srv->mg = mg_start(&cb, srv, options);
     if (!srv->mg)
         return CM_EIO;
@@ -1020,6 +1067,8 @@ cm_http_t *cm_http_start(const cm_http_config_t *cfg, int *err)
     srv->ready_ctx = cfg->ready_ctx;
     atomic_init(&srv->in_flight, 0);
     atomic_init(&srv->draining, false);
+    atomic_init(&srv->connections, 0);
+    srv->threads = cfg->threads ? cfg->threads : 8;
     register_metrics(srv, cfg->metrics);
     rc = start_civetweb(srv, cfg);
 out:

@@ -1222,6 +1222,57 @@ static void a_body_read_in_time_keeps_the_connection_alive_past_a_second_idle(vo
     cm_http_stop(srv);
 }
 
+/* Sends GET /healthz on s; returns the answer (new string). */
+static char *healthz_on(int s)
+{
+    const char *get = "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n";
+    assert_true(t_raw_send(s, get, strlen(get)));
+    return raw_read_answer(s, 3000);
+}
+
+static void idle_connections_cannot_take_more_than_half_the_workers(void **state)
+{
+    (void)state;
+    int port = t_free_port();
+    cm_http_config_t cfg = {.service = "idle",
+                            .bind = "127.0.0.1",
+                            .port = port,
+                            .threads = 4,
+                            .keepalive_timeout_ms = 60000};
+    int err = 1;
+    cm_http_t *srv = cm_http_start(&cfg, &err);
+    assert_non_null(srv);
+    int s[4];
+    for (int i = 0; i < 4; i++) {
+        s[i] = t_raw_connect("127.0.0.1", port, NULL);
+        assert_true(s[i] >= 0);
+        char *answer = healthz_on(s[i]);
+        assert_status_line(answer, 200);
+        /* Two idle connections may hold two of the four workers; the third is not kept. */
+        bool closes = find_ci(answer, "Connection: close") != NULL;
+        if (closes != (i >= 2))
+            fail_msg("answer %d on its own connection: Connection: close %s", i + 1,
+                     closes ? "sent" : "missing");
+        free(answer);
+    }
+    /* The connections told to close are closed; a newcomer is answered at once. */
+    assert_true(t_raw_wait_close(s[2], 3000, NULL) >= 0);
+    int late = t_raw_connect("127.0.0.1", port, NULL);
+    int64_t t0 = cm_now_mono_ms();
+    char *answer = healthz_on(late);
+    assert_status_line(answer, 200);
+    assert_true(cm_now_mono_ms() - t0 < 2000);
+    free(answer);
+    close(late);
+    /* The first two stayed alive all along. */
+    answer = healthz_on(s[0]);
+    assert_status_line(answer, 200);
+    free(answer);
+    for (int i = 0; i < 4; i++)
+        close(s[i]);
+    cm_http_stop(srv);
+}
+
 int main(void)
 {
     cm_log_init("test_http", CM_LOG_ERROR);
@@ -1262,6 +1313,7 @@ int main(void)
         cmocka_unit_test(a_refused_body_closes_the_connection_instead_of_draining_it),
         cmocka_unit_test(a_head_trickled_past_the_deadline_is_cut_off),
         cmocka_unit_test(a_body_read_in_time_keeps_the_connection_alive_past_a_second_idle),
+        cmocka_unit_test(idle_connections_cannot_take_more_than_half_the_workers),
     };
 #undef T
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
