@@ -192,7 +192,8 @@ int cm_req_query_param(cm_req_t *rq, const char *name, size_t max_len, const cha
  * large, 400 unreadable or badly framed, 408 deadline passed) and returns
  * < 0; the connection is then closed after the answer, never drained. A
  * body that no handler read completely closes the connection the same way.
- * Chunked bodies are capped the same way; a request with neither
+ * Chunked bodies are refused (411 Length Required: civetweb reads chunk
+ * framing where no deadline can reach it); a request with neither
  * Content-Length nor Transfer-Encoding has an empty body (RFC 9112). The
  * slice is NUL-terminated (the NUL is not counted in len).
  */
