@@ -56,6 +56,7 @@ struct cm_http {
     atomic_bool draining;
     /* Worker threads (each holds one connection, idle kept-alive ones included). */
     int threads;
+    int keepalive_timeout_ms;
     /* Connections a worker holds now: counted by civetweb's init/close callbacks. */
     atomic_int connections;
 };
@@ -354,6 +355,10 @@ static void build_head(const cm_req_t *rq, int status, const char *ctype, size_t
  */
 static bool workers_scarce(cm_http_t *srv)
 {
+    /* An idle time no longer than the request deadline holds a worker no longer than a slow
+     * client may: no cap needed (and busy clients keep their connections). */
+    if (srv->keepalive_timeout_ms <= srv->request_timeout_ms)
+        return false;
     return atomic_load(&srv->connections) * 2 > srv->threads;
 }
 
@@ -1026,8 +1031,7 @@ static int start_civetweb(cm_http_t *srv, const cm_http_config_t *cfg)
         snprintf(ports, sizeof ports, "%s:%d", cfg->bind, cfg->port);
     snprintf(threads, sizeof threads, "%d", srv->threads);
     snprintf(timeout, sizeof timeout, "%d", srv->request_timeout_ms);
-    snprintf(keepalive, sizeof keepalive, "%d",
-             cfg->keepalive_timeout_ms ? cfg->keepalive_timeout_ms : CM_HTTP_KEEPALIVE_TIMEOUT_MS);
+    snprintf(keepalive, sizeof keepalive, "%d", srv->keepalive_timeout_ms);
     /*
      * request_timeout_ms: civetweb 1.15's read_message() measures it from
      * the moment a worker starts on a new connection and gives up on a head
@@ -1076,6 +1080,8 @@ cm_http_t *cm_http_start(const cm_http_config_t *cfg, int *err)
     atomic_init(&srv->draining, false);
     atomic_init(&srv->connections, 0);
     srv->threads = cfg->threads ? cfg->threads : 8;
+    srv->keepalive_timeout_ms =
+        cfg->keepalive_timeout_ms ? cfg->keepalive_timeout_ms : CM_HTTP_KEEPALIVE_TIMEOUT_MS;
     register_metrics(srv, cfg->metrics);
     rc = start_civetweb(srv, cfg);
 out:

@@ -214,7 +214,7 @@ int gw_config_load(gw_config_t *cfg)
     cfg->upstream_timeout_ms = (int)cm_cfg_int(&c, "UPSTREAM_TIMEOUT_MS", 10000, 1, 600000);
     /* At most the upstream's worker threads (referral has 8): see proxy.h. */
     cfg->upstream_max_conns = (int)cm_cfg_int(&c, "UPSTREAM_MAX_CONNECTIONS", 8, 1, 1024);
-    cfg->threads = (int)cm_cfg_int(&c, "HTTP_THREADS", 64, 1, 1024);
+    cfg->threads = (int)cm_cfg_int(&c, "HTTP_THREADS", 128, 1, 1024);
     cfg->request_timeout_ms =
         (int)cm_cfg_int(&c, "REQUEST_TIMEOUT_MS", CM_HTTP_REQUEST_TIMEOUT_MS, 100, 600000);
     cfg->keepalive_timeout_ms =

@@ -47,7 +47,7 @@ typedef struct gw_config {
     int connect_timeout_ms;
     int upstream_timeout_ms;
     int upstream_max_conns;   /* per upstream: requests in flight and kept-alive connections */
-    int threads;              /* HTTP_THREADS, 64: see README (slow clients, keep-alive) */
+    int threads;              /* HTTP_THREADS, 128: see README (slow clients, keep-alive) */
     int request_timeout_ms;   /* REQUEST_TIMEOUT_MS, CM_HTTP_REQUEST_TIMEOUT_MS */
     int keepalive_timeout_ms; /* KEEPALIVE_TIMEOUT_MS, CM_HTTP_KEEPALIVE_TIMEOUT_MS */
     int ipv6_prefix;          /* RATE_LIMIT_IPV6_PREFIX, 64: IPv6 clients keyed by this prefix */

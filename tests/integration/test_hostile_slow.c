@@ -5,9 +5,9 @@
  * others from being answered, and are themselves cut off.
  *
  * The figures this depends on are the defaults (the stack sets neither):
- * HTTP_THREADS 64 and REQUEST_TIMEOUT_MS 1000 on the gateway. With a FIFO
+ * HTTP_THREADS 128 and REQUEST_TIMEOUT_MS 1000 on the gateway. With a FIFO
  * accept queue, a client behind S slow connections on T workers waits
- * about ceil(S / T) deadlines; 96 slow ones on 64 workers → 2 rounds.
+ * about ceil(S / T) deadlines; 192 slow ones on 128 workers → 2 rounds.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -28,9 +28,9 @@
 #include "stack.h"
 #include "testenv.h"
 
-#define GATEWAY_THREADS 64
+#define GATEWAY_THREADS 128
 #define DEADLINE_MS 1000
-#define SLOW 96 /* 1.5 x the workers */
+#define SLOW 192 /* 1.5 x the workers */
 #define OTHERS 12
 #define TRICKLE_MS 4000
 /* A slow client holds a worker for at most about two deadlines; two rounds of them. */

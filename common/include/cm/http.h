@@ -42,8 +42,9 @@ struct mg_connection;
 /**
  * Default deadline for reading a request (ms): the head, then the body.
  * With a FIFO accept queue, a request queued behind S slow connections on
- * T workers waits about ceil(S / T) x this: 1 s keeps the issue's flood
- * (64 slow clients on the gateway's 64 workers) within 2 s. See README.
+ * T workers waits about ceil(S / T) x this: 1 s keeps a flood of up to
+ * twice the workers in slow connections (the gateway has 128) within 2 s.
+ * See README.
  */
 #define CM_HTTP_REQUEST_TIMEOUT_MS 1000
 /**
@@ -98,7 +99,9 @@ typedef struct cm_http_config {
     /*
      * 0 → CM_HTTP_KEEPALIVE_TIMEOUT_MS. How long a kept-alive connection
      * may idle before its next request (civetweb's keep_alive_timeout_ms,
-     * which also bounds that next request's head).
+     * which also bounds that next request's head). When it is longer than
+     * request_timeout_ms, answers stop keeping connections alive once half
+     * the workers hold one, so idle connections never take them all.
      */
     int keepalive_timeout_ms;
     const cm_route_t *routes; /* borrowed; must outlive the server */

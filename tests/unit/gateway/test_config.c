@@ -56,7 +56,7 @@ static void defaults_fit_the_local_stack(void **state)
     assert_string_equal(c.referral_urls.items[0], "http://127.0.0.1:8002");
     assert_int_equal(c.connect_timeout_ms, 1000);
     assert_int_equal(c.upstream_timeout_ms, 10000);
-    assert_int_equal(c.threads, 64);
+    assert_int_equal(c.threads, 128);
     assert_int_equal(c.request_timeout_ms, 1000);
     /* Longer than a proxy's usual 60 s upstream idle timeout. */
     assert_int_equal(c.keepalive_timeout_ms, 75000);
