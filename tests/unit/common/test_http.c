@@ -19,6 +19,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <civetweb.h>
 #include <cmocka.h>
 #include <jansson.h>
 
@@ -522,6 +523,25 @@ static void start_refuses_a_bad_config_and_a_taken_port(void **state)
     cm_http_config_t taken = {.bind = "127.0.0.1", .port = fx->port};
     assert_null(cm_http_start(&taken, &err));
     assert_int_equal(err, CM_EIO);
+    /* Negative timeouts are refused. */
+    cm_http_config_t negative = {
+        .bind = "127.0.0.1", .port = t_free_port(), .keepalive_timeout_ms = -1};
+    assert_null(cm_http_start(&negative, &err));
+    assert_int_equal(err, CM_EINVAL);
+    negative.keepalive_timeout_ms = 0;
+    negative.request_timeout_ms = -1;
+    assert_null(cm_http_start(&negative, &err));
+    assert_int_equal(err, CM_EINVAL);
+    /* An IPv6 address is refused up front when civetweb was built without IPv6 (feature 8). */
+    cm_http_config_t v6 = {.bind = "::1", .port = t_free_port()};
+    cm_http_t *srv = cm_http_start(&v6, &err);
+    if (mg_check_feature(8)) {
+        assert_non_null(srv);
+    } else {
+        assert_null(srv);
+        assert_int_equal(err, CM_EINVAL);
+    }
+    cm_http_stop(srv);
     assert_still_answering(fx);
 }
 
