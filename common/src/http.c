@@ -381,13 +381,13 @@ static bool announces_body(const cm_req_t *rq)
  * A "Connection: close" header we write does not set the flag.
  *
  * mg_disable_connection_keep_alive() does: in 1.15 it is exactly
- * `if (conn) conn->must_close = 1;` (checked in the shipped library's
- * code). With the flag set, handle_request skips the drain and
- * process_new_connection does not keep the connection alive, so civetweb
- * closes the socket as soon as the answer is written. It is the
- * documented per-connection API for this (civetweb issue 727) and runs on
- * the worker that owns the connection, so unlike closing the socket from
- * here it cannot race civetweb's own use of it.
+ * `if (conn) conn->must_close = 1;` (the shipped library's function is a
+ * NULL check and one store of 1, the same as Debian's own
+ * mg_disable_keep_alive; test_http shows the effect). With the flag set, handle_request skips the
+ * drain and process_new_connection does not keep the connection alive, so civetweb closes the
+ * socket as soon as the answer is written. It is the documented per-connection API for this
+ * (civetweb issue 727) and runs on the worker that owns the connection, so unlike closing the
+ * socket from here it cannot race civetweb's own use of it.
  *
  * So every answer to a request whose body was refused (too large, bad
  * framing, deadline passed) or simply not read to its end (415, 401, 404,

@@ -91,8 +91,8 @@ typedef struct cm_http_config {
      * 0 → CM_HTTP_REQUEST_TIMEOUT_MS. A deadline for the head (counted by
      * civetweb from the moment a worker takes a new connection) and a
      * second one for the body (counted from the end of the head), each
-     * this long. A client that misses one is answered 408 (body) or
-     * dropped (head) and its connection closed: a slow client holds a
+     * this long. A client that misses one is answered 408 (body; civetweb
+     * answers a head cut short with 400) and its connection closed: a slow client holds a
      * worker for at most about twice this, however it trickles.
      */
     int request_timeout_ms;
