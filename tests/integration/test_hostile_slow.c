@@ -22,6 +22,7 @@
 #include <cmocka.h>
 #include <jansson.h>
 
+#include "cm/error.h"
 #include "cm/util.h"
 #include "http_client.h"
 #include "raw_client.h"
@@ -54,10 +55,12 @@ static int gateway_port(void)
 {
     char *url = t_stack("GATEWAY_URL");
     const char *colon = strrchr(url, ':');
-    int port = colon ? atoi(colon + 1) : 0;
+    long long port = 0;
+    int rc = colon ? cm_strtonum(colon + 1, 1, 65535, &port) : CM_EINVAL;
+    if (rc != 0)
+        fail_msg("GATEWAY_URL %s has no port", url);
     free(url);
-    assert_true(port > 0);
-    return port;
+    return (int)port;
 }
 
 static void *run_slow(void *arg)

@@ -4,7 +4,6 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -124,8 +123,13 @@ int64_t t_raw_wait_close(int s, int timeout_ms, cm_buf_t *got)
 
 int t_raw_status(const char *text)
 {
-    int status = 0;
-    if (!text || sscanf(text, "HTTP/1.%*1[01] %3d", &status) != 1)
+    if (!text || (strncmp(text, "HTTP/1.1 ", 9) != 0 && strncmp(text, "HTTP/1.0 ", 9) != 0))
         return 0;
+    int status = 0;
+    for (int i = 9; i < 12; i++) {
+        if (text[i] < '0' || text[i] > '9')
+            return 0;
+        status = status * 10 + (text[i] - '0');
+    }
     return status;
 }
