@@ -6,6 +6,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "cm/http.h"
 #include "cm/util.h"
 
 void cm_cfg_init(cm_cfg_t *c, const char *service)
@@ -173,6 +174,16 @@ static int cfg_http_threads(cm_cfg_t *c, int def)
     return (int)cm_cfg_int(c, "HTTP_THREADS", def, 1, 1024);
 }
 
+static int cfg_request_timeout_ms(cm_cfg_t *c)
+{
+    return (int)cm_cfg_int(c, "REQUEST_TIMEOUT_MS", CM_HTTP_REQUEST_TIMEOUT_MS, 100, 600000);
+}
+
+static int cfg_keepalive_timeout_ms(cm_cfg_t *c, int def)
+{
+    return (int)cm_cfg_int(c, "KEEPALIVE_TIMEOUT_MS", def > 0 ? def : 500, 1, 3600000);
+}
+
 static char *cfg_database_url(cm_cfg_t *c)
 {
     char *url = cm_cfg_url(c, "DATABASE_URL", NULL, PG_SCHEMES);
@@ -214,6 +225,8 @@ void cm_cfg_service(cm_cfg_t *c, const cm_service_defaults_t *d, cm_service_conf
     out->bind = cfg_bind(c);
     out->log_level = cfg_log_level(c);
     out->http_threads = cfg_http_threads(c, d->http_threads);
+    out->request_timeout_ms = cfg_request_timeout_ms(c);
+    out->keepalive_timeout_ms = cfg_keepalive_timeout_ms(c, d->keepalive_timeout_ms);
     if (d->db_pool_size > 0) {
         out->database_url = cfg_database_url(c);
         out->db_pool_size = cfg_db_pool_size(c, d->db_pool_size);

@@ -41,6 +41,7 @@ struct cm_http {
     struct mg_context *mg;
     char *service;
     size_t max_body;
+    int request_timeout_ms;
     const cm_route_t *routes;
     size_t nroutes;
     void *ctx;
@@ -54,6 +55,11 @@ struct cm_http {
     atomic_int in_flight;
     /* Set by cm_http_drain: /readyz answers 503 so load balancers move away. */
     atomic_bool draining;
+    /* Worker threads (each holds one connection, idle kept-alive ones included). */
+    int threads;
+    int keepalive_timeout_ms;
+    /* Connections a worker holds now: counted by civetweb's init/close callbacks. */
+    atomic_int connections;
 };
 
 struct cm_req {
@@ -66,6 +72,10 @@ struct cm_req {
     unsigned flags;
     bool no_store;
     bool must_close;
+    /* The body was read to its end: civetweb has nothing left to drain. */
+    bool body_done;
+    /* When the handler started (the head was read): the body's deadline counts from here. */
+    int64_t started_ms;
     /* A HEAD request: answers carry the head GET would get, and no body. */
     bool head;
     bool replied;
@@ -334,6 +344,66 @@ static void build_head(const cm_req_t *rq, int status, const char *ctype, size_t
     cm_buf_puts(out, "\r\n");
 }
 
+/*
+ * A kept-alive connection holds its worker thread while it idles (up to
+ * keep_alive_timeout_ms, 75 s by default), and the next request's head
+ * gets that long too. Anyone can open connections, send one quick request
+ * each and idle: with every answer kept alive, as many such connections as
+ * there are workers would leave none for anyone else for 75 s. So once
+ * half the workers hold a connection, answers stop keeping connections
+ * alive: idle holders can take at most half the workers, and the other
+ * half serve one request per connection until the pressure is gone.
+ */
+static bool workers_scarce(cm_http_t *srv)
+{
+    /* An idle time no longer than the request deadline holds a worker no longer than a slow
+     * client may: no cap needed (and busy clients keep their connections). */
+    if (srv->keepalive_timeout_ms <= srv->request_timeout_ms)
+        return false;
+    return atomic_load(&srv->connections) * 2 > srv->threads;
+}
+
+/* True when the request announces a body (RFC 9112: Content-Length > 0 or Transfer-Encoding). */
+static bool announces_body(const cm_req_t *rq)
+{
+    if (mg_get_header(rq->conn, "Transfer-Encoding"))
+        return true;
+    const char *cl = mg_get_header(rq->conn, "Content-Length");
+    return cl && strspn(cl, "0") != strlen(cl);
+}
+
+/*
+ * After a handler returns, civetweb 1.15 reads and discards whatever is
+ * left of the body (discard_unread_request_data) so the connection can
+ * carry the next request, unless its connection's must_close flag is set.
+ * That drain has no deadline of its own: civetweb's request_timeout_ms
+ * only bounds each idle gap, so a client trickling a byte every few
+ * seconds would hold the worker for as long as its Content-Length lasts.
+ * A "Connection: close" header we write does not set the flag.
+ *
+ * mg_disable_connection_keep_alive() does: in 1.15 it is exactly
+ * `if (conn) conn->must_close = 1;` (the shipped library's function is a
+ * NULL check and one store of 1, the same as Debian's own
+ * mg_disable_keep_alive; test_http shows the effect). With the flag set, handle_request skips the
+ * drain and process_new_connection does not keep the connection alive, so civetweb closes the
+ * socket as soon as the answer is written. It is the documented per-connection API for this
+ * (civetweb issue 727) and runs on the worker that owns the connection, so unlike closing the
+ * socket from here it cannot race civetweb's own use of it.
+ *
+ * So every answer to a request whose body was refused (too large, bad
+ * framing, deadline passed) or simply not read to its end (415, 401, 404,
+ * 429 ... before the body) closes the connection instead of draining it.
+ */
+static void close_unless_drained(cm_req_t *rq)
+{
+    if (!rq->body_done && announces_body(rq))
+        rq->must_close = true;
+    if (workers_scarce(rq->srv))
+        rq->must_close = true;
+    if (rq->must_close)
+        mg_disable_connection_keep_alive(rq->conn);
+}
+
 void cm_reply_raw(cm_req_t *rq, int status, const char *content_type, const void *body, size_t len)
 {
     if (rq->replied) {
@@ -354,6 +424,7 @@ void cm_reply_raw(cm_req_t *rq, int status, const char *content_type, const void
         CM_ERROR(rq->id, "invalid Content-Type refused; sending application/octet-stream");
         content_type = "application/octet-stream";
     }
+    close_unless_drained(rq);
     cm_buf_t msg;
     cm_buf_init(&msg);
     build_head(rq, status, len || carries_length(status) ? content_type : NULL, len, &msg);
@@ -458,8 +529,8 @@ static int reply_bad_body(cm_req_t *rq, const char *detail)
 }
 
 /*
- * Reads the declared framing: *declared is the Content-Length, or -1 for
- * a chunked body, or 0 when the request has neither (RFC 9112: no body).
+ * Reads the declared framing: *declared is the Content-Length (at most
+ * max_body), or 0 when the request has none (RFC 9112: no body).
  */
 static int body_framing(cm_req_t *rq, long long *declared)
 {
@@ -469,10 +540,18 @@ static int body_framing(cm_req_t *rq, long long *declared)
     if (te && cl)
         return reply_bad_body(rq, "Content-Length and Transfer-Encoding together.");
     if (te) {
-        if (strcasecmp(te, "chunked") != 0)
-            return reply_bad_body(rq, "Unsupported Transfer-Encoding.");
-        *declared = -1;
-        return 0;
+        /*
+         * civetweb 1.15 parses chunk-size lines inside mg_read, a byte at a
+         * time with only the idle-gap timeout: a client trickling one never
+         * gives control back, so no deadline could be kept. RFC 9110 lets a
+         * server require a Content-Length (411); every client of ours sends one.
+         */
+        rq->must_close = true;
+        cm_reply_problem(rq, 411, "Length Required",
+                         "Send the body with a Content-Length; chunked request bodies are not "
+                         "accepted.",
+                         NULL);
+        return CM_EINVAL;
     }
     if (!cl)
         return 0;
@@ -486,20 +565,47 @@ static int body_framing(cm_req_t *rq, long long *declared)
     return 0;
 }
 
-/* Reads until the body ends or cap bytes arrived. */
-static int read_capped(cm_req_t *rq, char *buf, size_t cap, size_t *got)
+static int reply_timeout(cm_req_t *rq)
+{
+    rq->must_close = true;
+    cm_reply_problem(rq, 408, "Request Timeout", "The request body did not arrive in time.", NULL);
+    return CM_ETIMEDOUT;
+}
+
+/*
+ * Reads until the body ends, cap bytes arrived or the deadline passed
+ * (CM_ETIMEDOUT). One byte per mg_read: civetweb's mg_read returns only
+ * when all the bytes asked for arrived (or an idle gap of
+ * request_timeout_ms passed), so asking for more would let a client that
+ * trickles a byte every few seconds keep one call going for hours; asking
+ * for one makes every call end within one gap, and the deadline is checked
+ * between calls. Bytes civetweb already holds (a body that came with the
+ * head, the common case) are copied from its buffer without a system call.
+ */
+static int read_capped(cm_req_t *rq, char *buf, size_t cap, int64_t deadline, size_t *got)
 {
     size_t n = 0;
+    int rc = 0;
     while (n < cap) {
-        int r = mg_read(rq->conn, buf + n, cap - n);
-        if (r < 0)
-            return CM_EIO;
-        if (r == 0)
+        if (cm_now_mono_ms() >= deadline) {
+            rc = CM_ETIMEDOUT;
             break;
+        }
+        int r = mg_read(rq->conn, buf + n, 1);
+        if (r < 0) {
+            rc = CM_EIO;
+            break;
+        }
+        if (r == 0) {
+            /* The end of the body, or civetweb gave up waiting (an idle gap). */
+            if (cm_now_mono_ms() >= deadline)
+                rc = CM_ETIMEDOUT;
+            break;
+        }
         n += (size_t)r;
     }
     *got = n;
-    return 0;
+    return rc;
 }
 
 int cm_req_body_or_reply(cm_req_t *rq, cm_slice_t *out)
@@ -510,18 +616,23 @@ int cm_req_body_or_reply(cm_req_t *rq, cm_slice_t *out)
         return rc;
     out->ptr = cm_arena_strndup(rq->arena, "", 0);
     out->len = 0;
-    if (declared == 0)
+    if (declared == 0) {
+        rq->body_done = true;
         return 0;
-    /* One byte more than allowed tells a too-large body from one that fits. */
-    size_t cap = rq->srv->max_body + 1;
-    char *buf = cm_arena_alloc(rq->arena, cap + 1);
+    }
+    /* body_framing checked declared against max_body: it fits a size_t. */
+    size_t want = (size_t)declared;
+    char *buf = cm_arena_alloc(rq->arena, want + 1);
     size_t got = 0;
-    if (read_capped(rq, buf, cap, &got) != 0)
+    rc = read_capped(rq, buf, want, rq->started_ms + rq->srv->request_timeout_ms, &got);
+    if (rc == CM_ETIMEDOUT)
+        return reply_timeout(rq);
+    if (rc != 0)
         return reply_bad_body(rq, "The request body could not be read.");
-    if (got > rq->srv->max_body)
-        return reply_too_large(rq);
-    if (declared > 0 && got != (size_t)declared)
+    if (got != want)
         return reply_bad_body(rq, "The request body is shorter than its Content-Length.");
+    rq->body_done = true;
+    buf[got] = '\0';
     out->ptr = buf;
     out->len = got;
     return 0;
@@ -572,7 +683,7 @@ int cm_req_json_raw_or_reply(cm_req_t *rq, cm_slice_t *raw, json_t **out)
     *out = NULL;
     raw->ptr = NULL;
     raw->len = 0;
-    /* civetweb discards an unread body after the handler, so the connection stays usable. */
+    /* The body stays unread: the answer closes the connection rather than drain it. */
     if (!cm_content_type_is_json(mg_get_header(rq->conn, "Content-Type"))) {
         cm_reply_problem(rq, 415, "Unsupported Media Type",
                          "The request body must be application/json.", NULL);
@@ -738,6 +849,7 @@ static void req_init(cm_req_t *rq, cm_http_t *srv, struct mg_connection *conn)
     rq->arena = cm_arena_new();
     rq->route_label = "unmatched";
     rq->status = 500;
+    rq->started_ms = cm_now_mono_ms();
     const char *p = rq->ri->local_uri ? rq->ri->local_uri : "/";
     rq->path = cm_arena_strndup(rq->arena, p, strlen(p));
     rq->head = rq->ri->request_method && strcmp(rq->ri->request_method, "HEAD") == 0;
@@ -842,6 +954,22 @@ static int on_http_error(struct mg_connection *conn, int status, const char *err
     return 0;
 }
 
+static int on_connection_open(const struct mg_connection *conn, void **conn_data)
+{
+    (void)conn_data;
+    cm_http_t *srv = mg_get_user_data(mg_get_context(conn));
+    if (srv)
+        atomic_fetch_add(&srv->connections, 1);
+    return 0;
+}
+
+static void on_connection_close(const struct mg_connection *conn)
+{
+    cm_http_t *srv = mg_get_user_data(mg_get_context(conn));
+    if (srv)
+        atomic_fetch_sub(&srv->connections, 1);
+}
+
 static int on_civetweb_log(const struct mg_connection *conn, const char *message)
 {
     (void)conn;
@@ -864,7 +992,16 @@ static bool valid_config(const cm_http_config_t *cfg)
 {
     if (!cfg || !valid_bind(cfg->bind) || cfg->port < 1 || cfg->port > 65535)
         return false;
-    if (cfg->threads < 0 || cfg->threads > 1024 || cfg->request_timeout_ms < 0)
+    /* Debian's libcivetweb 1.15 is built without IPv6: it would fail later, less clearly. */
+    if (strchr(cfg->bind, ':') && !mg_check_feature(8)) {
+        CM_ERROR(NULL,
+                 "cannot listen on %s: this civetweb has no IPv6 support; bind an IPv4 "
+                 "address and let the proxy in front take IPv6 clients",
+                 cfg->bind);
+        return false;
+    }
+    if (cfg->threads < 0 || cfg->threads > 1024 || cfg->request_timeout_ms < 0 ||
+        cfg->keepalive_timeout_ms < 0)
         return false;
     if (cfg->nroutes && !cfg->routes)
         return false;
@@ -899,17 +1036,26 @@ static int start_civetweb(cm_http_t *srv, const cm_http_config_t *cfg)
 {
     static pthread_once_t once = PTHREAD_ONCE_INIT;
     pthread_once(&once, init_library_once);
-    char ports[96], threads[16], timeout[16];
+    char ports[96], threads[16], timeout[16], keepalive[16];
     if (strchr(cfg->bind, ':'))
         snprintf(ports, sizeof ports, "[%s]:%d", cfg->bind, cfg->port);
     else
         snprintf(ports, sizeof ports, "%s:%d", cfg->bind, cfg->port);
-    snprintf(threads, sizeof threads, "%d", cfg->threads ? cfg->threads : 8);
-    snprintf(timeout, sizeof timeout, "%d",
-             cfg->request_timeout_ms ? cfg->request_timeout_ms : 10000);
+    snprintf(threads, sizeof threads, "%d", srv->threads);
+    snprintf(timeout, sizeof timeout, "%d", srv->request_timeout_ms);
+    snprintf(keepalive, sizeof keepalive, "%d", srv->keepalive_timeout_ms);
+    /*
+     * request_timeout_ms: civetweb 1.15's read_message() measures it from
+     * the moment a worker starts on a new connection and gives up on a head
+     * that is not complete by then (checked after each read, each read
+     * waiting at most that long): the head deadline. For the body it only
+     * bounds each idle gap; cm_req_body_or_reply adds the total deadline.
+     * keep_alive_timeout_ms replaces it for the heads of the requests after
+     * the first on a kept-alive connection (idle time and head together).
+     */
     const char *options[] = {"listening_ports", ports, "num_threads", threads, "request_timeout_ms",
-                             timeout, "enable_keep_alive", "yes", "max_request_size",
-                             MAX_REQUEST_HEAD, "tcp_nodelay", "1",
+                             timeout, "keep_alive_timeout_ms", keepalive, "enable_keep_alive",
+                             "yes", "max_request_size", MAX_REQUEST_HEAD, "tcp_nodelay", "1",
                              /* Empty: civetweb must not answer CORS preflights
                                 itself (with "*"); services decide. */
                              "access_control_allow_origin", "", NULL};
@@ -917,6 +1063,8 @@ static int start_civetweb(cm_http_t *srv, const cm_http_config_t *cfg)
     memset(&cb, 0, sizeof cb);
     cb.log_message = on_civetweb_log;
     cb.http_error = on_http_error;
+    cb.init_connection = on_connection_open;
+    cb.connection_close = on_connection_close;
     srv->mg = mg_start(&cb, srv, options);
     if (!srv->mg)
         return CM_EIO;
@@ -933,6 +1081,8 @@ cm_http_t *cm_http_start(const cm_http_config_t *cfg, int *err)
     srv = cm_xcalloc(1, sizeof *srv);
     srv->service = cm_xstrdup(cfg->service ? cfg->service : "linktr");
     srv->max_body = cfg->max_body ? cfg->max_body : CM_MAX_BODY;
+    srv->request_timeout_ms =
+        cfg->request_timeout_ms ? cfg->request_timeout_ms : CM_HTTP_REQUEST_TIMEOUT_MS;
     srv->routes = cfg->routes;
     srv->nroutes = cfg->nroutes;
     srv->ctx = cfg->ctx;
@@ -940,6 +1090,10 @@ cm_http_t *cm_http_start(const cm_http_config_t *cfg, int *err)
     srv->ready_ctx = cfg->ready_ctx;
     atomic_init(&srv->in_flight, 0);
     atomic_init(&srv->draining, false);
+    atomic_init(&srv->connections, 0);
+    srv->threads = cfg->threads ? cfg->threads : 8;
+    srv->keepalive_timeout_ms =
+        cfg->keepalive_timeout_ms ? cfg->keepalive_timeout_ms : CM_HTTP_KEEPALIVE_TIMEOUT_MS;
     register_metrics(srv, cfg->metrics);
     rc = start_civetweb(srv, cfg);
 out:

@@ -100,8 +100,8 @@ static int start_http(const cm_service_def_t *def, running_t *run, cm_http_confi
     hc->bind = run->cfg->bind;
     hc->port = run->cfg->port;
     hc->threads = run->cfg->http_threads;
-    if (hc->request_timeout_ms <= 0)
-        hc->request_timeout_ms = 10000;
+    hc->request_timeout_ms = run->cfg->request_timeout_ms;
+    hc->keepalive_timeout_ms = run->cfg->keepalive_timeout_ms;
     hc->metrics = run->metrics;
     run->drain_ms = hc->drain_ms > 0 ? hc->drain_ms : CM_HTTP_DRAIN_MS;
     int rc = 0;

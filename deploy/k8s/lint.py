@@ -35,7 +35,7 @@ against their CRD schemas, by validate_crs.py):
              gateway take exactly the public prefixes (PUBLIC_PREFIXES) and
              no match reaches /metrics, /readyz or /; the proxy's upstream
              idle timeout (BackendTrafficPolicy) is shorter than the
-             gateway's HTTP_KEEPALIVE_TIMEOUT_MS
+             gateway's KEEPALIVE_TIMEOUT_MS
   database   sum over auth, referral, mailer of (DB_POOL_SIZE + extra) x
              (HPA max + maxSurge) <= max_connections - reserve, all from
              deploy/k8s/db-budget.yaml; every pool is counted
@@ -435,7 +435,7 @@ def check_gateway_api(docs, out):
 def check_keepalive(docs, out):
     """The proxy's upstream idle timeout (Envoy Gateway BackendTrafficPolicy on
     the gateway's HTTPRoute) is set and shorter than the gateway's own
-    HTTP_KEEPALIVE_TIMEOUT_MS, so the proxy always closes an idle connection
+    KEEPALIVE_TIMEOUT_MS, so the proxy always closes an idle connection
     first."""
     policies = [p for p in by_kind(docs, "BackendTrafficPolicy").values()
                 if any(t.get("kind") == "HTTPRoute" and t.get("name") == "gateway"
@@ -444,9 +444,9 @@ def check_keepalive(docs, out):
     if not d:
         return
     env = container_env(docs, d["spec"]["template"]["spec"]["containers"][0])
-    server = env.get("HTTP_KEEPALIVE_TIMEOUT_MS")
+    server = env.get("KEEPALIVE_TIMEOUT_MS")
     if server is None:
-        out.append("Deployment gateway: HTTP_KEEPALIVE_TIMEOUT_MS is not set")
+        out.append("Deployment gateway: KEEPALIVE_TIMEOUT_MS is not set")
         return
     if len(policies) != 1:
         out.append("no BackendTrafficPolicy on HTTPRoute gateway setting the proxy's upstream idle timeout")
@@ -459,7 +459,7 @@ def check_keepalive(docs, out):
         return
     if idle_ms >= int(server):
         out.append(f"proxy upstream idle timeout {idle} is not shorter than the gateway's "
-                   f"HTTP_KEEPALIVE_TIMEOUT_MS {server}")
+                   f"KEEPALIVE_TIMEOUT_MS {server}")
 
 
 def check_replication(what, rf, isr, brokers, out):

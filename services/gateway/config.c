@@ -4,6 +4,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "cm/http.h"
 #include "cm/util.h"
 #include "cm/netaddr.h"
 
@@ -190,7 +191,9 @@ static void load_limits(cm_cfg_t *c, gw_config_t *cfg)
 
 int gw_config_load(gw_config_t *cfg)
 {
-    static const cm_service_defaults_t defaults = {.port = 8000, .http_threads = 32};
+    /* 128 workers: an idle kept-alive connection holds one (see README, slow clients). */
+    static const cm_service_defaults_t defaults = {
+        .port = 8000, .http_threads = 128, .keepalive_timeout_ms = CM_HTTP_KEEPALIVE_TIMEOUT_MS};
     memset(cfg, 0, sizeof *cfg);
     cm_cfg_t c;
     cm_cfg_init(&c, "gateway");
@@ -202,8 +205,10 @@ int gw_config_load(gw_config_t *cfg)
     cfg->upstream_timeout_ms = (int)cm_cfg_int(&c, "UPSTREAM_TIMEOUT_MS", 10000, 1, 600000);
     /* At most the upstream's worker threads (referral has 8): see proxy.h. */
     cfg->upstream_max_conns = (int)cm_cfg_int(&c, "UPSTREAM_MAX_CONNECTIONS", 8, 1, 1024);
-    cfg->request_timeout_ms = (int)cm_cfg_int(&c, "REQUEST_TIMEOUT_MS", 10000, 100, 600000);
     load_limits(&c, cfg);
+    /* A /64 is what one subscriber gets (RFC 6177): keying by /128 would give each a new bucket per
+     * address. */
+    cfg->ipv6_prefix = (int)cm_cfg_int(&c, "RATE_LIMIT_IPV6_PREFIX", 64, 32, 128);
     load_proxies(&c, &cfg->trusted_proxies);
     load_origins(&c, &cfg->cors_origins);
     cfg->jwks_refresh = cm_cfg_bool(&c, "JWKS_REFRESH", true);

@@ -44,8 +44,8 @@ typedef struct gw_config {
     int connect_timeout_ms;
     int upstream_timeout_ms;
     int upstream_max_conns; /* per upstream: requests in flight and kept-alive connections */
-    int request_timeout_ms;
-    bool rate_limits; /* false when RATE_LIMITS=off */
+    int ipv6_prefix;        /* RATE_LIMIT_IPV6_PREFIX, 64: IPv6 clients keyed by this prefix */
+    bool rate_limits;       /* false when RATE_LIMITS=off */
     gw_rate_t rates[GW_RL_COUNT];
     gw_list_t trusted_proxies; /* IP addresses and CIDR ranges as text */
     gw_list_t cors_origins;    /* exact origins, e.g. "https://app.example.com" */

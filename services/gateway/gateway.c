@@ -42,7 +42,7 @@ gw_t *gw_new(const gw_config_t *cfg, cm_metrics_t *metrics, int *err)
     gw->upstreams[GW_UP_REFERRAL] = gw_upstream_new(
         "referral", &cfg->referral_urls, cfg->connect_timeout_ms, cfg->upstream_timeout_ms, pool);
     if (cfg->rate_limits)
-        gw->limiter = gw_limiter_new(cfg->rates, GW_RATE_MAX_CLIENTS);
+        gw->limiter = gw_limiter_new(cfg->rates, GW_RATE_MAX_CLIENTS, cfg->ipv6_prefix);
     make_metrics(gw, metrics);
     gw->routes = gw_http_routes_new(cfg->cors_origins.n > 0, &gw->nroutes);
     *err = 0;

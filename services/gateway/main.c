@@ -31,7 +31,6 @@ static int start(void *arg, const cm_service_env_t *env, cm_http_config_t *http)
     if (!(app->gw = gw_new(&app->cfg, env->metrics, &err)))
         return err;
     http->max_body = CM_MAX_BODY;
-    http->request_timeout_ms = app->cfg.request_timeout_ms;
     http->routes = app->gw->routes;
     http->nroutes = app->gw->nroutes;
     http->ctx = app->gw;

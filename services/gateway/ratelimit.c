@@ -1,7 +1,9 @@
 #include "ratelimit.h"
 
+#include <arpa/inet.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -9,7 +11,7 @@
 
 #define NSHARDS 16
 #define NSLOTS 1024
-#define MAX_IP 64
+#define MAX_IP GW_CLIENT_KEY_MAX
 
 typedef struct entry {
     struct entry *next;
@@ -26,6 +28,7 @@ typedef struct shard {
 
 struct gw_limiter {
     gw_rate_t rates[GW_RL_COUNT];
+    int ipv6_prefix;
     size_t max_per_shard;
     shard_t shards[NSHARDS];
 };
@@ -50,10 +53,50 @@ bool gw_bucket_take(gw_bucket_t *b, const gw_rate_t *r, int64_t now_ms, int64_t 
     return false;
 }
 
-gw_limiter_t *gw_limiter_new(const gw_rate_t rates[GW_RL_COUNT], size_t max_entries)
+static bool is_v4_mapped(const struct in6_addr *a)
+{
+    static const unsigned char prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    return memcmp(a->s6_addr, prefix, sizeof prefix) == 0;
+}
+
+static int v4_key(const void *addr4, char key[GW_CLIENT_KEY_MAX])
+{
+    char text[INET_ADDRSTRLEN];
+    if (!inet_ntop(AF_INET, addr4, text, sizeof text))
+        return CM_EINVAL;
+    snprintf(key, GW_CLIENT_KEY_MAX, "4:%s", text);
+    return 0;
+}
+
+int gw_client_key(const char *ip, int ipv6_prefix, char key[GW_CLIENT_KEY_MAX])
+{
+    key[0] = '\0';
+    if (!ip || ipv6_prefix < 32 || ipv6_prefix > 128 || strnlen(ip, MAX_IP) >= MAX_IP)
+        return CM_EINVAL;
+    struct in_addr a4;
+    if (inet_pton(AF_INET, ip, &a4) == 1)
+        return v4_key(&a4, key);
+    struct in6_addr a6;
+    if (inet_pton(AF_INET6, ip, &a6) != 1)
+        return CM_EINVAL;
+    if (is_v4_mapped(&a6))
+        return v4_key(&a6.s6_addr[12], key);
+    /* Clear every bit past the prefix: all addresses of the network give one key. */
+    for (int bit = ipv6_prefix; bit < 128; bit++)
+        a6.s6_addr[bit / 8] &= (unsigned char)~(0x80u >> (bit % 8));
+    char text[INET6_ADDRSTRLEN];
+    if (!inet_ntop(AF_INET6, &a6, text, sizeof text))
+        return CM_EINVAL;
+    snprintf(key, GW_CLIENT_KEY_MAX, "6:%s/%d", text, ipv6_prefix);
+    return 0;
+}
+
+gw_limiter_t *gw_limiter_new(const gw_rate_t rates[GW_RL_COUNT], size_t max_entries,
+                             int ipv6_prefix)
 {
     gw_limiter_t *l = cm_xcalloc(1, sizeof *l);
     memcpy(l->rates, rates, sizeof l->rates);
+    l->ipv6_prefix = ipv6_prefix >= 32 && ipv6_prefix <= 128 ? ipv6_prefix : 64;
     l->max_per_shard = max_entries / NSHARDS ? max_entries / NSHARDS : 1;
     for (int i = 0; i < NSHARDS; i++)
         pthread_mutex_init(&l->shards[i].mu, NULL);
@@ -131,6 +174,9 @@ bool gw_limiter_take(gw_limiter_t *l, gw_rate_class_t c, const char *ip, int64_t
 {
     if ((unsigned)c >= GW_RL_COUNT || !ip || strnlen(ip, MAX_IP) >= MAX_IP)
         return true; /* not an address we could have made; the caller passes peers only */
+    char key[GW_CLIENT_KEY_MAX];
+    if (gw_client_key(ip, l->ipv6_prefix, key) == 0)
+        ip = key;
     uint64_t h = key_hash(c, ip);
     shard_t *sh = &l->shards[h % NSHARDS];
     size_t slot = (size_t)((h / NSHARDS) % NSLOTS);

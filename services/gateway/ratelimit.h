@@ -8,6 +8,11 @@
  * is bounded: when a shard is full, buckets that have refilled completely
  * are dropped (they carry no state); if none can be dropped, a new client
  * is let through untracked rather than growing memory without bound.
+ *
+ * Clients are keyed by network, not by address: an IPv4 address is one
+ * client, an IPv6 client is its prefix (a /64 by default: what one
+ * subscriber is given, RFC 6177), so the 2^64 addresses of one site share
+ * one bucket. An IPv4-mapped IPv6 address (::ffff:a.b.c.d) is IPv4.
  */
 #ifndef GW_RATELIMIT_H
 #define GW_RATELIMIT_H
@@ -16,6 +21,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cm/error.h"
 #include "config.h"
 
 /** One token bucket. A new bucket is full: tokens = burst, last_ms = now. */
@@ -33,14 +39,31 @@ bool gw_bucket_take(gw_bucket_t *b, const gw_rate_t *r, int64_t now_ms, int64_t 
 
 typedef struct gw_limiter gw_limiter_t;
 
-/** Creates a limiter for the rates (copied) tracking at most max_entries clients. */
-gw_limiter_t *gw_limiter_new(const gw_rate_t rates[GW_RL_COUNT], size_t max_entries);
+/** Longest client key gw_client_key writes, NUL included. */
+#define GW_CLIENT_KEY_MAX 64
+
+/**
+ * Writes the bucket key of address ip to key (GW_CLIENT_KEY_MAX bytes):
+ * "4:a.b.c.d" for IPv4 and IPv4-mapped IPv6, "6:<network>/<prefix>" for
+ * IPv6 with the bits past ipv6_prefix (32–128) cleared. Returns 0, or
+ * CM_EINVAL when ip is not an IP address or the prefix is out of range.
+ */
+CM_MUST_CHECK int gw_client_key(const char *ip, int ipv6_prefix, char key[GW_CLIENT_KEY_MAX]);
+
+/**
+ * Creates a limiter for the rates (copied) tracking at most max_entries
+ * clients, keying IPv6 clients by their first ipv6_prefix bits (32–128;
+ * anything else is taken as 64).
+ */
+gw_limiter_t *gw_limiter_new(const gw_rate_t rates[GW_RL_COUNT], size_t max_entries,
+                             int ipv6_prefix);
 
 /** Frees. NULL-safe. */
 void gw_limiter_free(gw_limiter_t *l);
 
 /**
- * Takes a token for client ip in class c at now_ms. Returns true when
+ * Takes a token for client ip (an address as text, keyed by gw_client_key)
+ * in class c at now_ms. A text that is not an IP address is keyed as it is. Returns true when
  * allowed; otherwise false with *retry_after_s set. Thread-safe.
  */
 bool gw_limiter_take(gw_limiter_t *l, gw_rate_class_t c, const char *ip, int64_t now_ms,

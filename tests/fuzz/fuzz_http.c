@@ -27,6 +27,7 @@
 #define mg_get_response_code_text fz_mg_get_response_code_text
 #define mg_get_context fz_mg_get_context
 #define mg_get_user_data fz_mg_get_user_data
+#define mg_disable_connection_keep_alive fz_mg_disable_connection_keep_alive
 #include "http.c"
 #undef mg_get_response_code_text
 
@@ -51,6 +52,7 @@ struct mg_connection {
     size_t pos;
     cm_buf_t out;
     int writes;
+    bool must_close; /* http.c asked civetweb to close instead of draining */
 };
 
 const char *fz_mg_get_header(const struct mg_connection *conn, const char *name)
@@ -71,6 +73,11 @@ int fz_mg_read(struct mg_connection *conn, void *buf, size_t len)
     memcpy(buf, conn->body + conn->pos, n);
     conn->pos += n;
     return (int)n;
+}
+
+void fz_mg_disable_connection_keep_alive(struct mg_connection *conn)
+{
+    conn->must_close = true;
 }
 
 int fz_mg_write(struct mg_connection *conn, const void *buf, size_t len)
@@ -317,6 +324,12 @@ static void check_answer(const struct mg_connection *conn, const char *client_id
     FUZZ_CHECK(status != 401 || www);
     char *retry = find_header(head, "Retry-After");
     FUZZ_CHECK((status != 429 && status != 503) || retry);
+    /* Told to close means civetweb closes too (no drain), and the other way round. */
+    char *connection = find_header(head, "Connection");
+    FUZZ_CHECK(conn->must_close == (connection && strcmp(connection, "close") == 0));
+    /* A body refused or left unread is never drained: 411, 413, 408 and bad framing close. */
+    FUZZ_CHECK(!(status == 411 || status == 413 || status == 408) || conn->must_close);
+    free(connection);
     free(retry);
     free(www);
     free(allow);
@@ -344,6 +357,9 @@ static int fuzz_one(const uint8_t *data, size_t size)
     cm_http_t *srv = cm_xcalloc(1, sizeof *srv);
     srv->service = cm_xstrdup("fuzz");
     srv->max_body = FUZZ_MAX_BODY;
+    /* Reads never wait here: a deadline far away keeps runs independent of the clock. */
+    srv->request_timeout_ms = 3600 * 1000;
+    srv->threads = 8;
     srv->routes = fuzz_routes;
     srv->nroutes = sizeof fuzz_routes / sizeof fuzz_routes[0];
     register_metrics(srv, NULL);

@@ -98,6 +98,7 @@ typedef struct cm_service_defaults {
     int http_threads; /* HTTP_THREADS when unset */
     int db_pool_size; /* DB_POOL_SIZE when unset; 0: no database, DATABASE_URL is not read */
     bool kafka;       /* reads KAFKA_BOOTSTRAP (then required) */
+    int keepalive_timeout_ms; /* KEEPALIVE_TIMEOUT_MS when unset; 0 → 500 */
 } cm_service_defaults_t;
 
 /**
@@ -110,6 +111,8 @@ typedef struct cm_service_config {
     char *bind;               /* BIND_ADDRESS, 127.0.0.1 */
     cm_log_level_t log_level; /* LOG_LEVEL, info */
     int http_threads;         /* HTTP_THREADS, 1-1024 */
+    int request_timeout_ms;   /* REQUEST_TIMEOUT_MS: reading a head, then its body (cm/http.h) */
+    int keepalive_timeout_ms; /* KEEPALIVE_TIMEOUT_MS: an idle kept-alive connection's life */
     char *database_url;       /* DATABASE_URL (postgresql://), NULL without a database */
     int db_pool_size;         /* DB_POOL_SIZE, 1-256 */
     char *kafka_bootstrap;    /* KAFKA_BOOTSTRAP host:port[,...], NULL without Kafka */

@@ -39,6 +39,22 @@ struct mg_connection;
 #define CM_MAX_BODY (16 * 1024)
 /** Longest X-Request-Id taken from a client; longer or odd ones are replaced. */
 #define CM_MAX_REQUEST_ID 64
+/**
+ * Default deadline for reading a request (ms): the head, then the body.
+ * With a FIFO accept queue, a request queued behind S slow connections on
+ * T workers waits about ceil(S / T) x this: 1 s keeps a flood of up to
+ * twice the workers in slow connections (the gateway has 128) within 2 s.
+ * See README.
+ */
+#define CM_HTTP_REQUEST_TIMEOUT_MS 1000
+/**
+ * Default idle time (ms) a kept-alive connection may wait for its next
+ * request: longer than a proxy's usual 60 s upstream idle timeout, so the
+ * proxy, not this server, closes idle connections (no request is ever
+ * sent on a connection the server has just closed). Each such connection
+ * holds a worker thread while it idles.
+ */
+#define CM_HTTP_KEEPALIVE_TIMEOUT_MS 75000
 
 typedef struct cm_http cm_http_t;
 typedef struct cm_req cm_req_t;
@@ -66,12 +82,28 @@ typedef struct cm_route {
 } cm_route_t;
 
 typedef struct cm_http_config {
-    const char *service;      /* for logs and metrics */
-    const char *bind;         /* listen address, e.g. "127.0.0.1" or "0.0.0.0" */
-    int port;                 /* 1-65535 */
-    int threads;              /* civetweb worker threads */
-    size_t max_body;          /* 0 → CM_MAX_BODY */
-    int request_timeout_ms;   /* slow clients are cut off after this */
+    const char *service; /* for logs and metrics */
+    const char *bind;    /* listen address, e.g. "127.0.0.1" or "0.0.0.0" */
+    int port;            /* 1-65535 */
+    int threads;         /* civetweb worker threads */
+    size_t max_body;     /* 0 → CM_MAX_BODY */
+    /*
+     * 0 → CM_HTTP_REQUEST_TIMEOUT_MS. A deadline for the head (counted by
+     * civetweb from the moment a worker takes a new connection) and a
+     * second one for the body (counted from the end of the head), each
+     * this long. A client that misses one is answered 408 (body; civetweb
+     * answers a head cut short with 400) and its connection closed: a slow client holds a
+     * worker for at most about twice this, however it trickles.
+     */
+    int request_timeout_ms;
+    /*
+     * 0 → CM_HTTP_KEEPALIVE_TIMEOUT_MS. How long a kept-alive connection
+     * may idle before its next request (civetweb's keep_alive_timeout_ms,
+     * which also bounds that next request's head). When it is longer than
+     * request_timeout_ms, answers stop keeping connections alive once half
+     * the workers hold one, so idle connections never take them all.
+     */
+    int keepalive_timeout_ms;
     const cm_route_t *routes; /* borrowed; must outlive the server */
     size_t nroutes;
     void *ctx;         /* passed to every handler */
@@ -165,9 +197,13 @@ int cm_req_query_param(cm_req_t *rq, const char *name, size_t max_len, const cha
 
 /**
  * Reads the whole body (at most the server's max_body bytes) into the
- * arena. Checks Content-Length and the bytes actually read. On failure it
- * has already replied (413 too large, 400 unreadable) and returns < 0.
- * Chunked bodies are capped the same way; a request with neither
+ * arena. Checks Content-Length and the bytes actually read, and the
+ * server's request deadline. On failure it has already replied (413 too
+ * large, 400 unreadable or badly framed, 408 deadline passed) and returns
+ * < 0; the connection is then closed after the answer, never drained. A
+ * body that no handler read completely closes the connection the same way.
+ * Chunked bodies are refused (411 Length Required: civetweb reads chunk
+ * framing where no deadline can reach it); a request with neither
  * Content-Length nor Transfer-Encoding has an empty body (RFC 9112). The
  * slice is NUL-terminated (the NUL is not counted in len).
  */

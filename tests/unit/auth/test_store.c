@@ -22,7 +22,6 @@
 #include "testenv.h"
 #include "pg.h"
 
-
 extern const cm_migration_t auth_migrations[];
 extern const size_t auth_migrations_count;
 

@@ -19,6 +19,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <civetweb.h>
 #include <cmocka.h>
 #include <jansson.h>
 
@@ -27,6 +28,7 @@
 #include "cm/metrics.h"
 #include "cm/util.h"
 #include "http_client.h"
+#include "raw_client.h"
 #include "testenv.h"
 
 typedef struct fixture {
@@ -505,6 +507,25 @@ static void start_refuses_a_bad_config_and_a_taken_port(void **state)
     cm_http_config_t taken = {.bind = "127.0.0.1", .port = fx->port};
     assert_null(cm_http_start(&taken, &err));
     assert_int_equal(err, CM_EIO);
+    /* Negative timeouts are refused. */
+    cm_http_config_t negative = {
+        .bind = "127.0.0.1", .port = t_free_port(), .keepalive_timeout_ms = -1};
+    assert_null(cm_http_start(&negative, &err));
+    assert_int_equal(err, CM_EINVAL);
+    negative.keepalive_timeout_ms = 0;
+    negative.request_timeout_ms = -1;
+    assert_null(cm_http_start(&negative, &err));
+    assert_int_equal(err, CM_EINVAL);
+    /* An IPv6 address is refused up front when civetweb was built without IPv6 (feature 8). */
+    cm_http_config_t v6 = {.bind = "::1", .port = t_free_port()};
+    cm_http_t *srv = cm_http_start(&v6, &err);
+    if (mg_check_feature(8)) {
+        assert_non_null(srv);
+    } else {
+        assert_null(srv);
+        assert_int_equal(err, CM_EINVAL);
+    }
+    cm_http_stop(srv);
     assert_still_answering(fx);
 }
 
@@ -842,34 +863,27 @@ static void short_body_is_400_and_bad_content_length_is_refused(void **state)
     assert_still_answering(fx);
 }
 
-static void chunked_bodies_are_read_and_capped(void **state)
+static void chunked_bodies_are_refused_with_411_and_the_connection_closed(void **state)
 {
     fixture_t *fx = *state;
-    int s = raw_connect(fx);
-    const char *req = "POST /api/echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
-                      "Transfer-Encoding: chunked\r\n\r\n"
-                      "5\r\n{\"a\":\r\n3\r\n 1}\r\n0\r\n\r\n";
-    raw_send(s, req, strlen(req));
-    char *answer = raw_read_answer(s, 4000);
-    assert_status_line(answer, 200);
-    assert_non_null(strstr(answer, "\r\n\r\n{\"a\":1}"));
-    free(answer);
-    close(s);
-
-    s = raw_connect(fx);
-    req = "POST /api/echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
-          "Transfer-Encoding: chunked\r\n\r\n";
-    raw_send(s, req, strlen(req));
-    /* One chunk of 0x400 spaces: size line, data, CRLF. */
-    char chunk[5 + 1024 + 2 + 1];
-    int len = snprintf(chunk, sizeof chunk, "400\r\n%1024s\r\n", "");
-    assert_int_equal(len, 5 + 1024 + 2);
-    for (int i = 0; i < 20; i++) /* 20 KiB, never terminated: must not be awaited */
-        raw_send(s, chunk, (size_t)len);
-    answer = raw_read_answer(s, 4000);
-    assert_status_line(answer, 413);
-    free(answer);
-    close(s);
+    /* Complete, and trickled forever (civetweb would parse its chunk lines beyond any deadline). */
+    const char *reqs[] = {"POST /api/echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                          "Transfer-Encoding: chunked\r\n\r\n"
+                          "5\r\n{\"a\":\r\n3\r\n 1}\r\n0\r\n\r\n",
+                          "POST /api/echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                          "Transfer-Encoding: chunked\r\n\r\n0"};
+    for (size_t i = 0; i < 2; i++) {
+        int s = raw_connect(fx);
+        raw_send(s, reqs[i], strlen(reqs[i]));
+        t_trickle_t t;
+        t_raw_trickle(s, "0", 200, 4000, &t);
+        assert_status_line(t.got.data, 411);
+        assert_non_null(find_ci(t.got.data, "\r\nContent-Type: application/problem+json"));
+        assert_non_null(find_ci(t.got.data, "\r\nConnection: close"));
+        assert_true(t.closed_ms >= 0 && t.closed_ms < 1500);
+        t_trickle_dispose(&t);
+        close(s);
+    }
     assert_still_answering(fx);
 }
 
@@ -1075,11 +1089,206 @@ static void metrics_count_requests_by_route_pattern_not_raw_path(void **state)
     t_resp_dispose(&r);
 }
 
+/* ---- deadlines and closing (a server of their own with a short deadline) ---------------- */
+
+/* The deadline of the server these tests start; bounds below are generous multiples. */
+#define SHORT_DEADLINE_MS 800
+
+static cm_http_t *short_deadline_server(int *port)
+{
+    *port = t_free_port();
+    cm_http_config_t cfg = {.service = "short",
+                            .bind = "127.0.0.1",
+                            .port = *port,
+                            .threads = 2,
+                            .request_timeout_ms = SHORT_DEADLINE_MS,
+                            .routes = routes,
+                            .nroutes = sizeof routes / sizeof routes[0]};
+    int err = 1;
+    cm_http_t *srv = cm_http_start(&cfg, &err);
+    assert_non_null(srv);
+    return srv;
+}
+
+static void a_body_trickled_past_the_deadline_is_408_and_the_connection_closed(void **state)
+{
+    (void)state;
+    int port;
+    cm_http_t *srv = short_deadline_server(&port);
+    int s = t_raw_connect("127.0.0.1", port, NULL);
+    assert_true(s >= 0);
+    const char *head = "POST /api/echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                       "Content-Length: 40\r\n\r\n{";
+    assert_true(t_raw_send(s, head, strlen(head)));
+    /* A byte every 200 ms: never an idle gap civetweb would notice, 8 s for the whole body. */
+    t_trickle_t t;
+    t_raw_trickle(s, " ", 200, 6000, &t);
+    assert_int_equal(t_raw_status(t.got.data), 408);
+    assert_non_null(strstr(t.got.data, "application/problem+json"));
+    assert_non_null(strstr(t.got.data, "Connection: close"));
+    assert_true(t.closed_ms >= 0);
+    assert_true(t.closed_ms < SHORT_DEADLINE_MS + 1500);
+    t_trickle_dispose(&t);
+    close(s);
+    cm_http_stop(srv);
+}
+
+static void a_refused_body_closes_the_connection_instead_of_draining_it(void **state)
+{
+    (void)state;
+    int port;
+    cm_http_t *srv = short_deadline_server(&port);
+    /* Too large (413), wrong type (415), no route (404): the body is never read. */
+    const char *heads[] = {
+        "POST /api/echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        "Content-Length: 100000000\r\n\r\n{",
+        "POST /api/echo HTTP/1.1\r\nHost: t\r\nContent-Type: text/plain\r\n"
+        "Content-Length: 500\r\n\r\nx",
+        "POST /api/nowhere HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        "Content-Length: 500\r\n\r\n{",
+    };
+    const int want[] = {413, 415, 404};
+    for (size_t i = 0; i < 3; i++) {
+        int s = t_raw_connect("127.0.0.1", port, NULL);
+        assert_true(s >= 0);
+        assert_true(t_raw_send(s, heads[i], strlen(heads[i])));
+        /* The client keeps trickling: a draining server would read it for minutes. */
+        t_trickle_t t;
+        t_raw_trickle(s, " ", 100, 5000, &t);
+        assert_int_equal(t_raw_status(t.got.data), want[i]);
+        assert_non_null(strstr(t.got.data, "Connection: close"));
+        if (t.closed_ms < 0 || t.closed_ms > 1500)
+            fail_msg("answer %d: connection still open after %lld ms", want[i],
+                     (long long)t.closed_ms);
+        t_trickle_dispose(&t);
+        close(s);
+    }
+    cm_http_stop(srv);
+}
+
+static void a_head_trickled_past_the_deadline_is_cut_off(void **state)
+{
+    (void)state;
+    int port;
+    cm_http_t *srv = short_deadline_server(&port);
+    int s = t_raw_connect("127.0.0.1", port, NULL);
+    assert_true(s >= 0);
+    assert_true(t_raw_send(s, "GET /healthz HTTP/1.1\r\nX-Slow: ", 31));
+    /* Bytes keep coming faster than the deadline, but the head never ends. */
+    t_trickle_t t;
+    t_raw_trickle(s, "a", 200, 6000, &t);
+    assert_true(t.closed_ms >= 0);
+    /* civetweb checks after each read, each read waiting up to the deadline. */
+    assert_true(t.closed_ms < 2 * SHORT_DEADLINE_MS + 1000);
+    assert_null(strstr(t.got.data, "200 OK"));
+    t_trickle_dispose(&t);
+    close(s);
+    /* The workers are free again. */
+    s = t_raw_connect("127.0.0.1", port, NULL);
+    const char *req = "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n";
+    assert_true(t_raw_send(s, req, strlen(req)));
+    char *answer = raw_read_answer(s, 2000);
+    assert_status_line(answer, 200);
+    free(answer);
+    close(s);
+    cm_http_stop(srv);
+}
+
+static void a_body_read_in_time_keeps_the_connection_alive_past_a_second_idle(void **state)
+{
+    (void)state;
+    int port;
+    cm_http_t *srv = short_deadline_server(&port);
+    int s = t_raw_connect("127.0.0.1", port, NULL);
+    assert_true(s >= 0);
+    const char *post = "POST /api/echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                       "Content-Length: 7\r\n\r\n{\"a\":1}";
+    assert_true(t_raw_send(s, post, strlen(post)));
+    char *answer = raw_read_answer(s, 2000);
+    assert_status_line(answer, 200);
+    assert_null(find_ci(answer, "Connection: close"));
+    free(answer);
+    /* civetweb's own keep-alive default (500 ms) would have closed it by now. */
+    t_sleep_ms(1500);
+    const char *get = "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n";
+    assert_true(t_raw_send(s, get, strlen(get)));
+    answer = raw_read_answer(s, 2000);
+    assert_status_line(answer, 200);
+    free(answer);
+    close(s);
+    cm_http_stop(srv);
+}
+
+/* Sends GET /healthz on s; returns the answer (new string). */
+static char *healthz_on(int s)
+{
+    const char *get = "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n";
+    assert_true(t_raw_send(s, get, strlen(get)));
+    return raw_read_answer(s, 3000);
+}
+
+static void idle_connections_cannot_take_more_than_half_the_workers(void **state)
+{
+    (void)state;
+    int port = t_free_port();
+    cm_http_config_t cfg = {.service = "idle",
+                            .bind = "127.0.0.1",
+                            .port = port,
+                            .threads = 4,
+                            .keepalive_timeout_ms = 60000};
+    int err = 1;
+    cm_http_t *srv = cm_http_start(&cfg, &err);
+    assert_non_null(srv);
+    int s[4];
+    for (int i = 0; i < 4; i++) {
+        s[i] = t_raw_connect("127.0.0.1", port, NULL);
+        assert_true(s[i] >= 0);
+        char *answer = healthz_on(s[i]);
+        assert_status_line(answer, 200);
+        /* Two idle connections may hold two of the four workers; the third is not kept. */
+        bool closes = find_ci(answer, "Connection: close") != NULL;
+        if (closes != (i >= 2))
+            fail_msg("answer %d on its own connection: Connection: close %s", i + 1,
+                     closes ? "sent" : "missing");
+        free(answer);
+    }
+    /* The connections told to close are closed; a newcomer is answered at once. */
+    assert_true(t_raw_wait_close(s[2], 3000, NULL) >= 0);
+    int late = t_raw_connect("127.0.0.1", port, NULL);
+    int64_t t0 = cm_now_mono_ms();
+    char *answer = healthz_on(late);
+    assert_status_line(answer, 200);
+    assert_true(cm_now_mono_ms() - t0 < 2000);
+    free(answer);
+    close(late);
+    /* The first two stayed alive all along. */
+    answer = healthz_on(s[0]);
+    assert_status_line(answer, 200);
+    free(answer);
+    for (int i = 0; i < 4; i++)
+        close(s[i]);
+    cm_http_stop(srv);
+}
+
+static void json_content_types_are_recognised_and_others_refused(void **state)
+{
+    (void)state;
+    assert_true(cm_content_type_is_json("application/json"));
+    assert_true(cm_content_type_is_json("Application/JSON; charset=utf-8"));
+    assert_true(cm_content_type_is_json("application/json ;charset=utf-8"));
+    assert_false(cm_content_type_is_json(NULL));
+    assert_false(cm_content_type_is_json("text/plain"));
+    assert_false(cm_content_type_is_json("application/jsonx"));
+    assert_false(cm_content_type_is_json("application/x-www-form-urlencoded"));
+    assert_false(cm_content_type_is_json("multipart/form-data; boundary=x"));
+}
+
 int main(void)
 {
     cm_log_init("test_http", CM_LOG_ERROR);
 #define T(fn) cmocka_unit_test_setup(fn, reset)
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(json_content_types_are_recognised_and_others_refused),
         cmocka_unit_test(route_find_ignores_one_trailing_slash_on_either_side),
         cmocka_unit_test(route_find_reports_other_methods_in_allow),
         cmocka_unit_test(head_finds_the_get_route_and_allow_lists_head_after_get),
@@ -1101,7 +1310,7 @@ int main(void)
         T(body_of_100_kib_is_413),
         T(lying_content_length_is_413_without_waiting_for_the_body),
         T(short_body_is_400_and_bad_content_length_is_refused),
-        T(chunked_bodies_are_read_and_capped),
+        T(chunked_bodies_are_refused_with_411_and_the_connection_closed),
         T(malformed_json_is_400_with_the_position),
         T(json_that_is_not_an_object_is_400),
         T(unread_body_does_not_poison_a_kept_alive_connection),
@@ -1111,6 +1320,11 @@ int main(void)
         T(healthz_and_readyz_answer_ok_when_ready),
         T(readyz_is_503_naming_what_is_down),
         T(metrics_count_requests_by_route_pattern_not_raw_path),
+        cmocka_unit_test(a_body_trickled_past_the_deadline_is_408_and_the_connection_closed),
+        cmocka_unit_test(a_refused_body_closes_the_connection_instead_of_draining_it),
+        cmocka_unit_test(a_head_trickled_past_the_deadline_is_cut_off),
+        cmocka_unit_test(a_body_read_in_time_keeps_the_connection_alive_past_a_second_idle),
+        cmocka_unit_test(idle_connections_cannot_take_more_than_half_the_workers),
     };
 #undef T
     return cmocka_run_group_tests(tests, group_setup, group_teardown);

@@ -29,6 +29,10 @@ static const char *const VARS[] = {"PORT",
                                    "UPSTREAM_TIMEOUT_MS",
                                    "UPSTREAM_MAX_CONNECTIONS",
                                    "JWKS_REFRESH",
+                                   "HTTP_THREADS",
+                                   "REQUEST_TIMEOUT_MS",
+                                   "KEEPALIVE_TIMEOUT_MS",
+                                   "RATE_LIMIT_IPV6_PREFIX",
                                    NULL};
 
 static int clear_env(void **state)
@@ -52,7 +56,11 @@ static void defaults_fit_the_local_stack(void **state)
     assert_string_equal(c.referral_urls.items[0], "http://127.0.0.1:8002");
     assert_int_equal(c.connect_timeout_ms, 1000);
     assert_int_equal(c.upstream_timeout_ms, 10000);
-    assert_int_equal(c.svc.http_threads, 32);
+    assert_int_equal(c.svc.http_threads, 128);
+    assert_int_equal(c.svc.request_timeout_ms, 1000);
+    /* Longer than a proxy's usual 60 s upstream idle timeout. */
+    assert_int_equal(c.svc.keepalive_timeout_ms, 75000);
+    assert_int_equal(c.ipv6_prefix, 64);
     assert_true(c.rate_limits);
     assert_int_equal(c.trusted_proxies.n, 0);
     assert_int_equal(c.cors_origins.n, 0);
@@ -105,6 +113,11 @@ static void bad_variables_fail_the_load(void **state)
         {"UPSTREAM_TIMEOUT_MS", "-5"},
         {"UPSTREAM_MAX_CONNECTIONS", "0"},
         {"JWKS_REFRESH", "sometimes"},
+        {"RATE_LIMIT_IPV6_PREFIX", "31"},
+        {"RATE_LIMIT_IPV6_PREFIX", "129"},
+        {"RATE_LIMIT_IPV6_PREFIX", "/64"},
+        {"REQUEST_TIMEOUT_MS", "0"},
+        {"KEEPALIVE_TIMEOUT_MS", "0"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         clear_env(NULL);

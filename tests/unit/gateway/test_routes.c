@@ -144,19 +144,6 @@ static void unknown_paths_are_not_found(void **state)
         assert_int_equal(gw_route_find("POST", paths[i], &r, NULL), CM_ENOTFOUND);
 }
 
-static void json_content_types_are_recognised_and_others_refused(void **state)
-{
-    (void)state;
-    assert_true(cm_content_type_is_json("application/json"));
-    assert_true(cm_content_type_is_json("Application/JSON; charset=utf-8"));
-    assert_true(cm_content_type_is_json("application/json ;charset=utf-8"));
-    assert_false(cm_content_type_is_json(NULL));
-    assert_false(cm_content_type_is_json("text/plain"));
-    assert_false(cm_content_type_is_json("application/jsonx"));
-    assert_false(cm_content_type_is_json("application/x-www-form-urlencoded"));
-    assert_false(cm_content_type_is_json("multipart/form-data; boundary=x"));
-}
-
 static void query_strings_with_controls_spaces_or_fragments_are_refused(void **state)
 {
     (void)state;
@@ -186,7 +173,6 @@ int main(void)
         cmocka_unit_test(head_takes_the_get_route_with_its_policy),
         cmocka_unit_test(account_answers_are_no_store_and_the_jwks_is_public),
         cmocka_unit_test(unknown_paths_are_not_found),
-        cmocka_unit_test(json_content_types_are_recognised_and_others_refused),
         cmocka_unit_test(query_strings_with_controls_spaces_or_fragments_are_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
