@@ -21,8 +21,6 @@ const char *const mail_topics[] = {CM_EV_USER_REGISTERED, CM_EV_VERIFY_REQUESTED
                                    CM_EV_REWARD_GRANTED,  NULL};
 
 /* Limits on the values that go into a mail. */
-#define MAX_USERNAME 64
-#define MAX_EMAIL 254
 #define MAX_TEXT 256
 #define MAX_SEALED 4096
 #define MAX_FIELDS 6
@@ -74,7 +72,7 @@ static void job_dispose(job_t *j)
 /* An address that can go into To: and RCPT TO: as is. */
 static const char *get_email(json_t *data, const char *key)
 {
-    const char *s = cm_event_text(data, key, MAX_EMAIL);
+    const char *s = cm_event_text(data, key, CM_EV_EMAIL_MAX);
     if (!s || strpbrk(s, " <>,;\"()[]\\") || !strchr(s, '@') || s[0] == '@')
         return NULL;
     return s;
@@ -119,7 +117,7 @@ static int plan_verify(job_t *j, json_t *data, bool registered)
 {
     j->user_id = cm_event_uuid(data, "user_id");
     j->email = get_email(data, "email");
-    j->username = cm_event_text(data, "username", MAX_USERNAME);
+    j->username = cm_event_text(data, "username", CM_EV_USERNAME_MAX);
     if (!j->user_id || !j->email || !j->username || open_token(j, data, "verify_token_sealed"))
         return CM_EPARSE;
     make_link(j, "/verify-email");
@@ -134,7 +132,7 @@ static int plan_reset(job_t *j, json_t *data)
 {
     j->user_id = cm_event_uuid(data, "user_id");
     j->email = get_email(data, "email");
-    j->username = cm_event_text(data, "username", MAX_USERNAME);
+    j->username = cm_event_text(data, "username", CM_EV_USERNAME_MAX);
     if (!j->user_id || !j->email || !j->username || open_token(j, data, "reset_token_sealed"))
         return CM_EPARSE;
     make_link(j, "/reset-password");

@@ -16,8 +16,6 @@
 
 const char *const ref_topics[] = {CM_EV_USER_REGISTERED, CM_EV_USER_VERIFIED, NULL};
 
-#define MAX_USERNAME 64
-#define MAX_EMAIL 254
 #define MAX_CODE 16
 
 /* What one event asks for; strings borrowed from the event's JSON. */
@@ -94,8 +92,8 @@ static int plan_registered(plan_t *p, json_t *data)
 {
     ref_member_t *m = &p->member;
     m->user_id = cm_event_uuid(data, "user_id");
-    m->username = cm_event_text(data, "username", MAX_USERNAME);
-    m->email = cm_event_text(data, "email", MAX_EMAIL);
+    m->username = cm_event_text(data, "username", CM_EV_USERNAME_MAX);
+    m->email = cm_event_text(data, "email", CM_EV_EMAIL_MAX);
     m->referral_code = cm_event_text(data, "referral_code", MAX_CODE);
     m->registered_at = get_time(data, "registered_at");
     if (!m->user_id || !m->username || !m->email || !m->referral_code || !m->registered_at)

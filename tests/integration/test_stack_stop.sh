@@ -71,6 +71,11 @@ main() {
   local stack_pid pids i status=0 pid left=()
   mkdir -p "$(dirname "$RUN_DIR")"
   "$STACK" stop >/dev/null 2>&1 || true
+  # Empty the capture files here: the redirections below happen in the
+  # background child, and a ready line left by an earlier run must not be
+  # read before the child has truncated the file.
+  : >"$OUT"
+  : >"$ERR"
   # Job control gives `stack run` a process group of its own, as a shell
   # does, and keeps SIGINT from being ignored in a background job.
   set -m

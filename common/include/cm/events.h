@@ -25,6 +25,11 @@
 #define CM_EV_REWARD_GRANTED "reward.granted"
 #define CM_EV_MAIL_DEAD "mail.dead"
 
+/* The longest username and email a consumer takes from an event (the
+ * producer's own limits are 30 and 254; a longer value is not ours). */
+#define CM_EV_USERNAME_MAX 64
+#define CM_EV_EMAIL_MAX 254
+
 /** Largest envelope accepted by cm_event_parse (bytes). */
 #define CM_EVENT_MAX_BYTES (64 * 1024)
 
