@@ -163,9 +163,9 @@ typedef enum auth_refresh_outcome {
  * the child deterministically from the presented token, so a retry within
  * the grace window yields the same child). On ROTATED and GRACE, *user is
  * the token's owner. Returns 0 with *outcome set, or a CM_E* code.
- * Round trips: BEGIN, the user lock (which also reads the user), the
- * rotation (which also reports the token's state), COMMIT; one more, the
- * family's revocation, on reuse.
+ * One round trip: refresh_rotate() (auth migration 004) locks the owner's
+ * row, then rotates the token or judges the replay (revoking the family on
+ * reuse) in one statement that is its own transaction.
  */
 CM_MUST_CHECK int auth_store_refresh_rotate(cm_db_pool_t *pool, const char *hash,
                                             const char *child_hash, int grace_s, int ttl_days,
@@ -183,9 +183,11 @@ CM_MUST_CHECK int auth_store_logout(cm_db_pool_t *pool, const char *hash);
  * For the account with this email (if any, and if it had fewer than
  * AUTH_RESETS_PER_HOUR reset tokens in the last hour): stores the reset
  * token hash and writes reset.requested with the sealed token. *issued
- * says whether it did. Absent accounts are not an error. Known or not, the * transaction writes (a
- * "reset:<HMAC of the address under secret>" row of login_throttle), so both commit with the same
- * flush: same time.
+ * says whether it did. Absent accounts are not an error. Known or not, one
+ * statement writes (a "reset:<HMAC of the address under secret>" row of
+ * login_throttle) and reads the budget, so both commit with the same flush:
+ * same time. Only an account with budget left (at most AUTH_RESETS_PER_HOUR
+ * an hour) goes on to the issuing transaction.
  */
 CM_MUST_CHECK int auth_store_reset_request(cm_db_pool_t *pool, const uint8_t *secret,
                                            const char *email, const char *hash, const char *sealed,
