@@ -514,7 +514,6 @@ int auth_store_logout(cm_db_pool_t *pool, const char *hash)
 
 typedef struct reset_req_ctx {
     const char *email, *hash, *sealed;
-    char mark[AUTH_THROTTLE_KEY_MAX];
     bool issued;
 } reset_req_ctx_t;
 
@@ -551,16 +550,8 @@ out:
     return rc;
 }
 
-/*
- * First one statement, its own transaction, for every address: it writes the
- * mark (known address or not, so both commit with the same flush) and says
- * whether the address has an account with reset budget left. Only then — at
- * most AUTH_RESETS_PER_HOUR times an hour per account — the issuing
- * transaction runs; an unknown address and a spent budget cost the one
- * statement alike.
- */
-int auth_store_reset_request(cm_db_pool_t *pool, const uint8_t *secret, const char *email,
-                             const char *hash, const char *sealed, bool *issued)
+int auth_store_reset_probe(cm_db_pool_t *pool, const uint8_t *secret, const char *email,
+                           bool *budget)
 {
     static const char probe[] =
         "WITH m AS (INSERT INTO login_throttle AS t (key, failures) VALUES ($1, 1) "
@@ -569,23 +560,38 @@ int auth_store_reset_request(cm_db_pool_t *pool, const uint8_t *secret, const ch
         "SELECT (SELECT count(*) FROM m), (SELECT count(*) FROM one_time_tokens t "
         "WHERE t.user_id = u.id AND t.kind = 'reset' AND t.created_at > now() - interval '1 hour') "
         "FROM users u WHERE lower(u.email) = lower($2)";
-    reset_req_ctx_t c = {.email = email, .hash = hash, .sealed = sealed};
-    *issued = false;
-    auth_throttle_key(secret, "reset:", email, NULL, c.mark);
-    const char *p[2] = {c.mark, email};
+    char mark[AUTH_THROTTLE_KEY_MAX];
+    *budget = false;
+    auth_throttle_key(secret, "reset:", email, NULL, mark);
+    const char *p[2] = {mark, email};
     PGresult *r = NULL;
     int rc = run(pool, "auth_reset_probe", probe, 2, p, &r);
     if (rc != 0)
         return rc;
     int64_t recent = AUTH_RESETS_PER_HOUR;
-    bool budget =
-        PQntuples(r) == 1 && col_int(r, 0, 1, &recent) == 0 && recent < AUTH_RESETS_PER_HOUR;
+    *budget = PQntuples(r) == 1 && col_int(r, 0, 1, &recent) == 0 && recent < AUTH_RESETS_PER_HOUR;
     PQclear(r);
-    if (!budget)
-        return 0;
-    rc = cm_db_tx(pool, reset_request_tx, &c);
+    return 0;
+}
+
+int auth_store_reset_issue(cm_db_pool_t *pool, const char *email, const char *hash,
+                           const char *sealed, bool *issued)
+{
+    reset_req_ctx_t c = {.email = email, .hash = hash, .sealed = sealed};
+    int rc = cm_db_tx(pool, reset_request_tx, &c);
     *issued = rc == 0 && c.issued;
     return rc;
+}
+
+int auth_store_reset_request(cm_db_pool_t *pool, const uint8_t *secret, const char *email,
+                             const char *hash, const char *sealed, bool *issued)
+{
+    bool budget = false;
+    *issued = false;
+    int rc = auth_store_reset_probe(pool, secret, email, &budget);
+    if (rc != 0 || !budget)
+        return rc;
+    return auth_store_reset_issue(pool, email, hash, sealed, issued);
 }
 
 int auth_store_token_owner(cm_db_pool_t *pool, const char *kind, const char *hash, auth_user_t *out)

@@ -180,15 +180,27 @@ CM_MUST_CHECK int auth_store_logout(cm_db_pool_t *pool, const char *hash);
 /* ---- one-time tokens ---------------------------------------------------------------- */
 
 /**
- * For the account with this email (if any, and if it had fewer than
- * AUTH_RESETS_PER_HOUR reset tokens in the last hour): stores the reset
- * token hash and writes reset.requested with the sealed token. *issued
- * says whether it did. Absent accounts are not an error. Known or not, one
- * statement writes (a "reset:<HMAC of the address under secret>" row of
- * login_throttle) and reads the budget, so both commit with the same flush:
- * same time. Only an account with budget left (at most AUTH_RESETS_PER_HOUR
- * an hour) goes on to the issuing transaction.
+ * The first step of a password-reset request, one statement and its own
+ * transaction for every address: writes the "reset:<HMAC of the address
+ * under secret>" row of login_throttle (known address or not, so both
+ * commit with the same flush) and sets *budget when the address has an
+ * account with fewer than AUTH_RESETS_PER_HOUR reset tokens in the last
+ * hour. An unknown address and a spent budget cost the same: this, nothing
+ * more.
  */
+CM_MUST_CHECK int auth_store_reset_probe(cm_db_pool_t *pool, const uint8_t *secret,
+                                         const char *email, bool *budget);
+
+/**
+ * The second step, after a probe found budget: under the account's lock,
+ * re-counts, stores the reset token hash and writes reset.requested with
+ * the sealed token. *issued says whether it did (an account that vanished
+ * or spent its budget meanwhile is not an error).
+ */
+CM_MUST_CHECK int auth_store_reset_issue(cm_db_pool_t *pool, const char *email, const char *hash,
+                                         const char *sealed, bool *issued);
+
+/** Both steps: the probe, then the issue when there is budget. */
 CM_MUST_CHECK int auth_store_reset_request(cm_db_pool_t *pool, const uint8_t *secret,
                                            const char *email, const char *hash, const char *sealed,
                                            bool *issued);
