@@ -9,6 +9,8 @@
 #   make fuzz       every libFuzzer harness for FUZZ_SECONDS (default 60) each
 #   make lint       cppcheck and clang-tidy over the tree
 #   make format     clang-format every C file; make format-check only reports
+#   make compare    a Release build (build-release/) against the seed's Django
+#                   stack: bench/compare, ../shared/peer/compare, one ratio table
 #   make clean      stop running stacks and delete build trees and .run/
 #
 # Variables: CMAKE_FLAGS (extra -D options), JOBS (default 2), CI=true turns
@@ -27,7 +29,7 @@ WERROR := $(if $(filter true,$(CI)),ON,OFF)
 CONFIGURE = cmake -S . -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLINKTR_WERROR=$(WERROR) $(CMAKE_FLAGS)
 CTEST = ctest --output-on-failure --timeout 300 $(CTEST_FLAGS)
 
-.PHONY: all deps build run test test-kafka build-asan test-asan fuzz lint format format-check clean
+.PHONY: all deps build run compare test test-kafka build-asan test-asan fuzz lint format format-check clean
 
 all: build
 
@@ -40,6 +42,10 @@ build: deps
 
 run: build
 	LINKTR_BUILD_DIR="$(CURDIR)/$(BUILD_DIR)" exec deploy/local/stack run
+
+# A Release tree of its own; RATE_LIMITS=off REFERRAL_DAILY_CAP=1000000.
+compare: deps
+	bench/compare $(COMPARE_SECONDS) $(COMPARE_CONNECTIONS)
 
 test: build
 	$(CTEST) --test-dir $(BUILD_DIR)

@@ -513,13 +513,17 @@ static void on_forgot(cm_req_t *rq, void *ctx)
         goto out;
     }
     json_decref(errors);
-    /* The token is made and sealed whether or not the account exists: same work, same time. */
+    /*
+     * One statement for every address (it writes a mark either way); only an
+     * account with reset budget left — the first AUTH_RESETS_PER_HOUR requests
+     * an hour — costs more: the token, its seal and the issuing transaction.
+     */
     char hash[65];
     char *sealed = NULL;
-    bool issued = false;
-    int rc = sealed_token(app, hash, &sealed);
-    if (rc == 0)
-        rc = auth_store_reset_request(app->db, app->throttle_key, email, hash, sealed, &issued);
+    bool budget = false, issued = false;
+    int rc = auth_store_reset_probe(app->db, app->throttle_key, email, &budget);
+    if (rc == 0 && budget && (rc = sealed_token(app, hash, &sealed)) == 0)
+        rc = auth_store_reset_issue(app->db, email, hash, sealed, &issued);
     free(sealed);
     if (rc != 0)
         reply_failure(rq, rc, "forgot password");

@@ -53,20 +53,26 @@ static int col_int(const PGresult *r, int row, int col, int64_t *out)
     return 0;
 }
 
-/* Fills *u from a row of USER_SELECT. */
-static int parse_user(const PGresult *r, int row, auth_user_t *u)
+/* Fills *u from the USER_SELECT columns of a row, starting at column base. */
+static int parse_user_at(const PGresult *r, int row, int base, auth_user_t *u)
 {
     memset(u, 0, sizeof *u);
-    if (PQnfields(r) < 9 || copy_col(r, row, 0, u->id, sizeof u->id) != 0 ||
-        copy_col(r, row, 1, u->username, sizeof u->username) != 0 ||
-        copy_col(r, row, 2, u->email, sizeof u->email) != 0 ||
-        copy_col(r, row, 3, u->password_hash, sizeof u->password_hash) != 0 ||
-        copy_col(r, row, 4, u->referral_code, sizeof u->referral_code) != 0 ||
-        copy_col(r, row, 5, u->referred_by, sizeof u->referred_by) != 0 ||
-        col_int(r, row, 7, &u->created_us) != 0 || col_int(r, row, 8, &u->session_epoch) != 0)
+    if (PQnfields(r) < base + 9 || copy_col(r, row, base, u->id, sizeof u->id) != 0 ||
+        copy_col(r, row, base + 1, u->username, sizeof u->username) != 0 ||
+        copy_col(r, row, base + 2, u->email, sizeof u->email) != 0 ||
+        copy_col(r, row, base + 3, u->password_hash, sizeof u->password_hash) != 0 ||
+        copy_col(r, row, base + 4, u->referral_code, sizeof u->referral_code) != 0 ||
+        copy_col(r, row, base + 5, u->referred_by, sizeof u->referred_by) != 0 ||
+        col_int(r, row, base + 7, &u->created_us) != 0 ||
+        col_int(r, row, base + 8, &u->session_epoch) != 0)
         return CM_EDB;
-    u->email_verified = PQgetvalue(r, row, 6)[0] == 't';
+    u->email_verified = PQgetvalue(r, row, base + 6)[0] == 't';
     return 0;
+}
+
+static int parse_user(const PGresult *r, int row, auth_user_t *u)
+{
+    return parse_user_at(r, row, 0, u);
 }
 
 /* Runs a USER_SELECT statement and parses its single row. */
@@ -416,114 +422,51 @@ int auth_store_refresh_issue(cm_db_pool_t *pool, const char *user_id, int64_t ep
     return rc;
 }
 
-typedef struct rot_ctx {
-    const char *hash, *child;
-    int grace_s, ttl_days;
-    auth_refresh_outcome_t outcome;
-    auth_user_t *user;
-    char family[37];
-} rot_ctx_t;
-
-static int revoke_family(cm_db_t *db, const char *family)
-{
-    const char *p[1] = {family};
-    return cm_db_prepared(db, "auth_revoke_family",
-                          "UPDATE refresh_tokens SET revoked_at = now() "
-                          "WHERE family_id = $1::uuid AND revoked_at IS NULL",
-                          1, p, NULL);
-}
-
-/* Locks the owner of the token hash and reads it into *u; CM_ENOTFOUND for no such token. */
-static int lock_owner(cm_db_t *db, const char *hash, auth_user_t *u)
-{
-    const char *p[1] = {hash};
-    return fetch_user(db, NULL, "auth_lock_owner",
-                      USER_SELECT "WHERE u.id = (SELECT user_id FROM refresh_tokens "
-                                  "WHERE token_hash = $1) FOR NO KEY UPDATE OF u",
-                      1, p, u);
-}
-
-/* A rotated token presented again: the same live child within the grace window, else theft. */
-static int replayed(cm_db_t *db, rot_ctx_t *c, const PGresult *row)
-{
-    bool same_child = strcmp(PQgetvalue(row, 0, 2), c->child) == 0;
-    bool child_live = PQgetvalue(row, 0, 5)[0] == 't';
-    int64_t age_ms = 0;
-    int rc = col_int(row, 0, 3, &age_ms);
-    if (rc != 0)
-        return rc;
-    if (same_child && child_live && age_ms <= (int64_t)c->grace_s * 1000) {
-        c->outcome = AUTH_REFRESH_GRACE;
-        return 0;
-    }
-    c->outcome = AUTH_REFRESH_REUSED;
-    return revoke_family(db, c->family);
-}
-
 /*
- * Under the user lock, one statement rotates the token if it is current and
- * reports the state it found (all CTEs share one snapshot, and the lock
- * keeps anyone else from changing this user's tokens meanwhile).
+ * One statement, one round trip, its own transaction: refresh_rotate()
+ * (migration 004) locks the owner's row, then reads, rotates or judges the
+ * token, revoking its family on a replay outside the grace window.
  */
-static int rotate_tx(cm_db_t *db, void *vctx)
-{
-    static const char sql[] =
-        "WITH cur AS (SELECT family_id, revoked_at IS NOT NULL AS revoked, "
-        "coalesce(replaced_by, '') AS child, "
-        "coalesce((extract(epoch FROM now() - revoked_at) * 1000)::bigint, 0) AS age_ms, "
-        "expires_at > now() AS live, coalesce((SELECT c.revoked_at IS NULL AND "
-        "c.expires_at > now() FROM refresh_tokens c WHERE c.token_hash = t.replaced_by), "
-        "false) AS child_live FROM refresh_tokens t WHERE token_hash = $1), "
-        "old AS (UPDATE refresh_tokens SET revoked_at = now(), replaced_by = $2 "
-        "WHERE token_hash = $1 AND revoked_at IS NULL AND expires_at > now() "
-        "RETURNING user_id, family_id), "
-        "ins AS (INSERT INTO refresh_tokens (token_hash, user_id, family_id, parent_hash, "
-        "expires_at) SELECT $2, user_id, family_id, $1, now() + make_interval(days => $3::int) "
-        "FROM old RETURNING 1) "
-        "SELECT family_id, revoked, child, age_ms, live, child_live, "
-        "(SELECT count(*) FROM ins) FROM cur";
-    rot_ctx_t *c = vctx;
-    c->outcome = AUTH_REFRESH_INVALID;
-    int rc = lock_owner(db, c->hash, c->user);
-    if (rc == CM_ENOTFOUND)
-        return 0;
-    if (rc != 0)
-        return rc;
-    char days[16];
-    snprintf(days, sizeof days, "%d", c->ttl_days);
-    const char *p[3] = {c->hash, c->child, days};
-    PGresult *r = NULL;
-    rc = cm_db_prepared(db, "auth_refresh_rotate", sql, 3, p, &r);
-    if (rc != 0)
-        return rc;
-    if (PQntuples(r) != 1 || (rc = copy_col(r, 0, 0, c->family, sizeof c->family)) != 0)
-        goto out; /* deleted meanwhile: INVALID */
-    if (PQgetvalue(r, 0, 6)[0] == '1')
-        c->outcome = AUTH_REFRESH_ROTATED;
-    else if (PQgetvalue(r, 0, 4)[0] == 't' && PQgetvalue(r, 0, 1)[0] == 't' &&
-             PQgetvalue(r, 0, 2)[0] != '\0')
-        rc = replayed(db, c, r);
-    /* else expired, or revoked without a successor (logout, reset): INVALID */
-out:
-    PQclear(r);
-    return rc;
-}
-
 int auth_store_refresh_rotate(cm_db_pool_t *pool, const char *hash, const char *child_hash,
                               int grace_s, int ttl_days, auth_refresh_outcome_t *outcome,
                               auth_user_t *user)
 {
-    rot_ctx_t c = {
-        .hash = hash, .child = child_hash, .grace_s = grace_s, .ttl_days = ttl_days, .user = user};
-    int rc = cm_db_tx(pool, rotate_tx, &c);
+    static const char sql[] = "SELECT outcome, family_id, id, username, email, password_hash, "
+                              "referral_code, referrer_code, verified, created_us, session_epoch "
+                              "FROM refresh_rotate($1, $2, $3::int, $4::int)";
+    char days[16], grace[16], family[37] = "";
+    snprintf(days, sizeof days, "%d", ttl_days);
+    snprintf(grace, sizeof grace, "%d", grace_s);
+    const char *p[4] = {hash, child_hash, days, grace};
+    PGresult *r = NULL;
+    *outcome = AUTH_REFRESH_INVALID;
+    memset(user, 0, sizeof *user);
+    int rc = run(pool, "auth_refresh_rotate", sql, 4, p, &r);
     if (rc != 0)
         return rc;
-    *outcome = c.outcome;
-    if (c.outcome == AUTH_REFRESH_REUSED)
+    int64_t code = 0;
+    if (PQntuples(r) != 1 || PQgetvalue(r, 0, 0)[0] == '0')
+        goto out; /* no such token, expired, or revoked without a successor */
+    if ((rc = col_int(r, 0, 0, &code)) != 0 || (rc = copy_col(r, 0, 1, family, sizeof family)) != 0)
+        goto out;
+    /* Columns 2-10 are those of USER_SELECT. */
+    rc = parse_user_at(r, 0, 2, user);
+    if (rc != 0)
+        goto out;
+    if (code == 1)
+        *outcome = AUTH_REFRESH_ROTATED;
+    else if (code == 2)
+        *outcome = AUTH_REFRESH_GRACE;
+    else if (code == 3) {
+        *outcome = AUTH_REFRESH_REUSED;
         CM_WARN(NULL, "security: refresh token reuse for user %s; family %s revoked", user->id,
-                c.family);
+                family);
+    } else
+        rc = CM_EDB;
+out:
+    PQclear(r);
     sodium_memzero(user->password_hash, sizeof user->password_hash);
-    return 0;
+    return rc;
 }
 
 typedef struct logout_ctx {
@@ -571,28 +514,21 @@ int auth_store_logout(cm_db_pool_t *pool, const char *hash)
 
 typedef struct reset_req_ctx {
     const char *email, *hash, *sealed;
-    char mark[AUTH_THROTTLE_KEY_MAX];
     bool issued;
 } reset_req_ctx_t;
 
+/* The issuing path, under the account's lock: re-counts, stores the token, writes the event. */
 static int reset_request_tx(cm_db_t *db, void *vctx)
 {
     static const char sql[] =
         "SELECT id, username, email, (SELECT count(*) FROM one_time_tokens t WHERE "
         "t.user_id = u.id AND t.kind = 'reset' AND t.created_at > now() - interval '1 hour') "
         "FROM users u WHERE lower(email) = lower($1) FOR UPDATE";
-    /* Known address or not, this write makes both commits flush the WAL alike. */
-    static const char mark[] =
-        "INSERT INTO login_throttle AS t (key, failures) VALUES ($1, 1) ON CONFLICT (key) "
-        "DO UPDATE SET failures = t.failures + 1, updated_at = now()";
     reset_req_ctx_t *c = vctx;
-    const char *p[1] = {c->email}, *pm[1] = {c->mark};
+    const char *p[1] = {c->email};
     PGresult *r = NULL;
     c->issued = false;
-    int rc = cm_db_prepared(db, "auth_reset_mark", mark, 1, pm, NULL);
-    if (rc != 0)
-        return rc;
-    rc = cm_db_prepared(db, "auth_reset_user", sql, 1, p, &r);
+    int rc = cm_db_prepared(db, "auth_reset_user", sql, 1, p, &r);
     if (rc != 0)
         return rc;
     int64_t recent = 0, expires_us = 0;
@@ -614,14 +550,48 @@ out:
     return rc;
 }
 
-int auth_store_reset_request(cm_db_pool_t *pool, const uint8_t *secret, const char *email,
-                             const char *hash, const char *sealed, bool *issued)
+int auth_store_reset_probe(cm_db_pool_t *pool, const uint8_t *secret, const char *email,
+                           bool *budget)
+{
+    static const char probe[] =
+        "WITH m AS (INSERT INTO login_throttle AS t (key, failures) VALUES ($1, 1) "
+        "ON CONFLICT (key) DO UPDATE SET failures = t.failures + 1, updated_at = now() "
+        "RETURNING 1) "
+        "SELECT (SELECT count(*) FROM m), (SELECT count(*) FROM one_time_tokens t "
+        "WHERE t.user_id = u.id AND t.kind = 'reset' AND t.created_at > now() - interval '1 hour') "
+        "FROM users u WHERE lower(u.email) = lower($2)";
+    char mark[AUTH_THROTTLE_KEY_MAX];
+    *budget = false;
+    auth_throttle_key(secret, "reset:", email, NULL, mark);
+    const char *p[2] = {mark, email};
+    PGresult *r = NULL;
+    int rc = run(pool, "auth_reset_probe", probe, 2, p, &r);
+    if (rc != 0)
+        return rc;
+    int64_t recent = AUTH_RESETS_PER_HOUR;
+    *budget = PQntuples(r) == 1 && col_int(r, 0, 1, &recent) == 0 && recent < AUTH_RESETS_PER_HOUR;
+    PQclear(r);
+    return 0;
+}
+
+int auth_store_reset_issue(cm_db_pool_t *pool, const char *email, const char *hash,
+                           const char *sealed, bool *issued)
 {
     reset_req_ctx_t c = {.email = email, .hash = hash, .sealed = sealed};
-    auth_throttle_key(secret, "reset:", email, NULL, c.mark);
     int rc = cm_db_tx(pool, reset_request_tx, &c);
     *issued = rc == 0 && c.issued;
     return rc;
+}
+
+int auth_store_reset_request(cm_db_pool_t *pool, const uint8_t *secret, const char *email,
+                             const char *hash, const char *sealed, bool *issued)
+{
+    bool budget = false;
+    *issued = false;
+    int rc = auth_store_reset_probe(pool, secret, email, &budget);
+    if (rc != 0 || !budget)
+        return rc;
+    return auth_store_reset_issue(pool, email, hash, sealed, issued);
 }
 
 int auth_store_token_owner(cm_db_pool_t *pool, const char *kind, const char *hash, auth_user_t *out)

@@ -163,9 +163,9 @@ typedef enum auth_refresh_outcome {
  * the child deterministically from the presented token, so a retry within
  * the grace window yields the same child). On ROTATED and GRACE, *user is
  * the token's owner. Returns 0 with *outcome set, or a CM_E* code.
- * Round trips: BEGIN, the user lock (which also reads the user), the
- * rotation (which also reports the token's state), COMMIT; one more, the
- * family's revocation, on reuse.
+ * One round trip: refresh_rotate() (auth migration 004) locks the owner's
+ * row, then rotates the token or judges the replay (revoking the family on
+ * reuse) in one statement that is its own transaction.
  */
 CM_MUST_CHECK int auth_store_refresh_rotate(cm_db_pool_t *pool, const char *hash,
                                             const char *child_hash, int grace_s, int ttl_days,
@@ -180,13 +180,27 @@ CM_MUST_CHECK int auth_store_logout(cm_db_pool_t *pool, const char *hash);
 /* ---- one-time tokens ---------------------------------------------------------------- */
 
 /**
- * For the account with this email (if any, and if it had fewer than
- * AUTH_RESETS_PER_HOUR reset tokens in the last hour): stores the reset
- * token hash and writes reset.requested with the sealed token. *issued
- * says whether it did. Absent accounts are not an error. Known or not, the * transaction writes (a
- * "reset:<HMAC of the address under secret>" row of login_throttle), so both commit with the same
- * flush: same time.
+ * The first step of a password-reset request, one statement and its own
+ * transaction for every address: writes the "reset:<HMAC of the address
+ * under secret>" row of login_throttle (known address or not, so both
+ * commit with the same flush) and sets *budget when the address has an
+ * account with fewer than AUTH_RESETS_PER_HOUR reset tokens in the last
+ * hour. An unknown address and a spent budget cost the same: this, nothing
+ * more.
  */
+CM_MUST_CHECK int auth_store_reset_probe(cm_db_pool_t *pool, const uint8_t *secret,
+                                         const char *email, bool *budget);
+
+/**
+ * The second step, after a probe found budget: under the account's lock,
+ * re-counts, stores the reset token hash and writes reset.requested with
+ * the sealed token. *issued says whether it did (an account that vanished
+ * or spent its budget meanwhile is not an error).
+ */
+CM_MUST_CHECK int auth_store_reset_issue(cm_db_pool_t *pool, const char *email, const char *hash,
+                                         const char *sealed, bool *issued);
+
+/** Both steps: the probe, then the issue when there is budget. */
 CM_MUST_CHECK int auth_store_reset_request(cm_db_pool_t *pool, const uint8_t *secret,
                                            const char *email, const char *hash, const char *sealed,
                                            bool *issued);
