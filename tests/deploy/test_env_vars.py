@@ -55,6 +55,21 @@ REQUIRED = re.compile(r'cm_cfg_str_required\s*\(\s*&?c\s*,\s*"([A-Z][A-Z0-9_]*)"
 REQUIRED_ERR = re.compile(r'cm_cfg_error\s*\(\s*&?c\s*,\s*"([A-Z][A-Z0-9_]*)"\s*,\s*"required')
 COMMENT = re.compile(r"/\*.*?\*/|//[^\n]*", re.S)
 
+# What cm_cfg_service and cm_cfg_jwt (common/src/config.c) read for a service,
+# by what the service's config.c asks of them: its cm_service_defaults_t
+# (.db_pool_size: a database; .kafka = true: Kafka) and whether it calls
+# cm_cfg_jwt (true: the keys are required). Any other name common/src/config.c
+# reads is an error here, so this table cannot drift from the code unseen.
+SHARED_ALWAYS = {"PORT", "BIND_ADDRESS", "LOG_LEVEL", "HTTP_THREADS", "REQUEST_TIMEOUT_MS",
+                 "KEEPALIVE_TIMEOUT_MS", "PUBLIC_BASE_URL"}
+SHARED_DB = {"DATABASE_URL", "DB_POOL_SIZE", "RETENTION_INTERVAL_S", "RETENTION_BATCH",
+             "RETENTION_PAUSE_MS", "RETENTION_DAYS", "RETENTION_DEDUP_DAYS"}
+SHARED_KAFKA = {"KAFKA_BOOTSTRAP"}
+SHARED_JWT = {"JWT_PUBLIC_KEYS", "JWT_ISSUER", "JWT_AUDIENCE"}
+SHARED_CONFIG = os.path.join("common", "src", "config.c")
+DEFAULTS = re.compile(r"cm_service_defaults_t\s+\w+\s*=\s*\{(.*?)\}", re.S)
+JWT_CALL = re.compile(r"cm_cfg_jwt\s*\(\s*&?c\s*,\s*(true|false)")
+
 # What deploy/docker's keygen writes into keys.env (compose env_file).
 KEYS_ENV = {"MAILER_SEAL_PUBLIC_KEY"}
 
@@ -71,14 +86,45 @@ def code_reads(text):
     return read, required
 
 
+def shared_reads(config_c):
+    """Returns (read, required): what cm_cfg_service/cm_cfg_jwt read for the
+    service whose config.c text is config_c (see SHARED_*)."""
+    text = COMMENT.sub(" ", config_c)
+    read, required = set(), set()
+    m = DEFAULTS.search(text)
+    if m:
+        read |= SHARED_ALWAYS
+        if ".db_pool_size" in m.group(1):
+            read |= SHARED_DB
+            required.add("DATABASE_URL")
+        if re.search(r"\.kafka\s*=\s*true", m.group(1)):
+            read |= SHARED_KAFKA
+            required |= SHARED_KAFKA
+    j = JWT_CALL.search(text)
+    if j:
+        read |= SHARED_JWT
+        if j.group(1) == "true":
+            required.add("JWT_PUBLIC_KEYS")
+    return read, required
+
+
 def service_reads(repo):
-    """Returns {svc: (read, required)} from services/<svc>/*.c and common/src/*.c."""
+    """Returns {svc: (read, required)} from services/<svc>/*.c and common/src/*.c
+    (common/src/config.c through the SHARED_* table)."""
     common = set()
     src = os.path.join(repo, "common", "src")
+    shared = SHARED_ALWAYS | SHARED_DB | SHARED_KAFKA | SHARED_JWT
     for name in sorted(os.listdir(src)) if os.path.isdir(src) else []:
-        if name.endswith(".c"):
-            with open(os.path.join(src, name), encoding="utf-8") as f:
-                common |= code_reads(f.read())[0]
+        if not name.endswith(".c"):
+            continue
+        with open(os.path.join(src, name), encoding="utf-8") as f:
+            names = code_reads(f.read())[0]
+        if os.path.join("common", "src", name) == SHARED_CONFIG:
+            if names - shared:
+                raise InputError(f"{SHARED_CONFIG} reads {', '.join(sorted(names - shared))}: "
+                                 "add it to the SHARED_* table of this script")
+            continue
+        common |= names
     out = {}
     for svc in SERVICES:
         d = os.path.join(repo, "services", svc)
@@ -88,9 +134,14 @@ def service_reads(repo):
         for name in sorted(os.listdir(d)):
             if name.endswith(".c"):
                 with open(os.path.join(d, name), encoding="utf-8") as f:
-                    r, q = code_reads(f.read())
+                    text = f.read()
+                r, q = code_reads(text)
                 read |= r
                 required |= q
+                if name == "config.c":
+                    r, q = shared_reads(text)
+                    read |= r
+                    required |= q
         out[svc] = (read, required)
     return out
 
@@ -259,6 +310,13 @@ def fake_overlay(svc_env):
 
 
 def self_test():
+    # The shared variables follow what a service's config.c asks for.
+    r, q = shared_reads("static const cm_service_defaults_t d = {.port = 1, .http_threads = 2};")
+    assert r == SHARED_ALWAYS and q == set(), (r, q)
+    r, q = shared_reads("cm_service_defaults_t d = {.db_pool_size = 4, .kafka = true};\n"
+                        "/* cm_cfg_jwt(&c, false, x) in a comment */ cm_cfg_jwt(&c, true, &cfg->jwt);")
+    assert r == SHARED_ALWAYS | SHARED_DB | SHARED_KAFKA | SHARED_JWT, r
+    assert q == {"DATABASE_URL", "KAFKA_BOOTSTRAP", "JWT_PUBLIC_KEYS"}, q
     read, required = code_reads(FAKE_CONFIG)
     assert read == {"PORT", "DATABASE_URL", "SECRET_FILE", "AUTH_URL", "TUNABLE"}, read
     assert required == {"DATABASE_URL", "SECRET_FILE"}, required
