@@ -243,7 +243,59 @@ static void on_rewards(cm_req_t *rq, void *ctx)
     cm_reply_json(rq, 200, body);
 }
 
+/*
+ * The code of an /internal/...<code> path: 1–16 of [A-Za-z0-9], upper-cased
+ * (codes are stored upper case); NULL when malformed.
+ */
+static const char *path_code(cm_req_t *rq, const char *prefix)
+{
+    const char *c = cm_req_path(rq) + strlen(prefix);
+    size_t n = strnlen(c, 18);
+    if (n > 0 && c[n - 1] == '/')
+        n--;
+    if (n == 0 || n > 16)
+        return NULL;
+    char *out = cm_arena_strndup(cm_req_arena(rq), c, n);
+    for (size_t i = 0; i < n; i++) {
+        char ch = out[i];
+        if (ch >= 'a' && ch <= 'z')
+            out[i] = (char)(ch - 'a' + 'A');
+        else if (!((ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9')))
+            return NULL;
+    }
+    return out;
+}
+
+/*
+ * GET /internal/referral-codes/<code>: 200 when a member owns the code,
+ * 404 otherwise. For the gateway's /r/<code> page; the gateway never routes
+ * /internal/ paths from the public side.
+ */
+static void on_code_exists(cm_req_t *rq, void *ctx)
+{
+    ref_api_t *api = ctx;
+    const char *code = path_code(rq, "/internal/referral-codes/");
+    cm_db_t *db = NULL;
+    if (!code) {
+        cm_reply_problem(rq, 404, "Not Found", "No such referral code.", NULL);
+        return;
+    }
+    if (db_or_reply(rq, api, &db) != 0)
+        return;
+    int rc = ref_store_code_exists(db, code);
+    cm_db_release(db);
+    if (rc == CM_ENOTFOUND) {
+        cm_reply_problem(rq, 404, "Not Found", "No such referral code.", NULL);
+    } else if (rc != 0) {
+        CM_WARN(cm_req_id(rq), "referral: code lookup: %s", cm_strerror(rc));
+        cm_reply_problem(rq, 503, "Service unavailable", "Try again shortly.", NULL);
+    } else {
+        cm_reply_json(rq, 200, json_pack("{s:s}", "referral_code", code));
+    }
+}
+
 const cm_route_t ref_routes[] = {
+    {"GET", "/internal/referral-codes/*", on_code_exists, CM_ROUTE_NO_STORE},
     {"GET", "/api/referral-stats", on_stats, CM_ROUTE_NO_STORE},
     {"GET", "/api/referrals", on_list, CM_ROUTE_NO_STORE},
     {"GET", "/api/rewards", on_rewards, CM_ROUTE_NO_STORE},

@@ -113,6 +113,13 @@ int ref_store_member_exists(cm_db_t *db, const char *user_id)
     return exec_row(db, "ref_member_exists", sql, 1, p, CM_ENOTFOUND, NULL);
 }
 
+int ref_store_code_exists(cm_db_t *db, const char *code)
+{
+    static const char sql[] = "SELECT 1 FROM members WHERE referral_code = $1";
+    const char *p[1] = {code};
+    return exec_row(db, "ref_code_exists", sql, 1, p, CM_ENOTFOUND, NULL);
+}
+
 int ref_store_park_verification(cm_db_t *db, const char *user_id, const char *verified_at)
 {
     static const char sql[] = "INSERT INTO parked_verifications (user_id, verified_at) "

@@ -82,6 +82,9 @@ CM_MUST_CHECK int ref_store_add_referral(cm_db_t *db, const char *referrer_id,
 /** Returns 0 when user_id is a member, CM_ENOTFOUND when not, or a CM_E* code. */
 CM_MUST_CHECK int ref_store_member_exists(cm_db_t *db, const char *user_id);
 
+/** 0 when a member owns the referral code (upper case), CM_ENOTFOUND when none does. */
+CM_MUST_CHECK int ref_store_code_exists(cm_db_t *db, const char *code);
+
 /** Parks a verification whose registration has not arrived (first one wins). */
 CM_MUST_CHECK int ref_store_park_verification(cm_db_t *db, const char *user_id,
                                               const char *verified_at);
