@@ -165,12 +165,23 @@ void gw_html_escape(cm_buf_t *b, const char *s)
 {
     for (; s && *s; s++) {
         switch (*s) {
-        case '&': cm_buf_puts(b, "&amp;"); break;
-        case '<': cm_buf_puts(b, "&lt;"); break;
-        case '>': cm_buf_puts(b, "&gt;"); break;
-        case '"': cm_buf_puts(b, "&quot;"); break;
-        case '\'': cm_buf_puts(b, "&#39;"); break;
-        default: cm_buf_append(b, s, 1);
+        case '&':
+            cm_buf_puts(b, "&amp;");
+            break;
+        case '<':
+            cm_buf_puts(b, "&lt;");
+            break;
+        case '>':
+            cm_buf_puts(b, "&gt;");
+            break;
+        case '"':
+            cm_buf_puts(b, "&quot;");
+            break;
+        case '\'':
+            cm_buf_puts(b, "&#39;");
+            break;
+        default:
+            cm_buf_append(b, s, 1);
         }
     }
 }
@@ -218,11 +229,12 @@ static bool contains_ci(const char *s, const char *needle)
 
 const char *gw_ua_class(const char *ua)
 {
-    static const char *const bots[] = {"bot",      "crawl",    "spider",   "slurp",  "preview",
-                                       "facebookexternalhit",  "curl",     "wget",   "python",
-                                       "headless", "scanner",  "monitor",  "go-http", NULL};
+    static const char *const bots[] = {
+        "bot",     "crawl", "spider", "slurp",    "preview", "facebookexternalhit",
+        "curl",    "wget",  "python", "headless", "scanner", "monitor",
+        "go-http", NULL};
     if (!ua || !*ua)
-        return "other";
+        return "bot"; /* every browser sends one */
     for (size_t i = 0; bots[i]; i++)
         if (contains_ci(ua, bots[i]))
             return "bot";
@@ -684,8 +696,8 @@ static void signup_done(cm_req_t *rq, const gw_pages_t *p, const char *email)
 
 static json_t *register_body(const signup_t *s, const char *pw)
 {
-    json_t *o = json_pack("{s:s, s:s, s:s}", "username", s->username, "email", s->email,
-                          "password", pw);
+    json_t *o =
+        json_pack("{s:s, s:s, s:s}", "username", s->username, "email", s->email, "password", pw);
     if (o && s->code && *s->code)
         json_object_set_new(o, "referral_code", json_string(s->code));
     return o;
@@ -772,14 +784,51 @@ static void redirect_to_signup(cm_req_t *rq, const gw_pages_t *p, const char *co
     reply_message(rq, p, 302, "Redirecting", NULL, "Taking you to the signup page.");
 }
 
-/* Asks referral whether code belongs to a member: 0 yes, CM_ENOTFOUND no, < 0 unknown. */
-static int code_exists(gw_t *gw, cm_req_t *rq, const char *code)
+/* The host of a Referer ("https://host:port/path" → "host:port"), or NULL when odd. */
+static const char *referrer_host(cm_req_t *rq)
 {
-    char path[64];
-    snprintf(path, sizeof path, "/internal/referral-codes/%s", code);
+    const char *r = cm_req_header(rq, "Referer");
+    const char *p = r ? strstr(r, "://") : NULL;
+    if (!p)
+        return NULL;
+    p += 3;
+    size_t n = strcspn(p, "/?#");
+    if (n == 0 || n > 253)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        char c = p[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '-' || c == ':'))
+            return NULL;
+    }
+    return cm_arena_strndup(cm_req_arena(rq), p, n);
+}
+
+/*
+ * Reports the click to referral, which also says whether the code exists.
+ * HEAD requests and crawlers only ask (count false): link previews and
+ * scanners are not people. The client address travels only as a keyed
+ * hash. Returns 0 (the code exists), CM_ENOTFOUND, or < 0.
+ */
+static int report_click(gw_t *gw, cm_req_t *rq, const char *code)
+{
+    const char *ip = NULL, *xff = NULL;
+    gw_client_addr(cm_req_arena(rq), cm_req_peer(rq), cm_req_header(rq, "X-Forwarded-For"),
+                   &gw->cfg->trusted_proxies, &ip, &xff);
+    uint8_t mac[crypto_auth_hmacsha256_BYTES];
+    char hash[2 * sizeof mac + 1];
+    crypto_auth_hmacsha256(mac, (const unsigned char *)ip, strlen(ip), gw->pages->click_key);
+    cm_hex_encode(mac, sizeof mac, hash);
+    const char *ua = gw_ua_class(cm_req_header(rq, "User-Agent"));
+    bool count = strcmp(cm_req_method(rq), "GET") == 0 && strcmp(ua, "bot") != 0;
+    const char *host = referrer_host(rq);
+    json_t *body = json_pack("{s:s, s:s, s:s, s:b}", "code", code, "client_hash", hash, "ua_class",
+                             count ? ua : "other", "count", count);
+    if (host)
+        json_object_set_new(body, "referrer_host", json_string(host));
     json_t *doc = NULL;
     long st = 0;
-    int rc = call_upstream(gw, rq, GW_UP_REFERRAL, "GET", path, NULL, &st, &doc);
+    int rc = call_upstream(gw, rq, GW_UP_REFERRAL, "POST", "/internal/clicks", body, &st, &doc);
     json_decref(doc);
     if (rc != 0 || st >= 500)
         return rc != 0 ? rc : CM_EUNAVAIL;
@@ -795,7 +844,7 @@ void gw_page_referral(cm_req_t *rq, void *ctx)
         reply_unknown_code(rq, p);
         return;
     }
-    int rc = code_exists(gw, rq, code);
+    int rc = report_click(gw, rq, code);
     if (rc == CM_ENOTFOUND)
         reply_unknown_code(rq, p);
     else if (rc != 0)

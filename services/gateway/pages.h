@@ -100,7 +100,11 @@ bool gw_ref_code_valid(const char *s);
  */
 int gw_cookie_get(cm_arena_t *a, const char *header, const char *name, const char **out);
 
-/** The coarse user-agent class recorded with a click: "bot", "mobile", "desktop" or "other". */
+/**
+ * The coarse user-agent class of a click: "bot" (known crawlers, previews,
+ * HTTP libraries, headless browsers, or no User-Agent at all: not counted),
+ * "mobile", "desktop" or "other".
+ */
 const char *gw_ua_class(const char *ua);
 
 #endif

@@ -39,6 +39,7 @@ static void on_preflight(cm_req_t *rq, void *ctx);
     X("GET", "/.well-known/jwks.json", GW_UP_AUTH, false, GW_RL_OTHER, PUB)                        \
     X("GET", "/api/referrals", GW_UP_REFERRAL, true, GW_RL_OTHER, UP)                              \
     X("GET", "/api/referral-stats", GW_UP_REFERRAL, true, GW_RL_OTHER, UP)                         \
+    X("GET", "/api/referral-stats/daily", GW_UP_REFERRAL, true, GW_RL_OTHER, UP)                   \
     X("GET", "/api/rewards", GW_UP_REFERRAL, true, GW_RL_OTHER, UP)
 
 /*

@@ -232,5 +232,60 @@ class ReferralAndSignup(unittest.TestCase):
         self.assertEqual(login(name, PASSWORD)[0], 401)
 
 
+BROWSER_UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/120 Safari/537.36"
+
+
+class ClicksAndFunnel(unittest.TestCase):
+    def stats(self, access):
+        st, body = GW.json("GET", "/api/referral-stats/", token=access)
+        self.assertEqual(st, 200)
+        return body
+
+    def test_clicks_count_people_once_an_hour_and_feed_the_funnel(self):
+        ref = register()
+        code = ref["referral_code"]
+        access = login(ref["username"], PASSWORD)[1]["access"]
+        self.assertTrue(wait_for(lambda: member_known(code)))  # curl-like: not counted
+        self.assertEqual(self.stats(access)["clicks"], 0)
+        st, _, _ = GW.request("GET", "/r/" + code, headers={
+            "User-Agent": BROWSER_UA, "Referer": "https://social.example/post/1"})
+        self.assertEqual(st, 302)
+        # Not counted: the same address within the hour, HEAD, a crawler.
+        GW.request("GET", "/r/" + code, headers={"User-Agent": BROWSER_UA})
+        st, _, _ = GW.request("HEAD", "/r/" + code, headers={"User-Agent": BROWSER_UA})
+        self.assertEqual(st, 302)
+        GW.request("GET", "/r/" + code, headers={"User-Agent": "Googlebot/2.1"})
+        s = self.stats(access)
+        self.assertEqual(s["clicks"], 1)
+        self.assertEqual(s["funnel"], {"clicks": 1, "signups": 0, "successful": 0})
+        register(code)
+        s = wait_for(lambda: (lambda b: b if b["funnel"]["signups"] == 1 else None)(
+            self.stats(access)))
+        self.assertEqual(s["funnel"], {"clicks": 1, "signups": 1, "successful": 0})
+        st, daily = GW.json("GET", "/api/referral-stats/daily/?days=7", token=access)
+        self.assertEqual(st, 200)
+        self.assertEqual(len(daily["days"]), 7)
+        self.assertEqual(daily["days"][-1]["date"], time.strftime("%Y-%m-%d", time.gmtime()))
+        self.assertEqual(daily["days"][-1]["clicks"], 1)
+        self.assertEqual(daily["days"][-1]["signups"], 1)
+        self.assertTrue(all(d["clicks"] == 0 for d in daily["days"][:-1]))
+        dates = [d["date"] for d in daily["days"]]
+        self.assertEqual(dates, sorted(dates))
+
+    def test_daily_refuses_a_bad_days_and_needs_a_token(self):
+        ref = register()
+        access = login(ref["username"], PASSWORD)[1]["access"]
+        for bad in ("0", "91", "abc", "-1", "1.5", ""):
+            st, body = GW.json("GET", "/api/referral-stats/daily/?days=" + bad, token=access)
+            self.assertEqual(st, 400, bad)
+            self.assertIn("days", body["errors"])
+        st, body = GW.json("GET", "/api/referral-stats/daily/", token=access)
+        self.assertEqual(len(body["days"]), 30)
+        st, body = GW.json("GET", "/api/referral-stats/daily/?days=90", token=access)
+        self.assertEqual(len(body["days"]), 90)
+        st, _ = GW.json("GET", "/api/referral-stats/daily/")
+        self.assertEqual(st, 401)
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)

@@ -34,8 +34,8 @@ static void csrf_token_is_bound_to_form_token_and_time(void **state)
     assert_true(gw_csrf_check(p, "verify", "T1", tok, 1000));
     assert_true(gw_csrf_check(p, "verify", "T1", tok, 1000 + GW_CSRF_TTL_S));
     assert_false(gw_csrf_check(p, "verify", "T1", tok, 1001 + GW_CSRF_TTL_S)); /* expired */
-    assert_false(gw_csrf_check(p, "reset", "T1", tok, 1000));                 /* other form */
-    assert_false(gw_csrf_check(p, "verify", "T2", tok, 1000));                /* other token */
+    assert_false(gw_csrf_check(p, "reset", "T1", tok, 1000));                  /* other form */
+    assert_false(gw_csrf_check(p, "verify", "T2", tok, 1000));                 /* other token */
     assert_false(gw_csrf_check(p, "verify", "T1", NULL, 1000));
     assert_false(gw_csrf_check(p, "verify", "T1", "", 1000));
     assert_false(gw_csrf_check(p, "verify", "T1", "4600.abc", 1000));
@@ -84,7 +84,8 @@ static void html_escaping_covers_text_and_attributes(void **state)
     cm_buf_t b;
     cm_buf_init(&b);
     gw_html_escape(&b, "<a href=\"x\" onclick='y'>&amp;</a>");
-    assert_string_equal(b.data, "&lt;a href=&quot;x&quot; onclick=&#39;y&#39;&gt;&amp;amp;&lt;/a&gt;");
+    assert_string_equal(b.data,
+                        "&lt;a href=&quot;x&quot; onclick=&#39;y&#39;&gt;&amp;amp;&lt;/a&gt;");
     cm_buf_dispose(&b);
 }
 
@@ -114,7 +115,8 @@ static void user_agents_fall_into_coarse_classes(void **state)
     assert_string_equal(gw_ua_class("curl/8.0"), "bot");
     assert_string_equal(gw_ua_class("Mozilla/5.0 (iPhone; CPU iPhone OS 17_0) Mobile"), "mobile");
     assert_string_equal(gw_ua_class("Mozilla/5.0 (X11; Linux x86_64) Chrome/120"), "desktop");
-    assert_string_equal(gw_ua_class(NULL), "other");
+    assert_string_equal(gw_ua_class(NULL), "bot");
+    assert_string_equal(gw_ua_class(""), "bot");
     assert_string_equal(gw_ua_class("Lynx"), "other");
 }
 
