@@ -109,6 +109,9 @@ static void on_stats(cm_req_t *rq, void *ctx)
     ref_stats_t s;
     int rc = ref_store_stats(db, claims.sub, &s);
     cm_db_release(db);
+    /* Read-your-writes: before the registration event arrives, the token's own code. */
+    if (rc == 0 && !s.referral_code[0] && claims.ref[0])
+        snprintf(s.referral_code, sizeof s.referral_code, "%s", claims.ref);
     if (rc != 0) {
         CM_WARN(cm_req_id(rq), "referral: stats: %s", cm_strerror(rc));
         cm_reply_problem(rq, 503, "Service unavailable", "Try again shortly.", NULL);

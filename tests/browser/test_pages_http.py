@@ -4,6 +4,7 @@
 Each test is a sentence; each builds its own users. Run by ctest as
 integration.pages_http with LINKTR_STACK_ENV pointing at the stack's env file.
 """
+import json
 import re
 import sys
 import time
@@ -230,6 +231,21 @@ class ReferralAndSignup(unittest.TestCase):
                            origin="https://evil.example")
         self.assertEqual(st, 403)
         self.assertEqual(login(name, PASSWORD)[0], 401)
+
+
+class ReadYourWrites(unittest.TestCase):
+    def test_the_code_shows_in_stats_right_after_registering(self):
+        import base64
+        user = register()
+        st, tokens = login(user["username"], PASSWORD)
+        self.assertEqual(st, 200)
+        payload = tokens["access"].split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        self.assertEqual(claims["ref"], user["referral_code"])
+        st, stats = GW.json("GET", "/api/referral-stats/", token=tokens["access"])
+        self.assertEqual(st, 200)
+        self.assertEqual(stats["referral_code"], user["referral_code"])
+        self.assertTrue(stats["referral_link"].endswith("/r/" + user["referral_code"]))
 
 
 BROWSER_UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/120 Safari/537.36"
