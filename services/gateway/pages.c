@@ -354,7 +354,7 @@ static const char *page_header(const void *src, const char *name)
         return "application/json";
     if (strcasecmp(name, "Authorization") == 0)
         return NULL; /* the pages never act with a client's token */
-    return cm_req_header((cm_req_t *)(uintptr_t)src, name);
+    return cm_req_header(src, name);
 }
 
 /*
@@ -402,6 +402,22 @@ static const char *field_error(json_t *doc, const char *field)
     return json_string_value(json_array_get(list, 0));
 }
 
+/* The per-address bucket of class cls; a 429 page when it is empty. */
+static int rate_or_reply(gw_t *gw, cm_req_t *rq, gw_rate_class_t cls)
+{
+    const char *ip = NULL, *xff = NULL;
+    int64_t retry = 0;
+    if (!gw->limiter)
+        return 0;
+    gw_client_addr(cm_req_arena(rq), cm_req_peer(rq), cm_req_header(rq, "X-Forwarded-For"),
+                   &gw->cfg->trusted_proxies, &ip, &xff);
+    if (gw_limiter_take(gw->limiter, cls, ip, cm_now_mono_ms(), &retry))
+        return 0;
+    reply_message(rq, gw->pages, 429, "Too many attempts", "box",
+                  "Please wait a minute and try again.");
+    return -1;
+}
+
 /* ---- form input ------------------------------------------------------------------- */
 
 typedef struct form {
@@ -425,15 +441,8 @@ static const char *form_get(cm_req_t *rq, const form_t *f, const char *name, siz
 static int form_or_reply(gw_t *gw, cm_req_t *rq, gw_rate_class_t cls, form_t *f)
 {
     const gw_pages_t *p = gw->pages;
-    const char *ip = NULL, *xff = NULL;
-    gw_client_addr(cm_req_arena(rq), cm_req_peer(rq), cm_req_header(rq, "X-Forwarded-For"),
-                   &gw->cfg->trusted_proxies, &ip, &xff);
-    int64_t retry = 0;
-    if (gw->limiter && !gw_limiter_take(gw->limiter, cls, ip, cm_now_mono_ms(), &retry)) {
-        reply_message(rq, p, 429, "Too many attempts", "box",
-                      "Please wait a minute and try again.");
+    if (rate_or_reply(gw, rq, cls) != 0)
         return -1;
-    }
     const char *ct = cm_req_header(rq, "Content-Type");
     static const char want[] = "application/x-www-form-urlencoded";
     if (!ct || strncasecmp(ct, want, sizeof want - 1) != 0 ||
@@ -619,10 +628,14 @@ void gw_page_reset_post(cm_req_t *rq, void *ctx)
         reset_form(rq, p, 400, token, "The two passwords do not match.");
         return;
     }
+    json_t *body = json_pack("{s:s, s:s}", "token", token, "password", pw);
+    if (!body) { /* not UTF-8 */
+        reset_form(rq, p, 400, token, "The password holds characters that cannot be read.");
+        return;
+    }
     json_t *doc = NULL;
     long st = 0;
-    int rc = call_upstream(gw, rq, GW_UP_AUTH, "POST", "/api/reset-password",
-                           json_pack("{s:s, s:s}", "token", token, "password", pw), &st, &doc);
+    int rc = call_upstream(gw, rq, GW_UP_AUTH, "POST", "/api/reset-password", body, &st, &doc);
     const char *why = field_error(doc, "password");
     if (rc != 0 || st >= 500 || st == 429)
         reply_unavailable(rq, p);
@@ -840,6 +853,8 @@ void gw_page_referral(cm_req_t *rq, void *ctx)
     gw_t *gw = ctx;
     const gw_pages_t *p = gw->pages;
     const char *code = path_code(rq);
+    if (rate_or_reply(gw, rq, GW_RL_OTHER) != 0) /* each click costs referral a write */
+        return;
     if (!code) {
         reply_unknown_code(rq, p);
         return;
