@@ -94,9 +94,17 @@ static size_t route_len(const char *p)
     return n > 1 && p[n - 1] == '/' ? n - 1 : n;
 }
 
+/*
+ * True when route path a matches request path b. A route whose last
+ * segment is an asterisk (the gateway's "/r/" + "*") matches exactly one
+ * more non-empty segment without a slash ("/r/AB12").
+ */
 static bool same_path(const char *a, const char *b)
 {
     size_t na = route_len(a), nb = route_len(b);
+    if (na >= 2 && a[na - 1] == '*' && a[na - 2] == '/')
+        return nb > na - 1 && memcmp(a, b, na - 1) == 0 &&
+               memchr(b + na - 1, '/', nb - (na - 1)) == NULL;
     return na == nb && memcmp(a, b, na) == 0;
 }
 
@@ -317,9 +325,12 @@ static void build_head(const cm_req_t *rq, int status, const char *ctype, size_t
     cm_buf_printf(out, "HTTP/1.1 %d %s\r\n", status, mg_get_response_code_text(rq->conn, status));
     cm_buf_puts(out, "X-Request-Id: ");
     cm_buf_puts(out, rq->id);
-    cm_buf_puts(out, "\r\nX-Content-Type-Options: nosniff\r\n"
-                     "Content-Security-Policy: default-src 'none'; frame-ancestors 'none'\r\n"
-                     "Referrer-Policy: no-referrer\r\n");
+    cm_buf_puts(out, "\r\nX-Content-Type-Options: nosniff\r\n");
+    /* An HTML page sets its own (still strict) policy and referrer rule; the API keeps these. */
+    if (!has_extra(rq, "Content-Security-Policy"))
+        cm_buf_puts(out, "Content-Security-Policy: default-src 'none'; frame-ancestors 'none'\r\n");
+    if (!has_extra(rq, "Referrer-Policy"))
+        cm_buf_puts(out, "Referrer-Policy: no-referrer\r\n");
     if (ctype) {
         cm_buf_puts(out, "Content-Type: ");
         cm_buf_puts(out, ctype);

@@ -100,7 +100,8 @@ static void reply_tokens(cm_req_t *rq, const auth_app_t *app, const auth_user_t 
                          const char *refresh)
 {
     char *access = NULL;
-    int rc = cm_jwt_sign(app->signer, u->id, u->username, &access, NULL);
+    /* The code rides in the token: referral can show it before it has seen the user. */
+    int rc = cm_jwt_sign_ref(app->signer, u->id, u->username, u->referral_code, &access, NULL);
     if (rc != 0) {
         reply_failure(rq, rc, "jwt sign");
         return;

@@ -4,6 +4,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include <sodium.h>
+
 #include "cm/http.h"
 #include "cm/util.h"
 #include "cm/netaddr.h"
@@ -189,6 +191,19 @@ static void load_limits(cm_cfg_t *c, gw_config_t *cfg)
     free(v);
 }
 
+/* The pages' settings (pages.h). A short secret would make forged CSRF tokens guessable. */
+static void load_pages(cm_cfg_t *c, gw_config_t *cfg)
+{
+    static const char *const schemes[] = {"http", "https", NULL};
+    cfg->pages_secret = cm_cfg_str(c, "PAGES_SECRET", NULL);
+    if (cfg->pages_secret && strlen(cfg->pages_secret) < 32)
+        cm_cfg_error(c, "PAGES_SECRET", "must be at least 32 characters (or unset)");
+    cfg->signup_url = cm_cfg_url(c, "SIGNUP_URL", NULL, schemes);
+    if (cfg->signup_url && strpbrk(cfg->signup_url, "#\" \r\n"))
+        cm_cfg_error(c, "SIGNUP_URL", "must be a URL without a fragment, spaces or quotes");
+    cfg->attribution_days = (int)cm_cfg_int(c, "REFERRAL_ATTRIBUTION_DAYS", 30, 1, 365);
+}
+
 int gw_config_load(gw_config_t *cfg)
 {
     /* 128 workers: an idle kept-alive connection holds one (see README, slow clients). */
@@ -212,6 +227,7 @@ int gw_config_load(gw_config_t *cfg)
     load_proxies(&c, &cfg->trusted_proxies);
     load_origins(&c, &cfg->cors_origins);
     cfg->jwks_refresh = cm_cfg_bool(&c, "JWKS_REFRESH", true);
+    load_pages(&c, cfg);
     return cm_cfg_finish(&c);
 }
 
@@ -225,5 +241,9 @@ void gw_config_dispose(gw_config_t *cfg)
     gw_list_dispose(&cfg->referral_urls);
     gw_list_dispose(&cfg->trusted_proxies);
     gw_list_dispose(&cfg->cors_origins);
+    if (cfg->pages_secret)
+        sodium_memzero(cfg->pages_secret, strlen(cfg->pages_secret));
+    free(cfg->pages_secret);
+    free(cfg->signup_url);
     memset(cfg, 0, sizeof *cfg);
 }

@@ -50,6 +50,9 @@ typedef struct gw_config {
     gw_list_t trusted_proxies; /* IP addresses and CIDR ranges as text */
     gw_list_t cors_origins;    /* exact origins, e.g. "https://app.example.com" */
     bool jwks_refresh;         /* fetch auth's JWKS when an unknown kid appears */
+    char *pages_secret;        /* PAGES_SECRET: CSRF and click-hash keys; NULL → random */
+    char *signup_url;          /* SIGNUP_URL: where /r/<code> sends people; NULL → ours */
+    int attribution_days;      /* REFERRAL_ATTRIBUTION_DAYS, 30: the referral cookie's life */
 } gw_config_t;
 
 /**

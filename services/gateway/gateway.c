@@ -4,6 +4,7 @@
 #include <stdlib.h>
 
 #include "cm/service.h"
+#include "pages.h"
 #include "routes.h"
 
 /* Clients are tracked per class; this bounds the limiter's memory (~100 bytes each). */
@@ -44,6 +45,7 @@ gw_t *gw_new(const gw_config_t *cfg, cm_metrics_t *metrics, int *err)
     if (cfg->rate_limits)
         gw->limiter = gw_limiter_new(cfg->rates, GW_RATE_MAX_CLIENTS, cfg->ipv6_prefix);
     make_metrics(gw, metrics);
+    gw->pages = gw_pages_new(cfg);
     gw->routes = gw_http_routes_new(cfg->cors_origins.n > 0, &gw->nroutes);
     *err = 0;
     return gw;
@@ -57,6 +59,7 @@ void gw_free(gw_t *gw)
     for (int i = 0; i < GW_UP_COUNT; i++)
         gw_upstream_free(gw->upstreams[i]);
     gw_limiter_free(gw->limiter);
+    gw_pages_free(gw->pages);
     free(gw->routes);
     free(gw);
 }

@@ -34,6 +34,7 @@ typedef struct gw {
     size_t nroutes;
     atomic_llong jwks_next_ms; /* earliest next JWKS fetch (monotonic ms) */
     cm_family_t *jwks_fetches; /* by result */
+    struct gw_pages *pages;    /* the HTML pages' keys and policy (pages.h) */
 } gw_t;
 
 /**

@@ -12,6 +12,7 @@
 #include "cm/jsonscan.h"
 #include "cm/log.h"
 #include "jwks.h"
+#include "pages.h"
 
 static void on_forward(cm_req_t *rq, void *ctx);
 static void on_preflight(cm_req_t *rq, void *ctx);
@@ -38,7 +39,23 @@ static void on_preflight(cm_req_t *rq, void *ctx);
     X("GET", "/.well-known/jwks.json", GW_UP_AUTH, false, GW_RL_OTHER, PUB)                        \
     X("GET", "/api/referrals", GW_UP_REFERRAL, true, GW_RL_OTHER, UP)                              \
     X("GET", "/api/referral-stats", GW_UP_REFERRAL, true, GW_RL_OTHER, UP)                         \
+    X("GET", "/api/referral-stats/daily", GW_UP_REFERRAL, true, GW_RL_OTHER, UP)                   \
     X("GET", "/api/rewards", GW_UP_REFERRAL, true, GW_RL_OTHER, UP)
+
+/*
+ * The pages for people (pages.h): HTML, served here rather than forwarded,
+ * so they are not in the API table above (no CORS, no Bearer, forms only).
+ */
+static const cm_route_t PAGE_ROUTES[] = {
+    {"GET", "/verify-email", gw_page_verify, CM_ROUTE_NO_STORE},
+    {"POST", "/verify-email", gw_page_verify_post, CM_ROUTE_NO_STORE},
+    {"GET", "/reset-password", gw_page_reset, CM_ROUTE_NO_STORE},
+    {"POST", "/reset-password", gw_page_reset_post, CM_ROUTE_NO_STORE},
+    {"GET", "/signup", gw_page_signup, CM_ROUTE_NO_STORE},
+    {"POST", "/signup", gw_page_signup_post, CM_ROUTE_NO_STORE},
+    {"GET", "/r/*", gw_page_referral, CM_ROUTE_NO_STORE},
+};
+#define NPAGES (sizeof PAGE_ROUTES / sizeof PAGE_ROUTES[0])
 
 #define AS_POLICY(m, p, up, tok, rl, cache) {m, p, up, tok, rl, cache},
 #define AS_CM_ROUTE(m, p, up, tok, rl, cache)                                                      \
@@ -425,9 +442,10 @@ static void on_preflight(cm_req_t *rq, void *ctx)
 
 cm_route_t *gw_http_routes_new(bool cors, size_t *n)
 {
-    cm_route_t *t = cm_xcalloc(NROUTES * 2, sizeof *t);
+    cm_route_t *t = cm_xcalloc(NROUTES * 2 + NPAGES, sizeof *t);
     memcpy(t, CM_ROUTES, sizeof CM_ROUTES);
-    *n = NROUTES;
+    memcpy(t + NROUTES, PAGE_ROUTES, sizeof PAGE_ROUTES);
+    *n = NROUTES + NPAGES;
     for (size_t i = 0; cors && i < NROUTES; i++) {
         bool seen = false;
         for (size_t j = NROUTES; j < *n; j++)

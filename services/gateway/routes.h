@@ -54,7 +54,8 @@ CM_MUST_CHECK int gw_route_find(const char *method, const char *path, const gw_r
                                 cm_buf_t *allow);
 
 /**
- * The table for cm_http: every public route to the edge handler, plus an
+ * The table for cm_http: every public route to the edge handler, the HTML
+ * pages (pages.h) to their handlers, plus an
  * OPTIONS route per path when cors is set. Returns a new array (*n entries)
  * the caller free()s.
  */

@@ -85,12 +85,18 @@ static json_t *stats_json(const ref_api_t *api, const ref_stats_t *s)
         link = json_string(l);
         free(l);
     }
-    return json_pack("{s:o, s:o, s:I, s:I, s:I, s:I, s:I, s:f, s:I, s:I}", "referral_code", code,
-                     "referral_link", link, "total", (json_int_t)s->total, "pending",
-                     (json_int_t)s->pending, "successful", (json_int_t)s->successful, "rejected",
-                     (json_int_t)s->rejected, "expired", (json_int_t)s->expired, "conversion_rate",
-                     rate, "credits", (json_int_t)s->credits, "rewards_count",
-                     (json_int_t)s->rewards_count);
+    json_t *o = json_pack("{s:o, s:o, s:I, s:I, s:I, s:I, s:I, s:f, s:I, s:I}", "referral_code",
+                          code, "referral_link", link, "total", (json_int_t)s->total, "pending",
+                          (json_int_t)s->pending, "successful", (json_int_t)s->successful,
+                          "rejected", (json_int_t)s->rejected, "expired", (json_int_t)s->expired,
+                          "conversion_rate", rate, "credits", (json_int_t)s->credits,
+                          "rewards_count", (json_int_t)s->rewards_count);
+    /* The funnel: counted clicks on the link → referred signups → successful referrals. */
+    json_object_set_new(o, "clicks", json_integer(s->clicks));
+    json_object_set_new(o, "funnel",
+                        json_pack("{s:I, s:I, s:I}", "clicks", (json_int_t)s->clicks, "signups",
+                                  (json_int_t)s->total, "successful", (json_int_t)s->successful));
+    return o;
 }
 
 static void on_stats(cm_req_t *rq, void *ctx)
@@ -103,6 +109,9 @@ static void on_stats(cm_req_t *rq, void *ctx)
     ref_stats_t s;
     int rc = ref_store_stats(db, claims.sub, &s);
     cm_db_release(db);
+    /* Read-your-writes: before the registration event arrives, the token's own code. */
+    if (rc == 0 && !s.referral_code[0] && claims.ref[0])
+        snprintf(s.referral_code, sizeof s.referral_code, "%s", claims.ref);
     if (rc != 0) {
         CM_WARN(cm_req_id(rq), "referral: stats: %s", cm_strerror(rc));
         cm_reply_problem(rq, 503, "Service unavailable", "Try again shortly.", NULL);
@@ -243,7 +252,134 @@ static void on_rewards(cm_req_t *rq, void *ctx)
     cm_reply_json(rq, 200, body);
 }
 
+/* GET /api/referral-stats/daily?days=N (1–90, default 30): the funnel per UTC day. */
+static void on_daily(cm_req_t *rq, void *ctx)
+{
+    ref_api_t *api = ctx;
+    cm_jwt_claims_t claims;
+    const char *v = NULL;
+    long long days = 30;
+    if (authenticate_or_reply(rq, api, &claims) != 0)
+        return;
+    int q = cm_req_query_param(rq, "days", 8, &v);
+    if (q != CM_ENOTFOUND && (q != 0 || cm_strtonum(v, 1, REF_MAX_DAYS, &days) != 0)) {
+        json_t *errors = json_object();
+        cm_errors_add(errors, "days", "Must be a whole number from 1 to 90.");
+        cm_reply_invalid(rq, errors);
+        return;
+    }
+    cm_db_t *db = NULL;
+    if (db_or_reply(rq, api, &db) != 0)
+        return;
+    ref_day_t out[REF_MAX_DAYS];
+    int rc = ref_store_daily(db, claims.sub, (int)days, out);
+    cm_db_release(db);
+    if (rc != 0) {
+        CM_WARN(cm_req_id(rq), "referral: daily: %s", cm_strerror(rc));
+        cm_reply_problem(rq, 503, "Service unavailable", "Try again shortly.", NULL);
+        return;
+    }
+    json_t *list = json_array();
+    for (int i = 0; i < (int)days; i++)
+        json_array_append_new(list, json_pack("{s:s, s:I, s:I, s:I}", "date", out[i].date, "clicks",
+                                              (json_int_t)out[i].clicks, "signups",
+                                              (json_int_t)out[i].signups, "successful",
+                                              (json_int_t)out[i].successful));
+    cm_reply_json(rq, 200, json_pack("{s:o}", "days", list));
+}
+
+static bool hex64(const char *s)
+{
+    if (!s || strlen(s) != 64)
+        return false;
+    for (; *s; s++)
+        if (!((*s >= '0' && *s <= '9') || (*s >= 'a' && *s <= 'f')))
+            return false;
+    return true;
+}
+
+/* A host name as a Referer carries it: 1–253 of [A-Za-z0-9.:-], or absent. */
+static bool host_ok(const char *s)
+{
+    size_t n = s ? strnlen(s, 254) : 0;
+    if (n == 0 || n > 253)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '-' || c == ':'))
+            return false;
+    }
+    return true;
+}
+
+/* Reads and validates a click report; on a bad one it has replied 400 and returns < 0. */
+static int click_or_reply(cm_req_t *rq, json_t *body, ref_click_t *c)
+{
+    static const char *const classes[] = {"mobile", "desktop", "other", NULL};
+    json_t *errors = json_object();
+    json_t *count = json_object_get(body, "count"); /* borrowed */
+    c->code = json_string_value(json_object_get(body, "code"));
+    c->client_hash = json_string_value(json_object_get(body, "client_hash"));
+    c->ua_class = json_string_value(json_object_get(body, "ua_class"));
+    c->referrer_host = json_string_value(json_object_get(body, "referrer_host"));
+    c->count = json_is_true(count);
+    size_t cl = c->code ? strlen(c->code) : 0;
+    if (cl == 0 || cl > 16 || strspn(c->code, "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ") != cl)
+        cm_errors_add(errors, "code", "Must be 1-16 upper-case letters or digits.");
+    if (!hex64(c->client_hash))
+        cm_errors_add(errors, "client_hash", "Must be 64 lower-case hex digits.");
+    bool known = false;
+    for (size_t i = 0; c->ua_class && classes[i]; i++)
+        known = known || strcmp(c->ua_class, classes[i]) == 0;
+    if (!known)
+        cm_errors_add(errors, "ua_class", "Must be mobile, desktop or other.");
+    if (c->referrer_host && !host_ok(c->referrer_host))
+        cm_errors_add(errors, "referrer_host", "Must be a host name.");
+    if (count && !json_is_boolean(count))
+        cm_errors_add(errors, "count", "Must be a boolean.");
+    if (json_object_size(errors) > 0) {
+        cm_reply_invalid(rq, errors);
+        return -1;
+    }
+    json_decref(errors);
+    return 0;
+}
+
+/*
+ * POST /internal/clicks: the gateway reports a click on /r/<code> (after
+ * leaving out HEAD and crawlers). 200 {"counted": bool} (false: the same
+ * client within the hour, or count false), 404 for an unknown code.
+ */
+static void on_click(cm_req_t *rq, void *ctx)
+{
+    ref_api_t *api = ctx;
+    json_t *body = NULL;
+    ref_click_t c;
+    cm_db_t *db = NULL;
+    if (cm_req_json_or_reply(rq, &body) != 0)
+        return;
+    if (click_or_reply(rq, body, &c) != 0 || db_or_reply(rq, api, &db) != 0) {
+        json_decref(body);
+        return;
+    }
+    bool counted = false;
+    int rc = ref_store_click(db, &c, &counted);
+    cm_db_release(db);
+    json_decref(body);
+    if (rc == CM_ENOTFOUND) {
+        cm_reply_problem(rq, 404, "Not Found", "No such referral code.", NULL);
+    } else if (rc != 0) {
+        CM_WARN(cm_req_id(rq), "referral: click: %s", cm_strerror(rc));
+        cm_reply_problem(rq, 503, "Service unavailable", "Try again shortly.", NULL);
+    } else {
+        cm_reply_json(rq, 200, json_pack("{s:b}", "counted", counted));
+    }
+}
+
 const cm_route_t ref_routes[] = {
+    {"POST", "/internal/clicks", on_click, CM_ROUTE_NO_STORE},
+    {"GET", "/api/referral-stats/daily", on_daily, CM_ROUTE_NO_STORE},
     {"GET", "/api/referral-stats", on_stats, CM_ROUTE_NO_STORE},
     {"GET", "/api/referrals", on_list, CM_ROUTE_NO_STORE},
     {"GET", "/api/rewards", on_rewards, CM_ROUTE_NO_STORE},

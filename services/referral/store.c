@@ -170,7 +170,7 @@ int ref_store_stats(cm_db_t *db, const char *user_id, ref_stats_t *out)
 {
     static const char sql[] =
         "SELECT coalesce(m.referral_code, ''), k.total, k.pending, k.successful, k.rejected, "
-        "k.expired, k.credits, k.rewards_count FROM referral_counters k "
+        "k.expired, k.credits, k.rewards_count, k.clicks FROM referral_counters k "
         "LEFT JOIN members m ON m.user_id = k.user_id WHERE k.user_id = $1::uuid";
     const char *p[1] = {user_id};
     memset(out, 0, sizeof *out);
@@ -181,9 +181,9 @@ int ref_store_stats(cm_db_t *db, const char *user_id, ref_stats_t *out)
     if (rc != 0)
         return rc;
     copy_text(out->referral_code, sizeof out->referral_code, PQgetvalue(res, 0, 0));
-    long long *fields[] = {&out->total,   &out->pending, &out->successful,   &out->rejected,
-                           &out->expired, &out->credits, &out->rewards_count};
-    for (int i = 0; i < 7; i++)
+    long long *fields[] = {&out->total,   &out->pending, &out->successful,    &out->rejected,
+                           &out->expired, &out->credits, &out->rewards_count, &out->clicks};
+    for (int i = 0; i < 8; i++)
         *fields[i] = col_ll(res, i + 1);
     PQclear(res);
     return 0;
@@ -441,4 +441,54 @@ int ref_store_rewards(cm_db_t *db, const char *user_id, const ref_cursor_t *curs
         rc = reward_page(res, limit, out);
     PQclear(res);
     return rc;
+}
+
+int ref_store_click(cm_db_t *db, const ref_click_t *c, bool *counted)
+{
+    /* One statement: the member lookup, the one-hour dedup probe and the insert (whose
+     * trigger bumps the counters). No row back: no member owns the code. */
+    static const char sql[] =
+        "WITH m AS (SELECT user_id FROM members WHERE referral_code = $1), "
+        "ins AS (INSERT INTO clicks (referrer_id, code, client_hash, ua_class, referrer_host) "
+        "SELECT m.user_id, $1, $2, $3, $4 FROM m WHERE $5::bool AND NOT EXISTS ("
+        "SELECT 1 FROM clicks c WHERE c.code = $1 AND c.client_hash = $2 "
+        "AND c.clicked_at > now() - interval '1 hour') RETURNING 1) "
+        "SELECT (SELECT count(*) FROM ins) FROM m";
+    const char *p[5] = {c->code, c->client_hash, c->ua_class, c->referrer_host,
+                        c->count ? "true" : "false"};
+    PGresult *res = NULL;
+    *counted = false;
+    int rc = exec_row(db, "ref_click", sql, 5, p, CM_ENOTFOUND, &res);
+    if (rc == 0) {
+        *counted = col_ll(res, 0) > 0;
+        PQclear(res);
+    }
+    return rc;
+}
+
+int ref_store_daily(cm_db_t *db, const char *user_id, int days, ref_day_t *out)
+{
+    static const char sql[] =
+        "SELECT to_char(d.day, 'YYYY-MM-DD'), coalesce(r.clicks, 0), coalesce(r.signups, 0), "
+        "coalesce(r.successful, 0) FROM generate_series((now() AT TIME ZONE 'UTC')::date - "
+        "($2::int - 1), (now() AT TIME ZONE 'UTC')::date, interval '1 day') AS d(day) "
+        "LEFT JOIN referral_daily r ON r.user_id = $1::uuid AND r.day = d.day::date "
+        "ORDER BY d.day";
+    char n[16];
+    snprintf(n, sizeof n, "%d", days);
+    const char *p[2] = {user_id, n};
+    PGresult *res = NULL;
+    int rc = cm_db_prepared(db, "ref_daily", sql, 2, p, &res);
+    if (rc != 0)
+        return rc;
+    int rows = PQntuples(res);
+    for (int i = 0; i < rows && i < days; i++) {
+        copy_text(out[i].date, sizeof out[i].date, PQgetvalue(res, i, 0));
+        long long *f[] = {&out[i].clicks, &out[i].signups, &out[i].successful};
+        for (int k = 0; k < 3; k++)
+            if (cell_ll(res, i, k + 1, f[k]) != 0)
+                *f[k] = 0;
+    }
+    PQclear(res);
+    return rows == days ? 0 : CM_EIO;
 }

@@ -141,11 +141,42 @@ CM_MUST_CHECK int ref_store_expirable(cm_db_t *db, int ttl_days, int limit, char
 /** One user's stats: the counters row plus the member's code. */
 typedef struct ref_stats {
     char referral_code[32]; /* "" when the member is not known yet */
-    long long total, pending, successful, rejected, expired, credits, rewards_count;
+    long long total, pending, successful, rejected, expired, credits, rewards_count, clicks;
 } ref_stats_t;
 
 /** Reads the stats of user_id (zeros when unknown). Returns 0 or a CM_E* code. */
 CM_MUST_CHECK int ref_store_stats(cm_db_t *db, const char *user_id, ref_stats_t *out);
+
+/** One click on /r/<code> as the gateway reports it. Strings borrowed. */
+typedef struct ref_click {
+    const char *code;          /* upper case */
+    const char *client_hash;   /* 64 hex: the gateway's keyed hash of the client address */
+    const char *ua_class;      /* "mobile", "desktop" or "other" */
+    const char *referrer_host; /* NULL when none */
+    bool count;                /* false: only say whether the code exists */
+} ref_click_t;
+
+/**
+ * Records a click when c->count and the same client did not click the
+ * same code within the hour (*counted says whether it did). Returns 0,
+ * CM_ENOTFOUND when no member owns the code, or a CM_E* code.
+ */
+CM_MUST_CHECK int ref_store_click(cm_db_t *db, const ref_click_t *c, bool *counted);
+
+/** Longest daily series GET /api/referral-stats/daily answers. */
+#define REF_MAX_DAYS 90
+
+/** One UTC day of a referrer's funnel. */
+typedef struct ref_day {
+    char date[11]; /* YYYY-MM-DD */
+    long long clicks, signups, successful;
+} ref_day_t;
+
+/**
+ * Fills out[0..days-1] with the last days UTC days (today last), zeros for
+ * days without activity. days in 1..REF_MAX_DAYS. Returns 0 or a CM_E* code.
+ */
+CM_MUST_CHECK int ref_store_daily(cm_db_t *db, const char *user_id, int days, ref_day_t *out);
 
 /** A keyset position: the last row of the previous page. */
 typedef struct ref_cursor {

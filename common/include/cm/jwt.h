@@ -40,6 +40,7 @@ typedef struct cm_jwt_claims {
     char sub[64];
     char username[64];
     char jti[64];
+    char ref[17]; /* "ref": the user's referral code, "" when the token has none */
     int64_t iat;
     int64_t exp;
 } cm_jwt_claims_t;
@@ -65,6 +66,15 @@ void cm_jwt_signer_free(cm_jwt_signer_t *s);
  */
 CM_MUST_CHECK int cm_jwt_sign(cm_jwt_signer_t *s, const char *sub, const char *username,
                               char **token, int64_t *exp);
+
+/**
+ * Like cm_jwt_sign, and adds the user's referral code as the "ref" claim
+ * (left out when ref is NULL or empty), so a service can show the code
+ * before it has heard of the user (read-your-writes). CM_EINVAL also when
+ * ref is 17 bytes or more.
+ */
+CM_MUST_CHECK int cm_jwt_sign_ref(cm_jwt_signer_t *s, const char *sub, const char *username,
+                                  const char *ref, char **token, int64_t *exp);
 
 /** The public key as a JWKS document {"keys":[{kty,crv,x,y,kid,use,alg}]}. New reference. */
 json_t *cm_jwt_signer_jwks(const cm_jwt_signer_t *s);

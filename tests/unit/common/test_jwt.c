@@ -138,6 +138,27 @@ static json_t *claims_at(long exp_off, long nbf_off)
 
 /* ---- signing and verifying ---------------------------------------------------------- */
 
+/* Read-your-writes: the referral code travels in the access token. */
+static void a_token_carries_the_referral_code_when_given_one(void **state)
+{
+    fixture_t *f = *state;
+    cm_jwt_verifier_t *v = verifier(f, false, 0);
+    char *tok = NULL, *plain = NULL, *none = NULL;
+    assert_int_equal(cm_jwt_sign_ref(f->sa, SUB, "ada", "7KQ2M9XD", &tok, NULL), 0);
+    cm_jwt_claims_t c;
+    assert_int_equal(verify(v, tok, &c), 0);
+    assert_string_equal(c.ref, "7KQ2M9XD");
+    assert_int_equal(cm_jwt_sign(f->sa, SUB, "ada", &plain, NULL), 0);
+    assert_int_equal(verify(v, plain, &c), 0);
+    assert_string_equal(c.ref, "");
+    assert_int_equal(cm_jwt_sign_ref(f->sa, SUB, "ada", "ABCDEFGHJKMNPQRST", &none, NULL),
+                     CM_EINVAL);
+    assert_null(none);
+    free(tok);
+    free(plain);
+    cm_jwt_verifier_free(v);
+}
+
 static void a_signed_token_verifies_with_its_claims(void **state)
 {
     fixture_t *f = *state;
@@ -988,6 +1009,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(a_signed_token_verifies_with_its_claims),
+        cmocka_unit_test(a_token_carries_the_referral_code_when_given_one),
         cmocka_unit_test(an_expired_token_is_refused_but_clock_skew_within_30s_is_not),
         cmocka_unit_test(a_token_for_another_audience_or_issuer_is_refused),
         cmocka_unit_test(a_token_missing_sub_or_iat_or_with_wrong_claim_types_is_refused),

@@ -37,6 +37,7 @@ static const expect_t API[] = {
     {"GET", "/.well-known/jwks.json", GW_UP_AUTH, false, GW_RL_OTHER},
     {"GET", "/api/referrals/", GW_UP_REFERRAL, true, GW_RL_OTHER},
     {"GET", "/api/referral-stats/", GW_UP_REFERRAL, true, GW_RL_OTHER},
+    {"GET", "/api/referral-stats/daily/", GW_UP_REFERRAL, true, GW_RL_OTHER},
     {"GET", "/api/rewards/", GW_UP_REFERRAL, true, GW_RL_OTHER},
 };
 #define NAPI (sizeof API / sizeof API[0])

@@ -532,6 +532,71 @@ static void expirable_lists_old_pending_referrals_oldest_first_up_to_the_limit(v
     assert_int_equal(n, 0);
 }
 
+static const char HASH_A[] = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+static const char HASH_B[] = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
+static void clicks_count_once_per_client_and_hour_and_only_for_known_codes(void **state)
+{
+    fixture_t *f = *state;
+    user_t u;
+    new_user(&u);
+    assert_int_equal(add_member(f, &u, NULL), 0);
+    bool counted = true;
+    ref_click_t c = {.code = u.code,
+                     .client_hash = HASH_A,
+                     .ua_class = "mobile",
+                     .referrer_host = "social.example",
+                     .count = true};
+    assert_int_equal(ref_store_click(f->db, &c, &counted), 0);
+    assert_true(counted);
+    assert_int_equal(ref_store_click(f->db, &c, &counted), 0); /* same client, same hour */
+    assert_false(counted);
+    c.client_hash = HASH_B;
+    c.referrer_host = NULL;
+    c.count = false; /* a HEAD or a crawler: only asks */
+    assert_int_equal(ref_store_click(f->db, &c, &counted), 0);
+    assert_false(counted);
+    c.count = true;
+    assert_int_equal(ref_store_click(f->db, &c, &counted), 0);
+    assert_true(counted);
+    c.code = "ZZZZZZZZ";
+    assert_int_equal(ref_store_click(f->db, &c, &counted), CM_ENOTFOUND);
+    assert_false(counted);
+    ref_stats_t s;
+    assert_int_equal(ref_store_stats(f->db, u.id, &s), 0);
+    assert_int_equal(s.clicks, 2);
+    assert_string_equal(s.referral_code, u.code);
+}
+
+static void the_daily_series_has_one_entry_per_day_today_last(void **state)
+{
+    fixture_t *f = *state;
+    user_t u;
+    new_user(&u);
+    assert_int_equal(add_member(f, &u, NULL), 0);
+    bool counted = false;
+    ref_click_t c = {.code = u.code, .client_hash = HASH_A, .ua_class = "desktop", .count = true};
+    assert_int_equal(ref_store_click(f->db, &c, &counted), 0);
+    char now[32], id[37];
+    cm_format_time(cm_now_us(), now);
+    refer_at(f, &u, now, id);
+    ref_day_t days[REF_MAX_DAYS];
+    assert_int_equal(ref_store_daily(f->db, u.id, REF_MAX_DAYS, days), 0);
+    for (int i = 0; i < REF_MAX_DAYS - 1; i++) {
+        assert_true(strcmp(days[i].date, days[i + 1].date) < 0);
+        assert_int_equal(days[i].clicks + days[i].signups + days[i].successful, 0);
+    }
+    assert_int_equal(days[REF_MAX_DAYS - 1].clicks, 1);
+    assert_int_equal(days[REF_MAX_DAYS - 1].signups, 1);
+    assert_int_equal(strncmp(days[REF_MAX_DAYS - 1].date, now, 10), 0);
+    /* A conversion counts on the day it happens. */
+    ref_conversion_t conv;
+    assert_int_equal(ref_store_convert(f->db, id, REF_SUCCESSFUL, NULL, now, &conv), 0);
+    assert_int_equal(ref_store_daily(f->db, u.id, 1, days), 0);
+    assert_int_equal(days[0].successful, 1);
+    assert_int_equal(days[0].signups, 1);
+}
+
 #define T(name) cmocka_unit_test_setup_teardown(name, begin, rollback)
 
 int main(void)
@@ -552,6 +617,8 @@ int main(void)
         T(an_empty_list_is_an_empty_last_page_and_a_bad_limit_is_einval),
         T(rewards_page_newest_first_with_their_referral_or_none),
         T(expirable_lists_old_pending_referrals_oldest_first_up_to_the_limit),
+        T(clicks_count_once_per_client_and_hour_and_only_for_known_codes),
+        T(the_daily_series_has_one_entry_per_day_today_last),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
