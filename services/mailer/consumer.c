@@ -260,7 +260,8 @@ static int send_tx(cm_db_t *db, void *arg)
                         .fields = fields,
                         .nfields = j->nfields + 1,
                         .date_us = cm_now_us(),
-                        .message_id = j->event_id};
+                        .message_id = j->event_id,
+                        .templates = j->ctx->cfg->templates};
     cm_buf_t msg;
     cm_buf_init(&msg);
     rc = mail_render(&c, &msg);
