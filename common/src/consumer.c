@@ -447,7 +447,7 @@ static void consumer_metrics(cm_consumer_t *c, cm_metrics_t *m)
         cm_metrics_counter(m, "linktr_consumer_messages_total",
                            "Kafka messages handled, by topic and result.", "topic,result");
     c->lag =
-        cm_metrics_gauge(m, "linktr_consumer_lag",
+        cm_metrics_gauge(m, "linktr_consumer_lag_messages",
                          "Messages behind the end of the log, summed over partitions.", "topic");
 }
 

@@ -220,7 +220,7 @@ static int load_contact(cm_db_t *db, job_t *j)
     return 0;
 }
 
-static int deliver(const mail_ctx_t *ctx, const char *to, const cm_buf_t *msg)
+static int deliver_once(const mail_ctx_t *ctx, const char *to, const cm_buf_t *msg)
 {
     const mail_config_t *cfg = ctx->cfg;
     if (!cfg->smtp_url)
@@ -231,6 +231,21 @@ static int deliver(const mail_ctx_t *ctx, const char *to, const cm_buf_t *msg)
                      .starttls = cfg->smtp_starttls,
                      .timeout_ms = 30000};
     return mail_smtp_send(&s, cfg->mail_from, to, msg->data, msg->len);
+}
+
+/* One delivery, timed: a slow mail server shows before it times out. */
+static int deliver(const mail_ctx_t *ctx, const char *to, const cm_buf_t *msg)
+{
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int rc = deliver_once(ctx, to, msg);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    if (ctx->send_duration) {
+        const char *labels[2] = {ctx->cfg->smtp_url ? "smtp" : "maildir", rc == 0 ? "ok" : "error"};
+        double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+        cm_metric_observe(ctx->send_duration, labels, secs);
+    }
+    return rc;
 }
 
 /* The transaction: contact, ledger claim, render, deliver; commit follows. */
@@ -337,8 +352,10 @@ static int send_with_retries(mail_ctx_t *ctx, job_t *j)
         j->dead_reason = j->transport_rc == CM_EIO ? "rejected permanently by the mail server"
                                                    : "refused by the mail server on every try";
         rc = cm_db_tx(ctx->pool, bury_tx, j);
-        if (rc == 0)
+        if (rc == 0) {
+            count(ctx->dead_total, j->template_name);
             CM_WARN(NULL, "mailer: event %s went to mail.dead: %s", j->event_id, j->dead_reason);
+        }
     }
     return rc;
 }
