@@ -48,6 +48,7 @@ typedef struct job {
     size_t nfields;
     mail_ctx_t *ctx;
     const char *event_type;
+    const char *correlation_id; /* the event's, or NULL (borrowed from the parsed event) */
     /* owned */
     char *token; /* opened one-time token; wiped */
     char *link;  /* contains the token; wiped */
@@ -276,7 +277,8 @@ static int send_tx(cm_db_t *db, void *arg)
                         .nfields = j->nfields + 1,
                         .date_us = cm_now_us(),
                         .message_id = j->event_id,
-                        .templates = j->ctx->cfg->templates};
+                        .templates = j->ctx->cfg->templates,
+                        .correlation_id = j->correlation_id};
     cm_buf_t msg;
     cm_buf_init(&msg);
     rc = mail_render(&c, &msg);
@@ -317,6 +319,8 @@ static int bury_tx(cm_db_t *db, void *arg)
                              "event_type", j->event_type, "recipient_user_id", j->user_id, "reason",
                              j->dead_reason, "attempts", j->attempt, "at", at);
     json_t *letter = cm_event_new(CM_EV_MAIL_DEAD, "mailer", data);
+    if (letter && cm_event_set_correlation(letter, j->correlation_id) != 0)
+        CM_WARN(NULL, "mailer: correlation id of %s not kept", j->event_id);
     char *text = letter ? json_dumps(letter, JSON_COMPACT) : NULL;
     json_decref(letter);
     rc = text ? j->ctx->dead(j->ctx->dead_ctx, j->user_id, text, strlen(text)) : CM_EINVAL;
@@ -389,7 +393,10 @@ int mail_handle_event(mail_ctx_t *ctx, const char *bytes, size_t len)
     cm_event_t ev;
     if (cm_event_parse(bytes, len, &ev) != 0)
         return CM_EPARSE;
-    job_t j = {.ctx = ctx, .bytes = bytes, .len = len};
+    job_t j = {.ctx = ctx,
+               .bytes = bytes,
+               .len = len,
+               .correlation_id = ev.correlation_id[0] ? ev.correlation_id : NULL};
     int rc = plan(&j, &ev);
     if (rc == 1) {
         rc = 0; /* not a mail event */

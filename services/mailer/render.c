@@ -12,6 +12,8 @@
 
 #include <sodium.h>
 
+#include "cm/events.h"
+
 /* Bytes of UTF-8 per RFC 2047 encoded word: 45 → 60 base64 characters,
  * which with "=?UTF-8?B?" and "?=" stays under the 75-character limit. */
 #define WORD_BYTES 45
@@ -348,7 +350,13 @@ static int render_headers(const mail_compose_t *c, const char *subject, const ch
     cm_buf_puts(out, uuid);
     cm_buf_puts(out, "@");
     message_id_domain(c->from, out);
-    cm_buf_puts(out, ">\r\nMIME-Version: 1.0\r\n");
+    cm_buf_puts(out, ">\r\n");
+    if (cm_event_correlation_valid(c->correlation_id)) { /* [A-Za-z0-9._-]: safe in a header */
+        cm_buf_puts(out, "X-Request-Id: ");
+        cm_buf_puts(out, c->correlation_id);
+        cm_buf_puts(out, "\r\n");
+    }
+    cm_buf_puts(out, "MIME-Version: 1.0\r\n");
     cm_buf_puts(out, "Content-Type: multipart/alternative; boundary=\"");
     cm_buf_puts(out, boundary);
     cm_buf_puts(out, "\"\r\n\r\n");

@@ -88,6 +88,12 @@ typedef struct mail_compose {
      */
     const char *message_id;
     const mail_templates_t *templates; /* NULL: the built-in templates */
+    /*
+     * The event's correlation id (the X-Request-Id of the request behind
+     * it): sent as the X-Request-Id header so a mail can be traced back.
+     * NULL, or not a valid id (cm_event_correlation_valid): no header.
+     */
+    const char *correlation_id;
 } mail_compose_t;
 
 /**

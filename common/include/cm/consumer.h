@@ -27,6 +27,7 @@ typedef struct cm_kmsg {
     size_t key_len;
     const char *value;
     size_t len;
+    const char *traceparent; /* the W3C header when present (cm/events.h), else NULL */
 } cm_kmsg_t;
 
 /**

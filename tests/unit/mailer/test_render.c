@@ -333,6 +333,39 @@ static void a_bad_template_file_is_refused_naming_it(void **state)
     rm_dir(dir);
 }
 
+/* The event's correlation id goes out as X-Request-Id; an odd one is left out. */
+static void the_correlation_id_becomes_the_x_request_id_header(void **state)
+{
+    (void)state;
+    mail_field_t fields[] = {{"username", "ada"},
+                             {"email", "ada@example.com"},
+                             {"verify_url", "http://x/verify-email?token=t1"}};
+    const char *ids[] = {"req-7f3c.trace_1", "evil\r\nBcc: x@example.com", NULL};
+    for (int i = 0; i < 3; i++) {
+        mail_compose_t c = {.template_name = "verify_email",
+                            .from = FROM,
+                            .to = "ada@example.com",
+                            .fields = fields,
+                            .nfields = 3,
+                            .date_us = DATE_US,
+                            .correlation_id = ids[i]};
+        cm_buf_t out;
+        cm_buf_init(&out);
+        assert_int_equal(mail_render(&c, &out), 0);
+        const char *head_end = strstr(out.data, "\r\n\r\n");
+        const char *h = strstr(out.data, "\r\nX-Request-Id: ");
+        if (i == 0) {
+            assert_non_null(h);
+            assert_true(h < head_end);
+            assert_non_null(strstr(out.data, "\r\nX-Request-Id: req-7f3c.trace_1\r\n"));
+        } else {
+            assert_null(h);
+            assert_null(strstr(out.data, "Bcc:"));
+        }
+        cm_buf_dispose(&out);
+    }
+}
+
 static void every_template_has_subject_text_and_html(void **state)
 {
     (void)state;
@@ -396,6 +429,7 @@ int main(void)
         cmocka_unit_test(missing_template_or_field_is_an_error),
         cmocka_unit_test(every_template_has_subject_text_and_html),
         cmocka_unit_test(a_templates_folder_replaces_only_the_files_it_holds),
+        cmocka_unit_test(the_correlation_id_becomes_the_x_request_id_header),
         cmocka_unit_test(a_bad_template_file_is_refused_naming_it),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
