@@ -27,7 +27,9 @@ typedef struct running {
     cm_sweep_t *retention; /* deletes expired, used and sent rows on a timer */
     cm_http_t *http;       /* the public listener: the service's routes and /healthz */
     cm_http_t *admin;      /* the admin listener: /healthz /readyz /metrics /version */
-    int drain_ms;          /* how long stop waits for in-flight requests */
+    cm_ready_fn ready;     /* the service's readiness (def->start's), for linktr_ready */
+    void *ready_ctx;
+    int drain_ms; /* how long stop waits for in-flight requests */
 } running_t;
 
 typedef enum mode { MODE_SERVE, MODE_MIGRATE, MODE_VERSION, MODE_USAGE } run_mode_t;
@@ -107,6 +109,19 @@ static const cm_route_t admin_routes[] = {
     {"GET", "/version", on_version, CM_ROUTE_NO_STORE | CM_ROUTE_QUIET},
 };
 
+/* 1 when /readyz would answer 200 now: alerts see readiness flapping without the kubelet. */
+static double ready_now(void *ctx)
+{
+    const running_t *run = ctx;
+    if (!run->ready)
+        return 1;
+    cm_buf_t why;
+    cm_buf_init(&why);
+    bool ok = run->ready(run->ready_ctx, &why);
+    cm_buf_dispose(&why);
+    return ok ? 1 : 0;
+}
+
 static double http_in_flight(void *ctx)
 {
     const running_t *run = ctx;
@@ -154,6 +169,11 @@ static int start_http(const cm_service_def_t *def, running_t *run, cm_http_confi
         hc->request_timeout_ms = 10000;
     hc->metrics = run->metrics;
     run->drain_ms = hc->drain_ms > 0 ? hc->drain_ms : CM_HTTP_DRAIN_MS;
+    run->ready = hc->ready;
+    run->ready_ctx = hc->ready_ctx;
+    cm_metrics_gauge_fn(run->metrics, "linktr_ready",
+                        "1 when the service is ready (what /readyz answers), at scrape time.",
+                        ready_now, run);
     int rc = start_admin(def, run, hc);
     if (rc != 0)
         return rc;
