@@ -291,6 +291,18 @@ static int send_tx(cm_db_t *db, void *arg)
     return rc;
 }
 
+/* A warning about one event: its id, type and correlation id as fields, not in the text. */
+static void warn_event(const char *event_id, const char *type, const char *correlation_id,
+                       const char *what, const char *detail)
+{
+    if (!cm_log_enabled(CM_LOG_WARN))
+        return;
+    json_t *f = json_pack("{s:s,s:s,s:s?}", "event_id", event_id, "event_type", type ? type : "",
+                          "detail", detail);
+    cm_log_write(CM_LOG_WARN, correlation_id, f, "mailer: %s", what);
+    json_decref(f);
+}
+
 static void count(cm_family_t *f, const char *template_name)
 {
     if (f) {
@@ -358,7 +370,8 @@ static int send_with_retries(mail_ctx_t *ctx, job_t *j)
         rc = cm_db_tx(ctx->pool, bury_tx, j);
         if (rc == 0) {
             count(ctx->dead_total, j->template_name);
-            CM_WARN(NULL, "mailer: event %s went to mail.dead: %s", j->event_id, j->dead_reason);
+            warn_event(j->event_id, j->event_type, j->correlation_id, "sent to mail.dead",
+                       j->dead_reason);
         }
     }
     return rc;
@@ -403,7 +416,7 @@ int mail_handle_event(mail_ctx_t *ctx, const char *bytes, size_t len)
         goto out;
     }
     if (rc != 0) {
-        CM_WARN(NULL, "mailer: event %s (%s) cannot be mailed", ev.id, ev.type);
+        warn_event(ev.id, ev.type, j.correlation_id, "event cannot be mailed", cm_strerror(rc));
         goto out;
     }
     rc = send_with_retries(ctx, &j);
@@ -414,7 +427,7 @@ int mail_handle_event(mail_ctx_t *ctx, const char *bytes, size_t len)
     else if (rc != 0 && rc != CM_EPARSE)
         count(ctx->failed, j.template_name);
     if (rc != 0)
-        CM_WARN(NULL, "mailer: event %s (%s): %s", ev.id, ev.type, cm_strerror(rc));
+        warn_event(ev.id, ev.type, j.correlation_id, "event not handled", cm_strerror(rc));
 out:
     job_dispose(&j);
     cm_event_dispose(&ev);
