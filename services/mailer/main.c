@@ -1,7 +1,7 @@
 /*
  * linktr-mailer — turns events about people into mails.
  *
- *     linktr-mailer            serve (consumer + /healthz /readyz /metrics)
+ *     linktr-mailer            serve (consumer; /healthz /readyz /metrics /version on ADMIN_PORT)
  *
  * With SMTP_URL set, mails go out over SMTP; without it, into the Maildir
  * MAIL_DIR. Undeliverable mails go to the mail.dead topic.

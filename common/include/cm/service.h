@@ -32,7 +32,8 @@
  *      everything common is freed in the reverse order of its start.
  *
  * Every request gets one access-log line at info (cm/http.h); the
- * registry also carries linktr_http_requests_in_flight.
+ * registry also carries linktr_http_requests_in_flight and linktr_ready (1
+ * when the ready callback says so, evaluated at scrape time).
  */
 #ifndef CM_SERVICE_H
 #define CM_SERVICE_H
