@@ -158,6 +158,22 @@ static int cfg_port(cm_cfg_t *c, int def)
     return (int)cm_cfg_int(c, "PORT", def, 1, 65535);
 }
 
+/*
+ * The admin listener (health, readiness, metrics, version): PORT + 1000 by
+ * default (9000-9003 with the default ports), never the public port.
+ */
+static int cfg_admin_port(cm_cfg_t *c, int port)
+{
+    int def = port <= 65535 - CM_ADMIN_PORT_OFFSET ? port + CM_ADMIN_PORT_OFFSET : 0;
+    int admin = (int)cm_cfg_int(c, "ADMIN_PORT", def, 1, 65535);
+    if (admin == 0)
+        cm_cfg_error(c, "ADMIN_PORT", "must be set when PORT is above %d",
+                     65535 - CM_ADMIN_PORT_OFFSET);
+    else if (admin == port)
+        cm_cfg_error(c, "ADMIN_PORT", "must differ from PORT (%d)", port);
+    return admin;
+}
+
 static char *cfg_bind(cm_cfg_t *c)
 {
     return cm_cfg_str(c, "BIND_ADDRESS", "127.0.0.1");
@@ -222,6 +238,7 @@ void cm_cfg_service(cm_cfg_t *c, const cm_service_defaults_t *d, cm_service_conf
 {
     memset(out, 0, sizeof *out);
     out->port = cfg_port(c, d->port);
+    out->admin_port = cfg_admin_port(c, out->port);
     out->bind = cfg_bind(c);
     out->log_level = cfg_log_level(c);
     out->http_threads = cfg_http_threads(c, d->http_threads);

@@ -11,6 +11,7 @@
 
 #include <librdkafka/rdkafka.h>
 
+#include "cm/events.h"
 #include "cm/log.h"
 #include "cm/util.h"
 #include "kafka_int.h"
@@ -331,12 +332,59 @@ static void commit_past(cm_consumer_t *c, const rd_kafka_message_t *m)
     rd_kafka_commit(c->rk, NULL, 1);
 }
 
+/* The traceparent header of m, copied into out (NUL-terminated), or NULL. */
+static const char *traceparent_of(const rd_kafka_message_t *m, char out[CM_TRACEPARENT_LEN + 1])
+{
+    rd_kafka_headers_t *h = NULL;
+    const void *v = NULL;
+    size_t n = 0;
+    if (rd_kafka_message_headers(m, &h) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+        rd_kafka_header_get_last(h, "traceparent", &v, &n) != RD_KAFKA_RESP_ERR_NO_ERROR || !v ||
+        n != CM_TRACEPARENT_LEN)
+        return NULL;
+    memcpy(out, v, n);
+    out[n] = '\0';
+    for (size_t i = 0; i < n; i++)
+        if (!strchr("0123456789abcdef-", out[i]))
+            return NULL;
+    return out;
+}
+
+/*
+ * One info line per message handled, with the event's id, type and
+ * correlation id (as the line's request_id) as fields, so a request can be
+ * followed from the HTTP access log into every consumer.
+ */
+static void log_handled(const cm_kmsg_t *km, const char *result)
+{
+    if (!cm_log_enabled(CM_LOG_INFO))
+        return;
+    cm_event_t ev;
+    bool parsed = cm_event_parse(km->value, km->len, &ev) == 0;
+    json_t *f = json_pack("{s:s,s:i,s:I,s:s}", "topic", km->topic, "partition", (int)km->partition,
+                          "offset", (json_int_t)km->offset, "result", result);
+    if (parsed) {
+        json_object_set_new(f, "event_id", json_string(ev.id));
+        json_object_set_new(f, "event_type", json_string(ev.type));
+    }
+    if (km->traceparent)
+        json_object_set_new(f, "traceparent", json_string(km->traceparent));
+    cm_log_write(CM_LOG_INFO, parsed && ev.correlation_id[0] ? ev.correlation_id : NULL, f,
+                 "event handled");
+    json_decref(f);
+    if (parsed)
+        cm_event_dispose(&ev);
+}
+
 /* Hands m to the handler once: commits past it, or holds its partition back to retry it. */
 static void handle_message(cm_consumer_t *c, const rd_kafka_message_t *m)
 {
     const char *topic = rd_kafka_topic_name(m->rkt);
-    cm_kmsg_t km = {topic, m->partition, m->offset, m->key, m->key_len, m->payload, m->len};
+    char tp[CM_TRACEPARENT_LEN + 1];
+    cm_kmsg_t km = {topic,      m->partition, m->offset, m->key,
+                    m->key_len, m->payload,   m->len,    traceparent_of(m, tp)};
     int rc = c->fn(&km, c->ctx);
+    log_handled(&km, rc == 0 ? "ok" : rc == CM_EPARSE ? "malformed" : "retry");
     if (rc == 0 || rc == CM_EPARSE) {
         if (rc == CM_EPARSE)
             CM_ERROR(NULL, "kafka consumer: skipping malformed message %s/%d@%lld", topic,
@@ -447,7 +495,7 @@ static void consumer_metrics(cm_consumer_t *c, cm_metrics_t *m)
         cm_metrics_counter(m, "linktr_consumer_messages_total",
                            "Kafka messages handled, by topic and result.", "topic,result");
     c->lag =
-        cm_metrics_gauge(m, "linktr_consumer_lag",
+        cm_metrics_gauge(m, "linktr_consumer_lag_messages",
                          "Messages behind the end of the log, summed over partitions.", "topic");
 }
 

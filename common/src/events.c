@@ -2,7 +2,10 @@
 #include "cm/events.h"
 
 #include <stdbool.h>
+#include <stdio.h>
 #include <string.h>
+
+#include <sodium.h>
 
 #include "cm/jsonscan.h"
 #include "cm/util.h"
@@ -73,6 +76,66 @@ static bool valid_time(const char *s, size_t len)
     return len >= 20 && s[4] == '-' && s[7] == '-' && (s[10] == 'T' || s[10] == 't');
 }
 
+bool cm_event_correlation_valid(const char *s)
+{
+    size_t n = s ? strnlen(s, CM_EVENT_MAX_CORRELATION + 1) : 0;
+    if (n == 0 || n > CM_EVENT_MAX_CORRELATION)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-'))
+            return false;
+    }
+    return true;
+}
+
+static bool valid_correlation(const char *s, size_t len)
+{
+    return len > 0 && len <= CM_EVENT_MAX_CORRELATION && cm_event_correlation_valid(s);
+}
+
+int cm_event_set_correlation(json_t *env, const char *id)
+{
+    if (!id || !*id)
+        return 0;
+    if (!json_is_object(env) || !cm_event_correlation_valid(id))
+        return CM_EINVAL;
+    return json_object_set_new(env, "correlation_id", json_string(id)) == 0 ? 0 : CM_ENOMEM;
+}
+
+/* Appends the hex digits of a UUID (36 characters) to dst, lower case, up to n digits. */
+static void uuid_hex(const char *uuid, char *dst, size_t n)
+{
+    size_t k = 0;
+    for (size_t i = 0; uuid[i] && k < n; i++)
+        if (uuid[i] != '-')
+            dst[k++] = (char)((uuid[i] >= 'A' && uuid[i] <= 'F') ? uuid[i] + 32 : uuid[i]);
+}
+
+int cm_event_traceparent(const char *correlation_id, const char *event_id,
+                         char out[CM_TRACEPARENT_LEN + 1])
+{
+    if (!cm_event_correlation_valid(correlation_id) || !event_id ||
+        !cm_is_uuid(event_id, strnlen(event_id, 37)))
+        return CM_EINVAL;
+    char trace[33] = {0}, parent[17] = {0};
+    size_t n = strlen(correlation_id);
+    if (cm_is_uuid(correlation_id, n)) {
+        uuid_hex(correlation_id, trace, 32);
+    } else {
+        unsigned char h[16];
+        crypto_generichash(h, sizeof h, (const unsigned char *)correlation_id, n, NULL, 0);
+        sodium_bin2hex(trace, sizeof trace, h, sizeof h);
+    }
+    uuid_hex(event_id, parent, 16);
+    /* All-zero ids are invalid in W3C trace context. */
+    if (strspn(trace, "0") == 32 || strspn(parent, "0") == 16)
+        return CM_EINVAL;
+    snprintf(out, CM_TRACEPARENT_LEN + 1, "00-%s-%s-01", trace, parent);
+    return 0;
+}
+
 static int parse_members(json_t *root, cm_event_t *ev)
 {
     if (copy_member(root, "id", ev->id, sizeof ev->id, valid_uuid) != 0 ||
@@ -86,6 +149,10 @@ static int parse_members(json_t *root, cm_event_t *ev)
         json_integer_value(version) > 1000000)
         return CM_EPARSE;
     ev->version = (int)json_integer_value(version);
+    if (json_object_get(root, "correlation_id") &&
+        copy_member(root, "correlation_id", ev->correlation_id, sizeof ev->correlation_id,
+                    valid_correlation) != 0)
+        return CM_EPARSE;
     json_t *data = json_object_get(root, "data"); /* borrowed */
     if (!json_is_object(data))
         return CM_EPARSE;

@@ -47,6 +47,7 @@ struct cm_http {
     void *ctx;
     cm_ready_fn ready;
     void *ready_ctx;
+    bool health_only; /* of the built-ins, only /healthz (a public listener) */
     cm_metrics_t *metrics;
     cm_metrics_t *own_metrics;
     cm_family_t *requests;
@@ -770,9 +771,9 @@ static void on_metrics(cm_req_t *rq, void *ctx)
 }
 
 static const cm_route_t builtin_routes[] = {
-    {"GET", "/healthz", on_healthz, CM_ROUTE_NO_STORE},
-    {"GET", "/readyz", on_readyz, CM_ROUTE_NO_STORE},
-    {"GET", "/metrics", on_metrics, CM_ROUTE_NO_STORE},
+    {"GET", "/healthz", on_healthz, CM_ROUTE_NO_STORE | CM_ROUTE_QUIET},
+    {"GET", "/readyz", on_readyz, CM_ROUTE_NO_STORE | CM_ROUTE_QUIET},
+    {"GET", "/metrics", on_metrics, CM_ROUTE_NO_STORE | CM_ROUTE_QUIET},
 };
 
 /* ---- dispatch ----------------------------------------------------------------------------- */
@@ -803,7 +804,7 @@ static void run_route(cm_req_t *rq, const cm_route_t *r, void *ctx)
 static int find_route(cm_http_t *srv, const char *method, const char *path, const cm_route_t **r,
                       void **ctx, cm_buf_t *allow)
 {
-    size_t nbuiltin = sizeof builtin_routes / sizeof builtin_routes[0];
+    size_t nbuiltin = srv->health_only ? 1 : sizeof builtin_routes / sizeof builtin_routes[0];
     *ctx = srv;
     int rc = cm_route_find(builtin_routes, nbuiltin, method, path, r, allow);
     if (rc != CM_ENOTFOUND)
@@ -871,6 +872,19 @@ static void req_init(cm_req_t *rq, cm_http_t *srv, struct mg_connection *conn)
         cm_uuid_v4(rq->id);
 }
 
+/* One info line per answered request, as fields (probes and scrapes at debug). */
+static void access_log(const cm_req_t *rq, double secs)
+{
+    cm_log_level_t level = rq->flags & CM_ROUTE_QUIET ? CM_LOG_DEBUG : CM_LOG_INFO;
+    if (!cm_log_enabled(level))
+        return;
+    json_t *f =
+        json_pack("{s:s,s:s,s:i,s:f}", "method", method_label(rq->ri->request_method), "route",
+                  rq->route_label, "status", rq->status, "duration_ms", secs * 1e3);
+    cm_log_write(level, rq->id, f, "request");
+    json_decref(f);
+}
+
 static int on_request(struct mg_connection *conn, void *cbdata)
 {
     cm_http_t *srv = cbdata;
@@ -888,8 +902,7 @@ static int on_request(struct mg_connection *conn, void *cbdata)
     }
     double secs = seconds_since(&t0);
     record(&rq, secs);
-    CM_DEBUG(rq.id, "%s %s %d %.3f ms", rq.ri->request_method, rq.route_label, rq.status,
-             secs * 1e3);
+    access_log(&rq, secs);
     cm_arena_free(rq.arena);
     atomic_fetch_sub(&srv->in_flight, 1);
     return rq.status;
@@ -1099,6 +1112,7 @@ cm_http_t *cm_http_start(const cm_http_config_t *cfg, int *err)
     srv->ctx = cfg->ctx;
     srv->ready = cfg->ready;
     srv->ready_ctx = cfg->ready_ctx;
+    srv->health_only = cfg->health_only;
     atomic_init(&srv->in_flight, 0);
     atomic_init(&srv->draining, false);
     atomic_init(&srv->connections, 0);
@@ -1128,6 +1142,11 @@ bool cm_http_drain(cm_http_t *srv, int timeout_ms)
         nanosleep(&pause, NULL);
     }
     return atomic_load(&srv->in_flight) == 0;
+}
+
+int cm_http_in_flight(const cm_http_t *srv)
+{
+    return srv ? atomic_load(&srv->in_flight) : 0;
 }
 
 void cm_http_stop(cm_http_t *srv)

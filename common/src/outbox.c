@@ -71,6 +71,7 @@ struct cm_outbox_relay {
     cm_producer_t *producer;
     int batch;
     cm_family_t *backlog;   /* borrowed from the registry, or NULL */
+    cm_family_t *oldest;    /* age of the oldest unsent row, seconds; NULL with backlog */
     cm_family_t *published; /* borrowed from the registry, or NULL */
     PGconn *listen;         /* the LISTEN connection; NULL while down */
     int wake[2];            /* self-pipe: kick and stop write, the thread polls */
@@ -230,10 +231,14 @@ static void refresh_backlog(cm_outbox_relay_t *r, cm_db_t *db)
     if (!r->backlog)
         return;
     PGresult *res = NULL;
-    if (cm_db_prepared(db, "cm_outbox_backlog", "SELECT count(*) FROM outbox WHERE sent_at IS NULL",
+    /* The age, not only the count: 10 rows stuck for an hour matter more than 1000 of a burst. */
+    if (cm_db_prepared(db, "cm_outbox_backlog",
+                       "SELECT count(*), COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0)"
+                       " FROM outbox WHERE sent_at IS NULL",
                        0, NULL, &res) != 0)
         return;
     cm_metric_set(r->backlog, NULL, strtod(PQgetvalue(res, 0, 0), NULL));
+    cm_metric_set(r->oldest, NULL, strtod(PQgetvalue(res, 0, 1), NULL));
     PQclear(res);
 }
 
@@ -351,6 +356,9 @@ cm_outbox_relay_t *cm_outbox_relay_start(const cm_outbox_config_t *cfg, int *err
     if (cfg->metrics) {
         r->backlog = cm_metrics_gauge(cfg->metrics, "linktr_outbox_backlog",
                                       "Outbox rows not yet published to Kafka.", NULL);
+        r->oldest =
+            cm_metrics_gauge(cfg->metrics, "linktr_outbox_oldest_unsent_age_seconds",
+                             "Age of the oldest outbox row not yet published (0: none).", NULL);
         r->published = cm_metrics_counter(cfg->metrics, "linktr_outbox_published_total",
                                           "Outbox rows published to Kafka.", NULL);
     }

@@ -6,10 +6,12 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "cm/events.h"
 #include "cm/log.h"
 #include "cm/util.h"
 #include "kafka_int.h"
@@ -187,16 +189,40 @@ void cm_producer_free(cm_producer_t *p)
     free(p);
 }
 
+/*
+ * The traceparent header of an envelope that carries a correlation id
+ * (cm/events.h); false for anything else (no header is sent then).
+ */
+static bool traceparent_of(const char *value, size_t len, char out[CM_TRACEPARENT_LEN + 1])
+{
+    cm_event_t ev;
+    if (!value || cm_event_parse(value, len, &ev) != 0)
+        return false;
+    bool ok = ev.correlation_id[0] && cm_event_traceparent(ev.correlation_id, ev.id, out) == 0;
+    cm_event_dispose(&ev);
+    return ok;
+}
+
 /* Enqueues one message (copied); *out is the delivery state the caller waits on and puts. */
 int cm__produce_async(cm_producer_t *p, const char *topic, const char *key, size_t key_len,
                       const char *value, size_t len, cm__delivery_t **out)
 {
     cm__delivery_t *d = delivery_new();
+    char tp[CM_TRACEPARENT_LEN + 1];
+    rd_kafka_headers_t *hdrs = NULL;
+    if (traceparent_of(value, len, tp)) {
+        hdrs = rd_kafka_headers_new(1);
+        rd_kafka_header_add(hdrs, "traceparent", -1, tp, (ssize_t)strlen(tp));
+    }
+    /* With RD_KAFKA_V_HEADERS the message owns hdrs once enqueued; NULL means none. */
     rd_kafka_resp_err_t err = rd_kafka_producev(
         p->rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
         /* librdkafka's macros cast to void * (the data is copied): keep const out of sight. */
         RD_KAFKA_V_KEY((void *)(uintptr_t)key, key_len),
-        RD_KAFKA_V_VALUE((void *)(uintptr_t)value, len), RD_KAFKA_V_OPAQUE(d), RD_KAFKA_V_END);
+        RD_KAFKA_V_VALUE((void *)(uintptr_t)value, len), RD_KAFKA_V_HEADERS(hdrs),
+        RD_KAFKA_V_OPAQUE(d), RD_KAFKA_V_END);
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR && hdrs)
+        rd_kafka_headers_destroy(hdrs); /* not enqueued: still ours */
     if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
         CM_WARN(NULL, "kafka produce to %s: %s", topic, rd_kafka_err2str(err));
         /* Not enqueued: no delivery report will come, so both references go now. */

@@ -19,12 +19,16 @@
 
 /* Everything common the skeleton started, so it stops it in reverse order. */
 typedef struct running {
+    const char *name; /* the service's (def->name) */
     const cm_service_config_t *cfg;
     bool curl;
     cm_db_pool_t *pool;
     cm_metrics_t *metrics;
     cm_sweep_t *retention; /* deletes expired, used and sent rows on a timer */
-    cm_http_t *http;
+    cm_http_t *http;       /* the public listener: the service's routes and /healthz */
+    cm_http_t *admin;      /* the admin listener: /healthz /readyz /metrics /version */
+    cm_ready_fn ready;     /* the service's readiness (def->start's), for linktr_ready */
+    void *ready_ctx;
     int drain_ms; /* how long stop waits for in-flight requests */
 } running_t;
 
@@ -94,6 +98,69 @@ static int open_db(const cm_service_def_t *def, running_t *run)
     return rc;
 }
 
+/* GET /version on the admin listener: which build this is. */
+static void on_version(cm_req_t *rq, void *ctx)
+{
+    const running_t *run = ctx;
+    cm_reply_json(rq, 200, json_pack("{s:s,s:s}", "service", run->name, "version", LINKTR_VERSION));
+}
+
+static const cm_route_t admin_routes[] = {
+    {"GET", "/version", on_version, CM_ROUTE_NO_STORE | CM_ROUTE_QUIET},
+};
+
+/* 1 when /readyz would answer 200 now: alerts see readiness flapping without the kubelet. */
+static double ready_now(void *ctx)
+{
+    const running_t *run = ctx;
+    if (!run->ready)
+        return 1;
+    cm_buf_t why;
+    cm_buf_init(&why);
+    bool ok = run->ready(run->ready_ctx, &why);
+    cm_buf_dispose(&why);
+    return ok ? 1 : 0;
+}
+
+static double http_in_flight(void *ctx)
+{
+    const running_t *run = ctx;
+    return cm_http_in_flight(run->http);
+}
+
+/*
+ * The admin listener: the built-ins (readiness from the service's ready
+ * callback) and /version, no service route. Probes and Prometheus use it;
+ * no public route reaches it.
+ */
+static int start_admin(const cm_service_def_t *def, running_t *run, const cm_http_config_t *pub)
+{
+    cm_http_config_t ac = {.service = def->name,
+                           .bind = run->cfg->bind,
+                           .port = run->cfg->admin_port,
+                           /* Probes and scrapes only: a few workers, and idle connections
+                            * released within a second so a scraper cannot hold them. */
+                           .threads = 4,
+                           .request_timeout_ms = run->cfg->request_timeout_ms,
+                           .keepalive_timeout_ms = 1000,
+                           .routes = admin_routes,
+                           .nroutes = sizeof admin_routes / sizeof admin_routes[0],
+                           .ctx = run,
+                           .ready = pub->ready,
+                           .ready_ctx = pub->ready_ctx,
+                           .metrics = run->metrics};
+    int rc = 0;
+    run->admin = cm_http_start(&ac, &rc);
+    if (!run->admin) {
+        CM_ERROR(NULL, "cannot serve the admin port on %s:%d: %s", ac.bind, ac.port,
+                 cm_strerror(rc));
+        return rc ? rc : CM_EIO;
+    }
+    CM_INFO(NULL, "%s admin (health, readiness, metrics, version) on %s:%d", def->name, ac.bind,
+            ac.port);
+    return 0;
+}
+
 static int start_http(const cm_service_def_t *def, running_t *run, cm_http_config_t *hc)
 {
     hc->service = def->name;
@@ -102,9 +169,17 @@ static int start_http(const cm_service_def_t *def, running_t *run, cm_http_confi
     hc->threads = run->cfg->http_threads;
     hc->request_timeout_ms = run->cfg->request_timeout_ms;
     hc->keepalive_timeout_ms = run->cfg->keepalive_timeout_ms;
+    hc->health_only = true;
     hc->metrics = run->metrics;
     run->drain_ms = hc->drain_ms > 0 ? hc->drain_ms : CM_HTTP_DRAIN_MS;
-    int rc = 0;
+    run->ready = hc->ready;
+    run->ready_ctx = hc->ready_ctx;
+    cm_metrics_gauge_fn(run->metrics, "linktr_ready",
+                        "1 when the service is ready (what /readyz answers), at scrape time.",
+                        ready_now, run);
+    int rc = start_admin(def, run, hc);
+    if (rc != 0)
+        return rc;
     run->http = cm_http_start(hc, &rc);
     if (!run->http) {
         CM_ERROR(NULL, "cannot serve on %s:%d: %s", hc->bind, hc->port, cm_strerror(rc));
@@ -122,6 +197,9 @@ static int start(const cm_service_def_t *def, void *app, running_t *run, run_mod
         return rc;
     run->metrics = cm_metrics_new();
     cm_process_metrics_register(run->metrics, def->name, LINKTR_VERSION, run->pool);
+    cm_metrics_gauge_fn(run->metrics, "linktr_http_requests_in_flight",
+                        "Requests on the public port being answered right now.", http_in_flight,
+                        run);
     cm_service_env_t env = {.cfg = run->cfg, .pool = run->pool, .metrics = run->metrics};
     cm_http_config_t hc = {0};
     rc = def->start(app, &env, &hc);
@@ -138,9 +216,14 @@ static int start(const cm_service_def_t *def, void *app, running_t *run, run_mod
 /* No new requests, then the service's own parts, then what they used. */
 static void stop(const cm_service_def_t *def, void *app, running_t *run, bool started)
 {
+    cm_http_drain(run->admin, 0); /* /readyz answers 503 from now on */
     if (run->http && !cm_http_drain(run->http, run->drain_ms))
         CM_WARN(NULL, "stopping with requests still in flight");
+    /* The admin listener first: its /metrics reads the public server. */
+    cm_http_stop(run->admin);
+    run->admin = NULL;
     cm_http_stop(run->http);
+    run->http = NULL;
     cm_sweep_free(run->retention);
     if (started)
         def->stop(app);
@@ -164,7 +247,7 @@ int cm_service_main(const cm_service_def_t *def, void *app, int argc, char **arg
     }
     sigset_t stop_signals;
     block_signals(&stop_signals);
-    running_t run = {0};
+    running_t run = {.name = def->name};
     int rc = init_libraries(def, &run);
     if (rc == 0 && def->load(app, &run.cfg) != 0) {
         def->dispose(app);

@@ -260,7 +260,8 @@ static void create_user(cm_req_t *rq, const auth_app_t *app, const reg_input_t *
                           .referral_code = in->normalized_code[0] ? in->normalized_code : NULL,
                           .ip = ip[0] ? ip : NULL,
                           .verify_hash = token_hash,
-                          .verify_sealed = sealed};
+                          .verify_sealed = sealed,
+                          .request_id = cm_req_id(rq)};
     auth_user_t u;
     const char *field = NULL;
     rc = auth_store_register(app->db, &nu, &u, &field);

@@ -123,15 +123,25 @@ int auth_store_taken(cm_db_pool_t *pool, const char *username, const char *email
     return 0;
 }
 
-/* Builds the envelope (data stolen) and writes it to the outbox keyed by user_id. */
-static int emit(cm_db_t *db, const char *type, const char *user_id, json_t *data)
+/* Builds the envelope (data stolen), with the request's id as its correlation id when
+ * given, and writes it to the outbox keyed by user_id. */
+static int emit_correlated(cm_db_t *db, const char *type, const char *user_id,
+                           const char *request_id, json_t *data)
 {
     json_t *env = cm_event_new(type, "auth", data);
     if (!env)
         return CM_EINVAL;
+    /* An id cm_http accepted is always valid; anything else is left out, never fatal. */
+    if (cm_event_set_correlation(env, request_id) != 0)
+        CM_WARN(NULL, "auth: request id not usable as a correlation id");
     int rc = cm_outbox_add(db, AUTH_OUTBOX_CHANNEL, user_id, env);
     json_decref(env);
     return rc;
+}
+
+static int emit(cm_db_t *db, const char *type, const char *user_id, json_t *data)
+{
+    return emit_correlated(db, type, user_id, NULL, data);
 }
 
 /* ---- registration ------------------------------------------------------------ */
@@ -242,7 +252,7 @@ static int emit_registered(cm_db_t *db, const reg_ctx_t *c)
                              "verify_token_sealed", c->in->verify_sealed, "registered_at", at);
     if (!json_object_get(data, "ip"))
         json_object_set_new(data, "ip", json_null());
-    return emit(db, CM_EV_USER_REGISTERED, u->id, data);
+    return emit_correlated(db, CM_EV_USER_REGISTERED, u->id, c->in->request_id, data);
 }
 
 static int register_tx(cm_db_t *db, void *vctx)

@@ -60,6 +60,7 @@ typedef struct auth_new_user {
     const char *ip;            /* validated IP address text, or NULL */
     const char *verify_hash;   /* SHA-256 hex of the verify token */
     const char *verify_sealed; /* the verify token sealed for the mailer */
+    const char *request_id;    /* the request's id: user.registered's correlation_id, or NULL */
 } auth_new_user_t;
 
 /** Fetches a user by id (canonical UUID text). */

@@ -16,15 +16,16 @@ static void make_metrics(gw_t *gw, cm_metrics_t *metrics)
 {
     gw->metrics = metrics;
     gw->upstream_errors =
-        cm_metrics_counter(gw->metrics, "gateway_upstream_errors_total",
+        cm_metrics_counter(gw->metrics, "linktr_gateway_upstream_errors_total",
                            "Requests the gateway could not complete upstream.", "upstream,kind");
-    gw->rate_limited = cm_metrics_counter(gw->metrics, "gateway_rate_limited_total",
+    gw->rate_limited = cm_metrics_counter(gw->metrics, "linktr_gateway_rate_limited_total",
                                           "Requests refused with 429, by route class.", "class");
     gw->jwks_fetches =
-        cm_metrics_counter(gw->metrics, "gateway_jwks_fetches_total",
+        cm_metrics_counter(gw->metrics, "linktr_gateway_jwks_fetches_total",
                            "Fetches of auth's JWKS after an unknown key id.", "result");
-    gw->edge_auth_failures = cm_metrics_counter(gw->metrics, "gateway_edge_auth_failures_total",
-                                                "Requests refused with 401 at the gateway.", NULL);
+    gw->edge_auth_failures =
+        cm_metrics_counter(gw->metrics, "linktr_gateway_edge_auth_failures_total",
+                           "Requests refused with 401 at the gateway.", NULL);
 }
 
 gw_t *gw_new(const gw_config_t *cfg, cm_metrics_t *metrics, int *err)
@@ -71,7 +72,7 @@ bool gw_ready(void *ctx, cm_buf_t *why)
      * cm_http. Upstream health is deliberately left out: behind a Service,
      * one unready upstream would make every gateway pod unready, and the
      * entry would answer 503 to the routes that still work. A failing
-     * upstream shows per request (502/503/504, gateway_upstream_errors_total). */
+     * upstream shows per request (502/503/504, linktr_gateway_upstream_errors_total). */
     (void)ctx;
     (void)why;
     return true;

@@ -33,6 +33,18 @@ static void load_seal_key(cm_cfg_t *c, mail_config_t *cfg)
     free(path);
 }
 
+/* Read once at start-up: an override that cannot work stops the start, not every mail. */
+static void load_templates(cm_cfg_t *c, mail_config_t *cfg)
+{
+    char *dir = cm_cfg_str(c, "MAIL_TEMPLATES_DIR", NULL);
+    char why[256] = "";
+    int err = 0;
+    cfg->templates = mail_templates_load(dir, why, sizeof why, &err);
+    if (!cfg->templates)
+        cm_cfg_error(c, "MAIL_TEMPLATES_DIR", "%s", why);
+    free(dir);
+}
+
 int mail_config_load(mail_config_t *cfg)
 {
     static const cm_service_defaults_t defaults = {
@@ -54,6 +66,7 @@ int mail_config_load(mail_config_t *cfg)
     if (cfg->mail_from && strpbrk(cfg->mail_from, "\r\n"))
         cm_cfg_error(&c, "MAIL_FROM", "must be one line");
     load_seal_key(&c, cfg);
+    load_templates(&c, cfg);
     if (cm_cfg_finish(&c) != 0) {
         mail_config_dispose(cfg);
         return CM_EINVAL;
@@ -74,5 +87,6 @@ void mail_config_dispose(mail_config_t *cfg)
         free(cfg->smtp_password);
     }
     free(cfg->mail_from);
+    mail_templates_free(cfg->templates);
     sodium_memzero(cfg, sizeof *cfg);
 }

@@ -9,6 +9,7 @@
 
 #include "cm/config.h"
 #include "cm/error.h"
+#include "render.h"
 
 /** Everything the mailer reads from its environment; strings owned by the struct. */
 typedef struct mail_config {
@@ -22,8 +23,10 @@ typedef struct mail_config {
     int retry_base_ms;       /* MAIL_RETRY_BASE_MS, 500: first backoff */
     int retry_cap_ms;        /* MAIL_RETRY_CAP_MS, 8000: longest backoff */
     char *mail_from;         /* MAIL_FROM */
-    uint8_t seal_pk[32];     /* derived from the secret key */
-    uint8_t seal_sk[32];     /* MAILER_SEAL_SECRET_KEY_FILE, wiped by dispose */
+    /* MAIL_TEMPLATES_DIR, unset: the built-in templates; files there replace them */
+    mail_templates_t *templates;
+    uint8_t seal_pk[32]; /* derived from the secret key */
+    uint8_t seal_sk[32]; /* MAILER_SEAL_SECRET_KEY_FILE, wiped by dispose */
 } mail_config_t;
 
 /**

@@ -46,6 +46,7 @@ typedef struct job {
     size_t nfields;
     mail_ctx_t *ctx;
     const char *event_type;
+    const char *correlation_id; /* the event's, or NULL (borrowed from the parsed event) */
     /* owned */
     char *token; /* opened one-time token; wiped */
     char *link;  /* contains the token; wiped */
@@ -218,7 +219,7 @@ static int load_contact(cm_db_t *db, job_t *j)
     return 0;
 }
 
-static int deliver(const mail_ctx_t *ctx, const char *to, const cm_buf_t *msg)
+static int deliver_once(const mail_ctx_t *ctx, const char *to, const cm_buf_t *msg)
 {
     const mail_config_t *cfg = ctx->cfg;
     if (!cfg->smtp_url)
@@ -229,6 +230,21 @@ static int deliver(const mail_ctx_t *ctx, const char *to, const cm_buf_t *msg)
                      .starttls = cfg->smtp_starttls,
                      .timeout_ms = 30000};
     return mail_smtp_send(&s, cfg->mail_from, to, msg->data, msg->len);
+}
+
+/* One delivery, timed: a slow mail server shows before it times out. */
+static int deliver(const mail_ctx_t *ctx, const char *to, const cm_buf_t *msg)
+{
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int rc = deliver_once(ctx, to, msg);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    if (ctx->send_duration) {
+        const char *labels[2] = {ctx->cfg->smtp_url ? "smtp" : "maildir", rc == 0 ? "ok" : "error"};
+        double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+        cm_metric_observe(ctx->send_duration, labels, secs);
+    }
+    return rc;
 }
 
 /* The transaction: contact, ledger claim, render, deliver; commit follows. */
@@ -258,7 +274,9 @@ static int send_tx(cm_db_t *db, void *arg)
                         .fields = fields,
                         .nfields = j->nfields + 1,
                         .date_us = cm_now_us(),
-                        .message_id = j->event_id};
+                        .message_id = j->event_id,
+                        .templates = j->ctx->cfg->templates,
+                        .correlation_id = j->correlation_id};
     cm_buf_t msg;
     cm_buf_init(&msg);
     rc = mail_render(&c, &msg);
@@ -269,6 +287,18 @@ static int send_tx(cm_db_t *db, void *arg)
     sodium_memzero(msg.data, msg.len);
     cm_buf_dispose(&msg);
     return rc;
+}
+
+/* A warning about one event: its id, type and correlation id as fields, not in the text. */
+static void warn_event(const char *event_id, const char *type, const char *correlation_id,
+                       const char *what, const char *detail)
+{
+    if (!cm_log_enabled(CM_LOG_WARN))
+        return;
+    json_t *f = json_pack("{s:s,s:s,s:s?}", "event_id", event_id, "event_type", type ? type : "",
+                          "detail", detail);
+    cm_log_write(CM_LOG_WARN, correlation_id, f, "mailer: %s", what);
+    json_decref(f);
 }
 
 static void count(cm_family_t *f, const char *template_name)
@@ -299,6 +329,8 @@ static int bury_tx(cm_db_t *db, void *arg)
                              "event_type", j->event_type, "recipient_user_id", j->user_id, "reason",
                              j->dead_reason, "attempts", j->attempt, "at", at);
     json_t *letter = cm_event_new(CM_EV_MAIL_DEAD, "mailer", data);
+    if (letter && cm_event_set_correlation(letter, j->correlation_id) != 0)
+        CM_WARN(NULL, "mailer: correlation id of %s not kept", j->event_id);
     char *text = letter ? json_dumps(letter, JSON_COMPACT) : NULL;
     json_decref(letter);
     rc = text ? j->ctx->dead(j->ctx->dead_ctx, j->user_id, text, strlen(text)) : CM_EINVAL;
@@ -334,8 +366,11 @@ static int send_with_retries(mail_ctx_t *ctx, job_t *j)
         j->dead_reason = j->transport_rc == CM_EIO ? "rejected permanently by the mail server"
                                                    : "refused by the mail server on every try";
         rc = cm_db_tx(ctx->pool, bury_tx, j);
-        if (rc == 0)
-            CM_WARN(NULL, "mailer: event %s went to mail.dead: %s", j->event_id, j->dead_reason);
+        if (rc == 0) {
+            count(ctx->dead_total, j->template_name);
+            warn_event(j->event_id, j->event_type, j->correlation_id, "sent to mail.dead",
+                       j->dead_reason);
+        }
     }
     return rc;
 }
@@ -369,14 +404,17 @@ int mail_handle_event(mail_ctx_t *ctx, const char *bytes, size_t len)
     cm_event_t ev;
     if (cm_event_parse(bytes, len, &ev) != 0)
         return CM_EPARSE;
-    job_t j = {.ctx = ctx, .bytes = bytes, .len = len};
+    job_t j = {.ctx = ctx,
+               .bytes = bytes,
+               .len = len,
+               .correlation_id = ev.correlation_id[0] ? ev.correlation_id : NULL};
     int rc = plan(&j, &ev);
     if (rc == 1) {
         rc = 0; /* not a mail event */
         goto out;
     }
     if (rc != 0) {
-        CM_WARN(NULL, "mailer: event %s (%s) cannot be mailed", ev.id, ev.type);
+        warn_event(ev.id, ev.type, j.correlation_id, "event cannot be mailed", cm_strerror(rc));
         goto out;
     }
     rc = send_with_retries(ctx, &j);
@@ -387,7 +425,7 @@ int mail_handle_event(mail_ctx_t *ctx, const char *bytes, size_t len)
     else if (rc != 0 && rc != CM_EPARSE)
         count(ctx->failed, j.template_name);
     if (rc != 0)
-        CM_WARN(NULL, "mailer: event %s (%s): %s", ev.id, ev.type, cm_strerror(rc));
+        warn_event(ev.id, ev.type, j.correlation_id, "event not handled", cm_strerror(rc));
 out:
     job_dispose(&j);
     cm_event_dispose(&ev);

@@ -47,7 +47,10 @@ typedef struct mail_ctx {
     cm_db_pool_t *pool;       /* borrowed */
     cm_family_t *sent;        /* linktr_mails_sent_total{template}; NULL for none */
     cm_family_t *failed;      /* linktr_mails_failed_total{template}; NULL for none */
-    mail_dead_fn dead;        /* where undeliverable mails go */
+    cm_family_t *dead_total;  /* linktr_mails_dead_total{template}; NULL for none */
+    /* linktr_mail_send_duration_seconds{transport,result}: one SMTP or Maildir delivery */
+    cm_family_t *send_duration;
+    mail_dead_fn dead; /* where undeliverable mails go */
     void *dead_ctx;
 } mail_ctx_t;
 

@@ -1,7 +1,7 @@
 /*
  * linktr-mailer — turns events about people into mails.
  *
- *     linktr-mailer            serve (consumer + /healthz /readyz /metrics)
+ *     linktr-mailer            serve (consumer; /healthz /readyz /metrics /version on ADMIN_PORT)
  *
  * With SMTP_URL set, mails go out over SMTP; without it, into the Maildir
  * MAIL_DIR. Undeliverable mails go to the mail.dead topic.
@@ -50,6 +50,9 @@ static int load(void *arg, const cm_service_config_t **svc)
     return 0;
 }
 
+/* SMTP round trips: from a local relay (ms) to a slow provider near the 30 s timeout. */
+static const double SEND_BUCKETS[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
+
 /* The handler's context: the pool, the metrics and the dead-letter producer. */
 static int prepare_handler(app_t *app, cm_metrics_t *metrics)
 {
@@ -57,16 +60,23 @@ static int prepare_handler(app_t *app, cm_metrics_t *metrics)
     app->producer = cm_producer_new(app->cfg.svc.kafka_bootstrap, "mailer", &err);
     if (!app->producer)
         return err;
-    app->mail =
-        (mail_ctx_t){.cfg = &app->cfg,
-                     .pool = app->pool,
-                     .sent = cm_metrics_counter(metrics, "linktr_mails_sent_total",
-                                                "Mails delivered, by template.", "template"),
-                     .failed = cm_metrics_counter(
-                         metrics, "linktr_mails_failed_total",
-                         "Mail deliveries that failed (retried), by template.", "template"),
-                     .dead = send_dead,
-                     .dead_ctx = app->producer};
+    app->mail = (mail_ctx_t){
+        .cfg = &app->cfg,
+        .pool = app->pool,
+        .sent = cm_metrics_counter(metrics, "linktr_mails_sent_total",
+                                   "Mails delivered, by template.", "template"),
+        .failed =
+            cm_metrics_counter(metrics, "linktr_mails_failed_total",
+                               "Mail deliveries that failed (retried), by template.", "template"),
+        .dead_total =
+            cm_metrics_counter(metrics, "linktr_mails_dead_total",
+                               "Mails given up on and sent to mail.dead, by template.", "template"),
+        .send_duration = cm_metrics_histogram(
+            metrics, "linktr_mail_send_duration_seconds",
+            "Time to hand one mail to the SMTP server or the Maildir.", "transport,result",
+            SEND_BUCKETS, sizeof SEND_BUCKETS / sizeof SEND_BUCKETS[0]),
+        .dead = send_dead,
+        .dead_ctx = app->producer};
     return 0;
 }
 

@@ -2,7 +2,9 @@
  * render.h — turns a template and a few values into one RFC 5322 message.
  *
  * A template is three files under services/mailer/templates/ embedded at
- * build time: <name>.subject (one line), <name>.txt and <name>.html. They
+ * build time: <name>.subject (one line), <name>.txt and <name>.html. A
+ * folder (MAIL_TEMPLATES_DIR) may hold files of the same names that
+ * replace the built-in ones without a rebuild (read at start-up). They
  * hold {{field}} placeholders. In the HTML part every value is
  * HTML-escaped; in the subject a value may not contain a line break (no
  * header injection) and a non-ASCII subject is RFC 2047 encoded. The
@@ -29,6 +31,38 @@ typedef struct mail_template_file {
 extern const mail_template_file_t mail_template_files[];
 extern const size_t mail_template_files_count;
 
+/** A set of template files: the built-ins, some replaced from a folder. */
+typedef struct mail_templates mail_templates_t;
+
+/** Largest template file read from MAIL_TEMPLATES_DIR (bytes). */
+#define MAIL_MAX_TEMPLATE_FILE (64 * 1024)
+
+/**
+ * Loads the overrides in dir: every regular file there (names starting
+ * with '.' are skipped) must be named like a built-in file
+ * ("verify_email.html"), be at most MAIL_MAX_TEMPLATE_FILE bytes, use only
+ * the {{placeholders}} its built-in counterpart uses (those are the fields
+ * the mailer fills in), close every "{{", and, for a .subject, hold one
+ * line. Files not in dir stay the built-ins. Returns the set (free with
+ * mail_templates_free) or NULL with *err set (CM_EIO: dir unreadable;
+ * CM_EINVAL: a bad file) and why (a NUL-terminated explanation naming the
+ * file, cut to whylen).
+ */
+mail_templates_t *mail_templates_load(const char *dir, char *why, size_t whylen, int *err);
+
+/** Frees the set. NULL-safe. */
+void mail_templates_free(mail_templates_t *t);
+
+/**
+ * The contents of template file "name" in t (an override, else the
+ * built-in); t NULL: the built-in. NULL when there is none. Valid while t
+ * lives.
+ */
+const char *mail_templates_get(const mail_templates_t *t, const char *name);
+
+/** How many files of t come from the folder (0 for NULL). */
+size_t mail_templates_overridden(const mail_templates_t *t);
+
 /** Longest value accepted for one field (bytes); longer is CM_ETOOBIG. */
 #define MAIL_MAX_FIELD 2048
 
@@ -53,6 +87,13 @@ typedef struct mail_compose {
      * a UUID: a random one.
      */
     const char *message_id;
+    const mail_templates_t *templates; /* NULL: the built-in templates */
+    /*
+     * The event's correlation id (the X-Request-Id of the request behind
+     * it): sent as the X-Request-Id header so a mail can be traced back.
+     * NULL, or not a valid id (cm_event_correlation_valid): no header.
+     */
+    const char *correlation_id;
 } mail_compose_t;
 
 /**

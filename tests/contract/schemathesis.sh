@@ -93,10 +93,10 @@ gateway_url() {
 wait_ready() {
     local url=$1
     for _ in $(seq 1 60); do
-        curl -fsS -o /dev/null --max-time 2 "$url/readyz" 2>/dev/null && return 0
+        curl -fsS -o /dev/null --max-time 2 "$url/healthz" 2>/dev/null && return 0
         sleep 0.5
     done
-    die "the gateway at $url is not ready (GET /readyz)"
+    die "the gateway at $url is not up (GET /healthz)"
 }
 
 random_hex() {

@@ -43,10 +43,13 @@ typedef struct spec {
     char error[256]; /* the first layout problem, "" if none */
 } spec_t;
 
-/* Answered by cm_http itself before the route table (see cm/http.h). */
+/*
+ * Answered by cm_http itself before the route table on the public port (see
+ * cm/http.h); /readyz, /metrics and /version live on the admin port.
+ */
 static const struct {
     const char *method, *path;
-} BUILTINS[] = {{"GET", "/healthz"}, {"GET", "/readyz"}, {"GET", "/metrics"}};
+} BUILTINS[] = {{"GET", "/healthz"}};
 
 /* ---- the spec parser --------------------------------------------------------------- */
 

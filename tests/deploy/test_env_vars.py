@@ -60,7 +60,7 @@ COMMENT = re.compile(r"/\*.*?\*/|//[^\n]*", re.S)
 # (.db_pool_size: a database; .kafka = true: Kafka) and whether it calls
 # cm_cfg_jwt (true: the keys are required). Any other name common/src/config.c
 # reads is an error here, so this table cannot drift from the code unseen.
-SHARED_ALWAYS = {"PORT", "BIND_ADDRESS", "LOG_LEVEL", "HTTP_THREADS", "REQUEST_TIMEOUT_MS",
+SHARED_ALWAYS = {"PORT", "ADMIN_PORT", "BIND_ADDRESS", "LOG_LEVEL", "HTTP_THREADS", "REQUEST_TIMEOUT_MS",
                  "KEEPALIVE_TIMEOUT_MS", "PUBLIC_BASE_URL"}
 SHARED_DB = {"DATABASE_URL", "DB_POOL_SIZE", "RETENTION_INTERVAL_S", "RETENTION_BATCH",
              "RETENTION_PAUSE_MS", "RETENTION_DAYS", "RETENTION_DEDUP_DAYS"}

@@ -971,7 +971,17 @@ static void get_auth(const char *path, t_resp_t *r)
     free(base);
 }
 
-static void health_readiness_and_metrics_answer(void **state)
+static void get_admin(const char *path, t_resp_t *r)
+{
+    char *base = t_env(ENV, "AUTH_ADMIN_URL");
+    char *u = cm_xasprintf("%s%s", base, path);
+    assert_int_equal(t_get(u, NULL, r), 0);
+    free(u);
+    free(base);
+}
+
+/* Health, readiness, metrics and version on the admin port; the public port keeps /healthz. */
+static void health_readiness_and_metrics_answer_on_the_admin_port(void **state)
 {
     (void)state;
     t_resp_t r;
@@ -979,9 +989,29 @@ static void health_readiness_and_metrics_answer(void **state)
     assert_int_equal(r.status, 200);
     t_resp_dispose(&r);
     get_auth("/readyz", &r);
-    assert_int_equal(r.status, 200);
+    assert_int_equal(r.status, 404);
     t_resp_dispose(&r);
     get_auth("/metrics", &r);
+    assert_int_equal(r.status, 404);
+    t_resp_dispose(&r);
+    get_auth("/version", &r);
+    assert_int_equal(r.status, 404);
+    t_resp_dispose(&r);
+    get_admin("/healthz", &r);
+    assert_int_equal(r.status, 200);
+    t_resp_dispose(&r);
+    get_admin("/version", &r);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(json_string_value(json_object_get(r.json, "service")), "auth");
+    assert_non_null(json_string_value(json_object_get(r.json, "version")));
+    t_resp_dispose(&r);
+    get_admin("/api/me", &r);
+    assert_int_equal(r.status, 404);
+    t_resp_dispose(&r);
+    get_admin("/readyz", &r);
+    assert_int_equal(r.status, 200);
+    t_resp_dispose(&r);
+    get_admin("/metrics", &r);
     assert_int_equal(r.status, 200);
     assert_non_null(strstr(r.body, "linktr_hashpool_queue_depth"));
     assert_non_null(strstr(r.body, "linktr_outbox_backlog"));
@@ -1029,7 +1059,7 @@ static void instance_start(instance_t *in, const char *const *overrides)
     const char *keys[] = {"AUTH_DATABASE_URL", "KAFKA_BOOTSTRAP", "JWT_PRIVATE_KEY_FILE",
                           "JWT_KEY_ID"};
     const char *names[] = {"DATABASE_URL", "KAFKA_BOOTSTRAP", "JWT_PRIVATE_KEY_FILE", "JWT_KEY_ID"};
-    char *vars[7];
+    char *vars[8];
     for (int i = 0; i < 4; i++) {
         char *v = t_env(ENV, keys[i]);
         vars[i] = cm_xasprintf("%s=%s", names[i], v);
@@ -1038,6 +1068,7 @@ static void instance_start(instance_t *in, const char *const *overrides)
     vars[4] = cm_xasprintf("PORT=%d", port);
     vars[5] = cm_xasprintf("MAILER_SEAL_PUBLIC_KEY=%s", seal);
     vars[6] = cm_xstrdup("LOG_LEVEL=warn");
+    vars[7] = cm_xasprintf("ADMIN_PORT=%d", t_free_port());
     in->pid = fork();
     assert_true(in->pid >= 0);
     if (in->pid == 0) {
@@ -1180,7 +1211,7 @@ int main(void)
         cmocka_unit_test(at_most_three_reset_mails_per_account_per_hour),
         cmocka_unit_test(reset_password_end_to_end_revokes_sessions_and_emits_password_changed),
         cmocka_unit_test(resend_verification_issues_a_new_token_and_refuses_verified_users),
-        cmocka_unit_test(health_readiness_and_metrics_answer),
+        cmocka_unit_test(health_readiness_and_metrics_answer_on_the_admin_port),
         cmocka_unit_test(a_burst_beyond_the_hash_queue_gets_503_with_retry_after),
         cmocka_unit_test(login_rehashes_when_the_argon2_parameters_changed),
     };

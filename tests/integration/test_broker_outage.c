@@ -55,7 +55,7 @@ static long status_of(const char *base_key, const char *path, const char *bearer
 }
 
 /* The readiness that must hold while the broker is down. */
-static const char *const HOLDING[] = {"GATEWAY_URL", "AUTH_URL", "REFERRAL_URL"};
+static const char *const HOLDING[] = {"GATEWAY_ADMIN_URL", "AUTH_ADMIN_URL", "REFERRAL_ADMIN_URL"};
 
 static void assert_ready(const char *key)
 {
@@ -103,10 +103,10 @@ static bool delivered(void *arg)
 static bool all_ready(void *arg)
 {
     (void)arg;
-    return status_of("GATEWAY_URL", "/readyz", NULL, NULL) == 200 &&
-           status_of("AUTH_URL", "/readyz", NULL, NULL) == 200 &&
-           status_of("REFERRAL_URL", "/readyz", NULL, NULL) == 200 &&
-           status_of("MAILER_URL", "/readyz", NULL, NULL) == 200;
+    return status_of("GATEWAY_ADMIN_URL", "/readyz", NULL, NULL) == 200 &&
+           status_of("AUTH_ADMIN_URL", "/readyz", NULL, NULL) == 200 &&
+           status_of("REFERRAL_ADMIN_URL", "/readyz", NULL, NULL) == 200 &&
+           status_of("MAILER_ADMIN_URL", "/readyz", NULL, NULL) == 200;
 }
 
 static void with_the_broker_down_the_site_serves_and_stays_ready(void **state)

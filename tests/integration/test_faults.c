@@ -155,9 +155,9 @@ static long get_status(const char *base_key, const char *path, char **body)
 static bool all_ready(void *arg)
 {
     (void)arg;
-    return get_status("AUTH_URL", "/readyz", NULL) == 200 &&
-           get_status("REFERRAL_URL", "/readyz", NULL) == 200 &&
-           get_status("MAILER_URL", "/readyz", NULL) == 200;
+    return get_status("AUTH_ADMIN_URL", "/readyz", NULL) == 200 &&
+           get_status("REFERRAL_ADMIN_URL", "/readyz", NULL) == 200 &&
+           get_status("MAILER_ADMIN_URL", "/readyz", NULL) == 200;
 }
 
 static void a_database_outage_gets_503_answers_and_services_recover_without_restart(void **state)
@@ -183,7 +183,7 @@ static void a_database_outage_gets_503_answers_and_services_recover_without_rest
     t_resp_dispose(&r);
 
     char *why = NULL;
-    assert_int_equal(get_status("AUTH_URL", "/readyz", &why), 503);
+    assert_int_equal(get_status("AUTH_ADMIN_URL", "/readyz", &why), 503);
     assert_non_null(strstr(why, "database"));
     free(why);
     assert_int_equal(get_status("AUTH_URL", "/healthz", NULL), 200);

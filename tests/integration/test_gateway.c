@@ -250,6 +250,7 @@ typedef struct gateway {
     pid_t pid;
     int port;
     char base[64];
+    char admin[64]; /* the admin listener: /readyz, /metrics, /version */
 } gateway_t;
 
 typedef struct world {
@@ -306,11 +307,15 @@ static void gateway_start(world_t *w, gateway_t *g, const char *name, const char
     char *bin = gateway_binary();
     char *log = cm_xasprintf("%s/%s.log", w->dir, name);
     g->port = t_free_port();
-    char port[16];
+    char port[16], admin[16];
     snprintf(port, sizeof port, "%d", g->port);
     snprintf(g->base, sizeof g->base, "http://127.0.0.1:%d", g->port);
-    const char *all[64] = {"PORT", port, "LOG_LEVEL", "warn", "HTTP_THREADS", "8"};
-    size_t n = 6;
+    int admin_port = t_free_port();
+    snprintf(admin, sizeof admin, "%d", admin_port);
+    snprintf(g->admin, sizeof g->admin, "http://127.0.0.1:%d", admin_port);
+    const char *all[64] = {"PORT",      port,   "ADMIN_PORT",   admin,
+                           "LOG_LEVEL", "warn", "HTTP_THREADS", "8"};
+    size_t n = 8;
     for (size_t i = 0; env[i] && n < 62; i++)
         all[n++] = env[i];
     g->pid = fork();
@@ -480,6 +485,15 @@ static int call(const gateway_t *g, const char *method, const char *path, const 
 {
     char *url = cm_xasprintf("%s%s", g->base, path);
     int rc = t_http(method, url, ct, body, len, headers, r);
+    free(url);
+    return rc;
+}
+
+/* A GET on the gateway's admin listener. */
+static int admin_get(const gateway_t *g, const char *path, t_resp_t *r)
+{
+    char *url = cm_xasprintf("%s%s", g->admin, path);
+    int rc = t_get(url, NULL, r);
     free(url);
     return rc;
 }
@@ -1076,8 +1090,8 @@ static void a_hung_service_gives_504_within_the_timeout(void **state)
     assert_true(took >= BROKEN_TIMEOUT_MS - 50);
     assert_true(took < BROKEN_TIMEOUT_MS + 800);
     t_resp_dispose(&r);
-    assert_int_equal(call(&w->broken, "GET", "/metrics", NULL, NULL, 0, NULL, &r), 0);
-    assert_non_null(strstr(r.body, "gateway_upstream_errors_total"));
+    assert_int_equal(admin_get(&w->broken, "/metrics", &r), 0);
+    assert_non_null(strstr(r.body, "linktr_gateway_upstream_errors_total"));
     assert_non_null(strstr(r.body, "timeout"));
     assert_non_null(strstr(r.body, "unavailable"));
     t_resp_dispose(&r);
@@ -1132,16 +1146,44 @@ static void readiness_does_not_follow_the_upstreams(void **state)
 {
     world_t *w = *state;
     t_resp_t r;
-    assert_int_equal(call(&w->main, "GET", "/readyz", NULL, NULL, 0, NULL, &r), 0);
+    assert_int_equal(admin_get(&w->main, "/readyz", &r), 0);
     assert_int_equal(r.status, 200);
     t_resp_dispose(&r);
-    assert_int_equal(call(&w->broken, "GET", "/readyz", NULL, NULL, 0, NULL, &r), 0);
+    assert_int_equal(admin_get(&w->broken, "/readyz", &r), 0);
     assert_int_equal(r.status, 200);
     t_resp_dispose(&r);
     /* ...while its requests to the dead upstream fail as such. */
     assert_int_equal(call(&w->broken, "POST", "/api/login/", "application/json", "{}", 2, NULL, &r),
                      0);
     assert_problem(&r, 503);
+    t_resp_dispose(&r);
+}
+
+/* The public port keeps only /healthz of the built-ins; the admin port has no public route. */
+static void readiness_metrics_and_version_are_only_on_the_admin_port(void **state)
+{
+    world_t *w = *state;
+    const char *private_paths[] = {"/readyz", "/metrics", "/version", "/readyz/"};
+    t_resp_t r;
+    for (size_t i = 0; i < sizeof private_paths / sizeof private_paths[0]; i++) {
+        assert_int_equal(call(&w->main, "GET", private_paths[i], NULL, NULL, 0, NULL, &r), 0);
+        assert_problem(&r, 404);
+        t_resp_dispose(&r);
+    }
+    assert_int_equal(call(&w->main, "GET", "/healthz", NULL, NULL, 0, NULL, &r), 0);
+    assert_int_equal(r.status, 200);
+    t_resp_dispose(&r);
+    assert_int_equal(admin_get(&w->main, "/version", &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(json_string_value(json_object_get(r.json, "service")), "gateway");
+    t_resp_dispose(&r);
+    assert_int_equal(admin_get(&w->main, "/metrics", &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "linktr_http_requests_in_flight"));
+    assert_null(strstr(r.body, "\ngateway_"));
+    t_resp_dispose(&r);
+    assert_int_equal(admin_get(&w->main, "/api/login/", &r), 0);
+    assert_int_equal(r.status, 404);
     t_resp_dispose(&r);
 }
 
@@ -1310,7 +1352,7 @@ static void sigterm_lets_an_in_flight_request_finish(void **state)
     assert_int_equal(kill(w->patient.pid, SIGTERM), 0);
     t_sleep_ms(100);
     t_resp_t ready;
-    assert_int_equal(call(&w->patient, "GET", "/readyz", NULL, NULL, 0, NULL, &ready), 0);
+    assert_int_equal(admin_get(&w->patient, "/readyz", &ready), 0);
     assert_problem(&ready, 503); /* draining: take me out of the load balancer */
     t_resp_dispose(&ready);
     pthread_join(t, NULL);
@@ -1351,6 +1393,7 @@ int main(void)
         cmocka_unit_test(a_hung_service_gives_504_within_the_timeout),
         cmocka_unit_test(rate_limits_answer_429_with_retry_after_and_recover),
         cmocka_unit_test(readiness_does_not_follow_the_upstreams),
+        cmocka_unit_test(readiness_metrics_and_version_are_only_on_the_admin_port),
         cmocka_unit_test(cors_headers_go_only_to_listed_origins),
         cmocka_unit_test(cors_preflight_is_answered_only_for_listed_origins),
         cmocka_unit_test(slow_clients_cannot_hold_every_worker),

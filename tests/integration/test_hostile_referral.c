@@ -381,10 +381,10 @@ static void the_sweepers_remove_old_rows_in_batches_keep_live_ones_and_count_the
 {
     (void)state;
     double before[4] = {
-        metric_sum("AUTH_URLS", REMOVED("login_throttle")),
-        metric_sum("REFERRAL_URLS", REMOVED("processed_events")),
-        metric_sum("MAILER_URLS", REMOVED("sent")),
-        metric_sum("AUTH_URLS", REMOVED("refresh_tokens")),
+        metric_sum("AUTH_ADMIN_URLS", REMOVED("login_throttle")),
+        metric_sum("REFERRAL_ADMIN_URLS", REMOVED("processed_events")),
+        metric_sum("MAILER_ADMIN_URLS", REMOVED("sent")),
+        metric_sum("AUTH_ADMIN_URLS", REMOVED("refresh_tokens")),
     };
     seed_retention_rows(t_unique());
     /* Batches of 100 with a second between them: 250 old rows leave as
@@ -423,10 +423,10 @@ static void the_sweepers_remove_old_rows_in_batches_keep_live_ones_and_count_the
     assert_string_equal(v, "6,5,5,5,5,5,5");
     free(v);
     /* The metric counted each row once, across replicas. */
-    assert_true(metric_sum("AUTH_URLS", REMOVED("login_throttle")) - before[0] == 250);
-    assert_true(metric_sum("REFERRAL_URLS", REMOVED("processed_events")) - before[1] == 250);
-    assert_true(metric_sum("MAILER_URLS", REMOVED("sent")) - before[2] == 250);
-    assert_true(metric_sum("AUTH_URLS", REMOVED("refresh_tokens")) - before[3] == 250);
+    assert_true(metric_sum("AUTH_ADMIN_URLS", REMOVED("login_throttle")) - before[0] == 250);
+    assert_true(metric_sum("REFERRAL_ADMIN_URLS", REMOVED("processed_events")) - before[1] == 250);
+    assert_true(metric_sum("MAILER_ADMIN_URLS", REMOVED("sent")) - before[2] == 250);
+    assert_true(metric_sum("AUTH_ADMIN_URLS", REMOVED("refresh_tokens")) - before[3] == 250);
 }
 
 static void every_service_still_answers_after_the_burst(void **state)

@@ -182,7 +182,7 @@ static void instance_start(instance_t *in, const char *const *overrides)
     const char *keys[] = {"AUTH_DATABASE_URL", "KAFKA_BOOTSTRAP", "JWT_PRIVATE_KEY_FILE",
                           "JWT_KEY_ID"};
     const char *names[] = {"DATABASE_URL", "KAFKA_BOOTSTRAP", "JWT_PRIVATE_KEY_FILE", "JWT_KEY_ID"};
-    char *vars[7];
+    char *vars[8];
     for (int i = 0; i < 4; i++) {
         char *v = t_env(ENV, keys[i]);
         vars[i] = cm_xasprintf("%s=%s", names[i], v);
@@ -191,6 +191,7 @@ static void instance_start(instance_t *in, const char *const *overrides)
     vars[4] = cm_xasprintf("PORT=%d", port);
     vars[5] = cm_xasprintf("MAILER_SEAL_PUBLIC_KEY=%s", seal);
     vars[6] = cm_xstrdup("LOG_LEVEL=warn");
+    vars[7] = cm_xasprintf("ADMIN_PORT=%d", t_free_port());
     in->pid = fork();
     assert_true(in->pid >= 0);
     if (in->pid == 0) {

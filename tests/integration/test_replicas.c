@@ -77,8 +77,8 @@ static void two_instances_per_service_share_the_work_and_every_effect_is_exact(v
     t_wave_assert_exact(w, 0);
     fprintf(stderr, "replicas: %d referred registrations and verifications exact in %lld ms\n",
             WAVE_USERS, (long long)(cm_now_mono_ms() - t0));
-    assert_every_instance_consumed("REFERRAL_URLS");
-    assert_every_instance_consumed("MAILER_URLS");
+    assert_every_instance_consumed("REFERRAL_ADMIN_URLS");
+    assert_every_instance_consumed("MAILER_ADMIN_URLS");
     t_wave_free(w);
 }
 

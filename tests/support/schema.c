@@ -1,6 +1,7 @@
 /* A JSON Schema subset validator for tests (see schema.h). */
 #include "schema.h"
 
+#include <regex.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -106,6 +107,20 @@ static size_t utf8_length(const char *s, size_t n)
         if (((unsigned char)s[i] & 0xC0) != 0x80)
             count++;
     return count;
+}
+
+/* pattern: the schemas use POSIX-extended-compatible expressions only (anchors, classes, {m,n}). */
+static bool check_pattern(json_t *pattern, json_t *inst, const char *path, vctx_t *v)
+{
+    if (!json_is_string(inst))
+        return true;
+    regex_t re;
+    if (!json_is_string(pattern) ||
+        regcomp(&re, json_string_value(pattern), REG_EXTENDED | REG_NOSUB) != 0)
+        return fail(v, path, "schema error: pattern is not a POSIX extended expression");
+    bool ok = regexec(&re, json_string_value(inst), 0, NULL, 0) == 0;
+    regfree(&re);
+    return ok ? true : fail(v, path, "pattern: %s does not match", json_string_value(pattern));
 }
 
 static bool check_length(const char *kw, json_t *limit, json_t *inst, const char *path, vctx_t *v)
@@ -259,6 +274,8 @@ static bool check_keyword(json_t *schema, const char *kw, json_t *value, json_t 
         return check_bound(kw, value, inst, path, v);
     if (strcmp(kw, "format") == 0)
         return check_format(value, inst, path, v);
+    if (strcmp(kw, "pattern") == 0)
+        return check_pattern(value, inst, path, v);
     if (strcmp(kw, "required") == 0)
         return check_required(value, inst, path, v);
     if (strcmp(kw, "properties") == 0)

@@ -106,8 +106,12 @@ typedef struct cm_service_defaults {
  * or DATABASE_URL is named and checked the same way in every service.
  * Strings are owned by the struct; free them with cm_service_config_dispose.
  */
+/** ADMIN_PORT's default is PORT plus this (8001 → 9001). */
+#define CM_ADMIN_PORT_OFFSET 1000
+
 typedef struct cm_service_config {
     int port;                 /* PORT, 1-65535 */
+    int admin_port;           /* ADMIN_PORT, PORT + 1000: /healthz /readyz /metrics /version */
     char *bind;               /* BIND_ADDRESS, 127.0.0.1 */
     cm_log_level_t log_level; /* LOG_LEVEL, info */
     int http_threads;         /* HTTP_THREADS, 1-1024 */

@@ -27,6 +27,7 @@ typedef struct cm_kmsg {
     size_t key_len;
     const char *value;
     size_t len;
+    const char *traceparent; /* the W3C header when present (cm/events.h), else NULL */
 } cm_kmsg_t;
 
 /**
@@ -50,7 +51,7 @@ typedef struct cm_consumer_config {
     const char *const *topics; /* NULL-terminated */
     cm_consume_fn fn;
     void *ctx;
-    cm_metrics_t *metrics; /* borrowed; NULL for none. Adds linktr_consumer_lag etc. */
+    cm_metrics_t *metrics; /* borrowed; NULL for none. Adds linktr_consumer_lag_messages etc. */
 } cm_consumer_config_t;
 
 /**
@@ -61,7 +62,7 @@ typedef struct cm_consumer_config {
  * An event on an idle consumer is handed to fn within a few tens of ms of
  * reaching the broker (fetch.wait.max.ms is 25 ms).
  * Metrics (when set): linktr_consumer_messages_total{topic,result} with
- * result ok|malformed|retry, and linktr_consumer_lag{topic}.
+ * result ok|malformed|retry, and linktr_consumer_lag_messages{topic}.
  */
 cm_consumer_t *cm_consumer_start(const cm_consumer_config_t *cfg, int *err);
 

@@ -2,7 +2,14 @@
  * cm/events.h — the event envelope of DESIGN.md ("Events").
  *
  *   {"id": "uuid", "type": "user.registered", "version": 1,
- *    "occurred_at": "2026-11-27T10:00:00.123Z", "source": "auth", "data": {...}}
+ *    "occurred_at": "2026-11-27T10:00:00.123Z", "source": "auth", "data": {...},
+ *    "correlation_id": "the X-Request-Id of the request that caused it"}
+ *
+ * correlation_id is optional: an event caused by an HTTP request carries
+ * that request's id, and an event caused by another event carries that
+ * event's, so one registration can be followed through every service's
+ * logs. On Kafka the message also carries a W3C "traceparent" header
+ * derived from it (cm_event_traceparent).
  *
  * Topics are named after the event type; the Kafka key is the user id the
  * event is about. proto/events/<type>.schema.json describes each data.
@@ -10,6 +17,7 @@
 #ifndef CM_EVENTS_H
 #define CM_EVENTS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include <jansson.h>
@@ -33,6 +41,11 @@
 /** Largest envelope accepted by cm_event_parse (bytes). */
 #define CM_EVENT_MAX_BYTES (64 * 1024)
 
+/** Longest correlation id (the longest request id cm/http.h accepts). */
+#define CM_EVENT_MAX_CORRELATION 64
+/** Length of a traceparent header value: "00-<32 hex>-<16 hex>-01". */
+#define CM_TRACEPARENT_LEN 55
+
 /** A parsed envelope. The struct is the caller's; data is a reference it owns. */
 typedef struct cm_event {
     char id[37];
@@ -40,8 +53,30 @@ typedef struct cm_event {
     int version;
     char occurred_at[32];
     char source[32];
-    json_t *data; /* owned: released by cm_event_dispose() */
+    json_t *data;                                      /* owned: released by cm_event_dispose() */
+    char correlation_id[CM_EVENT_MAX_CORRELATION + 1]; /* "" when the envelope has none */
 } cm_event_t;
+
+/** True if s is an acceptable correlation id: 1-64 of [A-Za-z0-9._-] (a request id). */
+bool cm_event_correlation_valid(const char *s);
+
+/**
+ * Sets env's correlation_id to id. Returns 0; CM_EINVAL when env is not an
+ * object or id is not valid (cm_event_correlation_valid), and then env is
+ * unchanged. A NULL or empty id is no correlation: 0, nothing set.
+ */
+int cm_event_set_correlation(json_t *env, const char *id);
+
+/**
+ * Writes the W3C trace context header value for an event into out
+ * ("00-" trace id "-" parent id "-01", NUL-terminated): the trace id is
+ * the correlation id's 32 hex digits when it is a UUID, else the first 16
+ * bytes of its BLAKE2b hash; the parent id is the event id's first 16 hex
+ * digits. Returns 0, or CM_EINVAL for an invalid correlation id or an
+ * event id that is not a UUID.
+ */
+int cm_event_traceparent(const char *correlation_id, const char *event_id,
+                         char out[CM_TRACEPARENT_LEN + 1]);
 
 /**
  * Builds a new envelope with a fresh id and the current time. data is

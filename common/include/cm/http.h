@@ -15,7 +15,10 @@
  *   - reply helpers that add the security headers to every answer;
  *   - GET /healthz, /readyz (a service callback says what is down) and
  *     /metrics (the service's registry plus per-route request counts and
- *     latency histograms), answered before the route table.
+ *     latency histograms), answered before the route table; a public
+ *     listener (health_only) keeps only /healthz;
+ *   - one access-log line per request at info (method, route pattern,
+ *     status, duration_ms and the request id as JSON fields).
  *
  * Handlers run on civetweb worker threads; the route's ctx and the
  * server's state are shared between threads and must be thread-safe.
@@ -72,6 +75,8 @@ typedef bool (*cm_ready_fn)(void *ctx, cm_buf_t *why);
 enum {
     /** Add Cache-Control: no-store to every answer of this route. */
     CM_ROUTE_NO_STORE = 1u << 0,
+    /** Log its requests at debug, not info (probes, scrapes, /version). */
+    CM_ROUTE_QUIET = 1u << 1,
 };
 
 typedef struct cm_route {
@@ -109,6 +114,11 @@ typedef struct cm_http_config {
     void *ctx;         /* passed to every handler */
     cm_ready_fn ready; /* NULL → always ready */
     void *ready_ctx;
+    /*
+     * true: of the built-ins only /healthz is served (a public listener;
+     * /readyz and /metrics live on the admin listener, cm/service.h).
+     */
+    bool health_only;
     cm_metrics_t *metrics; /* borrowed; NULL → a private registry */
     int drain_ms;          /* the service's longest request: what a stop waits for (cm/service.h) */
 } cm_http_config_t;
@@ -136,6 +146,9 @@ cm_http_t *cm_http_start(const cm_http_config_t *cfg, int *err);
  * notice). Returns true when nothing is in flight. NULL-safe.
  */
 bool cm_http_drain(cm_http_t *srv, int timeout_ms);
+
+/** Requests being answered right now (for an in-flight gauge). NULL-safe: 0. */
+int cm_http_in_flight(const cm_http_t *srv);
 
 /**
  * Drains (up to CM_HTTP_DRAIN_MS), stops civetweb, frees the server.

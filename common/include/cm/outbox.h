@@ -50,7 +50,10 @@ typedef struct cm_outbox_config {
     cm_db_pool_t *pool;      /* for taking and marking rows (borrowed) */
     cm_producer_t *producer; /* borrowed */
     int batch;               /* rows per round, default 100 */
-    /* Borrowed; NULL for none. Adds linktr_outbox_backlog and linktr_outbox_published_total. */
+    /*
+     * Borrowed; NULL for none. Adds linktr_outbox_backlog (unsent rows),
+     * linktr_outbox_oldest_unsent_age_seconds and linktr_outbox_published_total.
+     */
     cm_metrics_t *metrics;
 } cm_outbox_config_t;
 

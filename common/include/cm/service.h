@@ -22,10 +22,18 @@
  *   6. def->start starts the service's own parts and names its routes;
  *      with a database, the retention sweeper starts (cm/sweep.h: the
  *      schema's retention_sweep function, on RETENTION_* settings);
- *   7. the HTTP server starts; the process waits for SIGINT or SIGTERM;
- *   8. the server drains (readiness fails, in-flight requests finish),
- *      stops, then def->stop stops the service's parts, and everything
- *      common is freed in the reverse order of its start.
+ *   7. the HTTP servers start: the admin listener on ADMIN_PORT (PORT +
+ *      1000 unless set: GET /healthz, /readyz, /metrics and /version, no
+ *      service route; probes and Prometheus use it) and the public one on
+ *      PORT (the service's routes and a constant-time /healthz only); the
+ *      process waits for SIGINT or SIGTERM;
+ *   8. readiness fails, the public server drains (in-flight requests
+ *      finish), both stop, then def->stop stops the service's parts, and
+ *      everything common is freed in the reverse order of its start.
+ *
+ * Every request gets one access-log line at info (cm/http.h); the
+ * registry also carries linktr_http_requests_in_flight and linktr_ready (1
+ * when the ready callback says so, evaluated at scrape time).
  */
 #ifndef CM_SERVICE_H
 #define CM_SERVICE_H

@@ -130,15 +130,9 @@ static void more_errors_than_the_table_holds_are_counted_not_lost(void **state)
     free(out);
 }
 
-static const char *const SHARED_VARS[] = {"PORT",
-                                          "BIND_ADDRESS",
-                                          "LOG_LEVEL",
-                                          "HTTP_THREADS",
-                                          "DATABASE_URL",
-                                          "DB_POOL_SIZE",
-                                          "KAFKA_BOOTSTRAP",
-                                          "PUBLIC_BASE_URL",
-                                          NULL};
+static const char *const SHARED_VARS[] = {
+    "PORT",         "ADMIN_PORT",   "BIND_ADDRESS",    "LOG_LEVEL",       "HTTP_THREADS",
+    "DATABASE_URL", "DB_POOL_SIZE", "KAFKA_BOOTSTRAP", "PUBLIC_BASE_URL", NULL};
 
 static void unset_shared(void)
 {
@@ -159,6 +153,7 @@ static void the_shared_variables_take_the_service_defaults(void **state)
     cm_cfg_service(&c, &d, &s);
     assert_int_equal(cm_cfg_finish(&c), 0);
     assert_int_equal(s.port, 8123);
+    assert_int_equal(s.admin_port, 9123);
     assert_string_equal(s.bind, "127.0.0.1");
     assert_int_equal(s.log_level, CM_LOG_INFO);
     assert_int_equal(s.http_threads, 7);
@@ -186,6 +181,44 @@ static void a_service_without_database_or_kafka_reads_neither(void **state)
     assert_null(s.database_url);
     assert_null(s.kafka_bootstrap);
     assert_string_equal(s.public_base_url, "https://linktr.example");
+    cm_service_config_dispose(&s);
+    unset_shared();
+}
+
+static void the_admin_port_must_differ_from_port_and_is_needed_above_64535(void **state)
+{
+    (void)state;
+    unset_shared();
+    setenv("PORT", "8001", 1);
+    setenv("ADMIN_PORT", "8001", 1);
+    cm_service_defaults_t d = {.port = 8001, .http_threads = 4};
+    cm_service_config_t s;
+    cm_cfg_t c;
+    cm_cfg_init(&c, "test");
+    cm_cfg_service(&c, &d, &s);
+    int rc = 0;
+    char *out = finish_and_capture(&c, &rc);
+    assert_int_equal(rc, CM_EINVAL);
+    assert_non_null(strstr(out, "ADMIN_PORT: must differ from PORT"));
+    free(out);
+    cm_service_config_dispose(&s);
+
+    setenv("PORT", "65000", 1);
+    unsetenv("ADMIN_PORT");
+    cm_cfg_init(&c, "test");
+    cm_cfg_service(&c, &d, &s);
+    out = finish_and_capture(&c, &rc);
+    assert_int_equal(rc, CM_EINVAL);
+    assert_non_null(strstr(out, "ADMIN_PORT: must be set"));
+    free(out);
+    cm_service_config_dispose(&s);
+
+    setenv("ADMIN_PORT", "9999", 1);
+    cm_cfg_init(&c, "test");
+    cm_cfg_service(&c, &d, &s);
+    assert_int_equal(cm_cfg_finish(&c), 0);
+    assert_int_equal(s.port, 65000);
+    assert_int_equal(s.admin_port, 9999);
     cm_service_config_dispose(&s);
     unset_shared();
 }
@@ -257,6 +290,7 @@ int main(void)
         cmocka_unit_test(more_errors_than_the_table_holds_are_counted_not_lost),
         cmocka_unit_test(the_shared_variables_take_the_service_defaults),
         cmocka_unit_test(a_service_without_database_or_kafka_reads_neither),
+        cmocka_unit_test(the_admin_port_must_differ_from_port_and_is_needed_above_64535),
         cmocka_unit_test(every_bad_shared_variable_is_named_once),
         cmocka_unit_test(the_jwt_keys_are_required_only_where_asked),
     };

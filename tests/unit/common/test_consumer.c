@@ -108,7 +108,7 @@ static void consumer_commits_so_a_new_member_of_the_group_does_not_see_it_again(
         t_sleep_ms(50);
     assert_true(cm_consumer_healthy(c));
     /* The lag comes from librdkafka's statistics, every 2 s. */
-    assert_true(t_wait_metric(m, "linktr_consumer_lag{topic=\"t.orders\"} 0\n", 10000));
+    assert_true(t_wait_metric(m, "linktr_consumer_lag_messages{topic=\"t.orders\"} 0\n", 10000));
     assert_true(
         t_wait_metric(m, "linktr_consumer_messages_total{topic=\"t.orders\",result=\"ok\"} 3", 0));
     cm_consumer_stop(c);
@@ -225,12 +225,12 @@ static void failing_partition_is_held_back_while_other_partitions_keep_flowing(v
     assert_int_equal(t_seen_count(&s, "p0-after"), 0); /* nothing past it: order is kept */
     assert_true(cm_consumer_healthy(c));
     /* The two messages held back on partition 0 (never committed there) are the lag. */
-    assert_true(t_wait_metric(m, "linktr_consumer_lag{topic=\"t.orders\"} 2\n", 8000));
+    assert_true(t_wait_metric(m, "linktr_consumer_lag_messages{topic=\"t.orders\"} 2\n", 8000));
     pthread_mutex_lock(&s.mu);
     s.always = NULL; /* the database is back */
     pthread_mutex_unlock(&s.mu);
     assert_true(t_seen_wait_value(&s, "p0-after", 15000));
-    assert_true(t_wait_metric(m, "linktr_consumer_lag{topic=\"t.orders\"} 0\n", 8000));
+    assert_true(t_wait_metric(m, "linktr_consumer_lag_messages{topic=\"t.orders\"} 0\n", 8000));
     cm_consumer_stop(c);
     assert_int_equal(t_seen_count(&s, "stuck"), 1);
     assert_int_equal(t_seen_count(&s, "p0-after"), 1);

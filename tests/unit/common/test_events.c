@@ -68,6 +68,54 @@ static void new_event_round_trips_through_dump_and_parse(void **state)
     json_decref(ev);
 }
 
+/* The correlation id: set, validated against the schema, parsed back, and its traceparent. */
+static void a_correlation_id_round_trips_and_gives_a_w3c_traceparent(void **state)
+{
+    (void)state;
+    json_t *ev =
+        cm_event_new(CM_EV_USER_VERIFIED, "auth",
+                     json_pack("{s:s, s:s}", "user_id", "0b7f3c1e-4a1b-4c2d-9e8f-0123456789ab",
+                               "verified_at", "2026-11-27T10:00:00.123Z"));
+    assert_int_equal(cm_event_set_correlation(ev, "req-42.A_b"), 0);
+    assert_int_equal(cm_event_set_correlation(ev, NULL), 0); /* none: unchanged */
+    char err[256];
+    assert_true(t_schema_validate_event(ev, err, sizeof err));
+    assert_int_equal(cm_event_set_correlation(ev, "bad id\r\nX: y"), CM_EINVAL);
+    assert_string_equal(json_string_value(json_object_get(ev, "correlation_id")), "req-42.A_b");
+    char *text = json_dumps(ev, JSON_COMPACT);
+    cm_event_t parsed;
+    assert_int_equal(cm_event_parse(text, strlen(text), &parsed), 0);
+    assert_string_equal(parsed.correlation_id, "req-42.A_b");
+    char tp[CM_TRACEPARENT_LEN + 1];
+    assert_int_equal(cm_event_traceparent(parsed.correlation_id, parsed.id, tp), 0);
+    assert_int_equal(strlen(tp), CM_TRACEPARENT_LEN);
+    assert_memory_equal(tp, "00-", 3);
+    assert_string_equal(tp + 52, "-01");
+    cm_event_dispose(&parsed);
+    free(text);
+    json_decref(ev);
+    /* A UUID request id is the trace id itself; the event id gives the parent id. */
+    assert_int_equal(cm_event_traceparent("0AF7651F-6a2b-4c3d-9e8f-0123456789AB",
+                                          "b7ad6b71-6920-4ccc-8e59-2f1c3b4d5e6f", tp),
+                     0);
+    assert_string_equal(tp, "00-0af7651f6a2b4c3d9e8f0123456789ab-b7ad6b7169204ccc-01");
+    assert_int_equal(cm_event_traceparent("x y", "b7ad6b71-6920-4ccc-8e59-2f1c3b4d5e6f", tp),
+                     CM_EINVAL);
+    assert_int_equal(cm_event_traceparent("ok", "not-a-uuid", tp), CM_EINVAL);
+    /* Without one the field is empty; a malformed one makes the envelope malformed. */
+    const char *plain =
+        "{\"id\":\"0b7f3c1e-4a1b-4c2d-9e8f-0123456789ab\",\"type\":\"user.verified\","
+        "\"version\":1,\"occurred_at\":\"2026-11-27T10:00:00Z\",\"source\":\"auth\","
+        "\"data\":{}}";
+    assert_int_equal(cm_event_parse(plain, strlen(plain), &parsed), 0);
+    assert_string_equal(parsed.correlation_id, "");
+    cm_event_dispose(&parsed);
+    const char *bad = "{\"id\":\"0b7f3c1e-4a1b-4c2d-9e8f-0123456789ab\",\"type\":\"user.verified\","
+                      "\"version\":1,\"occurred_at\":\"2026-11-27T10:00:00Z\",\"source\":\"auth\","
+                      "\"data\":{},\"correlation_id\":\"a b\"}";
+    assert_int_equal(cm_event_parse(bad, strlen(bad), &parsed), CM_EPARSE);
+}
+
 static void new_events_get_distinct_ids(void **state)
 {
     (void)state;
@@ -250,6 +298,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(new_event_round_trips_through_dump_and_parse),
         cmocka_unit_test(new_events_get_distinct_ids),
+        cmocka_unit_test(a_correlation_id_round_trips_and_gives_a_w3c_traceparent),
         cmocka_unit_test(new_event_refuses_bad_type_source_or_data),
         cmocka_unit_test(parse_accepts_the_design_example),
         cmocka_unit_test(parse_rejects_each_missing_member),

@@ -1053,6 +1053,41 @@ static void readyz_is_503_naming_what_is_down(void **state)
     t_resp_dispose(&r);
 }
 
+/* A public listener (health_only): /healthz stays, /readyz and /metrics are 404 like any path. */
+static void a_health_only_server_keeps_healthz_and_hides_readyz_and_metrics(void **state)
+{
+    (void)state;
+    int port = t_free_port();
+    cm_http_config_t cfg = {.service = "public",
+                            .bind = "127.0.0.1",
+                            .port = port,
+                            .threads = 2,
+                            .request_timeout_ms = 5000,
+                            .routes = routes,
+                            .nroutes = sizeof routes / sizeof routes[0],
+                            .health_only = true};
+    int err = 1;
+    cm_http_t *srv = cm_http_start(&cfg, &err);
+    assert_non_null(srv);
+    fixture_t pub = {.port = port};
+    snprintf(pub.base, sizeof pub.base, "http://127.0.0.1:%d", port);
+    t_resp_t r;
+    get(&pub, "/healthz", NULL, &r);
+    assert_int_equal(r.status, 200);
+    t_resp_dispose(&r);
+    const char *hidden[] = {"/readyz", "/readyz/", "/metrics", "/metrics/"};
+    for (size_t i = 0; i < sizeof hidden / sizeof hidden[0]; i++) {
+        get(&pub, hidden[i], NULL, &r);
+        assert_problem(&r, 404);
+        t_resp_dispose(&r);
+    }
+    get(&pub, "/api/hello", NULL, &r);
+    assert_int_equal(r.status, 200); /* the service's routes are served as before */
+    t_resp_dispose(&r);
+    assert_int_equal(cm_http_in_flight(srv), 0);
+    cm_http_stop(srv);
+}
+
 static void metrics_count_requests_by_route_pattern_not_raw_path(void **state)
 {
     fixture_t *fx = *state;
@@ -1319,6 +1354,7 @@ int main(void)
         T(odd_request_ids_are_replaced_with_a_uuid),
         T(healthz_and_readyz_answer_ok_when_ready),
         T(readyz_is_503_naming_what_is_down),
+        T(a_health_only_server_keeps_healthz_and_hides_readyz_and_metrics),
         T(metrics_count_requests_by_route_pattern_not_raw_path),
         cmocka_unit_test(a_body_trickled_past_the_deadline_is_408_and_the_connection_closed),
         cmocka_unit_test(a_refused_body_closes_the_connection_instead_of_draining_it),

@@ -264,6 +264,20 @@ static void rolled_back_outbox_insert_publishes_nothing(void **state)
     cm_producer_free(p);
 }
 
+/* The value of an unlabelled sample in m's text, or -1 when absent. */
+static double sample_of(cm_metrics_t *m, const char *name)
+{
+    cm_buf_t text;
+    cm_buf_init(&text);
+    cm_metrics_render(m, &text);
+    char *needle = cm_xasprintf("\n%s ", name);
+    const char *at = text.data ? strstr(text.data, needle) : NULL;
+    double v = at ? strtod(at + strlen(needle), NULL) : -1;
+    free(needle);
+    cm_buf_dispose(&text);
+    return v;
+}
+
 static void rows_wait_while_kafka_is_down_and_go_out_once_it_is_back(void **state)
 {
     pgfix_t *g = *state;
@@ -279,6 +293,13 @@ static void rows_wait_while_kafka_is_down_and_go_out_once_it_is_back(void **stat
     assert_int_equal(count_rows(g, UNSENT), 2);
     /* The gauge shows them while the relay still waits for the broker's answer. */
     assert_true(t_wait_metric(m, "linktr_outbox_backlog 2\n", 0));
+    /* ...and how long the oldest has waited: refreshed at least once a round (at most
+     * OUTBOX_ROUND_MS while the broker does not answer), so poll generously. */
+    int64_t until = cm_now_mono_ms() + 15000;
+    while (sample_of(m, "linktr_outbox_oldest_unsent_age_seconds") < 1.0 &&
+           cm_now_mono_ms() < until)
+        t_sleep_ms(100);
+    assert_true(sample_of(m, "linktr_outbox_oldest_unsent_age_seconds") >= 1.0);
     int64_t t0 = cm_now_mono_ms();
     stop_relay(g);
     assert_true(cm_now_mono_ms() - t0 < 1000); /* stop does not wait for the broker */
@@ -306,6 +327,7 @@ static void rows_wait_while_kafka_is_down_and_go_out_once_it_is_back(void **stat
     }
     assert_true(got1 && got2);
     assert_true(t_wait_metric(m, "linktr_outbox_backlog 0", 0));
+    assert_true(t_wait_metric(m, "linktr_outbox_oldest_unsent_age_seconds 0\n", 0));
     assert_true(t_wait_metric(m, "linktr_outbox_published_total 2", 0));
     t_seen_dispose(&s);
     json_decref(events[0]);

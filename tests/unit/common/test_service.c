@@ -43,6 +43,9 @@ static int fake_load(void *arg, const cm_service_config_t **svc)
     trace(f, 'l');
     if (f->fail_load)
         return CM_EINVAL;
+    char admin[16];
+    snprintf(admin, sizeof admin, "%d", t_free_port());
+    setenv("ADMIN_PORT", admin, 1);
     cm_service_defaults_t d = {.port = t_free_port(), .http_threads = 2};
     cm_cfg_t c;
     cm_cfg_init(&c, "fake");
@@ -95,7 +98,36 @@ typedef struct stopper {
     pthread_t main;
     fake_t *f;
     int hello_status;
+    /* What the two listeners answered once /hello did. */
+    long public_readyz, public_metrics, admin_readyz, admin_hello, admin_version;
+    bool in_flight_exported;
 } stopper_t;
+
+static long status_at(int port, const char *path, char **body)
+{
+    char url[96];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", port, path);
+    t_resp_t r = {0};
+    long st = t_get(url, NULL, &r) == 0 ? r.status : 0;
+    if (body)
+        *body = cm_xstrdup(r.body ? r.body : "");
+    t_resp_dispose(&r);
+    return st;
+}
+
+static void probe_listeners(stopper_t *s)
+{
+    const cm_service_config_t *c = &s->f->svc;
+    s->public_readyz = status_at(c->port, "/readyz", NULL);
+    s->public_metrics = status_at(c->port, "/metrics", NULL);
+    s->admin_readyz = status_at(c->admin_port, "/readyz", NULL);
+    s->admin_hello = status_at(c->admin_port, "/hello", NULL);
+    s->admin_version = status_at(c->admin_port, "/version", NULL);
+    char *metrics = NULL;
+    if (status_at(c->admin_port, "/metrics", &metrics) == 200)
+        s->in_flight_exported = strstr(metrics, "\nlinktr_http_requests_in_flight ") != NULL;
+    free(metrics);
+}
 
 static void *stop_when_serving(void *arg)
 {
@@ -112,6 +144,8 @@ static void *stop_when_serving(void *arg)
         if (s->hello_status != 200)
             t_sleep_ms(20);
     }
+    if (s->hello_status == 200)
+        probe_listeners(s);
     pthread_kill(s->main, SIGTERM);
     return NULL;
 }
@@ -128,6 +162,12 @@ static void serves_until_sigterm_then_stops_in_order(void **state)
     pthread_join(t, NULL);
     assert_int_equal(rc, 0);
     assert_int_equal(s.hello_status, 200);
+    assert_int_equal(s.public_readyz, 404);
+    assert_int_equal(s.public_metrics, 404);
+    assert_int_equal(s.admin_readyz, 200);
+    assert_int_equal(s.admin_hello, 404);
+    assert_int_equal(s.admin_version, 200);
+    assert_true(s.in_flight_exported);
     assert_true(f.metrics_seen);
     assert_string_equal(f.trace, "lstd");
 }

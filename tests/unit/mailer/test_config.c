@@ -37,9 +37,9 @@ static char *load_capturing(mail_config_t *cfg, int *rc)
 static void clear_env(void)
 {
     const char *vars[] = {
-        "PORT",     "DATABASE_URL", "KAFKA_BOOTSTRAP", "MAILER_SEAL_SECRET_KEY_FILE",
-        "MAIL_DIR", "SMTP_URL",     "MAIL_FROM",       "MAIL_MAX_ATTEMPTS",
-        "LOG_LEVEL"};
+        "PORT",      "DATABASE_URL",      "KAFKA_BOOTSTRAP", "MAILER_SEAL_SECRET_KEY_FILE",
+        "MAIL_DIR",  "SMTP_URL",          "MAIL_FROM",       "MAIL_MAX_ATTEMPTS",
+        "LOG_LEVEL", "MAIL_TEMPLATES_DIR"};
     for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++)
         unsetenv(vars[i]);
 }
@@ -79,6 +79,9 @@ static void a_good_key_file_gives_the_key_pair_and_defaults_apply(void **state)
     assert_int_equal(cfg.svc.port, 8003);
     assert_string_equal(cfg.mail_dir, ".run/mail");
     assert_null(cfg.smtp_url);
+    assert_non_null(cfg.templates); /* the built-ins */
+    assert_string_equal(mail_templates_get(cfg.templates, "verify_email.txt"),
+                        mail_template_get("verify_email.txt"));
     assert_string_equal(cfg.mail_from, "linktr <no-reply@linktr.local>");
     assert_string_equal(cfg.svc.public_base_url, "http://127.0.0.1:8000");
     mail_config_dispose(&cfg);
@@ -96,13 +99,18 @@ static void every_bad_variable_is_named_and_secrets_are_not_echoed(void **state)
     setenv("MAILER_SEAL_SECRET_KEY_FILE", path, 1);
     setenv("SMTP_URL", "http://user:hunter2@mail.example", 1);
     setenv("MAIL_MAX_ATTEMPTS", "0", 1);
+    setenv("MAIL_TEMPLATES_DIR", "/nonexistent/linktr-templates", 1);
     mail_config_t cfg;
     int rc = 0;
     char *err = load_capturing(&cfg, &rc);
     assert_int_equal(rc, CM_EINVAL);
-    const char *named[] = {
-        "PORT",     "DATABASE_URL",     "KAFKA_BOOTSTRAP", "MAILER_SEAL_SECRET_KEY_FILE",
-        "SMTP_URL", "MAIL_MAX_ATTEMPTS"};
+    const char *named[] = {"PORT",
+                           "DATABASE_URL",
+                           "KAFKA_BOOTSTRAP",
+                           "MAILER_SEAL_SECRET_KEY_FILE",
+                           "SMTP_URL",
+                           "MAIL_MAX_ATTEMPTS",
+                           "MAIL_TEMPLATES_DIR: /nonexistent/linktr-templates"};
     for (size_t i = 0; i < sizeof named / sizeof named[0]; i++)
         assert_non_null(strstr(err, named[i]));
     assert_null(strstr(err, "hunter2"));

@@ -41,6 +41,32 @@ static char *render(const char *template_name, const char *username, const char 
     return cm_buf_steal(&out);
 }
 
+/* A fresh folder for template overrides; caller removes it with rm_dir. */
+static char *mk_dir(void)
+{
+    char tmpl[] = "/tmp/linktr-templates-XXXXXX";
+    assert_non_null(mkdtemp(tmpl));
+    return strdup(tmpl);
+}
+
+static void put(const char *dir, const char *name, const char *text)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+static void rm_dir(char *dir)
+{
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+    free(dir);
+}
+
 /* The part of msg between the first occurrence of from and the next "\r\n--". */
 static char *part(const char *msg, const char *content_type)
 {
@@ -218,6 +244,128 @@ static void missing_template_or_field_is_an_error(void **state)
     cm_buf_dispose(&out);
 }
 
+/* MAIL_TEMPLATES_DIR: files there replace the built-ins of the same name, the rest stay. */
+static void a_templates_folder_replaces_only_the_files_it_holds(void **state)
+{
+    (void)state;
+    char *dir = mk_dir();
+    put(dir, "verify_email.subject", "Confirm, {{username}}!\n");
+    put(dir, "verify_email.txt", "Custom text for {{username}}: {{verify_url}}\n");
+    put(dir, ".hidden", "skipped");
+    char why[256] = "";
+    int err = -1;
+    mail_templates_t *t = mail_templates_load(dir, why, sizeof why, &err);
+    assert_non_null(t);
+    assert_int_equal(err, 0);
+    assert_int_equal(mail_templates_overridden(t), 2);
+    mail_field_t fields[] = {{"username", "ada"},
+                             {"email", "ada@example.com"},
+                             {"verify_url", "http://x/verify-email?token=t1"}};
+    mail_compose_t c = {.template_name = "verify_email",
+                        .from = FROM,
+                        .to = "ada@example.com",
+                        .fields = fields,
+                        .nfields = 3,
+                        .date_us = DATE_US,
+                        .templates = t};
+    cm_buf_t out;
+    cm_buf_init(&out);
+    assert_int_equal(mail_render(&c, &out), 0);
+    assert_non_null(strstr(out.data, "Subject: Confirm, ada!\r\n"));
+    assert_non_null(strstr(out.data, "Custom text for ada: http://x/verify-email?token=t1"));
+    /* The HTML part was not overridden: the built-in one. */
+    assert_non_null(strstr(out.data, "<a href=\"http://x/verify-email?token=t1\">"));
+    cm_buf_dispose(&out);
+    /* Other templates are the built-ins; NULL is the built-ins too. */
+    assert_string_equal(mail_templates_get(t, "reset_password.txt"),
+                        mail_template_get("reset_password.txt"));
+    assert_string_equal(mail_templates_get(NULL, "verify_email.txt"),
+                        mail_template_get("verify_email.txt"));
+    assert_null(mail_templates_get(t, "nope.txt"));
+    mail_templates_free(t);
+    t = mail_templates_load(NULL, why, sizeof why, &err);
+    assert_non_null(t);
+    assert_int_equal(mail_templates_overridden(t), 0);
+    mail_templates_free(t);
+    rm_dir(dir);
+}
+
+/* A bad override stops the start, naming the file, instead of failing every mail later. */
+static void a_bad_template_file_is_refused_naming_it(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *name, *text, *says;
+    } cases[] = {
+        {"verify_email.txt", "Hi {{usrname}}\n",
+         "verify_email.txt: unknown placeholder {{usrname}}"},
+        {"verify_email.html", "<p>{{verify_url</p>", "verify_email.html: a \"{{\" is never closed"},
+        {"verify_email.subject", "one\ntwo\n", "verify_email.subject: a subject is one line"},
+        {"verify_mail.txt", "typo in the name", "verify_mail.txt: not the name of a template"},
+        /* reset_url is a field, but not one the verify mail gets. */
+        {"verify_email.txt", "{{reset_url}}", "unknown placeholder {{reset_url}}"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *dir = mk_dir();
+        put(dir, cases[i].name, cases[i].text);
+        char why[256] = "";
+        int err = 0;
+        assert_null(mail_templates_load(dir, why, sizeof why, &err));
+        assert_int_equal(err, CM_EINVAL);
+        if (!strstr(why, cases[i].says))
+            fail_msg("case %zu: %s", i, why);
+        rm_dir(dir);
+    }
+    char why[256] = "";
+    int err = 0;
+    assert_null(mail_templates_load("/nonexistent/linktr-templates", why, sizeof why, &err));
+    assert_int_equal(err, CM_EIO);
+    assert_non_null(strstr(why, "cannot open"));
+    /* Too large. */
+    char *dir = mk_dir();
+    char *big = malloc(MAIL_MAX_TEMPLATE_FILE + 2);
+    memset(big, 'x', MAIL_MAX_TEMPLATE_FILE + 1);
+    big[MAIL_MAX_TEMPLATE_FILE + 1] = '\0';
+    put(dir, "reset_password.html", big);
+    free(big);
+    assert_null(mail_templates_load(dir, why, sizeof why, &err));
+    assert_non_null(strstr(why, "larger than 64 KiB"));
+    rm_dir(dir);
+}
+
+/* The event's correlation id goes out as X-Request-Id; an odd one is left out. */
+static void the_correlation_id_becomes_the_x_request_id_header(void **state)
+{
+    (void)state;
+    mail_field_t fields[] = {{"username", "ada"},
+                             {"email", "ada@example.com"},
+                             {"verify_url", "http://x/verify-email?token=t1"}};
+    const char *ids[] = {"req-7f3c.trace_1", "evil\r\nBcc: x@example.com", NULL};
+    for (int i = 0; i < 3; i++) {
+        mail_compose_t c = {.template_name = "verify_email",
+                            .from = FROM,
+                            .to = "ada@example.com",
+                            .fields = fields,
+                            .nfields = 3,
+                            .date_us = DATE_US,
+                            .correlation_id = ids[i]};
+        cm_buf_t out;
+        cm_buf_init(&out);
+        assert_int_equal(mail_render(&c, &out), 0);
+        const char *head_end = strstr(out.data, "\r\n\r\n");
+        const char *h = strstr(out.data, "\r\nX-Request-Id: ");
+        if (i == 0) {
+            assert_non_null(h);
+            assert_true(h < head_end);
+            assert_non_null(strstr(out.data, "\r\nX-Request-Id: req-7f3c.trace_1\r\n"));
+        } else {
+            assert_null(h);
+            assert_null(strstr(out.data, "Bcc:"));
+        }
+        cm_buf_dispose(&out);
+    }
+}
+
 static void every_template_has_subject_text_and_html(void **state)
 {
     (void)state;
@@ -280,6 +428,9 @@ int main(void)
         cmocka_unit_test(a_username_with_a_line_break_cannot_inject_a_header),
         cmocka_unit_test(missing_template_or_field_is_an_error),
         cmocka_unit_test(every_template_has_subject_text_and_html),
+        cmocka_unit_test(a_templates_folder_replaces_only_the_files_it_holds),
+        cmocka_unit_test(the_correlation_id_becomes_the_x_request_id_header),
+        cmocka_unit_test(a_bad_template_file_is_refused_naming_it),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -105,8 +105,22 @@ typedef struct fixture {
     char dir[64];
     char *inbox; /* the server's Maildir */
     int dead_calls;
-    char *dead_value; /* the last dead letter */
+    char *dead_value;      /* the last dead letter */
+    cm_metrics_t *metrics; /* linktr_mails_dead_total, linktr_mail_send_duration_seconds */
 } fixture_t;
+
+/* True when a line of the rendered registry starts with line. */
+static bool has_sample(fixture_t *f, const char *line)
+{
+    cm_buf_t text;
+    cm_buf_init(&text);
+    cm_metrics_render(f->metrics, &text);
+    char *needle = cm_xasprintf("\n%s", line);
+    bool found = text.data && strstr(text.data, needle) != NULL;
+    free(needle);
+    cm_buf_dispose(&text);
+    return found;
+}
 
 static int capture_dead(void *ctx, const char *key, const char *value, size_t len)
 {
@@ -133,7 +147,16 @@ static int setup(void **state)
     f->cfg.max_attempts = 3;
     f->cfg.retry_base_ms = 10;
     f->cfg.retry_cap_ms = 40;
-    f->ctx = (mail_ctx_t){.cfg = &f->cfg, .pool = f->pool, .dead = capture_dead, .dead_ctx = f};
+    f->metrics = cm_metrics_new();
+    f->ctx = (mail_ctx_t){
+        .cfg = &f->cfg,
+        .pool = f->pool,
+        .dead = capture_dead,
+        .dead_ctx = f,
+        .dead_total =
+            cm_metrics_counter(f->metrics, "linktr_mails_dead_total", "Dead.", "template"),
+        .send_duration = cm_metrics_histogram(f->metrics, "linktr_mail_send_duration_seconds",
+                                              "Send time.", "transport,result", NULL, 0)};
     *state = f;
     return 0;
 }
@@ -147,6 +170,7 @@ static int teardown(void **state)
     free(cmd);
     free(f->inbox);
     free(f->dead_value);
+    cm_metrics_free(f->metrics);
     mail_config_dispose(&f->cfg);
     free(f);
     curl_global_cleanup();
@@ -321,6 +345,10 @@ static void a_permanent_refusal_goes_to_mail_dead_at_once_and_only_once(void **s
     server_stop(&s);
     assert_int_equal(f->dead_calls, 1);
     assert_ledger(f, ev, "dead,1");
+    /* Counted once, and the refused attempt was timed as an SMTP error. */
+    assert_true(has_sample(f, "linktr_mails_dead_total{template=\"verify_email\"} 1\n"));
+    assert_true(has_sample(
+        f, "linktr_mail_send_duration_seconds_count{transport=\"smtp\",result=\"error\"} "));
     json_t *letter = json_loads(f->dead_value, 0, NULL);
     assert_non_null(letter);
     assert_string_equal(json_string_value(json_object_get(letter, "type")), "mail.dead");
