@@ -45,11 +45,11 @@ against their CRD schemas, by validate_crs.py):
              without the annotations Strimzi ignores since 0.48, and with a
              plain listener; node pools of that cluster with
              controller and broker roles; one KafkaTopic per event schema in
-             proto/events (plus nothing else), each with 6 partitions and
+             proto/events (plus nothing else), each with 1-1000 partitions and
              replicas <= brokers, min.insync.replicas < replicas (1 on a
              single node); with 3+ brokers replication >= 3 and
              min.insync.replicas >= 2; consumer HPAs (referral, mailer) never
-             above the partition count; KAFKA_BOOTSTRAP names the cluster's
+             above the fewest partitions among the topics they read; KAFKA_BOOTSTRAP names the cluster's
              bootstrap Service and listener port
 
 Prints one line per finding and exits 1 if there is any; 2 on unreadable input.
@@ -61,9 +61,15 @@ import sys
 import yaml
 
 SERVICES = ("gateway", "auth", "referral", "mailer")
-CONSUMERS = ("referral", "mailer")
+# The topics each consumer group reads (services/*/consumer.c): its useful
+# replicas stop at the smallest of their partition counts.
+CONSUMERS = {
+    "referral": ("user.registered", "user.verified"),
+    "mailer": ("user.registered", "verify.requested", "reset.requested", "password.changed",
+               "reward.granted"),
+}
 REPO = os.path.realpath(os.path.join(os.path.dirname(__file__), "..", ".."))
-PARTITIONS = 6
+MAX_PARTITIONS = 1000
 # The operator release the manifests are written for and the Kafka versions
 # it runs (shared/vendor/strimzi-crds/README.md); the CRD schemas themselves
 # are checked by validate_crs.py.
@@ -176,6 +182,17 @@ def secret_refs(d):
     return names
 
 
+def consumer_partitions(docs, name):
+    """The fewest partitions among the topics consumer `name` reads, from the
+    rendered KafkaTopics; None for a service that consumes nothing."""
+    if name not in CONSUMERS:
+        return None
+    counts = {t["spec"].get("topicName", n): t["spec"].get("partitions")
+              for n, t in by_kind(docs, "KafkaTopic").items()}
+    known = [counts[t] for t in CONSUMERS[name] if isinstance(counts.get(t), int)]
+    return min(known) if known else 6
+
+
 def check_services(docs, out):
     deps, svcs = by_kind(docs, "Deployment"), by_kind(docs, "Service")
     hpas, pdbs = by_kind(docs, "HorizontalPodAutoscaler"), by_kind(docs, "PodDisruptionBudget")
@@ -206,9 +223,10 @@ def check_services(docs, out):
                 out.append(f"HPA {name}: targets {t['kind']}/{t['name']}")
             if h["spec"].get("minReplicas", 1) > h["spec"]["maxReplicas"]:
                 out.append(f"HPA {name}: minReplicas above maxReplicas")
-            if name in CONSUMERS and h["spec"]["maxReplicas"] > PARTITIONS:
+            bound = consumer_partitions(docs, name)
+            if bound is not None and h["spec"]["maxReplicas"] > bound:
                 out.append(f"HPA {name}: maxReplicas {h['spec']['maxReplicas']} above the "
-                           f"{PARTITIONS} partitions its consumers can share")
+                           f"{bound} partitions its consumers can share")
         p = pdbs.get(name)
         if not p or p.get("apiVersion") != "policy/v1" or not matches(p["spec"]["selector"]["matchLabels"], labels):
             out.append(f"no policy/v1 PodDisruptionBudget {name} selecting its pods")
@@ -268,8 +286,9 @@ def check_kafka(docs, topics_wanted, out):
         found.add(topic)
         if (t["metadata"].get("labels") or {}).get("strimzi.io/cluster") != cluster:
             out.append(f"KafkaTopic {topic}: label strimzi.io/cluster must be {cluster}")
-        if t["spec"].get("partitions") != PARTITIONS:
-            out.append(f"KafkaTopic {topic}: partitions must be {PARTITIONS}")
+        parts = t["spec"].get("partitions")
+        if not isinstance(parts, int) or isinstance(parts, bool) or not 1 <= parts <= MAX_PARTITIONS:
+            out.append(f"KafkaTopic {topic}: partitions must be 1-{MAX_PARTITIONS}")
         check_replication(f"KafkaTopic {topic}", t["spec"].get("replicas", 1),
                           (t["spec"].get("config") or {}).get("min.insync.replicas", 1), brokers, out)
     for t in sorted(topics_wanted - found):
@@ -590,8 +609,12 @@ def self_test():
          "mailer: readOnlyRootFilesystem"),
         (lambda ds: dep(ds, "gateway").update(terminationGracePeriodSeconds=10), "gateway: terminationGrace"),
         (lambda ds: ds.append({"kind": "Secret", "metadata": {"name": "x"}}), "a Secret is rendered"),
-        (lambda ds: by_kind(ds, "HorizontalPodAutoscaler")["mailer"]["spec"].update(maxReplicas=12),
-         "HPA mailer: maxReplicas 12"),
+        (lambda ds: by_kind(ds, "HorizontalPodAutoscaler")["mailer"]["spec"].update(maxReplicas=13),
+         "HPA mailer: maxReplicas 13 above the 12 partitions"),
+        (lambda ds: by_kind(ds, "KafkaTopic")["user.verified"]["spec"].update(partitions=1),
+         "above the 1 partitions its consumers can share"),
+        (lambda ds: by_kind(ds, "KafkaTopic")["mail.dead"]["spec"].update(partitions=0),
+         "KafkaTopic mail.dead: partitions must be 1-1000"),
         (lambda ds: ds.remove(by_kind(ds, "KafkaTopic")["mail.dead"]), "no KafkaTopic for event type mail.dead"),
         (lambda ds: by_kind(ds, "KafkaTopic")["user.verified"]["spec"]["config"].update(
             {"min.insync.replicas": 3}), "KafkaTopic user.verified: min.insync.replicas 3"),

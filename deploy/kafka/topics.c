@@ -4,8 +4,10 @@
  *
  *   linktr-topics BOOTSTRAP [PARTITIONS [REPLICATION]]
  *
- * Existing topics are left as they are; the exit status is 0 when every
- * topic exists afterwards.
+ * PARTITIONS is a partition_spec.h spec: N for every topic (default 6), or
+ * topic=N,... with an optional bare N for the others. Existing topics are
+ * left as they are (their partition count too); the exit status is 0 when
+ * every topic exists afterwards.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -13,6 +15,8 @@
 #include <string.h>
 
 #include <librdkafka/rdkafka.h>
+
+#include "partition_spec.h"
 
 static const char *const topics[] = {
     "user.registered",    "user.verified",  "reset.requested", "password.changed",
@@ -74,11 +78,12 @@ static int report(rd_kafka_event_t *ev)
     return rc;
 }
 
-static int create_all(rd_kafka_t *rk, int partitions, int replication)
+static int create_all(rd_kafka_t *rk, const char *spec, int replication)
 {
     char err[256];
     rd_kafka_NewTopic_t *nt[NTOPICS];
     for (int i = 0; i < NTOPICS; i++) {
+        int partitions = partition_spec_for(spec, topics[i], 6, 1000);
         nt[i] = rd_kafka_NewTopic_new(topics[i], partitions, replication, err, sizeof err);
         if (!nt[i]) {
             fprintf(stderr, "linktr-topics: %s: %s\n", topics[i], err);
@@ -103,17 +108,19 @@ static int create_all(rd_kafka_t *rk, int partitions, int replication)
 
 int main(int argc, char **argv)
 {
-    int partitions = 6, replication = 1;
-    if (argc < 2 || argc > 4 || (argc > 2 && parse_count(argv[2], 1000, &partitions) != 0) ||
+    int replication = 1;
+    const char *spec = argc > 2 ? argv[2] : "6";
+    if (argc < 2 || argc > 4 || partition_spec_for(spec, "", 6, 1000) < 0 ||
         (argc > 3 && parse_count(argv[3], 10, &replication) != 0)) {
-        fprintf(stderr,
-                "usage: linktr-topics BOOTSTRAP [PARTITIONS(1-1000) [REPLICATION(1-10)]]\n");
+        fprintf(stderr, "usage: linktr-topics BOOTSTRAP [PARTITIONS [REPLICATION(1-10)]]\n"
+                        "  PARTITIONS: N (1-1000) for every topic, or topic=N,... with an\n"
+                        "  optional bare N for the others, e.g. 12,mail.dead=1\n");
         return 2;
     }
     rd_kafka_t *rk = admin_client(argv[1]);
     if (!rk)
         return 1;
-    int rc = create_all(rk, partitions, replication);
+    int rc = create_all(rk, spec, replication);
     rd_kafka_destroy(rk);
     return rc == 0 ? 0 : 1;
 }

@@ -26,6 +26,8 @@
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
 
+#include "../kafka/partition_spec.h"
+
 #define DEFAULT_TOPICS                                                                             \
     "user.registered,user.verified,reset.requested,password.changed,referral.converted,"           \
     "reward.granted,verify.requested,mail.dead"
@@ -36,7 +38,7 @@
 
 typedef struct mock_opts {
     const char *topics;         /* comma-separated list */
-    int partitions;             /* per topic */
+    const char *partitions;     /* a partition_spec.h spec: "6", "12,mail.dead=1", ... */
     const char *bootstrap_file; /* NULL: stdout only */
     int help;                   /* --help was given */
 } mock_opts_t;
@@ -44,27 +46,15 @@ typedef struct mock_opts {
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: linktr-kafka-mock [--topics a,b,...] [--partitions N]"
+            "usage: linktr-kafka-mock [--topics a,b,...] [--partitions SPEC]"
             " [--bootstrap-file PATH]\n"
             "  --topics          topics to create (default " DEFAULT_TOPICS ")\n"
-            "  --partitions N    partitions per topic, 1-%d (default %d)\n"
+            "  --partitions SPEC partitions per topic, 1-%d each (default %d): N for\n"
+            "                    every topic, or topic=N,... with an optional bare N\n"
+            "                    for the others, e.g. 12,mail.dead=1\n"
             "  --bootstrap-file  also write the broker address to PATH (atomically)\n"
             "Prints KAFKA_BOOTSTRAP=host:port and runs until SIGINT or SIGTERM.\n",
             MAX_PARTITIONS, DEFAULT_PARTITIONS);
-}
-
-/* Parses a whole decimal string into [min, max]; 0 or -1. */
-static int parse_int(const char *s, long min, long max, int *out)
-{
-    char *end = NULL;
-    if (!s || !*s)
-        return -1;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno != 0 || *end != '\0' || v < min || v > max)
-        return -1;
-    *out = (int)v;
-    return 0;
 }
 
 /* Returns the value of option argv[*i] and advances *i, or NULL if missing. */
@@ -80,7 +70,7 @@ static const char *option_value(int argc, char **argv, int *i)
 
 static int parse_args(int argc, char **argv, mock_opts_t *o)
 {
-    *o = (mock_opts_t){DEFAULT_TOPICS, DEFAULT_PARTITIONS, NULL, 0};
+    *o = (mock_opts_t){DEFAULT_TOPICS, NULL, NULL, 0};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
@@ -90,10 +80,13 @@ static int parse_args(int argc, char **argv, mock_opts_t *o)
                 return -1;
         } else if (strcmp(a, "--partitions") == 0) {
             const char *v = option_value(argc, argv, &i);
-            if (!v || parse_int(v, 1, MAX_PARTITIONS, &o->partitions) != 0) {
-                fprintf(stderr, "linktr-kafka-mock: --partitions must be 1-%d\n", MAX_PARTITIONS);
+            if (!v || partition_spec_for(v, "", DEFAULT_PARTITIONS, MAX_PARTITIONS) < 0) {
+                fprintf(stderr,
+                        "linktr-kafka-mock: --partitions must be N or topic=N,... (N 1-%d)\n",
+                        MAX_PARTITIONS);
                 return -1;
             }
+            o->partitions = v;
         } else if (strcmp(a, "--bootstrap-file") == 0) {
             if (!(o->bootstrap_file = option_value(argc, argv, &i)))
                 return -1;
@@ -113,7 +106,7 @@ static int valid_topic(const char *name, size_t len)
     return strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") >= len;
 }
 
-static int create_topic(rd_kafka_mock_cluster_t *mc, const char *name, size_t len, int parts)
+static int create_topic(rd_kafka_mock_cluster_t *mc, const char *name, size_t len, const char *spec)
 {
     char topic[MAX_TOPIC_LEN + 1];
     if (!valid_topic(name, len)) {
@@ -122,6 +115,8 @@ static int create_topic(rd_kafka_mock_cluster_t *mc, const char *name, size_t le
     }
     memcpy(topic, name, len);
     topic[len] = '\0';
+    int parts = spec ? partition_spec_for(spec, topic, DEFAULT_PARTITIONS, MAX_PARTITIONS)
+                     : DEFAULT_PARTITIONS;
     rd_kafka_resp_err_t err = rd_kafka_mock_topic_create(mc, topic, parts, 1);
     if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
         fprintf(stderr, "linktr-kafka-mock: cannot create topic %s: %s\n", topic,
@@ -132,7 +127,7 @@ static int create_topic(rd_kafka_mock_cluster_t *mc, const char *name, size_t le
 }
 
 /* Creates every topic of the comma-separated list; an empty item is an error. */
-static int create_topics(rd_kafka_mock_cluster_t *mc, const char *list, int parts)
+static int create_topics(rd_kafka_mock_cluster_t *mc, const char *list, const char *parts)
 {
     const char *p = list;
     for (;;) {

@@ -180,6 +180,20 @@ static void load_origins(cm_cfg_t *c, gw_list_t *out)
     free(v);
 }
 
+void gw_rate_divide(gw_rate_t rates[GW_RL_COUNT], long long replicas)
+{
+    if (replicas <= 1)
+        return;
+    for (int i = 0; i < GW_RL_COUNT; i++) {
+        long long burst = rates[i].burst, period = rates[i].period_s;
+        long long share = burst / replicas > 0 ? burst / replicas : 1;
+        /* share tokens per period × share × replicas / burst: the rate
+         * burst / (replicas × period), the period rounded up (never faster). */
+        long long stretched = (period * share * replicas + burst - 1) / burst;
+        rates[i] = (gw_rate_t){.burst = share, .period_s = stretched};
+    }
+}
+
 static void load_limits(cm_cfg_t *c, gw_config_t *cfg)
 {
     memcpy(cfg->rates, RATE_DEFAULTS, sizeof cfg->rates);
@@ -189,6 +203,10 @@ static void load_limits(cm_cfg_t *c, gw_config_t *cfg)
                      "must be on, off, or a list like login=20/60,register=10/60,"
                      "forgot-password=5/60,other=600/60 (N requests per S seconds)");
     free(v);
+    /* Buckets live in each replica's memory: the limits above are for the
+     * whole deployment, and each of RATE_LIMIT_REPLICAS replicas enforces its share. */
+    cfg->rate_replicas = (int)cm_cfg_int(c, "RATE_LIMIT_REPLICAS", 1, 1, 1000);
+    gw_rate_divide(cfg->rates, cfg->rate_replicas);
 }
 
 /* The pages' settings (pages.h). A short secret would make forged CSRF tokens guessable. */

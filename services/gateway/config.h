@@ -46,6 +46,7 @@ typedef struct gw_config {
     int upstream_max_conns; /* per upstream: requests in flight and kept-alive connections */
     int ipv6_prefix;        /* RATE_LIMIT_IPV6_PREFIX, 64: IPv6 clients keyed by this prefix */
     bool rate_limits;       /* false when RATE_LIMITS=off */
+    int rate_replicas;      /* RATE_LIMIT_REPLICAS: rates[] are already this replica's share */
     gw_rate_t rates[GW_RL_COUNT];
     gw_list_t trusted_proxies; /* IP addresses and CIDR ranges as text */
     gw_list_t cors_origins;    /* exact origins, e.g. "https://app.example.com" */
@@ -82,6 +83,17 @@ void gw_list_dispose(gw_list_t *l);
  * other; unnamed classes keep their defaults). Returns 0 or CM_EPARSE.
  */
 CM_MUST_CHECK int gw_rate_spec_parse(const char *spec, bool *on, gw_rate_t rates[GW_RL_COUNT]);
+
+/**
+ * Turns cluster-wide rates into one replica's share, for replicas gateway
+ * replicas that each keep their own buckets (RATE_LIMIT_REPLICAS): each
+ * bucket gets burst/replicas tokens (at least 1) and a period stretched so
+ * its refill rate is at most burst/(replicas × period). With requests
+ * spread over the replicas a client then gets the configured rate in
+ * total, never more; when they all land on one replica it gets a
+ * replica's share, never less. replicas 1 changes nothing.
+ */
+void gw_rate_divide(gw_rate_t rates[GW_RL_COUNT], long long replicas);
 
 /** The name of a rate class as written in RATE_LIMITS ("forgot-password"). */
 const char *gw_rate_class_name(gw_rate_class_t c);

@@ -164,7 +164,8 @@ static int pay_rewards(cm_db_t *db, const ref_rules_t *rules, const ref_conversi
                      .reason = "A friend you referred joined",
                      .rule = "referrer_credit",
                      .referral_id = c->referral_id,
-                     .at = c->at};
+                     .at = c->at,
+                     .stripe = c->stripe};
     int rc = grant(db, &g);
     if (rc == 0) {
         g = (ref_grant_t){.user_id = referred_id,
@@ -189,8 +190,50 @@ static int pay_rewards(cm_db_t *db, const ref_rules_t *rules, const ref_conversi
                           .reason = reason,
                           .rule = rule,
                           .referral_id = c->referral_id,
-                          .at = c->at};
+                          .at = c->at,
+                          .stripe = c->stripe};
         rc = grant(db, &g);
+    }
+    return rc;
+}
+
+/* The largest milestone of the rules; 0 when there is none. */
+static long long last_milestone(const ref_rules_t *rules)
+{
+    long long last = 0;
+    for (size_t i = 0; i < rules->nmilestones; i++)
+        if (rules->milestones[i].at > last)
+            last = rules->milestones[i].at;
+    return last;
+}
+
+/*
+ * Sets c->successful, the referrer's successful count after c, for the
+ * milestone rules. A milestone is paid by the conversion that makes the
+ * count equal to it, so that count must be exact, yet striped conversions
+ * do not see each other until they commit. The count read after our own
+ * increment sees ours and every committed one: while that is not past the
+ * last milestone, the conversion takes the referrer's milestone lock and
+ * reads again. Every conversion that can still reach a milestone holds
+ * that lock to commit, so those are serialised and each reads its exact
+ * ordinal. Once the committed count has passed the last milestone (a viral
+ * referrer after its first few dozen friends) no milestone can fall due,
+ * conversions go without the lock, and c->successful is a lower bound above
+ * every milestone. A holder of the lock asks for no other row of its
+ * referrer than the stripe it holds already (its rewards go there too), so
+ * the lock cannot close a wait cycle.
+ */
+static int milestone_count(cm_db_t *db, const ref_rules_t *rules, ref_conversion_t *c)
+{
+    long long last = last_milestone(rules);
+    c->successful = 0;
+    if (last == 0)
+        return 0;
+    int rc = ref_store_successful(db, c->referrer_id, &c->successful);
+    if (rc == 0 && c->successful - 1 < last) {
+        rc = ref_store_lock_milestones(db, c->referrer_id);
+        if (rc == 0)
+            rc = ref_store_successful(db, c->referrer_id, &c->successful);
     }
     return rc;
 }
@@ -200,6 +243,8 @@ int ref__convert(cm_db_t *db, const ref_config_t *cfg, const char *referred_id, 
 {
     ref_conversion_t c;
     int rc = ref_store_convert(db, referred_id, status, reason, at, &c);
+    if (rc == 0 && strcmp(status, REF_SUCCESSFUL) == 0)
+        rc = milestone_count(db, &cfg->rules, &c);
     if (rc != 0)
         return rc;
     rc = emit_converted(db, &c, referred_id, status, reason);

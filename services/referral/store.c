@@ -81,8 +81,8 @@ int ref_store_add_member(cm_db_t *db, const ref_member_t *m)
         "WITH ins AS (INSERT INTO members (user_id, username, referral_code, referred_by, "
         "email, created_at) VALUES ($1::uuid, $2, $3, $4::uuid, $5, $6::timestamptz) "
         "ON CONFLICT (user_id) DO NOTHING RETURNING user_id), "
-        "cnt AS (INSERT INTO referral_counters (user_id) SELECT user_id FROM ins "
-        "ON CONFLICT (user_id) DO NOTHING) "
+        "cnt AS (INSERT INTO referral_counter_stripes (user_id) SELECT user_id FROM ins "
+        "ON CONFLICT (user_id, stripe) DO NOTHING) "
         "SELECT 1 FROM ins";
     const char *p[6] = {m->user_id,     m->username, m->referral_code,
                         m->referred_by, m->email,    m->registered_at};
@@ -93,11 +93,12 @@ int ref_store_add_referral(cm_db_t *db, const char *referrer_id, const char *ref
                            const char *at)
 {
     static const char sql[] =
-        "WITH ins AS (INSERT INTO referrals (id, referrer_id, referred_id, status, created_at) "
-        "VALUES ($1::uuid, $2::uuid, $3::uuid, 'pending', $4::timestamptz) "
-        "ON CONFLICT (referred_id) DO NOTHING RETURNING referrer_id), "
-        "cnt AS (INSERT INTO referral_counters AS k (user_id, total, pending) "
-        "SELECT referrer_id, 1, 1 FROM ins ON CONFLICT (user_id) DO UPDATE "
+        "WITH ins AS (INSERT INTO referrals (id, referrer_id, referred_id, status, created_at, "
+        "stripe) VALUES ($1::uuid, $2::uuid, $3::uuid, 'pending', $4::timestamptz, "
+        "referral_stripe($3::uuid)) ON CONFLICT (referred_id) DO NOTHING "
+        "RETURNING referrer_id, stripe), "
+        "cnt AS (INSERT INTO referral_counter_stripes AS k (user_id, stripe, total, pending) "
+        "SELECT referrer_id, stripe, 1, 1 FROM ins ON CONFLICT (user_id, stripe) DO UPDATE "
         "SET total = k.total + 1, pending = k.pending + 1) "
         "SELECT 1 FROM ins";
     char id[37];
@@ -139,31 +140,58 @@ int ref_store_convert(cm_db_t *db, const char *referred_id, const char *status, 
                       const char *at, ref_conversion_t *out)
 {
     /* Both updates run even though only the first is selected from: data-
-     * modifying WITH clauses always execute, in the same snapshot. */
+     * modifying WITH clauses always execute, in the same snapshot. Only the
+     * referral's own stripe row is locked, so conversions of one referrer
+     * that fall on other stripes run in parallel. */
     static const char sql[] =
         "WITH c AS (UPDATE referrals SET status = $2, reason = $3, "
         "converted_at = $4::timestamptz "
         "WHERE referred_id = $1::uuid AND status = 'pending' "
-        "RETURNING id, referrer_id, converted_at), "
-        "k AS (UPDATE referral_counters k SET pending = k.pending - 1, "
+        "RETURNING id, referrer_id, converted_at, stripe), "
+        "k AS (UPDATE referral_counter_stripes k SET pending = k.pending - 1, "
         "successful = k.successful + (CASE WHEN $2 = 'successful' THEN 1 ELSE 0 END), "
         "rejected = k.rejected + (CASE WHEN $2 = 'rejected' THEN 1 ELSE 0 END), "
         "expired = k.expired + (CASE WHEN $2 = 'expired' THEN 1 ELSE 0 END) "
-        "FROM c WHERE k.user_id = c.referrer_id RETURNING k.successful) "
-        "SELECT id, referrer_id, " RFC3339(
-            "converted_at") ", "
-                            "coalesce((SELECT successful FROM k), 0) FROM c";
+        "FROM c WHERE k.user_id = c.referrer_id AND k.stripe = c.stripe RETURNING 1) "
+        "SELECT id, referrer_id, " RFC3339("converted_at") ", stripe, "
+                                                           "(SELECT count(*) FROM k) FROM c";
     const char *p[4] = {referred_id, status, reason, at};
     PGresult *res = NULL;
+    memset(out, 0, sizeof *out);
     int rc = exec_row(db, "ref_convert", sql, 4, p, CM_ENOTFOUND, &res);
+    if (rc != 0)
+        return rc;
+    copy_text(out->referral_id, sizeof out->referral_id, PQgetvalue(res, 0, 0));
+    copy_text(out->referrer_id, sizeof out->referrer_id, PQgetvalue(res, 0, 1));
+    copy_text(out->at, sizeof out->at, PQgetvalue(res, 0, 2));
+    copy_text(out->stripe, sizeof out->stripe, PQgetvalue(res, 0, 3));
+    /* A referral whose stripe row is missing would go uncounted: a broken invariant. */
+    rc = col_ll(res, 4) == 1 ? 0 : CM_EDB;
+    PQclear(res);
+    return rc;
+}
+
+int ref_store_successful(cm_db_t *db, const char *user_id, long long *n)
+{
+    static const char sql[] = "SELECT coalesce(sum(successful), 0) FROM referral_counter_stripes "
+                              "WHERE user_id = $1::uuid";
+    const char *p[1] = {user_id};
+    PGresult *res = NULL;
+    *n = 0;
+    int rc = exec_row(db, "ref_successful", sql, 1, p, CM_EDB, &res);
     if (rc == 0) {
-        copy_text(out->referral_id, sizeof out->referral_id, PQgetvalue(res, 0, 0));
-        copy_text(out->referrer_id, sizeof out->referrer_id, PQgetvalue(res, 0, 1));
-        copy_text(out->at, sizeof out->at, PQgetvalue(res, 0, 2));
-        out->successful = col_ll(res, 3);
+        rc = cell_ll(res, 0, 0, n);
         PQclear(res);
     }
     return rc;
+}
+
+int ref_store_lock_milestones(cm_db_t *db, const char *referrer_id)
+{
+    /* Seed 9: neither ref_store_lock_user's 7 nor ref_store_lock_referrer's 8. */
+    static const char sql[] = "SELECT pg_advisory_xact_lock(hashtextextended($1, 9))";
+    const char *p[1] = {referrer_id};
+    return cm_db_prepared(db, "ref_lock_milestones", sql, 1, p, NULL);
 }
 
 int ref_store_stats(cm_db_t *db, const char *user_id, ref_stats_t *out)
@@ -336,16 +364,18 @@ int ref_store_grant(cm_db_t *db, const ref_grant_t *g, char reward_id[37])
         "WITH ins AS (INSERT INTO rewards (id, user_id, kind, amount, reason, rule, "
         "referral_id, created_at) VALUES ($1::uuid, $2::uuid, $3, $4::bigint, $5, $6, "
         "$7::uuid, $8::timestamptz) ON CONFLICT DO NOTHING RETURNING user_id, amount), "
-        "cnt AS (INSERT INTO referral_counters AS k (user_id, credits, rewards_count) "
-        "SELECT user_id, amount, 1 FROM ins ON CONFLICT (user_id) DO UPDATE "
+        "cnt AS (INSERT INTO referral_counter_stripes AS k (user_id, stripe, credits, "
+        "rewards_count) SELECT user_id, $9::smallint, amount, 1 "
+        "FROM ins ON CONFLICT (user_id, stripe) DO UPDATE "
         "SET credits = k.credits + EXCLUDED.credits, rewards_count = k.rewards_count + 1) "
         "SELECT 1 FROM ins";
     char amount[24];
     snprintf(amount, sizeof amount, "%lld", g->amount);
     cm_uuid_v4(reward_id);
-    const char *p[8] = {reward_id, g->user_id, g->kind,        amount,
-                        g->reason, g->rule,    g->referral_id, g->at};
-    return exec_row(db, "ref_grant", sql, 8, p, CM_ESTATE, NULL);
+    const char *p[9] = {reward_id,      g->user_id, g->kind,
+                        amount,         g->reason,  g->rule,
+                        g->referral_id, g->at,      g->stripe ? g->stripe : "0"};
+    return exec_row(db, "ref_grant", sql, 9, p, CM_ESTATE, NULL);
 }
 
 int ref_store_expirable(cm_db_t *db, int ttl_days, int limit, char ids[][37], int *n)

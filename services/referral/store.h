@@ -3,8 +3,10 @@
  *
  * Functions take a connection the caller holds; the consumer runs them
  * inside one transaction per event (effect + processed_events row), and
- * every change to a referral updates referral_counters in that same
- * transaction, so stats are a single-row read.
+ * every change to a referral updates the referrer's counters in that same
+ * transaction. The counters are striped (migration 005): a referral counts
+ * in one of up to 16 rows of its referrer, so one referrer's conversions do
+ * not queue on one row lock, and stats sum those rows (O(1), exact).
  */
 #ifndef REF_STORE_H
 #define REF_STORE_H
@@ -31,7 +33,9 @@ typedef struct ref_conversion {
     char referral_id[37];
     char referrer_id[37];
     char at[40];          /* RFC 3339 UTC */
-    long long successful; /* the referrer's successful count after the change */
+    char stripe[4];       /* the referrer's counter stripe this referral counts in, as text */
+    long long successful; /* set by the consumer: the referrer's successful count after the
+                             change, exact while a milestone may still fall due (see consumer.c) */
 } ref_conversion_t;
 
 /** One reward to grant; strings borrowed. */
@@ -43,6 +47,7 @@ typedef struct ref_grant {
     const char *rule;        /* "referrer_credit", "welcome_credit", "milestone_5" ... */
     const char *referral_id; /* or NULL */
     const char *at;          /* RFC 3339 */
+    const char *stripe;      /* the user's counter stripe to add to ("0"-"15"); NULL for 0 */
 } ref_grant_t;
 
 /** Statuses a referral can have (matches the CHECK constraint). */
@@ -95,11 +100,26 @@ CM_MUST_CHECK int ref_store_take_parked(cm_db_t *db, const char *user_id, char v
 /**
  * Moves the pending referral of referred_id to status (successful,
  * rejected or expired) with reason (NULL for none) at time `at`, and moves
- * one count in the referrer's counters from pending to status. Returns 0
- * and fills *out, or CM_ENOTFOUND when there is no pending referral.
+ * one count in the referral's stripe of the referrer's counters from
+ * pending to status (a row lock on that stripe only, to commit). Returns 0
+ * and fills *out (successful left 0: see ref_store_successful), or
+ * CM_ENOTFOUND when there is no pending referral.
  */
 CM_MUST_CHECK int ref_store_convert(cm_db_t *db, const char *referred_id, const char *status,
                                     const char *reason, const char *at, ref_conversion_t *out);
+
+/**
+ * The user's successful count: the sum of its stripes as this statement
+ * sees them (committed changes and the transaction's own). Returns 0 or CM_EDB.
+ */
+CM_MUST_CHECK int ref_store_successful(cm_db_t *db, const char *user_id, long long *n);
+
+/**
+ * Takes the referrer's milestone lock (a transaction-scoped advisory lock,
+ * distinct from ref_store_lock_referrer's), held to commit: conversions
+ * that may reach a milestone take it so each sees the exact count.
+ */
+CM_MUST_CHECK int ref_store_lock_milestones(cm_db_t *db, const char *referrer_id);
 
 /**
  * Copies the member's email into email (255 bytes). Returns 0 or

@@ -33,6 +33,7 @@ static const char *const VARS[] = {"PORT",
                                    "REQUEST_TIMEOUT_MS",
                                    "KEEPALIVE_TIMEOUT_MS",
                                    "RATE_LIMIT_IPV6_PREFIX",
+                                   "RATE_LIMIT_REPLICAS",
                                    NULL};
 
 static int clear_env(void **state)
@@ -118,6 +119,9 @@ static void bad_variables_fail_the_load(void **state)
         {"RATE_LIMIT_IPV6_PREFIX", "/64"},
         {"REQUEST_TIMEOUT_MS", "0"},
         {"KEEPALIVE_TIMEOUT_MS", "0"},
+        {"RATE_LIMIT_REPLICAS", "0"},
+        {"RATE_LIMIT_REPLICAS", "three"},
+        {"RATE_LIMIT_REPLICAS", "1001"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         clear_env(NULL);
@@ -207,10 +211,55 @@ static void rate_specs_override_only_the_named_classes(void **state)
     assert_false(on);
 }
 
+static void replicas_divide_every_limit_so_the_deployment_keeps_the_configured_rate(void **state)
+{
+    (void)state;
+    gw_rate_t rates[GW_RL_COUNT] = {{20, 60}, {10, 60}, {5, 60}, {600, 60}};
+    gw_rate_divide(rates, 1);
+    assert_int_equal(rates[GW_RL_LOGIN].burst, 20);
+    assert_int_equal(rates[GW_RL_LOGIN].period_s, 60);
+    gw_rate_divide(rates, 8);
+    /* 20/60 over 8: 2 tokens per 48 s each, 16 per 48 s in all = 20 per 60 s. */
+    assert_int_equal(rates[GW_RL_LOGIN].burst, 2);
+    assert_int_equal(rates[GW_RL_LOGIN].period_s, 48);
+    /* 10/60 over 8: 1 token per 48 s each (10 per 60 s in all). */
+    assert_int_equal(rates[GW_RL_REGISTER].burst, 1);
+    assert_int_equal(rates[GW_RL_REGISTER].period_s, 48);
+    /* 5/60 over 8, fewer tokens than replicas: 1 per 96 s each, 5 per 60 s in all. */
+    assert_int_equal(rates[GW_RL_FORGOT].burst, 1);
+    assert_int_equal(rates[GW_RL_FORGOT].period_s, 96);
+    assert_int_equal(rates[GW_RL_OTHER].burst, 75);
+    assert_int_equal(rates[GW_RL_OTHER].period_s, 60);
+    /* Rounding never lets the replicas together refill faster than configured. */
+    gw_rate_t odd[GW_RL_COUNT] = {{7, 10}, {7, 10}, {7, 10}, {1000000, 86400}};
+    gw_rate_divide(odd, 3);
+    assert_int_equal(odd[GW_RL_LOGIN].burst, 2);
+    assert_int_equal(odd[GW_RL_LOGIN].period_s, 9); /* 6 per 9 s ≤ 7 per 10 s */
+    assert_true(odd[GW_RL_OTHER].burst * 3 * 86400 <= 1000000LL * odd[GW_RL_OTHER].period_s);
+}
+
+static void rate_limit_replicas_divides_the_loaded_limits(void **state)
+{
+    (void)state;
+    setenv("JWT_PUBLIC_KEYS", "k1=/tmp/k1.pem", 1);
+    setenv("RATE_LIMITS", "login=30/60", 1);
+    setenv("RATE_LIMIT_REPLICAS", "3", 1);
+    gw_config_t c;
+    assert_int_equal(gw_config_load(&c), 0);
+    assert_int_equal(c.rate_replicas, 3);
+    assert_int_equal(c.rates[GW_RL_LOGIN].burst, 10);
+    assert_int_equal(c.rates[GW_RL_LOGIN].period_s, 60);
+    assert_int_equal(c.rates[GW_RL_REGISTER].burst, 3); /* the default 10/60 */
+    assert_int_equal(c.rates[GW_RL_REGISTER].period_s, 54);
+    gw_config_dispose(&c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(defaults_fit_the_local_stack, clear_env),
+        cmocka_unit_test(replicas_divide_every_limit_so_the_deployment_keeps_the_configured_rate),
+        cmocka_unit_test_setup(rate_limit_replicas_divides_the_loaded_limits, clear_env),
         cmocka_unit_test_setup(upstream_lists_are_split_trimmed_and_lose_trailing_slashes,
                                clear_env),
         cmocka_unit_test_setup(bad_variables_fail_the_load, clear_env),

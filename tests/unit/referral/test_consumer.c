@@ -642,6 +642,69 @@ static void the_daily_cap_is_exact_when_consumers_race(void **state)
                  ref.id, "20");
 }
 
+static void
+racing_conversions_of_one_referrer_spread_over_stripes_and_pay_each_milestone_once(void **state)
+{
+    /* A viral referrer: 8 threads (replicas) verify 96 referred users of one
+     * referrer at once. Milestones at 1..16 make every early conversion
+     * need its exact ordinal; past 16 conversions go without the lock. */
+    enum { N = 96, THREADS = 8 };
+    fixture_t *f = *state;
+    char *url = t_env("LINKTR_PG_ENV_FILE", "REFERRAL_DATABASE_URL");
+    cm_db_config_t dbc = {
+        .conninfo = url, .size = THREADS, .acquire_timeout_ms = 30000, .connect_timeout_s = 5};
+    int err = 0;
+    cm_db_pool_t *pool = cm_db_pool_new(&dbc, &err);
+    free(url);
+    assert_non_null(pool);
+    ref_config_t cfg = f->cfg;
+    cfg.daily_cap = N;
+    cfg.rules.nmilestones = REF_MAX_MILESTONES;
+    for (int i = 0; i < REF_MAX_MILESTONES; i++)
+        cfg.rules.milestones[i] = (ref_milestone_t){.at = i + 1, .amount = 1000};
+    ref_ctx_t ctx = {.cfg = &cfg, .pool = pool};
+    user_t ref;
+    new_user(&ref);
+    join(f, &ref, NULL, NULL);
+    char *events[N];
+    for (int i = 0; i < N; i++) {
+        user_t kid;
+        new_user(&kid);
+        char ev[37];
+        char *reg = registered(&kid, &ref, ev);
+        assert_int_equal(ref_handle_event(&ctx, reg, strlen(reg)), 0); /* under this cap */
+        free(reg);
+        events[i] = verified(&kid, ev);
+    }
+    pthread_t th[THREADS];
+    racer_t r[THREADS];
+    for (int t = 0; t < THREADS; t++) {
+        r[t] = (racer_t){
+            .ctx = &ctx, .events = events, .from = t * N / THREADS, .to = (t + 1) * N / THREADS};
+        assert_int_equal(pthread_create(&th[t], NULL, race, &r[t]), 0);
+    }
+    for (int t = 0; t < THREADS; t++) {
+        pthread_join(th[t], NULL);
+        assert_int_equal(r[t].failures, 0); /* no deadlock, no retry */
+    }
+    for (int i = 0; i < N; i++)
+        free(events[i]);
+    cm_db_pool_free(pool);
+    assert_query(f, COUNTERS, ref.id, "96,0,96,0,0");
+    /* Each milestone once, each by a different referral: 16 distinct ordinals. */
+    assert_query(f,
+                 "SELECT count(*) || ',' || count(DISTINCT referral_id) FROM rewards "
+                 "WHERE user_id = $1::uuid AND kind = 'milestone'",
+                 ref.id, "16,16");
+    assert_query(f, CREDITS, ref.id, "16960,112"); /* 96 × 10 + 16 × 1000; 96 + 16 rewards */
+    /* The counts went to several stripe rows, and stats still read one exact row. */
+    char *rows =
+        query1(f, "SELECT count(*) FROM referral_counter_stripes WHERE user_id = $1::uuid", ref.id);
+    long long nrows = 0;
+    assert_int_equal(cm_strtonum(rows, 2, 16, &nrows), 0);
+    free(rows);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -662,6 +725,8 @@ int main(void)
             the_retention_sweep_forgets_old_event_ids_parked_rows_and_sent_outbox_rows),
         cmocka_unit_test(the_daily_cap_counts_referrals_that_arrive_out_of_order),
         cmocka_unit_test(the_daily_cap_is_exact_when_consumers_race),
+        cmocka_unit_test(
+            racing_conversions_of_one_referrer_spread_over_stripes_and_pay_each_milestone_once),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

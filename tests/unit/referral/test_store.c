@@ -203,14 +203,18 @@ static void a_conversion_moves_one_count_and_reports_the_referral(void **state)
     assert_true(cm_is_uuid(c.referral_id, strlen(c.referral_id)));
     assert_string_equal(c.referrer_id, ref.id);
     assert_string_equal(c.at, "2026-01-02T03:04:05.678Z");
-    assert_int_equal(c.successful, 1);
+    assert_int_equal(c.successful, 0); /* the consumer's to fill: see ref_store_successful */
+    long long successful = -1;
+    assert_int_equal(ref_store_successful(f->db, ref.id, &successful), 0);
+    assert_int_equal(successful, 1);
     assert_counters(f, &ref, 2, 1, 1, 0, 0);
     /* Decided already: nothing more changes. */
     assert_int_equal(ref_store_convert(f->db, a, REF_REJECTED, "late", "2026-01-03T00:00:00Z", &c),
                      CM_ENOTFOUND);
     assert_int_equal(
         ref_store_convert(f->db, b, REF_REJECTED, "self_referral", "2026-01-03T00:00:00Z", &c), 0);
-    assert_int_equal(c.successful, 1); /* the successful count, not the rejected one */
+    assert_int_equal(ref_store_successful(f->db, ref.id, &successful), 0);
+    assert_int_equal(successful, 1); /* the successful count, not the rejected one */
     assert_counters(f, &ref, 2, 0, 1, 1, 0);
     char nobody[37];
     cm_uuid_v4(nobody);
@@ -462,10 +466,11 @@ static void rewards_page_newest_first_with_their_referral_or_none(void **state)
     char referral[37], rid[3][37];
     cm_uuid_v4(referral);
     ref_grant_t g[3] = {
-        {u.id, "credit", 10, "A friend joined", "referrer_credit", referral,
-         "2026-01-01T00:00:00Z"},
-        {u.id, "milestone", 25, "5 friends joined", "milestone_5", NULL, "2026-01-01T00:00:01Z"},
-        {u.id, "credit", 7, "Welcome", "welcome_credit", referral, "2026-01-01T00:00:02Z"},
+        {u.id, "credit", 10, "A friend joined", "referrer_credit", referral, "2026-01-01T00:00:00Z",
+         "3"},
+        {u.id, "milestone", 25, "5 friends joined", "milestone_5", NULL, "2026-01-01T00:00:01Z",
+         "15"},
+        {u.id, "credit", 7, "Welcome", "welcome_credit", referral, "2026-01-01T00:00:02Z", NULL},
     };
     for (int i = 0; i < 3; i++)
         assert_int_equal(ref_store_grant(f->db, &g[i], rid[i]), 0);
