@@ -502,8 +502,10 @@ int ref_store_daily(cm_db_t *db, const char *user_id, int days, ref_day_t *out)
         "SELECT to_char(d.day, 'YYYY-MM-DD'), coalesce(r.clicks, 0), coalesce(r.signups, 0), "
         "coalesce(r.successful, 0) FROM generate_series((now() AT TIME ZONE 'UTC')::date - "
         "($2::int - 1), (now() AT TIME ZONE 'UTC')::date, interval '1 day') AS d(day) "
-        "LEFT JOIN referral_daily r ON r.user_id = $1::uuid AND r.day = d.day::date "
-        "ORDER BY d.day";
+        "LEFT JOIN (SELECT day, sum(clicks) AS clicks, sum(signups) AS signups, "
+        "sum(successful) AS successful FROM referral_daily WHERE user_id = $1::uuid "
+        "AND day > (now() AT TIME ZONE 'UTC')::date - $2::int GROUP BY day) r "
+        "ON r.day = d.day::date ORDER BY d.day";
     char n[16];
     snprintf(n, sizeof n, "%d", days);
     const char *p[2] = {user_id, n};
