@@ -552,3 +552,18 @@ void cm_consumer_stop(cm_consumer_t *c)
     rd_kafka_destroy(c->rk);
     free(c);
 }
+
+bool cm_consumer_ready(cm_db_pool_t *pool, cm_consumer_t *consumer, cm_buf_t *why)
+{
+    bool ok = true;
+    if (!cm_db_ping(pool)) {
+        cm_buf_puts(why, "database");
+        ok = false;
+    }
+    /* Not connected to a broker, or not heard from one lately: events are not being handled. */
+    if (!cm_consumer_healthy(consumer)) {
+        cm_buf_puts(why, ok ? "kafka consumer" : ", kafka consumer");
+        ok = false;
+    }
+    return ok;
+}

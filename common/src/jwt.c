@@ -26,6 +26,7 @@
 #include "cm/jwt.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -466,6 +467,29 @@ int cm_jwt_verifier_load_report(cm_jwt_verifier_t *v, const char *spec, char *ba
     }
     report_bad(bad, bad_len, "", 0);
     return loaded > 0 ? 0 : CM_EINVAL;
+}
+
+cm_jwt_verifier_t *cm_jwt_verifier_from_config(const char *service, const cm_jwt_config_t *j,
+                                               size_t cache_size, int *err)
+{
+    *err = 0;
+    cm_jwt_verifier_t *v = cm_jwt_verifier_new(j->issuer, j->audience, cache_size);
+    if (!v) {
+        *err = CM_EINVAL;
+        return NULL;
+    }
+    if (!j->public_keys)
+        return v;
+    char bad[CM_JWT_KID_MAX + 1] = "";
+    int rc = cm_jwt_verifier_load_report(v, j->public_keys, bad, sizeof bad);
+    if (rc != 0) {
+        fprintf(stderr, "linktr-%s: config: JWT_PUBLIC_KEYS: entry \"%s\": %s\n", service, bad,
+                cm_strerror(rc));
+        cm_jwt_verifier_free(v);
+        *err = rc;
+        return NULL;
+    }
+    return v;
 }
 
 int cm_jwt_verifier_load(cm_jwt_verifier_t *v, const char *spec)

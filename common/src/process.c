@@ -1,4 +1,4 @@
-/* process.c — process and pool metrics read at render time (see cm/process.h). */
+/* process.c — the process's metrics, read at render time (see cm/process.h). */
 #include "cm/process.h"
 
 #include <dirent.h>
@@ -100,53 +100,7 @@ static double fds(void *ctx)
     return open_fds();
 }
 
-static double pool_in_use(void *ctx)
-{
-    cm_db_pool_stats_t s;
-    cm_db_pool_stats(ctx, &s);
-    return s.in_use;
-}
-
-static double pool_open(void *ctx)
-{
-    cm_db_pool_stats_t s;
-    cm_db_pool_stats(ctx, &s);
-    return s.open;
-}
-
-static double pool_waits(void *ctx)
-{
-    cm_db_pool_stats_t s;
-    cm_db_pool_stats(ctx, &s);
-    return (double)s.waits;
-}
-
-static double pool_timeouts(void *ctx)
-{
-    cm_db_pool_stats_t s;
-    cm_db_pool_stats(ctx, &s);
-    return (double)s.timeouts;
-}
-
-static void register_pool(cm_metrics_t *m, cm_db_pool_t *pool)
-{
-    cm_db_pool_stats_t s;
-    cm_db_pool_stats(pool, &s);
-    cm_family_t *max = cm_metrics_gauge(m, "linktr_db_pool_connections_max",
-                                        "Database connections the pool may open.", NULL);
-    cm_metric_set(max, NULL, s.size);
-    cm_metrics_gauge_fn(m, "linktr_db_pool_connections_in_use",
-                        "Database connections checked out now.", pool_in_use, pool);
-    cm_metrics_gauge_fn(m, "linktr_db_pool_connections_open",
-                        "Database connections open now (in use or idle).", pool_open, pool);
-    cm_metrics_gauge_fn(m, "linktr_db_pool_waits_total",
-                        "Acquires that found every connection taken.", pool_waits, pool);
-    cm_metrics_gauge_fn(m, "linktr_db_pool_timeouts_total",
-                        "Acquires that gave up waiting for a connection.", pool_timeouts, pool);
-}
-
-void cm_process_metrics_register(cm_metrics_t *m, const char *service, const char *version,
-                                 cm_db_pool_t *pool)
+void cm_process_metrics_register(cm_metrics_t *m, const char *service, const char *version)
 {
     cm_process_stats_t s;
     cm_process_stats(&s);
@@ -160,6 +114,4 @@ void cm_process_metrics_register(cm_metrics_t *m, const char *service, const cha
     cm_family_t *info =
         cm_metrics_gauge(m, "linktr_build_info", "The running build: always 1.", "service,version");
     cm_metric_set(info, (const char *const[]){service, version}, 1);
-    if (pool)
-        register_pool(m, pool);
 }

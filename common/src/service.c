@@ -6,12 +6,9 @@
 #include <stdio.h>
 #include <string.h>
 
-#include <curl/curl.h>
-
 #include "cm/crypto.h"
 #include "cm/log.h"
 #include "cm/process.h"
-#include "cm/sweep.h"
 
 #ifndef LINKTR_VERSION
 #define LINKTR_VERSION "unknown"
@@ -21,7 +18,6 @@
 typedef struct running {
     const char *name; /* the service's (def->name) */
     const cm_service_config_t *cfg;
-    bool curl;
     cm_db_pool_t *pool;
     cm_metrics_t *metrics;
     cm_sweep_t *retention; /* deletes expired, used and sent rows on a timer */
@@ -40,7 +36,7 @@ static run_mode_t parse_args(const cm_service_def_t *def, int argc, char **argv)
         return MODE_SERVE;
     if (argc == 2 && strcmp(argv[1], "--version") == 0)
         return MODE_VERSION;
-    if (argc == 2 && strcmp(argv[1], "migrate") == 0 && def->migrations)
+    if (argc == 2 && strcmp(argv[1], "migrate") == 0 && def->db)
         return MODE_MIGRATE;
     return MODE_USAGE;
 }
@@ -57,44 +53,11 @@ static void block_signals(sigset_t *set)
 }
 
 /* Before the configuration: loading it may already verify keys. */
-static int init_libraries(const cm_service_def_t *def, running_t *run)
+static int init_libraries(const cm_service_def_t *def)
 {
     int rc = cm_crypto_init();
-    if (rc != 0) {
-        fprintf(stderr, "linktr-%s: libsodium failed to initialise\n", def->name);
-        return rc;
-    }
-    if (def->curl) {
-        if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-            fprintf(stderr, "linktr-%s: libcurl failed to initialise\n", def->name);
-            return CM_EIO;
-        }
-        run->curl = true;
-    }
-    return 0;
-}
-
-static int open_db(const cm_service_def_t *def, running_t *run)
-{
-    if (!def->migrations)
-        return 0;
-    cm_db_config_t dc = {.conninfo = run->cfg->database_url,
-                         .size = run->cfg->db_pool_size,
-                         .acquire_timeout_ms = def->db_acquire_ms ? def->db_acquire_ms : 5000,
-                         .connect_timeout_s = 5,
-                         .statement_timeout_ms = 10000};
-    int rc = 0;
-    run->pool = cm_db_pool_new(&dc, &rc);
-    if (!run->pool) {
-        CM_ERROR(NULL, "cannot open the database pool: %s", cm_strerror(rc));
-        return rc ? rc : CM_EIO;
-    }
-    size_t n = 0;
-    while (def->migrations[n].name)
-        n++;
-    rc = cm_db_migrate(run->pool, def->migrations, n);
     if (rc != 0)
-        CM_ERROR(NULL, "migrations failed: %s", cm_strerror(rc));
+        fprintf(stderr, "linktr-%s: libsodium failed to initialise\n", def->name);
     return rc;
 }
 
@@ -192,20 +155,19 @@ static int start_http(const cm_service_def_t *def, running_t *run, cm_http_confi
 /* Start-up after the configuration: libraries, database, the service, HTTP. */
 static int start(const cm_service_def_t *def, void *app, running_t *run, run_mode_t mode)
 {
-    int rc = open_db(def, run);
+    int rc = def->db ? def->db->open(def, run->cfg, &run->pool) : 0;
     if (rc != 0 || mode == MODE_MIGRATE)
         return rc;
     run->metrics = cm_metrics_new();
-    cm_process_metrics_register(run->metrics, def->name, LINKTR_VERSION, run->pool);
+    cm_process_metrics_register(run->metrics, def->name, LINKTR_VERSION);
     cm_metrics_gauge_fn(run->metrics, "linktr_http_requests_in_flight",
                         "Requests on the public port being answered right now.", http_in_flight,
                         run);
     cm_service_env_t env = {.cfg = run->cfg, .pool = run->pool, .metrics = run->metrics};
     cm_http_config_t hc = {0};
     rc = def->start(app, &env, &hc);
-    if (rc == 0 && run->pool)
-        run->retention =
-            cm_retention_start(&run->cfg->retention, def->name, run->pool, run->metrics, &rc);
+    if (rc == 0 && def->db)
+        rc = def->db->start(def, run->cfg, run->pool, run->metrics, &run->retention);
     if (rc != 0) {
         CM_ERROR(NULL, "%s failed to start: %s", def->name, cm_strerror(rc));
         return rc;
@@ -224,13 +186,13 @@ static void stop(const cm_service_def_t *def, void *app, running_t *run, bool st
     run->admin = NULL;
     cm_http_stop(run->http);
     run->http = NULL;
-    cm_sweep_free(run->retention);
+    if (def->db)
+        def->db->stop(run->retention);
     if (started)
         def->stop(app);
-    cm_db_pool_free(run->pool);
+    if (def->db)
+        def->db->close(run->pool);
     cm_metrics_free(run->metrics);
-    if (run->curl)
-        curl_global_cleanup();
 }
 
 int cm_service_main(const cm_service_def_t *def, void *app, int argc, char **argv)
@@ -241,18 +203,15 @@ int cm_service_main(const cm_service_def_t *def, void *app, int argc, char **arg
         return 0;
     }
     if (mode == MODE_USAGE) {
-        fprintf(stderr, "usage: linktr-%s [%s--version]\n", def->name,
-                def->migrations ? "migrate | " : "");
+        fprintf(stderr, "usage: linktr-%s [%s--version]\n", def->name, def->db ? "migrate | " : "");
         return 2;
     }
     sigset_t stop_signals;
     block_signals(&stop_signals);
     running_t run = {.name = def->name};
-    int rc = init_libraries(def, &run);
+    int rc = init_libraries(def);
     if (rc == 0 && def->load(app, &run.cfg) != 0) {
         def->dispose(app);
-        if (run.curl)
-            curl_global_cleanup();
         return 2;
     }
     if (rc == 0) {
@@ -267,42 +226,4 @@ int cm_service_main(const cm_service_def_t *def, void *app, int argc, char **arg
     stop(def, app, &run, run.metrics != NULL);
     def->dispose(app);
     return rc == 0 ? 0 : 1;
-}
-
-cm_jwt_verifier_t *cm_service_verifier_new(const char *service, const cm_jwt_config_t *j,
-                                           size_t cache_size, int *err)
-{
-    *err = 0;
-    cm_jwt_verifier_t *v = cm_jwt_verifier_new(j->issuer, j->audience, cache_size);
-    if (!v) {
-        *err = CM_EINVAL;
-        return NULL;
-    }
-    if (!j->public_keys)
-        return v;
-    char bad[CM_JWT_KID_MAX + 1] = "";
-    int rc = cm_jwt_verifier_load_report(v, j->public_keys, bad, sizeof bad);
-    if (rc != 0) {
-        fprintf(stderr, "linktr-%s: config: JWT_PUBLIC_KEYS: entry \"%s\": %s\n", service, bad,
-                cm_strerror(rc));
-        cm_jwt_verifier_free(v);
-        *err = rc;
-        return NULL;
-    }
-    return v;
-}
-
-bool cm_service_ready(cm_db_pool_t *pool, cm_consumer_t *consumer, cm_buf_t *why)
-{
-    bool ok = true;
-    if (pool && !cm_db_ping(pool)) {
-        cm_buf_puts(why, "database");
-        ok = false;
-    }
-    /* Not connected to a broker, or not heard from one lately: events are not being handled. */
-    if (consumer && !cm_consumer_healthy(consumer)) {
-        cm_buf_puts(why, ok ? "kafka consumer" : ", kafka consumer");
-        ok = false;
-    }
-    return ok;
 }

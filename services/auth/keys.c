@@ -97,7 +97,7 @@ static int make_verifier(auth_app_t *app, const char *pem, size_t len)
     char *pub = NULL;
     size_t plen = 0;
     int rc = 0;
-    app->verifier = cm_service_verifier_new("auth", &cfg->jwt, VERIFY_CACHE, &rc);
+    app->verifier = cm_jwt_verifier_from_config("auth", &cfg->jwt, VERIFY_CACHE, &rc);
     if (!app->verifier)
         return rc;
     if ((rc = auth_public_pem(pem, len, &pub, &plen)) != 0) {

@@ -101,4 +101,5 @@ static void dispose(void *arg)
     auth_config_dispose(&app->cfg);
 }
 
-CM_SERVICE_MAIN(app_t, .name = "auth", .migrations = auth_migrations, .db_acquire_ms = 2000)
+CM_SERVICE_MAIN(app_t, .name = "auth", .db = &cm_service_postgres, .migrations = auth_migrations,
+                .db_acquire_ms = 2000)

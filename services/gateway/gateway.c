@@ -33,7 +33,7 @@ gw_t *gw_new(const gw_config_t *cfg, cm_metrics_t *metrics, int *err)
     gw_t *gw = cm_xcalloc(1, sizeof *gw);
     gw->cfg = cfg;
     atomic_init(&gw->jwks_next_ms, 0);
-    gw->verifier = cm_service_verifier_new("gateway", &cfg->jwt, GW_JWT_CACHE, err);
+    gw->verifier = cm_jwt_verifier_from_config("gateway", &cfg->jwt, GW_JWT_CACHE, err);
     if (!gw->verifier) {
         gw_free(gw);
         return NULL;

@@ -5,11 +5,16 @@
  * Start-up, signals and stop order are cm_service_main's; this file is the
  * gateway's own wiring.
  */
+#include <stdbool.h>
+
+#include <curl/curl.h>
+
 #include "cm/service.h"
 #include "config.h"
 #include "gateway.h"
 
 typedef struct app {
+    bool curl; /* curl_global_init succeeded: dispose cleans it up */
     gw_config_t cfg;
     gw_t *gw;
 } app_t;
@@ -27,6 +32,10 @@ static int load(void *arg, const cm_service_config_t **svc)
 static int start(void *arg, const cm_service_env_t *env, cm_http_config_t *http)
 {
     app_t *app = arg;
+    /* libcurl's global set-up, once, before any thread of ours uses it (not thread-safe). */
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+        return CM_EIO;
+    app->curl = true;
     int err = 0;
     if (!(app->gw = gw_new(&app->cfg, env->metrics, &err)))
         return err;
@@ -51,7 +60,9 @@ static void stop(void *arg)
 static void dispose(void *arg)
 {
     app_t *app = arg;
+    if (app->curl)
+        curl_global_cleanup();
     gw_config_dispose(&app->cfg);
 }
 
-CM_SERVICE_MAIN(app_t, .name = "gateway", .curl = true)
+CM_SERVICE_MAIN(app_t, .name = "gateway")

@@ -10,6 +10,10 @@
  * Start-up, signals and stop order are cm_service_main's; this file is the
  * mailer's own wiring.
  */
+#include <stdbool.h>
+
+#include <curl/curl.h>
+
 #include "cm/consumer.h"
 #include "cm/events.h"
 #include "cm/log.h"
@@ -22,6 +26,7 @@
 extern const cm_migration_t mailer_migrations[];
 
 typedef struct app {
+    bool curl; /* curl_global_init succeeded: dispose cleans it up */
     mail_config_t cfg;
     cm_db_pool_t *pool;      /* borrowed from the skeleton */
     cm_producer_t *producer; /* for mail.dead */
@@ -32,7 +37,7 @@ typedef struct app {
 static bool ready(void *arg, cm_buf_t *why)
 {
     app_t *app = arg;
-    return cm_service_ready(app->pool, app->consumer, why);
+    return cm_consumer_ready(app->pool, app->consumer, why);
 }
 
 /* mail_dead_fn over the producer: waits for the broker's acknowledgement. */
@@ -84,6 +89,10 @@ static int start(void *arg, const cm_service_env_t *env, cm_http_config_t *http)
 {
     static const cm_route_t no_routes[1] = {{NULL, NULL, NULL, 0}};
     app_t *app = arg;
+    /* libcurl's global set-up, once, before any thread of ours uses it (not thread-safe). */
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+        return CM_EIO;
+    app->curl = true;
     app->pool = env->pool;
     int err = 0;
     if (!app->cfg.smtp_url && (err = mail_maildir_init(app->cfg.mail_dir)) != 0) {
@@ -117,7 +126,10 @@ static void stop(void *arg)
 static void dispose(void *arg)
 {
     app_t *app = arg;
+    if (app->curl)
+        curl_global_cleanup();
     mail_config_dispose(&app->cfg);
 }
 
-CM_SERVICE_MAIN(app_t, .name = "mailer", .migrations = mailer_migrations, .curl = true)
+CM_SERVICE_MAIN(app_t, .name = "mailer", .db = &cm_service_postgres,
+                .migrations = mailer_migrations)

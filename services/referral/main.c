@@ -44,7 +44,10 @@ static bool ready(void *arg, cm_buf_t *why)
     app_t *app = arg;
     /* Its own requests need the database only: the consumer catching up after a
      * Kafka outage is lag, not unreadiness, and must not take reads down. */
-    return cm_service_ready(app->pool, NULL, why);
+    if (cm_db_ping(app->pool))
+        return true;
+    cm_buf_puts(why, "database");
+    return false;
 }
 
 /* The keys are configuration: a bad JWT_PUBLIC_KEYS entry stops start-up with status 2. */
@@ -55,7 +58,7 @@ static int load(void *arg, const cm_service_config_t **svc)
         return CM_EINVAL;
     *svc = &app->cfg.svc;
     int rc = 0;
-    app->jwt = cm_service_verifier_new("referral", &app->cfg.jwt, JWT_CACHE, &rc);
+    app->jwt = cm_jwt_verifier_from_config("referral", &app->cfg.jwt, JWT_CACHE, &rc);
     return rc;
 }
 
@@ -119,4 +122,5 @@ static void dispose(void *arg)
     ref_config_dispose(&app->cfg);
 }
 
-CM_SERVICE_MAIN(app_t, .name = "referral", .migrations = referral_migrations)
+CM_SERVICE_MAIN(app_t, .name = "referral", .db = &cm_service_postgres,
+                .migrations = referral_migrations)

@@ -140,7 +140,7 @@ typedef struct cm_jwt_config {
 /**
  * Reads the JWT verifier variables into *out. With keys_required, an
  * unset JWT_PUBLIC_KEYS is an error. The list itself is parsed once, when
- * cm_service_verifier_new loads it (it reads the key files).
+ * cm_jwt_verifier_from_config loads it (it reads the key files).
  */
 void cm_cfg_jwt(cm_cfg_t *c, bool keys_required, cm_jwt_config_t *out);
 

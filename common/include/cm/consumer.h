@@ -12,8 +12,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cm/db.h"
 #include "cm/error.h"
 #include "cm/metrics.h"
+#include "cm/util.h"
 
 /** A running consumer: its own thread, started by cm_consumer_start(). */
 typedef struct cm_consumer cm_consumer_t;
@@ -76,5 +78,12 @@ bool cm_consumer_healthy(cm_consumer_t *c);
 
 /** Stops after the message in hand, commits, leaves the group, frees. NULL-safe. */
 void cm_consumer_stop(cm_consumer_t *c);
+
+/**
+ * The readiness of a service that owns a database and consumes events:
+ * true when pool answers a ping and consumer is connected and heard from
+ * lately. Appends what is down, comma-separated, to why.
+ */
+bool cm_consumer_ready(cm_db_pool_t *pool, cm_consumer_t *consumer, cm_buf_t *why);
 
 #endif

@@ -24,6 +24,7 @@
 
 #include <jansson.h>
 
+#include "cm/config.h"
 #include "cm/error.h"
 
 /** Longest token accepted by the verifier (bytes). */
@@ -105,6 +106,17 @@ CM_MUST_CHECK int cm_jwt_verifier_add_key(cm_jwt_verifier_t *v, const char *kid,
  * Keys before the failing entry stay added.
  */
 CM_MUST_CHECK int cm_jwt_verifier_load(cm_jwt_verifier_t *v, const char *spec);
+
+/**
+ * A verifier for the keys in j (JWT_PUBLIC_KEYS, issuer, audience: see
+ * cm_cfg_jwt), with a cache of cache_size verified tokens. With no keys
+ * listed it starts empty (the caller adds its own). On a bad entry it
+ * prints one line in the configuration's format ("linktr-<service>:
+ * config: JWT_PUBLIC_KEYS: entry "kid": why") and returns NULL with *err
+ * set. The caller frees it with cm_jwt_verifier_free.
+ */
+cm_jwt_verifier_t *cm_jwt_verifier_from_config(const char *service, const cm_jwt_config_t *j,
+                                               size_t cache_size, int *err);
 
 /**
  * Like cm_jwt_verifier_load; on failure also copies the failing entry's kid

@@ -1,14 +1,13 @@
 /*
- * cm/process.h — the process's own metrics and the metrics every service
- * exports (Prometheus's process_* names, linktr_build_info, the database
- * pool), read from /proc at render time so nothing polls.
+ * cm/process.h — the process's own metrics, which every service exports
+ * (Prometheus's process_* names, linktr_build_info), read from /proc at
+ * render time so nothing polls. The database pool's are cm/service.h's.
  */
 #ifndef CM_PROCESS_H
 #define CM_PROCESS_H
 
 #include <stdbool.h>
 
-#include "cm/db.h"
 #include "cm/metrics.h"
 
 /** What /proc says about this process; -1 for a value that could not be read. */
@@ -24,12 +23,9 @@ bool cm_process_stats(cm_process_stats_t *out);
 
 /**
  * Registers in m: process_cpu_seconds_total, process_resident_memory_bytes,
- * process_open_fds, process_start_time_seconds, linktr_build_info{service,
- * version} = 1 and, with a pool (borrowed; must outlive m's renders),
- * linktr_db_pool_connections{state="in_use"|"open"|"max"} and
- * linktr_db_pool_waits_total / linktr_db_pool_timeouts_total.
+ * process_open_fds, process_start_time_seconds and linktr_build_info{service,
+ * version} = 1.
  */
-void cm_process_metrics_register(cm_metrics_t *m, const char *service, const char *version,
-                                 cm_db_pool_t *pool);
+void cm_process_metrics_register(cm_metrics_t *m, const char *service, const char *version);
 
 #endif

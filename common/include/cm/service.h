@@ -4,7 +4,8 @@
  * A service's main.c holds only its own wiring: its app struct, four
  * static callbacks named load, start, stop and dispose, and one line
  *
- *     CM_SERVICE_MAIN(app_t, .name = "mailer", .migrations = mailer_migrations, .curl = true)
+ *     CM_SERVICE_MAIN(app_t, .name = "mailer", .db = &cm_service_postgres,
+ *                     .migrations = mailer_migrations)
  *
  * that defines main() over cm_service_main.
  *
@@ -14,10 +15,11 @@
  *   1. arguments: none (serve), "migrate" (services with migrations), "--version";
  *   2. SIGINT/SIGTERM blocked in every thread (sigwait takes them), SIGPIPE
  *      ignored (a peer that hangs up must not kill the process);
- *   3. libsodium and, with def->curl, libcurl are initialised;
+ *   3. libsodium is initialised (a service that uses libcurl initialises it
+ *      in its start and cleans it up in its dispose);
  *   4. def->load reads the configuration and whatever else is configuration
  *      (key files): exit status 2 when it is bad; then logging starts;
- *   5. with migrations: the database pool opens and the migrations apply
+ *   5. with a database (def->db): the pool opens and the migrations apply
  *      ("migrate" stops here);
  *   6. def->start starts the service's own parts and names its routes;
  *      with a database, the retention sweeper starts (cm/sweep.h: the
@@ -44,8 +46,6 @@
 #include "cm/config.h"
 #include "cm/db.h"
 #include "cm/http.h"
-#include "cm/jwt.h"
-#include "cm/consumer.h"
 #include "cm/metrics.h"
 
 /** What the skeleton hands to def->start: everything common, already running. */
@@ -55,11 +55,33 @@ typedef struct cm_service_env {
     cm_metrics_t *metrics;          /* the registry /metrics serves */
 } cm_service_env_t;
 
+typedef struct cm_service_def cm_service_def_t;
+typedef struct cm_sweep cm_sweep_t;
+
+/**
+ * What a service with a database adds to the start-up path: the pool and
+ * its migrations, the pool's metrics, the retention sweeper. Kept behind
+ * this table (cm_service_postgres, in service_db.c) so a service without
+ * a database links no libpq.
+ */
+typedef struct cm_service_db {
+    /* Opens *pool with cfg's DATABASE_URL and DB_POOL_SIZE, applies def's migrations. */
+    int (*open)(const cm_service_def_t *def, const cm_service_config_t *cfg, cm_db_pool_t **pool);
+    /* After the service started: pool metrics in metrics, the sweeper in *sweeper. */
+    int (*start)(const cm_service_def_t *def, const cm_service_config_t *cfg, cm_db_pool_t *pool,
+                 cm_metrics_t *metrics, cm_sweep_t **sweeper);
+    void (*stop)(cm_sweep_t *sweeper); /* NULL-safe */
+    void (*close)(cm_db_pool_t *pool); /* NULL-safe */
+} cm_service_db_t;
+
+/** PostgreSQL through cm/db.h: what auth, referral and the mailer name as .db. */
+extern const cm_service_db_t cm_service_postgres;
+
 /** One service: its name, its migrations and its own parts. */
-typedef struct cm_service_def {
+struct cm_service_def {
     const char *name;                 /* "auth": logs, metrics, "linktr-auth" in messages */
-    const cm_migration_t *migrations; /* ends with a {0, NULL, NULL} entry; NULL: no database */
-    bool curl;                        /* initialise libcurl for the process (gateway, mailer) */
+    const cm_service_db_t *db;        /* &cm_service_postgres, or NULL: no database */
+    const cm_migration_t *migrations; /* with db: ends with a {0, NULL, NULL} entry */
     int db_acquire_ms;                /* longest wait for a pooled connection; 0 → 5000 */
     /*
      * Reads the configuration into app; *svc points at its shared part
@@ -78,7 +100,7 @@ typedef struct cm_service_def {
     void (*stop)(void *app);
     /* Frees what load read; also called after a failed load (so it must be NULL-safe). */
     void (*dispose)(void *app);
-} cm_service_def_t;
+};
 
 /**
  * Runs the service until SIGINT/SIGTERM. Returns the process exit status:
@@ -101,24 +123,5 @@ int cm_service_main(const cm_service_def_t *def, void *app, int argc, char **arg
         app_type app = {0};                                                                        \
         return cm_service_main(&def, &app, argc, argv);                                            \
     }
-
-/**
- * A verifier for the keys in j (JWT_PUBLIC_KEYS, issuer, audience), with a
- * cache of cache_size verified tokens. With no keys listed the verifier
- * starts empty (the caller adds its own). On a bad entry it prints one
- * line in the configuration's format ("linktr-<service>: config:
- * JWT_PUBLIC_KEYS: entry "kid": why") and returns NULL with *err set.
- * The caller frees the verifier with cm_jwt_verifier_free.
- */
-cm_jwt_verifier_t *cm_service_verifier_new(const char *service, const cm_jwt_config_t *j,
-                                           size_t cache_size, int *err);
-
-/**
- * The readiness of a service that owns a database and consumes events:
- * true when pool answers a ping and consumer is connected and heard from
- * lately (a NULL pool or consumer is not checked). Appends what is down,
- * comma-separated, to why.
- */
-bool cm_service_ready(cm_db_pool_t *pool, cm_consumer_t *consumer, cm_buf_t *why);
 
 #endif

@@ -138,10 +138,20 @@ static void date_time_format_follows_rfc3339(void **state)
     assert_false(valid(s, "\"2026-11-27\""));
 }
 
+static void patterns_are_posix_extended_expressions(void **state)
+{
+    (void)state;
+    const char *s = "{\"type\":\"string\",\"pattern\":\"^[0-9a-f]{2}-[0-9]+$\"}";
+    assert_true(valid(s, "\"0a-17\""));
+    assert_false(valid(s, "\"0A-17\""));
+    assert_false(valid(s, "\"0a-\""));
+    assert_false(valid("{\"pattern\":\"(\"}", "\"a\"")); /* not an expression: a schema error */
+}
+
 static void unknown_keywords_and_formats_fail_instead_of_passing_silently(void **state)
 {
     (void)state;
-    assert_false(valid("{\"pattern\":\"^a$\"}", "\"a\""));
+    assert_false(valid("{\"patternProperties\":{\"^a$\":{}}}", "{\"a\":1}"));
     assert_false(valid("{\"$ref\":\"envelope.schema.json\"}", "{}"));
     assert_false(valid("{\"format\":\"email\"}", "\"a@b\""));
     assert_true(valid("{\"title\":\"t\",\"description\":\"d\",\"$id\":\"urn:x\"}", "1"));
@@ -249,6 +259,7 @@ int main(void)
         cmocka_unit_test(minimum_and_maximum_bound_numbers),
         cmocka_unit_test(uuid_format_is_checked),
         cmocka_unit_test(date_time_format_follows_rfc3339),
+        cmocka_unit_test(patterns_are_posix_extended_expressions),
         cmocka_unit_test(unknown_keywords_and_formats_fail_instead_of_passing_silently),
         cmocka_unit_test(every_event_schema_loads_and_declares_its_type),
         cmocka_unit_test(reward_schema_accepts_a_grant_and_rejects_each_violation),
