@@ -2,29 +2,59 @@
 #include "cm/process.h"
 
 #include <dirent.h>
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "cm/util.h"
+
+/* Reads a small /proc file whole into buf (NUL-terminated); false when it cannot be read. */
+static bool read_proc(const char *path, char *buf, size_t cap)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return false;
+    size_t n = fread(buf, 1, cap - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    return n > 0;
+}
+
+/* Field `want` (1-based, as proc(5) numbers them) of a space-separated list whose first
+ * field is number `first`; -1 when it is missing or not a whole number. */
+static long long field(const char *s, int first, int want)
+{
+    for (int i = first; *s && i < want; i++) {
+        s = strchr(s, ' ');
+        if (!s)
+            return -1;
+        s++;
+    }
+    char num[32];
+    size_t n = strcspn(s, " \n");
+    if (n == 0 || n >= sizeof num)
+        return -1;
+    memcpy(num, s, n);
+    num[n] = '\0';
+    long long v = -1;
+    return cm_strtonum(num, 0, LLONG_MAX, &v) == 0 ? v : -1;
+}
+
 /* Field 14 (utime), 15 (stime) and 22 (starttime) of /proc/self/stat, in clock ticks. */
 static bool read_stat(double *cpu_ticks, double *start_ticks)
 {
     char buf[1024];
-    FILE *f = fopen("/proc/self/stat", "r");
-    if (!f)
+    if (!read_proc("/proc/self/stat", buf, sizeof buf))
         return false;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    /* The command name may hold spaces and parentheses: fields start after the last ')'. */
+    /* The command name may hold spaces and parentheses: field 3 starts after the last ')'. */
     const char *p = strrchr(buf, ')');
-    unsigned long utime = 0, stime = 0;
-    unsigned long long start = 0;
-    if (!p || sscanf(p + 2,
-                     "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu %*d %*d %*d %*d %*d "
-                     "%*d %llu",
-                     &utime, &stime, &start) != 3)
+    if (!p || p[1] != ' ')
+        return false;
+    long long utime = field(p + 2, 3, 14), stime = field(p + 2, 3, 15);
+    long long start = field(p + 2, 3, 22);
+    if (utime < 0 || stime < 0 || start < 0)
         return false;
     *cpu_ticks = (double)utime + (double)stime;
     *start_ticks = (double)start;
@@ -34,27 +64,24 @@ static bool read_stat(double *cpu_ticks, double *start_ticks)
 /* Seconds since the epoch at which the machine booted (/proc/stat btime). */
 static double boot_time(void)
 {
-    char line[256];
-    double btime = -1;
+    char line[512];
+    long long v = -1;
     FILE *f = fopen("/proc/stat", "r");
     if (!f)
         return -1;
-    while (fgets(line, sizeof line, f))
-        if (sscanf(line, "btime %lf", &btime) == 1)
-            break;
+    /* Line by line: the per-CPU lines before btime grow with the machine. */
+    while (v < 0 && fgets(line, sizeof line, f))
+        if (strncmp(line, "btime ", 6) == 0)
+            v = field(line + 6, 1, 1);
     fclose(f);
-    return btime;
+    return (double)v;
 }
 
 static double resident_bytes(void)
 {
-    long pages = 0;
-    FILE *f = fopen("/proc/self/statm", "r");
-    if (!f)
-        return -1;
-    int ok = fscanf(f, "%*d %ld", &pages);
-    fclose(f);
-    return ok == 1 ? (double)pages * (double)sysconf(_SC_PAGESIZE) : -1;
+    char buf[256];
+    long long pages = read_proc("/proc/self/statm", buf, sizeof buf) ? field(buf, 1, 2) : -1;
+    return pages >= 0 ? (double)pages * (double)sysconf(_SC_PAGESIZE) : -1;
 }
 
 static double open_fds(void)

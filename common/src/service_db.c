@@ -86,7 +86,5 @@ static int start_extras(const cm_service_def_t *def, const cm_service_config_t *
     return *sweeper ? 0 : (rc ? rc : CM_EINVAL);
 }
 
-const cm_service_db_t cm_service_postgres = {.open = open_pool,
-                                             .start = start_extras,
-                                             .stop = cm_sweep_free,
-                                             .close = cm_db_pool_free};
+const cm_service_db_t cm_service_postgres = {
+    .open = open_pool, .start = start_extras, .stop = cm_sweep_free, .close = cm_db_pool_free};

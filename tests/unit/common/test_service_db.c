@@ -83,13 +83,11 @@ static int teardown(void **state)
 
 static cm_service_config_t config_for(const char *url)
 {
-    cm_service_config_t cfg = {.database_url = (char *)(uintptr_t)url,
-                               .db_pool_size = 2,
-                               .retention = {.interval_s = 3600,
-                                             .batch = 100,
-                                             .pause_ms = 0,
-                                             .keep_days = 7,
-                                             .dedup_days = 30}};
+    cm_service_config_t cfg = {
+        .database_url = (char *)(uintptr_t)url,
+        .db_pool_size = 2,
+        .retention = {
+            .interval_s = 3600, .batch = 100, .pause_ms = 0, .keep_days = 7, .dedup_days = 30}};
     return cfg;
 }
 
