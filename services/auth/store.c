@@ -334,7 +334,7 @@ void auth_throttle_key(const uint8_t *secret, const char *prefix, const char *a,
     if (b)
         crypto_auth_hmacsha256_update(&st, (const unsigned char *)b, strlen(b));
     crypto_auth_hmacsha256_final(&st, mac);
-    memcpy(out, prefix, plen);
+    memcpy(out, prefix, plen + 1); /* the hex digits follow from out + plen */
     sodium_bin2hex(out + plen, AUTH_THROTTLE_KEY_MAX - plen, mac, sizeof mac);
     sodium_memzero(&st, sizeof st);
 }

@@ -95,7 +95,6 @@ static const cm_service_def_t DEF = {.name = "fake",
 
 /* Asks the thread in cm_service_main to stop once /hello answers. */
 typedef struct stopper {
-    pthread_t main;
     fake_t *f;
     int hello_status;
     /* What the two listeners answered once /hello did. */
@@ -146,7 +145,9 @@ static void *stop_when_serving(void *arg)
     }
     if (s->hello_status == 200)
         probe_listeners(s);
-    pthread_kill(s->main, SIGTERM);
+    /* To the process, as an operator's SIGTERM comes: every thread blocks it,
+     * so only cm_service_main's sigwait takes it. */
+    kill(getpid(), SIGTERM);
     return NULL;
 }
 
@@ -154,7 +155,13 @@ static void serves_until_sigterm_then_stops_in_order(void **state)
 {
     (void)state;
     fake_t f = {0};
-    stopper_t s = {.main = pthread_self(), .f = &f};
+    stopper_t s = {.f = &f};
+    /* Blocked before the stopper thread starts, so it inherits the mask too. */
+    sigset_t stop;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGINT);
+    sigaddset(&stop, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop, NULL);
     pthread_t t;
     assert_int_equal(pthread_create(&t, NULL, stop_when_serving, &s), 0);
     char *argv[] = {"linktr-fake", NULL};
