@@ -164,8 +164,10 @@ static void on_echo(cm_req_t *rq, void *ctx)
     const char *s = cm_req_header(rq, "X-Status");
     if (s && cm_strtonum(s, 200, 599, &status) != 0)
         status = 200;
-    /* A 405 must carry Allow, which only the router knows. */
-    if (status == 405)
+    /* A 405 must carry Allow, which only the router knows; 408, 411 and 413 are
+     * cm_http's own answers to a body it refused, which always close the
+     * connection (checked below), not statuses a handler picks. */
+    if (status == 405 || status == 408 || status == 411 || status == 413)
         status = 400;
     if (status >= 400)
         cm_reply_problem(rq, (int)status, NULL, "As asked.", NULL);

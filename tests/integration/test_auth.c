@@ -34,6 +34,7 @@
 #include "cm/util.h"
 #include "http_client.h"
 #include "testenv.h"
+#include "instance.h"
 
 #define ENV "LINKTR_STACK_ENV"
 #define PASSWORD "correct horse battery staple 42"
@@ -1022,89 +1023,6 @@ static void health_readiness_and_metrics_answer_on_the_admin_port(void **state)
 
 /* ---- a private instance with overrides (small hash pool, other argon2 parameters) ---- */
 
-typedef struct instance {
-    pid_t pid;
-    char base[64];
-} instance_t;
-
-/* Path of the linktr-auth built next to this test (build/bin or ../bin). */
-static char *auth_binary(void)
-{
-    char self[4096];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    assert_true(n > 0);
-    self[n] = '\0';
-    *strrchr(self, '/') = '\0';
-    const char *rel[] = {"bin/linktr-auth", "../bin/linktr-auth"};
-    for (int i = 0; i < 2; i++) {
-        char *p = cm_xasprintf("%s/%s", self, rel[i]);
-        if (access(p, X_OK) == 0)
-            return p;
-        free(p);
-    }
-    fail_msg("linktr-auth not found next to %s", self);
-    return NULL;
-}
-
-/* Starts linktr-auth on the stack's database and broker with extra VAR=VALUE overrides. */
-static void instance_start(instance_t *in, const char *const *overrides)
-{
-    char *bin = auth_binary();
-    int port = t_free_port();
-    snprintf(in->base, sizeof in->base, "http://127.0.0.1:%d", port);
-    char *pub = t_env(ENV, "MAILER_SEAL_PUBLIC_KEY_FILE"), *seal = NULL;
-    size_t len = 0;
-    assert_int_equal(cm_read_file(pub, 4096, &seal, &len), 0);
-    seal[strcspn(seal, "\r\n")] = '\0';
-    const char *keys[] = {"AUTH_DATABASE_URL", "KAFKA_BOOTSTRAP", "JWT_PRIVATE_KEY_FILE",
-                          "JWT_KEY_ID"};
-    const char *names[] = {"DATABASE_URL", "KAFKA_BOOTSTRAP", "JWT_PRIVATE_KEY_FILE", "JWT_KEY_ID"};
-    char *vars[8];
-    for (int i = 0; i < 4; i++) {
-        char *v = t_env(ENV, keys[i]);
-        vars[i] = cm_xasprintf("%s=%s", names[i], v);
-        free(v);
-    }
-    vars[4] = cm_xasprintf("PORT=%d", port);
-    vars[5] = cm_xasprintf("MAILER_SEAL_PUBLIC_KEY=%s", seal);
-    vars[6] = cm_xstrdup("LOG_LEVEL=warn");
-    vars[7] = cm_xasprintf("ADMIN_PORT=%d", t_free_port());
-    in->pid = fork();
-    assert_true(in->pid >= 0);
-    if (in->pid == 0) {
-        for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++)
-            putenv(vars[i]);
-        for (size_t i = 0; overrides[i]; i++)
-            putenv((char *)(uintptr_t)overrides[i]);
-        unsetenv("JWT_PUBLIC_KEYS");
-        execl(bin, bin, (char *)NULL);
-        _exit(127);
-    }
-    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++)
-        free(vars[i]);
-    free(seal), free(pub), free(bin);
-    char *health = cm_xasprintf("%s/healthz", in->base);
-    int64_t deadline = cm_now_mono_ms() + 20000;
-    t_resp_t r;
-    while (t_get(health, NULL, &r) != 0 || r.status != 200) {
-        t_resp_dispose(&r);
-        if (cm_now_mono_ms() > deadline || waitpid(in->pid, NULL, WNOHANG) == in->pid)
-            fail_msg("private linktr-auth did not start");
-        t_sleep_ms(100);
-    }
-    t_resp_dispose(&r);
-    free(health);
-}
-
-static void instance_stop(instance_t *in)
-{
-    int status = 0;
-    kill(in->pid, SIGTERM);
-    assert_int_equal(waitpid(in->pid, &status, 0), in->pid);
-    assert_true(WIFEXITED(status));
-    assert_int_equal(WEXITSTATUS(status), 0); /* graceful, and clean under ASan */
-}
-
 typedef struct burster {
     const char *url;
     json_t *body;
@@ -1128,8 +1046,8 @@ static void a_burst_beyond_the_hash_queue_gets_503_with_retry_after(void **state
 {
     (void)state;
     static const char *const small[] = {"HASH_WORKERS=1", "HASH_QUEUE=1", "HTTP_THREADS=32", NULL};
-    instance_t in;
-    instance_start(&in, small);
+    t_instance_t in;
+    t_auth_start(&in, small);
     char *u = cm_xasprintf("%s/api/register/", in.base);
     burster_t b[BURST];
     pthread_t th[BURST];
@@ -1153,7 +1071,7 @@ static void a_burst_beyond_the_hash_queue_gets_503_with_retry_after(void **state
     assert_true(created >= 1);
     assert_true(busy >= 1);
     free(u);
-    instance_stop(&in);
+    t_instance_stop(&in);
 }
 
 static void login_rehashes_when_the_argon2_parameters_changed(void **state)
@@ -1162,8 +1080,8 @@ static void login_rehashes_when_the_argon2_parameters_changed(void **state)
     json_t *u = new_user("rhs");
     char *id = register_ok(u); /* hashed with the stack's parameters (t=2) */
     static const char *const t3[] = {"ARGON2_OPSLIMIT=3", NULL};
-    instance_t in;
-    instance_start(&in, t3);
+    t_instance_t in;
+    t_auth_start(&in, t3);
     PGresult *r = query("SELECT password_hash FROM users WHERE id = $1::uuid", 1, id, NULL, NULL);
     assert_non_null(strstr(PQgetvalue(r, 0, 0), "t=2"));
     PQclear(r);
@@ -1178,7 +1096,7 @@ static void login_rehashes_when_the_argon2_parameters_changed(void **state)
     assert_non_null(strstr(PQgetvalue(r, 0, 0), "t=3"));
     PQclear(r);
     json_decref(login_ok(str(u, "username"), PASSWORD)); /* still valid through the stack */
-    instance_stop(&in);
+    t_instance_stop(&in);
     json_decref(b), json_decref(u);
     free(lu), free(id);
 }

@@ -39,6 +39,7 @@
 #include "http_client.h"
 #include "stack.h"
 #include "testenv.h"
+#include "instance.h"
 
 #define ENV "LINKTR_STACK_ENV"
 /* Iterations of the session race; HOSTILE_SESSION_ITERATIONS overrides. */
@@ -146,101 +147,15 @@ static const char *str(json_t *o, const char *k)
 
 /* ---- a second auth with other argon2 parameters ------------------------------------- */
 
-typedef struct instance {
-    pid_t pid;
-    char base[64];
-} instance_t;
-
-static char *auth_binary(void)
-{
-    char self[4096];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    assert_true(n > 0);
-    self[n] = '\0';
-    *strrchr(self, '/') = '\0';
-    const char *rel[] = {"bin/linktr-auth", "../bin/linktr-auth"};
-    for (int i = 0; i < 2; i++) {
-        char *p = cm_xasprintf("%s/%s", self, rel[i]);
-        if (access(p, X_OK) == 0)
-            return p;
-        free(p);
-    }
-    fail_msg("linktr-auth not found next to %s", self);
-    return NULL;
-}
-
-/* Starts linktr-auth on the stack's database and broker with VAR=VALUE overrides. */
-static void instance_start(instance_t *in, const char *const *overrides)
-{
-    char *bin = auth_binary();
-    int port = t_free_port();
-    snprintf(in->base, sizeof in->base, "http://127.0.0.1:%d", port);
-    char *pub = t_env(ENV, "MAILER_SEAL_PUBLIC_KEY_FILE"), *seal = NULL;
-    size_t len = 0;
-    assert_int_equal(cm_read_file(pub, 4096, &seal, &len), 0);
-    seal[strcspn(seal, "\r\n")] = '\0';
-    const char *keys[] = {"AUTH_DATABASE_URL", "KAFKA_BOOTSTRAP", "JWT_PRIVATE_KEY_FILE",
-                          "JWT_KEY_ID"};
-    const char *names[] = {"DATABASE_URL", "KAFKA_BOOTSTRAP", "JWT_PRIVATE_KEY_FILE", "JWT_KEY_ID"};
-    char *vars[8];
-    for (int i = 0; i < 4; i++) {
-        char *v = t_env(ENV, keys[i]);
-        vars[i] = cm_xasprintf("%s=%s", names[i], v);
-        free(v);
-    }
-    vars[4] = cm_xasprintf("PORT=%d", port);
-    vars[5] = cm_xasprintf("MAILER_SEAL_PUBLIC_KEY=%s", seal);
-    vars[6] = cm_xstrdup("LOG_LEVEL=warn");
-    vars[7] = cm_xasprintf("ADMIN_PORT=%d", t_free_port());
-    in->pid = fork();
-    assert_true(in->pid >= 0);
-    if (in->pid == 0) {
-        for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++)
-            putenv(vars[i]);
-        for (size_t i = 0; overrides[i]; i++)
-            putenv((char *)(uintptr_t)overrides[i]);
-        unsetenv("JWT_PUBLIC_KEYS");
-        execl(bin, bin, (char *)NULL);
-        _exit(127);
-    }
-    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++)
-        free(vars[i]);
-    free(seal), free(pub), free(bin);
-    char *health = cm_xasprintf("%s/healthz", in->base);
-    int64_t deadline = cm_now_mono_ms() + 20000;
-    t_resp_t r;
-    while (t_get(health, NULL, &r) != 0 || r.status != 200) {
-        t_resp_dispose(&r);
-        if (cm_now_mono_ms() > deadline || waitpid(in->pid, NULL, WNOHANG) == in->pid)
-            fail_msg("private linktr-auth did not start");
-        t_sleep_ms(100);
-    }
-    t_resp_dispose(&r);
-    free(health);
-}
-
 /* Teardown: a test that failed half-way must not leave its instance running (it holds
  * ctest's output pipe, and ctest would wait for it). */
 static int reap_instance(void **state)
 {
-    instance_t *in = *state;
-    if (in && in->pid > 0) {
-        kill(in->pid, SIGKILL);
-        waitpid(in->pid, NULL, 0);
-    }
+    t_instance_t *in = *state;
+    t_instance_kill(in);
     free(in);
     *state = NULL;
     return 0;
-}
-
-static void instance_stop(instance_t *in)
-{
-    int status = 0;
-    kill(in->pid, SIGTERM);
-    assert_int_equal(waitpid(in->pid, &status, 0), in->pid);
-    assert_true(WIFEXITED(status));
-    in->pid = 0;
-    assert_int_equal(WEXITSTATUS(status), 0);
 }
 
 /* ---- the session race --------------------------------------------------------------- */
@@ -364,9 +279,9 @@ static void no_refresh_token_from_before_a_reset_or_logout_survives_the_race(voi
 {
     static const char *const other_params[] = {"ARGON2_OPSLIMIT=1", "ARGON2_MEMLIMIT_KIB=8192",
                                                NULL};
-    instance_t *inst = cm_xcalloc(1, sizeof *inst);
+    t_instance_t *inst = cm_xcalloc(1, sizeof *inst);
     *state = inst;
-    instance_start(inst, other_params);
+    t_auth_start(inst, other_params);
     json_t *u = new_user("race");
     race_t rc = {.ident = str(u, "username")};
     char *gw = t_env(ENV, "GATEWAY_URL"), *auth = t_env(ENV, "AUTH_URL");
@@ -384,7 +299,7 @@ static void no_refresh_token_from_before_a_reset_or_logout_survives_the_race(voi
     assert_int_equal(login(inst->base, rc.ident, before, NULL, NULL, NULL), 401);
     free(last), free(before);
     pthread_mutex_destroy(&rc.bag.mu);
-    instance_stop(inst);
+    t_instance_stop(inst);
     free(gw), free(auth);
     json_decref(u);
 }
@@ -686,14 +601,14 @@ static void auth_believes_real_ip_only_from_gateway_addresses(void **state)
     free(ip);
     /* An auth whose gateway lives elsewhere takes loopback for a client. */
     static const char *const elsewhere[] = {"GATEWAY_ADDRESSES=10.9.0.0/16", NULL};
-    instance_t *other = cm_xcalloc(1, sizeof *other);
+    t_instance_t *other = cm_xcalloc(1, sizeof *other);
     *state = other;
-    instance_start(other, elsewhere);
+    t_auth_start(other, elsewhere);
     json_t *d = register_at(other->base, "203.0.113.44", "203.0.113.45");
     ip = registration_ip(str(d, "id"));
     assert_string_equal(ip, "127.0.0.1");
     free(ip);
-    instance_stop(other);
+    t_instance_stop(other);
     json_decref(a), json_decref(b), json_decref(c), json_decref(d);
     free(auth), free(gw);
 }

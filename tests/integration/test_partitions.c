@@ -106,44 +106,6 @@ static void the_topics_have_the_partitions_the_spec_gives_them(void **state)
     assert_int_equal(partitions_of("mail.dead"), 2);
 }
 
-/* The sum of linktr_consumer_messages_total over the /metrics of the instance at base. */
-static double consumed(const char *base)
-{
-    char *u = cm_xasprintf("%s/metrics", base);
-    t_resp_t r;
-    double total = 0;
-    if (t_get(u, NULL, &r) == 0 && r.status == 200) {
-        for (const char *line = r.body; line && *line;) {
-            const char *end = strchr(line, '\n');
-            if (strncmp(line, "linktr_consumer_messages_total{", 31) == 0) {
-                const char *space = memchr(line, ' ', end ? (size_t)(end - line) : strlen(line));
-                if (space)
-                    total += strtod(space + 1, NULL);
-            }
-            line = end ? end + 1 : NULL;
-        }
-    }
-    t_resp_dispose(&r);
-    free(u);
-    return total;
-}
-
-/* Every instance listed in stack.env's <KEY> (comma-separated admin URLs: /metrics lives there)
- * consumed something. */
-static void assert_every_instance_consumed(const char *key)
-{
-    char *urls = t_stack(key);
-    int instances = 0;
-    for (char *save = NULL, *u = strtok_r(urls, ",", &save); u; u = strtok_r(NULL, ",", &save)) {
-        double n = consumed(u);
-        fprintf(stderr, "partitions: %s at %s consumed %.0f messages\n", key, u, n);
-        assert_true(n > 0);
-        instances++;
-    }
-    assert_int_equal(instances, REPLICAS);
-    free(urls);
-}
-
 static void twelve_partitions_over_three_instances_give_every_effect_exactly_once(void **state)
 {
     (void)state;
@@ -160,8 +122,8 @@ static void twelve_partitions_over_three_instances_give_every_effect_exactly_onc
     long long nrows = 0;
     assert_int_equal(cm_strtonum(rows, 2, 16, &nrows), 0);
     free(rows);
-    assert_every_instance_consumed("REFERRAL_ADMIN_URLS");
-    assert_every_instance_consumed("MAILER_ADMIN_URLS");
+    t_assert_every_instance_consumed("REFERRAL_ADMIN_URLS", REPLICAS);
+    t_assert_every_instance_consumed("MAILER_ADMIN_URLS", REPLICAS);
     t_wave_free(w);
 }
 

@@ -585,3 +585,39 @@ void t_wave_free(t_wave_t *w)
     json_decref(w->referrer);
     free(w);
 }
+
+double t_metric_sum(const char *base, const char *name)
+{
+    char *u = cm_xasprintf("%s/metrics", base);
+    size_t n = strlen(name);
+    t_resp_t r;
+    double total = 0;
+    if (t_get(u, NULL, &r) == 0 && r.status == 200) {
+        for (const char *line = r.body; line && *line;) {
+            const char *end = strchr(line, '\n');
+            if (strncmp(line, name, n) == 0 && (line[n] == '{' || line[n] == ' ')) {
+                const char *space = memchr(line, ' ', end ? (size_t)(end - line) : strlen(line));
+                if (space)
+                    total += strtod(space + 1, NULL);
+            }
+            line = end ? end + 1 : NULL;
+        }
+    }
+    t_resp_dispose(&r);
+    free(u);
+    return total;
+}
+
+void t_assert_every_instance_consumed(const char *key, int instances)
+{
+    char *urls = t_stack(key);
+    int seen = 0;
+    for (char *save = NULL, *u = strtok_r(urls, ",", &save); u; u = strtok_r(NULL, ",", &save)) {
+        double n = t_metric_sum(u, "linktr_consumer_messages_total");
+        fprintf(stderr, "%s at %s consumed %.0f messages\n", key, u, n);
+        assert_true(n > 0);
+        seen++;
+    }
+    assert_int_equal(seen, instances);
+    free(urls);
+}

@@ -65,6 +65,20 @@ const char *t_repo(void);
  */
 int t_stack_cmd(const char *args);
 
+/**
+ * The sum of every series of the metric family name (e.g.
+ * "linktr_consumer_messages_total") on the /metrics of the admin listener
+ * at base; 0 when it cannot be read.
+ */
+double t_metric_sum(const char *base, const char *name);
+
+/**
+ * Asserts that each of the instances listed in stack.env's key (comma-
+ * separated admin URLs, e.g. REFERRAL_ADMIN_URLS) consumed at least one
+ * message, and that there are exactly instances of them.
+ */
+void t_assert_every_instance_consumed(const char *key, int instances);
+
 #endif
 
 /* ---- a wave of referred users: the scale-out and fault tests ------------ */
