@@ -88,13 +88,14 @@ static char *query1(const char *sql, const char *param)
     return v ? v : cm_xstrdup("");
 }
 
-static void admin_exec(const char *sql)
+/* Runs sql with n text parameters as the database's superuser. */
+static void admin_exec_params(const char *sql, int n, const char *const *params)
 {
     char *dsn = t_stack("ADMIN_DATABASE_URL");
     PGconn *c = PQconnectdb(dsn);
     free(dsn);
     assert_int_equal(PQstatus(c), CONNECTION_OK);
-    PGresult *r = PQexec(c, sql);
+    PGresult *r = PQexecParams(c, sql, n, NULL, params, NULL, NULL, 0);
     if (PQresultStatus(r) != PGRES_COMMAND_OK)
         fail_msg("%s: %s", sql, PQresultErrorMessage(r));
     PQclear(r);
@@ -305,59 +306,71 @@ static double metric_sum(const char *urls_key, const char *sample)
 
 #define REMOVED(t) "linktr_retention_rows_removed_total{table=\"" t "\"}"
 
+/* One seeding statement: $1 is the run's tag, $2 (where nparams is 2) the user's id. */
+typedef struct seed {
+    const char *sql;
+    int nparams;
+} seed_t;
+
 /* Old rows (past every retention) and live ones (just inside it) in each
  * table the sweepers look after. 250 old rows per table: three batches. */
+static const seed_t SEED[] = {
+    {"INSERT INTO auth.users (id, username, email, password_hash, referral_code) "
+     "VALUES ($2::uuid, 'ret_' || $1, 'ret_' || $1 || '@example.com', 'x', 'ZZZZZZZZ')",
+     2},
+    /* expired 8 days ago: gone; expired 6 days ago, or revoked but live: kept */
+    {"INSERT INTO auth.refresh_tokens (token_hash, user_id, family_id, expires_at) "
+     "SELECT 'old_' || $1 || '_' || g, $2::uuid, gen_random_uuid(), now() - interval '8 days' "
+     "FROM generate_series(1, 250) g",
+     2},
+    {"INSERT INTO auth.refresh_tokens (token_hash, user_id, family_id, expires_at, revoked_at) "
+     "SELECT 'live_' || $1 || '_' || g, $2::uuid, gen_random_uuid(), "
+     "now() - interval '6 days' + (g % 2) * interval '30 days', "
+     "CASE WHEN g % 2 = 1 THEN now() END FROM generate_series(1, 6) g",
+     2},
+    {"INSERT INTO auth.one_time_tokens (token_hash, kind, user_id, expires_at, used_at) "
+     "SELECT 'old_' || $1 || '_' || g, 'reset', $2::uuid, now() - interval '8 days', "
+     "CASE WHEN g % 2 = 0 THEN now() - interval '9 days' END FROM generate_series(1, 250) g",
+     2},
+    {"INSERT INTO auth.one_time_tokens (token_hash, kind, user_id, expires_at) "
+     "SELECT 'live_' || $1 || '_' || g, 'verify', $2::uuid, now() + interval '1 day' "
+     "FROM generate_series(1, 5) g",
+     2},
+    {"INSERT INTO auth.login_throttle (key, failures, updated_at) "
+     "SELECT 'old_' || $1 || '_' || g, 3, now() - interval '8 days' "
+     "FROM generate_series(1, 250) g",
+     1},
+    {"INSERT INTO auth.login_throttle (key, failures, updated_at) "
+     "SELECT 'live_' || $1 || '_' || g, 3, now() - interval '6 days' "
+     "FROM generate_series(1, 5) g",
+     1},
+    {"INSERT INTO auth.outbox (event_id, topic, key, payload, created_at, sent_at) "
+     "SELECT gen_random_uuid(), 'retention.' || $1, 'k', '{}', now() - interval '9 days', "
+     "now() - interval '8 days' + (g > 250)::int * interval '2 days' "
+     "FROM generate_series(1, 255) g",
+     1},
+    {"INSERT INTO referral.processed_events (event_id, processed_at) "
+     "SELECT gen_random_uuid(), now() - interval '31 days' + (g > 250)::int "
+     "* interval '2 days' FROM generate_series(1, 255) g",
+     0},
+    {"INSERT INTO referral.outbox (event_id, topic, key, payload, sent_at) "
+     "SELECT gen_random_uuid(), 'retention.' || $1, 'k', '{}', "
+     "now() - interval '8 days' + (g > 250)::int * interval '2 days' "
+     "FROM generate_series(1, 255) g",
+     1},
+    {"INSERT INTO mailer.sent (event_id, recipient, template, sent_at) "
+     "SELECT gen_random_uuid(), 'ret_' || $1 || '@example.com', 'verify_email', "
+     "now() - interval '31 days' + (g > 250)::int * interval '2 days' "
+     "FROM generate_series(1, 255) g",
+     1},
+};
+
 static void seed_retention_rows(const char *tag)
 {
     char *user_id = query1("SELECT gen_random_uuid()::text", NULL);
-    /* clang-format off */
-    char *sql[] = {
-        cm_xasprintf("INSERT INTO auth.users (id, username, email, password_hash, referral_code) "
-                     "VALUES ('%s', 'ret_%s', 'ret_%s@example.com', 'x', 'ZZZZZZZZ')",
-                     user_id, tag, tag),
-        /* expired 8 days ago: gone; expired 6 days ago, or revoked but live: kept */
-        cm_xasprintf("INSERT INTO auth.refresh_tokens (token_hash, user_id, family_id, expires_at) "
-                     "SELECT 'old_%s_' || g, '%s', gen_random_uuid(), now() - interval '8 days' "
-                     "FROM generate_series(1, 250) g", tag, user_id),
-        cm_xasprintf("INSERT INTO auth.refresh_tokens (token_hash, user_id, family_id, expires_at, "
-                     "revoked_at) SELECT 'live_%s_' || g, '%s', gen_random_uuid(), "
-                     "now() - interval '6 days' + (g %% 2) * interval '30 days', "
-                     "CASE WHEN g %% 2 = 1 THEN now() END FROM generate_series(1, 6) g",
-                     tag, user_id),
-        cm_xasprintf("INSERT INTO auth.one_time_tokens (token_hash, kind, user_id, expires_at, "
-                     "used_at) SELECT 'old_%s_' || g, 'reset', '%s', now() - interval '8 days', "
-                     "CASE WHEN g %% 2 = 0 THEN now() - interval '9 days' END "
-                     "FROM generate_series(1, 250) g", tag, user_id),
-        cm_xasprintf("INSERT INTO auth.one_time_tokens (token_hash, kind, user_id, expires_at) "
-                     "SELECT 'live_%s_' || g, 'verify', '%s', now() + interval '1 day' "
-                     "FROM generate_series(1, 5) g", tag, user_id),
-        cm_xasprintf("INSERT INTO auth.login_throttle (key, failures, updated_at) "
-                     "SELECT 'old_%s_' || g, 3, now() - interval '8 days' "
-                     "FROM generate_series(1, 250) g", tag),
-        cm_xasprintf("INSERT INTO auth.login_throttle (key, failures, updated_at) "
-                     "SELECT 'live_%s_' || g, 3, now() - interval '6 days' "
-                     "FROM generate_series(1, 5) g", tag),
-        cm_xasprintf("INSERT INTO auth.outbox (event_id, topic, key, payload, created_at, sent_at) "
-                     "SELECT gen_random_uuid(), 'retention.%s', 'k', '{}', "
-                     "now() - interval '9 days', now() - interval '8 days' + (g > 250)::int "
-                     "* interval '2 days' FROM generate_series(1, 255) g", tag),
-        cm_xasprintf("INSERT INTO referral.processed_events (event_id, processed_at) "
-                     "SELECT gen_random_uuid(), now() - interval '31 days' + (g > 250)::int "
-                     "* interval '2 days' FROM generate_series(1, 255) g"),
-        cm_xasprintf("INSERT INTO referral.outbox (event_id, topic, key, payload, sent_at) "
-                     "SELECT gen_random_uuid(), 'retention.%s', 'k', '{}', "
-                     "now() - interval '8 days' + (g > 250)::int * interval '2 days' "
-                     "FROM generate_series(1, 255) g", tag),
-        cm_xasprintf("INSERT INTO mailer.sent (event_id, recipient, template, sent_at) "
-                     "SELECT gen_random_uuid(), 'ret_%s@example.com', 'verify_email', "
-                     "now() - interval '31 days' + (g > 250)::int * interval '2 days' "
-                     "FROM generate_series(1, 255) g", tag),
-    };
-    /* clang-format on */
-    for (size_t i = 0; i < sizeof sql / sizeof sql[0]; i++) {
-        admin_exec(sql[i]);
-        free(sql[i]);
-    }
+    const char *params[2] = {tag, user_id};
+    for (size_t i = 0; i < sizeof SEED / sizeof SEED[0]; i++)
+        admin_exec_params(SEED[i].sql, SEED[i].nparams, params);
     free(user_id);
 }
 

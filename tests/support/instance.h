@@ -10,7 +10,7 @@
 
 /** A running private instance. */
 typedef struct t_instance {
-    pid_t pid; /* 0 once stopped */
+    pid_t pid;     /* 0 once stopped */
     char base[64]; /* http://127.0.0.1:PORT */
 } t_instance_t;
 

@@ -37,3 +37,29 @@ char *t_pg_value(cm_db_t *db, const char *sql, const char *param)
     PQclear(res);
     return v;
 }
+
+int t_pg_begin(void **state)
+{
+    t_pg_tx_t *t = *state;
+    assert_int_equal(cm_db_acquire(t->pool, &t->db), 0);
+    assert_int_equal(cm_db_begin(t->db), 0);
+    return 0;
+}
+
+int t_pg_rollback(void **state)
+{
+    t_pg_tx_t *t = *state;
+    cm_db_rollback(t->db);
+    cm_db_release(t->db);
+    t->db = NULL;
+    return 0;
+}
+
+int t_pg_tx_free(void **state)
+{
+    t_pg_tx_t *t = *state;
+    cm_db_pool_free(t->pool);
+    free(t);
+    *state = NULL;
+    return 0;
+}

@@ -29,4 +29,19 @@ cm_db_pool_t *t_pg_pool(const char *url_key, int size, const cm_migration_t *mig
  */
 char *t_pg_value(cm_db_t *db, const char *sql, const char *param);
 
+/** A test group's database: a pool, and one connection inside a transaction per test. */
+typedef struct t_pg_tx {
+    cm_db_pool_t *pool; /* the group's (t_pg_pool) */
+    cm_db_t *db;        /* between t_pg_begin and t_pg_rollback: the test's connection */
+} t_pg_tx_t;
+
+/** cmocka setup (*state is a t_pg_tx_t): takes a connection and begins a transaction. */
+int t_pg_begin(void **state);
+
+/** cmocka teardown: rolls the test's transaction back and gives the connection back. */
+int t_pg_rollback(void **state);
+
+/** cmocka group teardown: frees the pool and the t_pg_tx_t itself (calloc'ed by the test). */
+int t_pg_tx_free(void **state);
+
 #endif

@@ -25,41 +25,13 @@
 extern const cm_migration_t mailer_migrations[];
 extern const size_t mailer_migrations_count;
 
-typedef struct fixture {
-    cm_db_pool_t *pool;
-    cm_db_t *db; /* the test's connection, inside its transaction */
-} fixture_t;
+typedef t_pg_tx_t fixture_t;
 
 static int group_setup(void **state)
 {
     fixture_t *f = cm_xcalloc(1, sizeof *f);
     f->pool = t_pg_pool("MAILER_DATABASE_URL", 2, mailer_migrations, mailer_migrations_count);
     *state = f;
-    return 0;
-}
-
-static int group_teardown(void **state)
-{
-    fixture_t *f = *state;
-    cm_db_pool_free(f->pool);
-    free(f);
-    return 0;
-}
-
-static int begin(void **state)
-{
-    fixture_t *f = *state;
-    assert_int_equal(cm_db_acquire(f->pool, &f->db), 0);
-    assert_int_equal(cm_db_begin(f->db), 0);
-    return 0;
-}
-
-static int rollback(void **state)
-{
-    fixture_t *f = *state;
-    cm_db_rollback(f->db);
-    cm_db_release(f->db);
-    f->db = NULL;
     return 0;
 }
 
@@ -217,7 +189,7 @@ static void at_most_one_batch_of_parked_events_is_listed(void **state)
     mail_parked_list_dispose(&l);
 }
 
-#define T(name) cmocka_unit_test_setup_teardown(name, begin, rollback)
+#define T(name) cmocka_unit_test_setup_teardown(name, t_pg_begin, t_pg_rollback)
 
 int main(void)
 {
@@ -229,5 +201,5 @@ int main(void)
         T(a_user_with_nothing_parked_gets_an_empty_list),
         T(at_most_one_batch_of_parked_events_is_listed),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return cmocka_run_group_tests(tests, group_setup, t_pg_tx_free);
 }

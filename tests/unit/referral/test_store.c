@@ -28,41 +28,13 @@ extern const size_t referral_migrations_count;
 /* 2026-01-01T00:00:00Z in microseconds since the epoch. */
 #define JAN1_US (1767225600LL * 1000000LL)
 
-typedef struct fixture {
-    cm_db_pool_t *pool;
-    cm_db_t *db; /* the test's connection, inside its transaction */
-} fixture_t;
+typedef t_pg_tx_t fixture_t;
 
 static int group_setup(void **state)
 {
     fixture_t *f = cm_xcalloc(1, sizeof *f);
     f->pool = t_pg_pool("REFERRAL_DATABASE_URL", 2, referral_migrations, referral_migrations_count);
     *state = f;
-    return 0;
-}
-
-static int group_teardown(void **state)
-{
-    fixture_t *f = *state;
-    cm_db_pool_free(f->pool);
-    free(f);
-    return 0;
-}
-
-static int begin(void **state)
-{
-    fixture_t *f = *state;
-    assert_int_equal(cm_db_acquire(f->pool, &f->db), 0);
-    assert_int_equal(cm_db_begin(f->db), 0);
-    return 0;
-}
-
-static int rollback(void **state)
-{
-    fixture_t *f = *state;
-    cm_db_rollback(f->db);
-    cm_db_release(f->db);
-    f->db = NULL;
     return 0;
 }
 
@@ -602,7 +574,7 @@ static void the_daily_series_has_one_entry_per_day_today_last(void **state)
     assert_int_equal(days[0].signups, 1);
 }
 
-#define T(name) cmocka_unit_test_setup_teardown(name, begin, rollback)
+#define T(name) cmocka_unit_test_setup_teardown(name, t_pg_begin, t_pg_rollback)
 
 int main(void)
 {
@@ -625,5 +597,5 @@ int main(void)
         T(clicks_count_once_per_client_and_hour_and_only_for_known_codes),
         T(the_daily_series_has_one_entry_per_day_today_last),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return cmocka_run_group_tests(tests, group_setup, t_pg_tx_free);
 }
