@@ -215,14 +215,15 @@ static CURLcode perform_once(gw_upstream_t *u, CURL *h, const char *base, int64_
     int64_t left = deadline_ms - cm_now_mono_ms();
     set_common(h, url.data, u->connect_timeout_ms, left > 1 ? (long)left : 1L, out);
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, rq->headers);
-    if (strcmp(rq->method, "POST") == 0) {
+    if (strcmp(rq->method, "GET") == 0) {
+        curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
+    } else {
+        /* POST, and PATCH/PUT/DELETE with the body the client sent (maybe none). */
         curl_easy_setopt(h, CURLOPT_POST, 1L);
         curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)rq->body.len);
         curl_easy_setopt(h, CURLOPT_POSTFIELDS, rq->body.ptr ? rq->body.ptr : "");
-    } else if (strcmp(rq->method, "GET") == 0) {
-        curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
-    } else {
-        curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, rq->method);
+        if (strcmp(rq->method, "POST") != 0)
+            curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, rq->method);
     }
     response_reset(out);
     CURLcode code = curl_easy_perform(h);

@@ -402,7 +402,8 @@ static void edge(gw_t *gw, cm_req_t *rq)
     if (r->needs_token && token_or_reply(gw, rq) != 0)
         return;
     cm_slice_t body = {NULL, 0};
-    if (strcmp(r->method, "POST") == 0 && body_or_reply(rq, &body) != 0)
+    bool may_have_body = strcmp(r->method, "GET") != 0 && strcmp(r->method, "HEAD") != 0;
+    if (may_have_body && body_or_reply(rq, &body) != 0)
         return;
     if (!gw_query_valid(cm_req_query(rq))) {
         cm_reply_problem(rq, 400, "Malformed request", "The query string is not valid.", NULL);
