@@ -87,6 +87,12 @@ static void load_gateway_nets(cm_cfg_t *c, auth_config_t *cfg)
     free(list);
 }
 
+/* How long the confirm and cancel links of an email change work: 10 minutes to 7 days. */
+static void load_email_change(cm_cfg_t *c, auth_config_t *cfg)
+{
+    cfg->email_change_ttl_s = (int)cm_cfg_int(c, "EMAIL_CHANGE_TTL_S", 86400, 600, 7 * 86400);
+}
+
 int auth_config_load(auth_config_t *cfg)
 {
     static const cm_service_defaults_t defaults = {
@@ -99,6 +105,7 @@ int auth_config_load(auth_config_t *cfg)
     load_seal_key(&c, cfg);
     load_hashing(&c, cfg);
     load_gateway_nets(&c, cfg);
+    load_email_change(&c, cfg);
     if (cm_cfg_finish(&c) != 0) {
         auth_config_dispose(cfg);
         return CM_EINVAL;

@@ -38,6 +38,7 @@ typedef struct auth_config {
     /* GATEWAY_ADDRESSES, "127.0.0.1/32,::1/128": peers whose X-Real-IP is believed. */
     auth_net_t gateway_nets[AUTH_GATEWAY_NETS_MAX];
     int gateway_nets_count;
+    int email_change_ttl_s; /* EMAIL_CHANGE_TTL_S, 86400: how long email-change links work */
 } auth_config_t;
 
 /**

@@ -3,6 +3,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include <sodium.h>
 
@@ -700,6 +701,227 @@ bool auth_ready(void *ctx, cm_buf_t *why)
     return false;
 }
 
+/* ---- email change (issue 15) ------------------------------------------------------------ */
+
+/* A problem of status whose errors name field. */
+static void reply_field_error_status(cm_req_t *rq, int status, const char *field, const char *msg)
+{
+    json_t *errors = json_object();
+    cm_errors_add(errors, field, msg);
+    cm_reply_problem(rq, status, status == 409 ? "Conflict" : "Validation failed", msg, errors);
+}
+
+/* Checks the caller's password on the hash pool. A wrong one is 403 and counts as a failed
+ * login of the account from this address, so this is no way around the login throttle;
+ * a locked pair or account answers 429 before any hash is spent. Replies itself on failure. */
+static int password_or_reply(cm_req_t *rq, const auth_app_t *app, const auth_user_t *u,
+                             const char *pw, size_t plen)
+{
+    char ip[46];
+    cm_buf_t account;
+    cm_buf_init(&account);
+    throttle_account(u, true, NULL, &account);
+    auth_client_ip(app->cfg, cm_req_peer(rq), cm_req_header(rq, "X-Real-IP"), ip);
+    int rc = throttled_or_reply(rq, app, account.data, ip);
+    if (rc == 0) {
+        bool rehash = false;
+        rc = (plen > LOGIN_MAX_BYTES || memchr(pw, '\0', plen))
+                 ? CM_EAUTH
+                 : cm_password_verify(app->hash, u->password_hash, pw, plen, &rehash);
+        if (rc == CM_EAUTH) {
+            if (auth_store_throttle_fail(app->db, app->throttle_key, account.data, ip) != 0)
+                CM_WARN(cm_req_id(rq), "could not count a failed password check");
+            json_t *errors = json_object();
+            cm_errors_add(errors, "password", "The password is not correct.");
+            cm_reply_problem(rq, 403, "Forbidden", "The password is not correct.", errors);
+        } else if (rc != 0) {
+            reply_failure(rq, rc, "password verify");
+        }
+    }
+    cm_buf_dispose(&account);
+    return rc;
+}
+
+/* Reads {password, new_email}; every problem lands in errors. */
+static void check_email_change(json_t *body, const auth_user_t *u, json_t *errors, const char **pw,
+                               size_t *plen, const char **email)
+{
+    const char *msg = NULL;
+    size_t elen = 0;
+    if (get_string(body, "password", true, errors, pw, plen) == 0 && *plen == 0)
+        cm_errors_add(errors, "password", MSG_BLANK);
+    if (get_string(body, "new_email", true, errors, email, &elen) != 0)
+        return;
+    if (auth_validate_email(*email, elen, &msg) != 0)
+        cm_errors_add(errors, "new_email", msg);
+    else if (strcasecmp(*email, u->email) == 0)
+        cm_errors_add(errors, "new_email", "This is already your email address.");
+}
+
+/* Makes both tokens and stores the pending change with its two mails' events. */
+static void request_email_change(cm_req_t *rq, const auth_app_t *app, const auth_user_t *u,
+                                 const char *email)
+{
+    char confirm_hash[65], cancel_hash[65];
+    char *confirm = NULL, *cancel = NULL;
+    bool limited = false;
+    int rc = sealed_token(app, confirm_hash, &confirm);
+    if (rc == 0)
+        rc = sealed_token(app, cancel_hash, &cancel);
+    if (rc == 0) {
+        auth_email_change_t in = {.user_id = u->id,
+                                  .new_email = email,
+                                  .confirm_hash = confirm_hash,
+                                  .confirm_sealed = confirm,
+                                  .cancel_hash = cancel_hash,
+                                  .cancel_sealed = cancel,
+                                  .ttl_s = app->cfg->email_change_ttl_s,
+                                  .request_id = cm_req_id(rq)};
+        rc = auth_store_email_change_request(app->db, &in, &limited);
+    }
+    free(confirm);
+    free(cancel);
+    if (rc == CM_ECONFLICT) {
+        reply_field_error_status(rq, 409, "new_email", "A user with that email already exists.");
+    } else if (rc == CM_ENOTFOUND) {
+        reply_unauthorized(rq, "Authentication credentials were not provided or are invalid.");
+    } else if (rc != 0) {
+        reply_failure(rq, rc, "email change");
+    } else if (limited) {
+        cm_reply_header(rq, "Retry-After", "3600");
+        cm_reply_problem(rq, 429, "Too many requests",
+                         "Too many email changes were asked for this hour; try again later.", NULL);
+    } else {
+        cm_reply_json(rq, 202,
+                      json_pack("{s:s, s:s, s:i}", "detail",
+                                "A confirmation link has been sent to the new address; your email "
+                                "changes when it is opened.",
+                                "new_email", email, "expires_in", app->cfg->email_change_ttl_s));
+    }
+}
+
+static void on_email_change(cm_req_t *rq, void *ctx)
+{
+    const auth_app_t *app = ctx;
+    auth_user_t u;
+    if (bearer_user_or_reply(rq, app, &u) != 0)
+        return;
+    json_t *body = NULL;
+    if (cm_req_json_or_reply(rq, &body) != 0)
+        goto wipe;
+    json_t *errors = json_object();
+    const char *pw = NULL, *email = NULL;
+    size_t plen = 0;
+    check_email_change(body, &u, errors, &pw, &plen, &email);
+    if (json_object_size(errors) > 0) {
+        cm_reply_invalid(rq, errors);
+        goto out;
+    }
+    json_decref(errors);
+    if (password_or_reply(rq, app, &u, pw, plen) == 0)
+        request_email_change(rq, app, &u, email);
+out:
+    wipe_member(body, "password");
+    json_decref(body);
+wipe:
+    sodium_memzero(u.password_hash, sizeof u.password_hash);
+}
+
+/*
+ * A link that cannot do what it was made for: problem+json with the extension member
+ * "reason" (RFC 9457 §3.2: invalid, expired, confirmed, cancelled, superseded, taken), so a
+ * page tells its reader which without parsing prose, and errors[field] for forms.
+ */
+static void reply_link_problem(cm_req_t *rq, int status, const char *title, const char *reason,
+                               const char *field, const char *detail)
+{
+    json_t *p =
+        json_pack("{s:s, s:s, s:i, s:s, s:s, s:{s:[s]}}", "type", "about:blank", "title", title,
+                  "status", status, "detail", detail, "reason", reason, "errors", field, detail);
+    const char *id = cm_req_id(rq);
+    if (p && id)
+        json_object_set_new(p, "request_id", json_string(id));
+    char *text = p ? json_dumps(p, JSON_COMPACT) : NULL;
+    json_decref(p);
+    cm_reply_raw(rq, status, "application/problem+json", text, text ? strlen(text) : 0);
+    free(text);
+}
+
+/* Answers every outcome but DONE. */
+static void reply_email_outcome(cm_req_t *rq, auth_email_outcome_t o)
+{
+    switch (o) {
+    case AUTH_EMAIL_CONFIRMED:
+        reply_link_problem(rq, 410, "Gone", "confirmed", "token",
+                           "This email change was already confirmed.");
+        break;
+    case AUTH_EMAIL_CANCELLED:
+        reply_link_problem(rq, 410, "Gone", "cancelled", "token",
+                           "This email change was cancelled.");
+        break;
+    case AUTH_EMAIL_SUPERSEDED:
+        reply_link_problem(rq, 410, "Gone", "superseded", "token",
+                           "A newer email change replaced this one.");
+        break;
+    case AUTH_EMAIL_EXPIRED:
+        reply_link_problem(rq, 410, "Gone", "expired", "token", "This link has expired.");
+        break;
+    case AUTH_EMAIL_TAKEN:
+        reply_link_problem(rq, 409, "Conflict", "taken", "new_email",
+                           "Another account has this email address now.");
+        break;
+    default:
+        reply_link_problem(rq, 400, "Validation failed", "invalid", "token", MSG_BAD_TOKEN);
+    }
+}
+
+/* Both token endpoints: {token} → the change it names, confirmed or cancelled. */
+static void use_email_token(cm_req_t *rq, const auth_app_t *app, bool confirm)
+{
+    json_t *body = NULL;
+    if (cm_req_json_or_reply(rq, &body) != 0)
+        return;
+    json_t *errors = json_object();
+    char hash[65];
+    if (one_time_token_or_reply(rq, body, errors, hash) != 0) {
+        if (json_object_get(errors, "token") && !json_object_get(body, "token"))
+            cm_reply_invalid(rq, errors); /* missing: a plain field error */
+        else {
+            json_decref(errors); /* malformed: no change can have it */
+            reply_email_outcome(rq, AUTH_EMAIL_UNKNOWN);
+        }
+        goto out;
+    }
+    json_decref(errors);
+    auth_email_outcome_t o = AUTH_EMAIL_UNKNOWN;
+    char email[AUTH_EMAIL_MAX + 1] = "";
+    int rc = confirm ? auth_store_email_confirm(app->db, hash, cm_req_id(rq), &o, email)
+                     : auth_store_email_cancel(app->db, hash, &o);
+    if (rc != 0)
+        reply_failure(rq, rc, confirm ? "email confirm" : "email cancel");
+    else if (o != AUTH_EMAIL_DONE)
+        reply_email_outcome(rq, o);
+    else if (confirm)
+        cm_reply_json(rq, 200,
+                      json_pack("{s:s, s:s, s:b}", "detail", "Your email address was changed.",
+                                "email", email, "email_verified", 1));
+    else
+        cm_reply_json(rq, 200, json_pack("{s:s}", "detail", "The email change was cancelled."));
+out:
+    wipe_member(body, "token");
+    json_decref(body);
+}
+
+static void on_email_confirm(cm_req_t *rq, void *ctx)
+{
+    use_email_token(rq, ctx, true);
+}
+
+static void on_email_cancel(cm_req_t *rq, void *ctx)
+{
+    use_email_token(rq, ctx, false);
+}
+
 const cm_route_t auth_routes[] = {
     {"POST", "/api/register", on_register, CM_ROUTE_NO_STORE},
     {"POST", "/api/login", on_login, CM_ROUTE_NO_STORE},
@@ -711,5 +933,9 @@ const cm_route_t auth_routes[] = {
     {"POST", "/api/resend-verification", on_resend, CM_ROUTE_NO_STORE},
     {"GET", "/api/me", on_me, CM_ROUTE_NO_STORE},
     {"GET", "/.well-known/jwks.json", on_jwks, 0},
+    /* email change (issue 15) */
+    {"POST", "/api/email", on_email_change, CM_ROUTE_NO_STORE},
+    {"POST", "/api/email/confirm", on_email_confirm, CM_ROUTE_NO_STORE},
+    {"POST", "/api/email/cancel", on_email_cancel, CM_ROUTE_NO_STORE},
 };
 const size_t auth_nroutes = sizeof auth_routes / sizeof auth_routes[0];

@@ -796,3 +796,254 @@ int auth_store_verify_reissue(cm_db_pool_t *pool, const char *user_id, const cha
     *issued = rc == 0 && c.issued;
     return rc;
 }
+
+/* ---- email change (issue 15) ----------------------------------------------------------- */
+
+typedef struct email_req_ctx {
+    const auth_email_change_t *in;
+    bool limited;
+} email_req_ctx_t;
+
+/* The two mails' events: the confirm link to the new address, the cancel link to the old. */
+static int emit_email_change(cm_db_t *db, const auth_email_change_t *in, const char *username,
+                             const char *old_email, const char *expires)
+{
+    int rc = emit_correlated(db, AUTH_EV_EMAIL_CHANGE_REQUESTED, in->user_id, in->request_id,
+                             json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "user_id", in->user_id,
+                                       "username", username, "email", in->new_email, "old_email",
+                                       old_email, "confirm_token_sealed", in->confirm_sealed,
+                                       "expires_at", expires));
+    if (rc == 0)
+        rc = emit_correlated(db, AUTH_EV_EMAIL_CHANGE_NOTICE, in->user_id, in->request_id,
+                             json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "user_id", in->user_id,
+                                       "username", username, "email", old_email, "new_email",
+                                       in->new_email, "cancel_token_sealed", in->cancel_sealed,
+                                       "expires_at", expires));
+    return rc;
+}
+
+/* Supersedes the pending change, forgets old finished ones, stores the new one. */
+static int store_email_change(cm_db_t *db, const auth_email_change_t *in, const char *old_email,
+                              int64_t *expires_us)
+{
+    const char *p[1] = {in->user_id};
+    int rc = cm_db_prepared(db, "auth_email_supersede",
+                            "UPDATE email_changes SET state = 'superseded', finished_at = now() "
+                            "WHERE user_id = $1::uuid AND state = 'pending'",
+                            1, p, NULL);
+    if (rc == 0)
+        rc = cm_db_prepared(db, "auth_email_prune",
+                            "DELETE FROM email_changes WHERE user_id = $1::uuid AND state <> "
+                            "'pending' AND finished_at < now() - interval '30 days'",
+                            1, p, NULL);
+    if (rc != 0)
+        return rc;
+    char ttl[16];
+    snprintf(ttl, sizeof ttl, "%d", in->ttl_s);
+    const char *pi[6] = {in->user_id,      in->new_email,   old_email,
+                         in->confirm_hash, in->cancel_hash, ttl};
+    PGresult *r = NULL;
+    rc = cm_db_prepared(db, "auth_email_insert",
+                        "INSERT INTO email_changes (user_id, new_email, old_email, confirm_hash, "
+                        "cancel_hash, expires_at) VALUES ($1::uuid, $2, $3, $4, $5, "
+                        "now() + make_interval(secs => $6::int)) "
+                        "RETURNING (extract(epoch FROM expires_at) * 1000000)::bigint",
+                        6, pi, &r);
+    if (rc != 0)
+        return rc;
+    rc = PQntuples(r) == 1 ? col_int(r, 0, 0, expires_us) : CM_EDB;
+    PQclear(r);
+    return rc;
+}
+
+static int email_request_tx(cm_db_t *db, void *vctx)
+{
+    static const char lock[] =
+        "SELECT username, email, (SELECT count(*) FROM email_changes c WHERE c.user_id = u.id "
+        "AND c.created_at > now() - interval '1 hour'), EXISTS (SELECT 1 FROM users o "
+        "WHERE lower(o.email) = lower($2)) FROM users u WHERE id = $1::uuid FOR NO KEY UPDATE";
+    email_req_ctx_t *c = vctx;
+    const auth_email_change_t *in = c->in;
+    const char *p[2] = {in->user_id, in->new_email};
+    PGresult *r = NULL;
+    c->limited = false;
+    int rc = cm_db_prepared(db, "auth_email_request_lock", lock, 2, p, &r);
+    if (rc != 0)
+        return rc;
+    int64_t recent = 0, expires_us = 0;
+    if (PQntuples(r) != 1)
+        rc = CM_ENOTFOUND;
+    else if ((rc = col_int(r, 0, 2, &recent)) != 0)
+        ;
+    else if (recent >= AUTH_EMAIL_CHANGES_PER_HOUR)
+        c->limited = true;
+    else if (PQgetvalue(r, 0, 3)[0] == 't')
+        rc = CM_ECONFLICT;
+    else if ((rc = store_email_change(db, in, PQgetvalue(r, 0, 1), &expires_us)) == 0) {
+        char at[32];
+        cm_format_time(expires_us, at);
+        rc = emit_email_change(db, in, PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1), at);
+    }
+    PQclear(r);
+    return rc;
+}
+
+int auth_store_email_change_request(cm_db_pool_t *pool, const auth_email_change_t *in,
+                                    bool *limited)
+{
+    email_req_ctx_t c = {.in = in};
+    int rc = cm_db_tx(pool, email_request_tx, &c);
+    *limited = rc == 0 && c.limited;
+    return rc;
+}
+
+/* A change found by one of its tokens, with its owner locked. */
+typedef struct email_use_ctx {
+    const char *hash, *request_id;
+    bool confirm; /* the confirm token, else the cancel token */
+    auth_email_outcome_t outcome;
+    char id[37], user_id[37], username[AUTH_USERNAME_MAX + 1];
+    char old_email[AUTH_EMAIL_MAX + 1], new_email[AUTH_EMAIL_MAX + 1];
+    bool was_unverified;
+} email_use_ctx_t;
+
+static auth_email_outcome_t classify_change(const char *state, bool live)
+{
+    if (strcmp(state, "confirmed") == 0)
+        return AUTH_EMAIL_CONFIRMED;
+    if (strcmp(state, "cancelled") == 0)
+        return AUTH_EMAIL_CANCELLED;
+    if (strcmp(state, "superseded") == 0)
+        return AUTH_EMAIL_SUPERSEDED;
+    return live ? AUTH_EMAIL_DONE : AUTH_EMAIL_EXPIRED;
+}
+
+/* Locks the owner's row (first, like every user change), then the change; fills c. */
+static int find_change(cm_db_t *db, email_use_ctx_t *c)
+{
+#define CHANGE_BY(col)                                                                             \
+    "WITH ch AS (SELECT user_id FROM email_changes WHERE " col " = $1) "                           \
+    "SELECT 1 FROM users WHERE id = (SELECT user_id FROM ch) FOR UPDATE"
+#define CHANGE_ROW(col)                                                                            \
+    "SELECT c.id, c.user_id, c.old_email, c.new_email, c.state, c.expires_at > now(), "            \
+    "u.username, u.email_verified_at IS NULL FROM email_changes c JOIN users u ON "                \
+    "u.id = c.user_id WHERE c." col " = $1 FOR UPDATE OF c"
+    const char *p[1] = {c->hash};
+    PGresult *r = NULL;
+    int rc = c->confirm
+                 ? cm_db_prepared(db, "auth_email_lock_c", CHANGE_BY("confirm_hash"), 1, p, NULL)
+                 : cm_db_prepared(db, "auth_email_lock_x", CHANGE_BY("cancel_hash"), 1, p, NULL);
+    if (rc == 0)
+        rc = c->confirm
+                 ? cm_db_prepared(db, "auth_email_row_c", CHANGE_ROW("confirm_hash"), 1, p, &r)
+                 : cm_db_prepared(db, "auth_email_row_x", CHANGE_ROW("cancel_hash"), 1, p, &r);
+#undef CHANGE_BY
+#undef CHANGE_ROW
+    if (rc != 0)
+        return rc;
+    c->outcome = AUTH_EMAIL_UNKNOWN;
+    if (PQntuples(r) == 1) {
+        if (copy_col(r, 0, 0, c->id, sizeof c->id) != 0 ||
+            copy_col(r, 0, 1, c->user_id, sizeof c->user_id) != 0 ||
+            copy_col(r, 0, 2, c->old_email, sizeof c->old_email) != 0 ||
+            copy_col(r, 0, 3, c->new_email, sizeof c->new_email) != 0 ||
+            copy_col(r, 0, 6, c->username, sizeof c->username) != 0)
+            rc = CM_EDB;
+        else
+            c->outcome = classify_change(PQgetvalue(r, 0, 4), PQgetvalue(r, 0, 5)[0] == 't');
+        c->was_unverified = PQgetvalue(r, 0, 7)[0] == 't';
+    }
+    PQclear(r);
+    return rc;
+}
+
+static int finish_change(cm_db_t *db, const char *id, const char *state)
+{
+    const char *p[2] = {id, state};
+    return cm_db_prepared(db, "auth_email_finish",
+                          "UPDATE email_changes SET state = $2, finished_at = now() "
+                          "WHERE id = $1::uuid",
+                          2, p, NULL);
+}
+
+/* The new address becomes the user's, verified; what went to the old address stops working. */
+static int apply_change(cm_db_t *db, email_use_ctx_t *c)
+{
+    const char *p[2] = {c->user_id, c->new_email};
+    PGresult *r = NULL;
+    int rc = cm_db_prepared(db, "auth_email_set",
+                            "UPDATE users SET email = $2, email_verified_at = now() "
+                            "WHERE id = $1::uuid "
+                            "RETURNING (extract(epoch FROM now()) * 1000000)::bigint",
+                            2, p, &r);
+    if (rc != 0)
+        return rc; /* CM_ECONFLICT: the unique index saw a registration the check missed */
+    int64_t now_us = 0;
+    rc = PQntuples(r) == 1 ? col_int(r, 0, 0, &now_us) : CM_ENOTFOUND;
+    PQclear(r);
+    if (rc == 0)
+        rc = finish_change(db, c->id, "confirmed");
+    if (rc == 0)
+        rc = cm_db_prepared(db, "auth_email_retire_tokens",
+                            "UPDATE one_time_tokens SET used_at = now() WHERE user_id = $1::uuid "
+                            "AND used_at IS NULL",
+                            1, p, NULL);
+    char at[32];
+    cm_format_time(now_us, at);
+    if (rc == 0)
+        rc = emit_correlated(db, AUTH_EV_USER_EMAIL_CHANGED, c->user_id, c->request_id,
+                             json_pack("{s:s, s:s, s:s, s:s, s:s}", "user_id", c->user_id,
+                                       "username", c->username, "old_email", c->old_email,
+                                       "new_email", c->new_email, "changed_at", at));
+    if (rc == 0 && c->was_unverified) /* proving the new address verifies the account */
+        rc = emit_correlated(db, CM_EV_USER_VERIFIED, c->user_id, c->request_id,
+                             json_pack("{s:s, s:s}", "user_id", c->user_id, "verified_at", at));
+    return rc;
+}
+
+static int email_use_tx(cm_db_t *db, void *vctx)
+{
+    static const char taken[] = "SELECT EXISTS (SELECT 1 FROM users WHERE lower(email) = "
+                                "lower($1) AND id <> $2::uuid)";
+    email_use_ctx_t *c = vctx;
+    int rc = find_change(db, c);
+    if (rc != 0 || c->outcome != AUTH_EMAIL_DONE)
+        return rc;
+    if (!c->confirm)
+        return finish_change(db, c->id, "cancelled");
+    const char *p[2] = {c->new_email, c->user_id};
+    PGresult *r = NULL;
+    rc = cm_db_prepared(db, "auth_email_taken", taken, 2, p, &r);
+    if (rc != 0)
+        return rc;
+    bool is_taken = PQntuples(r) == 1 && PQgetvalue(r, 0, 0)[0] == 't';
+    PQclear(r);
+    if (is_taken) {
+        c->outcome = AUTH_EMAIL_TAKEN; /* stays pending: nothing to write */
+        return 0;
+    }
+    return apply_change(db, c);
+}
+
+int auth_store_email_confirm(cm_db_pool_t *pool, const char *hash, const char *request_id,
+                             auth_email_outcome_t *outcome, char new_email[AUTH_EMAIL_MAX + 1])
+{
+    email_use_ctx_t c = {
+        .hash = hash, .request_id = request_id, .confirm = true, .outcome = AUTH_EMAIL_UNKNOWN};
+    int rc = cm_db_tx(pool, email_use_tx, &c);
+    if (rc == CM_ECONFLICT) { /* a registration took the address between check and update */
+        c.outcome = AUTH_EMAIL_TAKEN;
+        rc = 0;
+    }
+    *outcome = c.outcome;
+    snprintf(new_email, AUTH_EMAIL_MAX + 1, "%s", c.new_email);
+    return rc;
+}
+
+int auth_store_email_cancel(cm_db_pool_t *pool, const char *hash, auth_email_outcome_t *outcome)
+{
+    email_use_ctx_t c = {.hash = hash, .confirm = false, .outcome = AUTH_EMAIL_UNKNOWN};
+    int rc = cm_db_tx(pool, email_use_tx, &c);
+    *outcome = c.outcome;
+    return rc;
+}

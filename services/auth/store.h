@@ -243,4 +243,77 @@ CM_MUST_CHECK int auth_store_verify_email(cm_db_pool_t *pool, const char *hash, 
 CM_MUST_CHECK int auth_store_verify_reissue(cm_db_pool_t *pool, const char *user_id,
                                             const char *hash, const char *sealed, bool *issued);
 
+/* ---- email change (issue 15) ---------------------------------------------------------- */
+/*
+ * A request stores a pending change (email_changes, migration 006; one per
+ * account, a new request supersedes the old) and writes two events: the
+ * confirmation link for the new address and the notice with the cancel
+ * link for the old one, each token sealed for the mailer. The address in
+ * users changes only when the confirm token is used.
+ */
+
+/** The confirmation mail to the new address (proto/events/email.change.requested). */
+#define AUTH_EV_EMAIL_CHANGE_REQUESTED "email.change.requested"
+/** The notice with the cancel link to the old address (proto/events/email.change.notice). */
+#define AUTH_EV_EMAIL_CHANGE_NOTICE "email.change.notice"
+/** The address changed (proto/events/user.email.changed): mailer contacts, referral members. */
+#define AUTH_EV_USER_EMAIL_CHANGED "user.email.changed"
+/** At most this many email-change requests per account per hour (each sends two mails). */
+#define AUTH_EMAIL_CHANGES_PER_HOUR 5
+
+/** What an email-change request writes. Every pointer is borrowed. */
+typedef struct auth_email_change {
+    const char *user_id;
+    const char *new_email;      /* validated (auth_validate_email) */
+    const char *confirm_hash;   /* SHA-256 hex of the confirm token */
+    const char *confirm_sealed; /* the confirm token sealed for the mailer */
+    const char *cancel_hash;    /* SHA-256 hex of the cancel token */
+    const char *cancel_sealed;  /* the cancel token sealed for the mailer */
+    int ttl_s;                  /* how long both links work */
+    const char *request_id;     /* correlation id of the events, or NULL */
+} auth_email_change_t;
+
+/**
+ * In one transaction, under the user's row lock: supersedes the account's
+ * pending change, stores the new one and writes email.change.requested
+ * and email.change.notice. Returns 0; CM_ECONFLICT when an account already
+ * has new_email (ignoring case); CM_ENOTFOUND for no such user. *limited is
+ * true (and nothing changes) when the account made AUTH_EMAIL_CHANGES_PER_HOUR
+ * requests in the last hour.
+ */
+CM_MUST_CHECK int auth_store_email_change_request(cm_db_pool_t *pool, const auth_email_change_t *in,
+                                                  bool *limited);
+
+/** What a confirm or cancel token found. */
+typedef enum auth_email_outcome {
+    AUTH_EMAIL_DONE = 0,   /* confirmed (the address changed) or cancelled, as asked */
+    AUTH_EMAIL_UNKNOWN,    /* no change has this token */
+    AUTH_EMAIL_CONFIRMED,  /* the change was confirmed already */
+    AUTH_EMAIL_CANCELLED,  /* the change was cancelled already */
+    AUTH_EMAIL_SUPERSEDED, /* a newer request of the account replaced it */
+    AUTH_EMAIL_EXPIRED,    /* still pending, but past its expiry */
+    AUTH_EMAIL_TAKEN,      /* confirm only: another account has the address now */
+} auth_email_outcome_t;
+
+/**
+ * Uses a confirm token (hash): in one transaction, under the user's row
+ * lock, re-checks that no other account has the new address, sets it as
+ * the user's email, verified, marks the change confirmed, retires the
+ * user's unused verify and reset tokens (they went to the old address) and
+ * writes user.email.changed (and user.verified when the account was not
+ * verified yet). *outcome says what happened; new_email gets the address
+ * of the change whenever one was found. Returns 0 or a CM_E* code.
+ */
+CM_MUST_CHECK int auth_store_email_confirm(cm_db_pool_t *pool, const char *hash,
+                                           const char *request_id, auth_email_outcome_t *outcome,
+                                           char new_email[AUTH_EMAIL_MAX + 1]);
+
+/**
+ * Uses a cancel token (hash): a pending, unexpired change becomes
+ * cancelled, so its confirm link stops working. *outcome says what
+ * happened. Returns 0 or a CM_E* code.
+ */
+CM_MUST_CHECK int auth_store_email_cancel(cm_db_pool_t *pool, const char *hash,
+                                          auth_email_outcome_t *outcome);
+
 #endif
