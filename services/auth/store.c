@@ -808,13 +808,13 @@ typedef struct email_req_ctx {
 static int emit_email_change(cm_db_t *db, const auth_email_change_t *in, const char *username,
                              const char *old_email, const char *expires)
 {
-    int rc = emit_correlated(db, AUTH_EV_EMAIL_CHANGE_REQUESTED, in->user_id, in->request_id,
+    int rc = emit_correlated(db, CM_EV_EMAIL_CHANGE_REQUESTED, in->user_id, in->request_id,
                              json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "user_id", in->user_id,
                                        "username", username, "email", in->new_email, "old_email",
                                        old_email, "confirm_token_sealed", in->confirm_sealed,
                                        "expires_at", expires));
     if (rc == 0)
-        rc = emit_correlated(db, AUTH_EV_EMAIL_CHANGE_NOTICE, in->user_id, in->request_id,
+        rc = emit_correlated(db, CM_EV_EMAIL_CHANGE_NOTICE, in->user_id, in->request_id,
                              json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "user_id", in->user_id,
                                        "username", username, "email", old_email, "new_email",
                                        in->new_email, "cancel_token_sealed", in->cancel_sealed,
@@ -991,7 +991,7 @@ static int apply_change(cm_db_t *db, email_use_ctx_t *c)
     char at[32];
     cm_format_time(now_us, at);
     if (rc == 0)
-        rc = emit_correlated(db, AUTH_EV_USER_EMAIL_CHANGED, c->user_id, c->request_id,
+        rc = emit_correlated(db, CM_EV_USER_EMAIL_CHANGED, c->user_id, c->request_id,
                              json_pack("{s:s, s:s, s:s, s:s, s:s}", "user_id", c->user_id,
                                        "username", c->username, "old_email", c->old_email,
                                        "new_email", c->new_email, "changed_at", at));

@@ -252,12 +252,6 @@ CM_MUST_CHECK int auth_store_verify_reissue(cm_db_pool_t *pool, const char *user
  * users changes only when the confirm token is used.
  */
 
-/** The confirmation mail to the new address (proto/events/email.change.requested). */
-#define AUTH_EV_EMAIL_CHANGE_REQUESTED "email.change.requested"
-/** The notice with the cancel link to the old address (proto/events/email.change.notice). */
-#define AUTH_EV_EMAIL_CHANGE_NOTICE "email.change.notice"
-/** The address changed (proto/events/user.email.changed): mailer contacts, referral members. */
-#define AUTH_EV_USER_EMAIL_CHANGED "user.email.changed"
 /** At most this many email-change requests per account per hour (each sends two mails). */
 #define AUTH_EMAIL_CHANGES_PER_HOUR 5
 

@@ -867,3 +867,153 @@ void gw_page_referral(cm_req_t *rq, void *ctx)
     else
         redirect_to_signup(rq, p, code);
 }
+
+/* ---- /confirm-email and /cancel-email-change (issue 15) --------------------------------- */
+
+/* What a page says for one answer of /api/email/confirm or /api/email/cancel. */
+typedef struct email_outcome {
+    const char *reason; /* the problem's "reason" member; NULL: any other refusal */
+    int status;
+    const char *title, *cls, *text;
+} email_outcome_t;
+
+static const email_outcome_t CONFIRM_OUTCOMES[] = {
+    {"taken", 409, "This address was taken meanwhile", "box",
+     "Another account started using this email address after you asked for the change, so "
+     "your address was not changed. You can log in and ask to change to another address."},
+    {"confirmed", 410, "This link was already used", "box",
+     "Your email address was already changed with this link. Log in with the new address."},
+    {"expired", 410, "This link has expired", "box",
+     "Email change links work for a limited time. Log in and ask for the change again."},
+    {"cancelled", 410, "This change was cancelled", "box",
+     "The change was cancelled from the notice sent to your old address, so your email "
+     "address was not changed."},
+    {"superseded", 410, "This link was replaced", "box",
+     "A newer email change was asked for after this one. Use the link in the newest mail."},
+    {NULL, 400, "This link is not valid", "box",
+     "The link is not one we sent, or it was cut short. Copy the whole link from the email."},
+};
+
+static const email_outcome_t CANCEL_OUTCOMES[] = {
+    {"confirmed", 410, "The change was already confirmed", "box",
+     "The new address is in use already. If you did not ask for it, ask for a password reset "
+     "at once and contact us."},
+    {"cancelled", 410, "This change was already cancelled", "ok",
+     "Nothing more to do: your email address stays as it is."},
+    {"expired", 410, "This link has expired", "ok",
+     "The change it was for expired too and can no longer be confirmed: your email address "
+     "stays as it is."},
+    {"superseded", 410, "This link was replaced", "box",
+     "A newer email change was asked for after this one; the notice about it has its own "
+     "cancel link."},
+    {NULL, 400, "This link is not valid", "box",
+     "The link is not one we sent, or it was cut short. Copy the whole link from the email."},
+};
+
+/* The entry for the answer's reason, or the last (catch-all) entry. */
+static const email_outcome_t *email_outcome(const email_outcome_t *list, size_t n, json_t *doc)
+{
+    const char *reason = json_string_value(json_object_get(doc, "reason")); /* borrowed */
+    for (size_t i = 0; i + 1 < n; i++)
+        if (reason && strcmp(reason, list[i].reason) == 0)
+            return &list[i];
+    return &list[n - 1];
+}
+
+/* The page of a link: one button, nothing spent. */
+static void email_link_form(cm_req_t *rq, const gw_pages_t *p, bool confirm, const char *token)
+{
+    cm_buf_t b;
+    cm_buf_init(&b);
+    page_open(&b, confirm ? "Confirm your new email" : "Cancel the email change");
+    para(&b, NULL,
+         confirm ? "Press the button to make this address the email of your linktr account."
+                 : "Press the button to cancel the change of your linktr account's email "
+                   "address. Your address stays as it is.");
+    form_open(&b, p, confirm ? "/confirm-email" : "/cancel-email-change",
+              confirm ? "email-confirm" : "email-cancel", token);
+    hidden(&b, "token", token);
+    cm_buf_puts(&b, confirm ? "<button type=\"submit\">Confirm my new email</button></form>\n"
+                            : "<button type=\"submit\">Cancel the change</button></form>\n");
+    reply_page(rq, p, 200, &b);
+}
+
+static void email_link_get(cm_req_t *rq, gw_t *gw, bool confirm)
+{
+    const char *token = query_token(rq);
+    if (!token)
+        reply_bad_link(rq, gw->pages);
+    else
+        email_link_form(rq, gw->pages, confirm, token);
+}
+
+/* The success page of a confirmation: the address now in use, escaped. */
+static void email_changed_page(cm_req_t *rq, const gw_pages_t *p, json_t *doc)
+{
+    const char *email = json_string_value(json_object_get(doc, "email")); /* borrowed */
+    cm_buf_t b;
+    cm_buf_init(&b);
+    page_open(&b, "Email address changed");
+    cm_buf_puts(&b, "<p class=\"ok\">Your linktr account now uses <strong>");
+    gw_html_escape(&b, email ? email : "the new address");
+    cm_buf_puts(&b, "</strong>. Use it the next time you log in. You can close this page.</p>\n");
+    reply_page(rq, p, 200, &b);
+}
+
+/* POST: the form's checks, then the token spent through auth, then the outcome page. */
+static void email_link_post(cm_req_t *rq, gw_t *gw, bool confirm)
+{
+    const gw_pages_t *p = gw->pages;
+    form_t f;
+    if (form_or_reply(gw, rq, GW_RL_OTHER, &f) != 0)
+        return;
+    const char *token = form_get(rq, &f, "token", 128);
+    if (!link_token_ok(token)) {
+        reply_bad_link(rq, p);
+        return;
+    }
+    if (csrf_or_reply(gw, rq, &f, confirm ? "email-confirm" : "email-cancel", token) != 0)
+        return;
+    json_t *doc = NULL;
+    long st = 0;
+    int rc = call_upstream(gw, rq, GW_UP_AUTH, "POST",
+                           confirm ? "/api/email/confirm" : "/api/email/cancel",
+                           json_pack("{s:s}", "token", token), &st, &doc);
+    if (rc != 0 || st >= 500 || st == 429) {
+        reply_unavailable(rq, p);
+    } else if (st == 200 && confirm) {
+        email_changed_page(rq, p, doc);
+    } else if (st == 200) {
+        reply_message(rq, p, 200, "Email change cancelled", "ok",
+                      "Your email address stays as it is. If you did not ask for the change, "
+                      "change your password now: someone else knows it.");
+    } else {
+        const email_outcome_t *o =
+            confirm ? email_outcome(CONFIRM_OUTCOMES,
+                                    sizeof CONFIRM_OUTCOMES / sizeof CONFIRM_OUTCOMES[0], doc)
+                    : email_outcome(CANCEL_OUTCOMES,
+                                    sizeof CANCEL_OUTCOMES / sizeof CANCEL_OUTCOMES[0], doc);
+        reply_message(rq, p, o->status, o->title, o->cls, o->text);
+    }
+    json_decref(doc);
+}
+
+void gw_page_email_confirm(cm_req_t *rq, void *ctx)
+{
+    email_link_get(rq, ctx, true);
+}
+
+void gw_page_email_confirm_post(cm_req_t *rq, void *ctx)
+{
+    email_link_post(rq, ctx, true);
+}
+
+void gw_page_email_cancel(cm_req_t *rq, void *ctx)
+{
+    email_link_get(rq, ctx, false);
+}
+
+void gw_page_email_cancel_post(cm_req_t *rq, void *ctx)
+{
+    email_link_post(rq, ctx, false);
+}

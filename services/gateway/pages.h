@@ -1,7 +1,8 @@
 /*
  * pages.h — the HTML pages for people, served by the gateway on the public
- * origin (API.md "Pages"): /verify-email, /reset-password, /signup and the
- * referral link /r/<code>.
+ * origin (API.md "Pages"): /verify-email, /reset-password, /signup, the
+ * referral link /r/<code>, and the email-change links /confirm-email and
+ * /cancel-email-change.
  *
  * A GET only shows a page and never spends a one-time token (mail scanners
  * and link previews fetch links before people do); the form POST spends it
@@ -62,6 +63,17 @@ void gw_page_signup(cm_req_t *rq, void *ctx);
 void gw_page_signup_post(cm_req_t *rq, void *ctx);
 /** GET /r/<code>: counts a click, sets the attribution cookie, 302 to SIGNUP_URL; 404 page. */
 void gw_page_referral(cm_req_t *rq, void *ctx);
+/** GET /confirm-email?token=T: the button that confirms an email change; spends nothing. */
+void gw_page_email_confirm(cm_req_t *rq, void *ctx);
+/**
+ * POST /confirm-email: spends T through auth and shows the outcome: changed, already used,
+ * expired, address taken meanwhile, cancelled, replaced by a newer request, or not valid.
+ */
+void gw_page_email_confirm_post(cm_req_t *rq, void *ctx);
+/** GET /cancel-email-change?token=T: the button that cancels an email change; spends nothing. */
+void gw_page_email_cancel(cm_req_t *rq, void *ctx);
+/** POST /cancel-email-change: spends T through auth and shows the outcome. */
+void gw_page_email_cancel_post(cm_req_t *rq, void *ctx);
 
 /* ---- pure parts, exposed for the unit tests ---------------------------------- */
 

@@ -40,7 +40,10 @@ static void on_preflight(cm_req_t *rq, void *ctx);
     X("GET", "/api/referrals", GW_UP_REFERRAL, true, GW_RL_OTHER, UP)                              \
     X("GET", "/api/referral-stats", GW_UP_REFERRAL, true, GW_RL_OTHER, UP)                         \
     X("GET", "/api/referral-stats/daily", GW_UP_REFERRAL, true, GW_RL_OTHER, UP)                   \
-    X("GET", "/api/rewards", GW_UP_REFERRAL, true, GW_RL_OTHER, UP)
+    X("GET", "/api/rewards", GW_UP_REFERRAL, true, GW_RL_OTHER, UP)                                \
+    X("POST", "/api/email", GW_UP_AUTH, true, GW_RL_FORGOT, NS)                                    \
+    X("POST", "/api/email/confirm", GW_UP_AUTH, false, GW_RL_OTHER, NS)                            \
+    X("POST", "/api/email/cancel", GW_UP_AUTH, false, GW_RL_OTHER, NS)
 
 /*
  * The pages for people (pages.h): HTML, served here rather than forwarded,
@@ -54,6 +57,10 @@ static const cm_route_t PAGE_ROUTES[] = {
     {"GET", "/signup", gw_page_signup, CM_ROUTE_NO_STORE},
     {"POST", "/signup", gw_page_signup_post, CM_ROUTE_NO_STORE},
     {"GET", "/r/*", gw_page_referral, CM_ROUTE_NO_STORE},
+    {"GET", "/confirm-email", gw_page_email_confirm, CM_ROUTE_NO_STORE},
+    {"POST", "/confirm-email", gw_page_email_confirm_post, CM_ROUTE_NO_STORE},
+    {"GET", "/cancel-email-change", gw_page_email_cancel, CM_ROUTE_NO_STORE},
+    {"POST", "/cancel-email-change", gw_page_email_cancel_post, CM_ROUTE_NO_STORE},
 };
 #define NPAGES (sizeof PAGE_ROUTES / sizeof PAGE_ROUTES[0])
 

@@ -16,9 +16,10 @@
 #include "smtp.h"
 #include "store.h"
 
-const char *const mail_topics[] = {CM_EV_USER_REGISTERED, CM_EV_VERIFY_REQUESTED,
-                                   CM_EV_RESET_REQUESTED, CM_EV_PASSWORD_CHANGED,
-                                   CM_EV_REWARD_GRANTED,  NULL};
+const char *const mail_topics[] = {
+    CM_EV_USER_REGISTERED,     CM_EV_VERIFY_REQUESTED,   CM_EV_RESET_REQUESTED,
+    CM_EV_PASSWORD_CHANGED,    CM_EV_REWARD_GRANTED,     CM_EV_EMAIL_CHANGE_REQUESTED,
+    CM_EV_EMAIL_CHANGE_NOTICE, CM_EV_USER_EMAIL_CHANGED, NULL};
 
 /* Limits on the values that go into a mail. */
 #define MAX_TEXT 256
@@ -174,6 +175,44 @@ static int plan_reward(job_t *j, json_t *data)
     return 0;
 }
 
+/* email.change.requested: the confirm link, to the new address (the event's "email"). */
+static int plan_email_confirm(job_t *j, json_t *data)
+{
+    j->user_id = cm_event_uuid(data, "user_id");
+    j->email = get_email(data, "email");
+    j->username = cm_event_text(data, "username", CM_EV_USERNAME_MAX);
+    const char *expires = cm_event_text(data, "expires_at", 40);
+    if (!j->user_id || !j->email || !j->username || !expires ||
+        open_token(j, data, "confirm_token_sealed"))
+        return CM_EPARSE;
+    make_link(j, "/confirm-email");
+    j->template_name = "email_change_confirm";
+    add_field(j, "email", j->email);
+    add_field(j, "confirm_url", j->link);
+    add_field(j, "expires_at", expires);
+    return 0;
+}
+
+/* email.change.notice: the cancel link, to the old address (the event's "email"). */
+static int plan_email_notice(job_t *j, json_t *data)
+{
+    j->user_id = cm_event_uuid(data, "user_id");
+    j->email = get_email(data, "email");
+    j->username = cm_event_text(data, "username", CM_EV_USERNAME_MAX);
+    const char *new_email = get_email(data, "new_email");
+    const char *expires = cm_event_text(data, "expires_at", 40);
+    if (!j->user_id || !j->email || !j->username || !new_email || !expires ||
+        open_token(j, data, "cancel_token_sealed"))
+        return CM_EPARSE;
+    make_link(j, "/cancel-email-change");
+    j->template_name = "email_change_notice";
+    add_field(j, "email", j->email);
+    add_field(j, "new_email", new_email);
+    add_field(j, "cancel_url", j->link);
+    add_field(j, "expires_at", expires);
+    return 0;
+}
+
 /* Fills the job from a parsed event; 1 when the mailer has nothing to send for its type. */
 static int plan(job_t *j, const cm_event_t *ev)
 {
@@ -189,6 +228,10 @@ static int plan(job_t *j, const cm_event_t *ev)
         return plan_password_changed(j, ev->data);
     if (strcmp(ev->type, CM_EV_REWARD_GRANTED) == 0)
         return plan_reward(j, ev->data);
+    if (strcmp(ev->type, CM_EV_EMAIL_CHANGE_REQUESTED) == 0)
+        return plan_email_confirm(j, ev->data);
+    if (strcmp(ev->type, CM_EV_EMAIL_CHANGE_NOTICE) == 0)
+        return plan_email_notice(j, ev->data);
     return 1;
 }
 
@@ -399,11 +442,55 @@ static int release_parked(mail_ctx_t *ctx, const char *user_id)
     return rc;
 }
 
+/* An RFC 3339 UTC time as auth writes it ("2026-12-06T10:00:00.123Z"); PostgreSQL parses it. */
+static bool plain_time(const char *s)
+{
+    static const char shape[] = "dddd-dd-ddTdd:dd:dd";
+    size_t n = s ? strlen(s) : 0;
+    if (n < sizeof shape || n > 32 || s[n - 1] != 'Z')
+        return false;
+    for (size_t i = 0; i + 1 < sizeof shape; i++)
+        if (shape[i] == 'd' ? (s[i] < '0' || s[i] > '9') : s[i] != shape[i])
+            return false;
+    return strspn(s + sizeof shape - 1, "0123456789.") == n - sizeof shape;
+}
+
+/*
+ * user.email.changed: no mail, the contact follows the new address. Idempotent without
+ * the ledger: the change's own time orders it (mail_store_contact_email), so a
+ * redelivery, or an older change arriving late, writes nothing.
+ */
+static int handle_email_changed(mail_ctx_t *ctx, const cm_event_t *ev)
+{
+    const char *user_id = cm_event_uuid(ev->data, "user_id");
+    const char *email = get_email(ev->data, "new_email");
+    const char *username = cm_event_text(ev->data, "username", CM_EV_USERNAME_MAX);
+    const char *at = cm_event_text(ev->data, "changed_at", 40);
+    const char *cid = ev->correlation_id[0] ? ev->correlation_id : NULL;
+    if (!user_id || !email || !username || !plain_time(at)) {
+        warn_event(ev->id, ev->type, cid, "event cannot be applied", "bad data");
+        return CM_EPARSE;
+    }
+    cm_db_t *db = NULL;
+    int rc = cm_db_acquire(ctx->pool, &db);
+    if (rc == 0)
+        rc = mail_store_contact_email(db, user_id, email, username, at);
+    cm_db_release(db);
+    if (rc != 0)
+        warn_event(ev->id, ev->type, cid, "event not handled", cm_strerror(rc));
+    return rc;
+}
+
 int mail_handle_event(mail_ctx_t *ctx, const char *bytes, size_t len)
 {
     cm_event_t ev;
     if (cm_event_parse(bytes, len, &ev) != 0)
         return CM_EPARSE;
+    if (strcmp(ev.type, CM_EV_USER_EMAIL_CHANGED) == 0) {
+        int rc = handle_email_changed(ctx, &ev);
+        cm_event_dispose(&ev);
+        return rc;
+    }
     job_t j = {.ctx = ctx,
                .bytes = bytes,
                .len = len,

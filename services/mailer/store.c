@@ -12,7 +12,8 @@ int mail_store_contact_put(cm_db_t *db, const char *user_id, const char *email,
 {
     static const char sql[] =
         "INSERT INTO contacts (user_id, email, username) VALUES ($1::uuid, $2, $3) "
-        "ON CONFLICT (user_id) DO UPDATE SET email = EXCLUDED.email, "
+        "ON CONFLICT (user_id) DO UPDATE SET email = CASE WHEN contacts.email_changed_at IS NULL "
+        "THEN EXCLUDED.email ELSE contacts.email END, "
         "username = EXCLUDED.username, updated_at = now()";
     const char *p[3] = {user_id, email, username};
     return cm_db_prepared(db, "mail_contact_put", sql, 3, p, NULL);
@@ -124,4 +125,19 @@ int mail_store_sent_count(cm_db_t *db, const char *event_id)
         rc = CM_EDB;
     PQclear(res);
     return rc != 0 ? rc : (int)n;
+}
+
+/* ---- email change (issue 15) ---------------------------------------------------------- */
+
+int mail_store_contact_email(cm_db_t *db, const char *user_id, const char *email,
+                             const char *username, const char *changed_at)
+{
+    static const char sql[] = "INSERT INTO contacts (user_id, email, username, email_changed_at) "
+                              "VALUES ($1::uuid, $2, $3, $4::timestamptz) "
+                              "ON CONFLICT (user_id) DO UPDATE SET email = EXCLUDED.email, "
+                              "email_changed_at = EXCLUDED.email_changed_at, updated_at = now() "
+                              "WHERE contacts.email_changed_at IS NULL "
+                              "OR contacts.email_changed_at < EXCLUDED.email_changed_at";
+    const char *p[4] = {user_id, email, username, changed_at};
+    return cm_db_prepared(db, "mail_contact_email", sql, 4, p, NULL);
 }

@@ -13,7 +13,11 @@
 #include "cm/db.h"
 #include "cm/error.h"
 
-/** Inserts or updates the contact row of user_id. Returns 0 or a CM_E* code. */
+/**
+ * Inserts or updates the contact row of user_id. The address of a contact
+ * that an email change moved (email_changed_at set) is kept. Returns 0 or a
+ * CM_E* code.
+ */
 CM_MUST_CHECK int mail_store_contact_put(cm_db_t *db, const char *user_id, const char *email,
                                          const char *username);
 
@@ -73,5 +77,16 @@ CM_MUST_CHECK int mail_store_unpark(cm_db_t *db, const char *event_id);
 
 /** Number of ledger rows for event_id (0 or 1), for tests. Returns >= 0 or a CM_E* code. */
 int mail_store_sent_count(cm_db_t *db, const char *event_id);
+
+/**
+ * Applies user.email.changed (issue 15): the contact of user_id gets email,
+ * unless a change at or after changed_at (RFC 3339) is recorded already, so
+ * a redelivered or older change does nothing. A contact not known yet is
+ * created with it (username from the event); the user.registered arriving
+ * later then keeps this address (mail_store_contact_put). Returns 0 or a
+ * CM_E* code.
+ */
+CM_MUST_CHECK int mail_store_contact_email(cm_db_t *db, const char *user_id, const char *email,
+                                           const char *username, const char *changed_at);
 
 #endif

@@ -14,7 +14,8 @@
 #include "rules.h"
 #include "store.h"
 
-const char *const ref_topics[] = {CM_EV_USER_REGISTERED, CM_EV_USER_VERIFIED, NULL};
+const char *const ref_topics[] = {CM_EV_USER_REGISTERED, CM_EV_USER_VERIFIED,
+                                  CM_EV_USER_EMAIL_CHANGED, NULL};
 
 #define MAX_CODE 16
 
@@ -25,6 +26,7 @@ typedef struct plan {
     ref_member_t member; /* user.registered */
     const char *user_id; /* user.verified */
     const char *verified_at;
+    const char *new_email; /* user.email.changed */
 } plan_t;
 
 static bool digits(const char *s, int n)
@@ -112,6 +114,13 @@ static int plan_verified(plan_t *p, json_t *data)
     p->user_id = cm_event_uuid(data, "user_id");
     p->verified_at = get_time(data, "verified_at");
     return p->user_id && p->verified_at ? 0 : CM_EPARSE;
+}
+
+static int plan_email_changed(plan_t *p, json_t *data)
+{
+    p->user_id = cm_event_uuid(data, "user_id");
+    p->new_email = cm_event_text(data, "new_email", CM_EV_EMAIL_MAX);
+    return p->user_id && p->new_email && strchr(p->new_email, '@') ? 0 : CM_EPARSE;
 }
 
 /* Writes referral.converted for a change into the outbox, in the caller's transaction. */
@@ -343,6 +352,25 @@ static int verified_tx(cm_db_t *db, void *arg)
     return apply_verified(db, p->cfg, p->user_id, p->verified_at);
 }
 
+/*
+ * The member's address follows the account's. A change that overtakes its
+ * registration (another topic) is retried until the member exists: applied
+ * first, it would be lost, and the registration would bring back the old
+ * address. Its partition waits meanwhile; the others flow (cm/consumer.h).
+ */
+static int email_changed_tx(cm_db_t *db, void *arg)
+{
+    const plan_t *p = arg;
+    int rc = ref_store_lock_user(db, p->user_id);
+    if (rc == 0)
+        rc = ref_store_mark_processed(db, p->event_id);
+    if (rc == CM_ECONFLICT)
+        return 0;
+    if (rc == 0)
+        rc = ref_store_member_set_email(db, p->user_id, p->new_email);
+    return rc;
+}
+
 /* The transaction body and its plan, for guarded_tx. */
 typedef struct guarded {
     cm_db_tx_fn fn;
@@ -377,6 +405,9 @@ int ref_handle_event(ref_ctx_t *ctx, const char *bytes, size_t len)
     } else if (strcmp(ev.type, CM_EV_USER_VERIFIED) == 0) {
         rc = plan_verified(&p, ev.data);
         fn = verified_tx;
+    } else if (strcmp(ev.type, CM_EV_USER_EMAIL_CHANGED) == 0) {
+        rc = plan_email_changed(&p, ev.data);
+        fn = email_changed_tx;
     }
     if (rc == 0 && fn)
         rc = cm_db_tx(ctx->pool, guarded_tx, &(guarded_t){fn, &p});

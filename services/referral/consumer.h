@@ -8,7 +8,8 @@
  * successful (a referral.converted event through the outbox) and the
  * reward engine pays (reward.granted events); a verification that
  * arrives before its registration is parked and applied when the
- * registration arrives. Each event's effect and its id (processed_events)
+ * registration arrives. user.email.changed → the member's email follows
+ * (retried until the member exists). Each event's effect and its id (processed_events)
  * are stored in one transaction, so a redelivered event changes nothing.
  */
 #ifndef REF_CONSUMER_H

@@ -524,3 +524,12 @@ int ref_store_daily(cm_db_t *db, const char *user_id, int days, ref_day_t *out)
     PQclear(res);
     return rows == days ? 0 : CM_EIO;
 }
+
+/* ---- email change (issue 15) ---------------------------------------------------------- */
+
+int ref_store_member_set_email(cm_db_t *db, const char *user_id, const char *email)
+{
+    static const char sql[] = "UPDATE members SET email = $2 WHERE user_id = $1::uuid RETURNING 1";
+    const char *p[2] = {user_id, email};
+    return exec_row(db, "ref_member_set_email", sql, 2, p, CM_ENOTFOUND, NULL);
+}

@@ -264,4 +264,11 @@ CM_MUST_CHECK int ref_store_rewards(cm_db_t *db, const char *user_id, const ref_
 /** Frees a page's rows and strings and empties it. NULL-safe. */
 void ref_reward_page_dispose(ref_reward_page_t *p);
 
+/**
+ * Sets the member's email (user.email.changed, issue 15), which the alias
+ * fraud rule compares later referrals with. Returns 0, CM_ENOTFOUND when
+ * the member is not known yet, or a CM_E* code.
+ */
+CM_MUST_CHECK int ref_store_member_set_email(cm_db_t *db, const char *user_id, const char *email);
+
 #endif

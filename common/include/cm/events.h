@@ -32,6 +32,11 @@
 #define CM_EV_REFERRAL_CONVERTED "referral.converted"
 #define CM_EV_REWARD_GRANTED "reward.granted"
 #define CM_EV_MAIL_DEAD "mail.dead"
+/* Email change (issue 15): the confirm mail to the new address, the notice with the
+ * cancel link to the old one, and the change itself once confirmed. */
+#define CM_EV_EMAIL_CHANGE_REQUESTED "email.change.requested"
+#define CM_EV_EMAIL_CHANGE_NOTICE "email.change.notice"
+#define CM_EV_USER_EMAIL_CHANGED "user.email.changed"
 
 /* The longest username and email a consumer takes from an event (the
  * producer's own limits are 30 and 254; a longer value is not ours). */
