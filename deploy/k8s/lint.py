@@ -310,7 +310,7 @@ def check_kafka(docs, topics_wanted, out):
 # /readyz stay unreachable from outside (they are on the admin port now; a
 # route to them would reach 404, and lint keeps it that way).
 PUBLIC_PREFIXES = ("/api", "/.well-known", "/verify-email", "/reset-password", "/r", "/signup",
-                   "/healthz")
+                   "/confirm-email", "/cancel-email-change", "/healthz")
 PRIVATE_PATHS = ("/metrics", "/readyz", "/readyz/", "/metrics/", "/")
 GATEWAY_API = "gateway.networking.k8s.io/v1"
 # Fields of the Gateway API v1 objects (standard channel) used here: anything

@@ -39,6 +39,9 @@ static const expect_t API[] = {
     {"GET", "/api/referral-stats/", GW_UP_REFERRAL, true, GW_RL_OTHER},
     {"GET", "/api/referral-stats/daily/", GW_UP_REFERRAL, true, GW_RL_OTHER},
     {"GET", "/api/rewards/", GW_UP_REFERRAL, true, GW_RL_OTHER},
+    {"POST", "/api/email/", GW_UP_AUTH, true, GW_RL_FORGOT},
+    {"POST", "/api/email/confirm/", GW_UP_AUTH, false, GW_RL_OTHER},
+    {"POST", "/api/email/cancel/", GW_UP_AUTH, false, GW_RL_OTHER},
 };
 #define NAPI (sizeof API / sizeof API[0])
 
