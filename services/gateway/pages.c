@@ -896,8 +896,8 @@ static const email_outcome_t CONFIRM_OUTCOMES[] = {
 
 static const email_outcome_t CANCEL_OUTCOMES[] = {
     {"confirmed", 410, "The change was already confirmed", "box",
-     "The new address is in use already. If you did not ask for it, ask for a password reset "
-     "at once and contact us."},
+     "The new address is in use already, and this link can no longer undo it. If you did not "
+     "ask for the change, contact us at once: someone else knows your password."},
     {"cancelled", 410, "This change was already cancelled", "ok",
      "Nothing more to do: your email address stays as it is."},
     {"expired", 410, "This link has expired", "ok",

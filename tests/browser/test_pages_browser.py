@@ -4,7 +4,8 @@
 A person follows a referral link, signs up through the page, opens the
 verification link from the Maildir (a scanner fetched it first), confirms;
 then does forgot → reset through the pages and logs in with the new
-password through the API. Forms sent from another origin or without their
+password through the API; changes the email address through the confirm
+page and cancels a second change through the cancel page. Forms sent from another origin or without their
 CSRF token are refused. A screenshot of every page, at a phone's size, goes
 to $LINKTR_SCREENSHOT_DIR.
 """
@@ -184,6 +185,57 @@ class InTheBrowser(unittest.TestCase):
         self.driver.get(BASE + "/r/ZZZZZZZZ")
         self.assertIn("does not work", self.h1())
         self.shot("12-unknown-code")
+
+    def test_5_email_change_confirm_and_cancel_pages(self):
+        d = self.driver
+        name = unique("ec")
+        old = name + "@example.com"
+        st, _ = GW.json("POST", "/api/register", {"username": name, "email": old,
+                                                  "password": PASSWORD})
+        self.assertEqual(st, 201)
+        st, tokens = GW.json("POST", "/api/login", {"username_or_email": old,
+                                                   "password": PASSWORD})
+        self.assertEqual(st, 200)
+        new = "new." + old
+        st, _ = GW.json("POST", "/api/email", {"password": PASSWORD, "new_email": new},
+                        token=tokens["access"])
+        self.assertEqual(st, 202)
+        confirm = wait_mail(MAIL, new, "confirm-email")
+        cancel = wait_mail(MAIL, old, "cancel-email-change")
+        self.assertEqual(GW.request("GET", "/confirm-email?token=" + confirm)[0], 200)  # scanner
+        d.get(BASE + "/confirm-email?token=" + confirm)
+        self.assertEqual(self.h1(), "Confirm your new email")
+        self.shot("13-email-confirm")
+        self.submit()
+        self.assertEqual(self.h1(), "Email address changed")
+        self.assertIn(new, d.page_source)
+        self.shot("14-email-changed")
+        st, _ = GW.json("POST", "/api/login", {"username_or_email": new, "password": PASSWORD})
+        self.assertEqual(st, 200)
+        # The old address's cancel link comes too late now.
+        d.get(BASE + "/cancel-email-change?token=" + cancel)
+        self.assertEqual(self.h1(), "Cancel the email change")
+        self.shot("15-email-cancel")
+        self.submit()
+        self.assertEqual(self.h1(), "The change was already confirmed")
+        self.shot("16-email-cancel-too-late")
+        # Another change, cancelled from the old (now: current) address before it is confirmed.
+        other = "other." + old
+        st, _ = GW.json("POST", "/api/email", {"password": PASSWORD, "new_email": other},
+                        token=tokens["access"])
+        self.assertEqual(st, 202)
+        confirm = wait_mail(MAIL, other, "confirm-email")
+        cancel = wait_mail(MAIL, new, "cancel-email-change")
+        d.get(BASE + "/cancel-email-change?token=" + cancel)
+        self.submit()
+        self.assertEqual(self.h1(), "Email change cancelled")
+        self.shot("17-email-change-cancelled")
+        d.get(BASE + "/confirm-email?token=" + confirm)
+        self.submit()
+        self.assertEqual(self.h1(), "This change was cancelled")
+        self.shot("18-email-confirm-after-cancel")
+        st, _ = GW.json("POST", "/api/login", {"username_or_email": other, "password": PASSWORD})
+        self.assertEqual(st, 401)
 
 
 if __name__ == "__main__":
