@@ -189,6 +189,57 @@ static void at_most_one_batch_of_parked_events_is_listed(void **state)
     mail_parked_list_dispose(&l);
 }
 
+/* ---- email change (issue 15) ---------------------------------------------------------- */
+
+static void assert_contact(fixture_t *f, const char *uid, const char *want_email)
+{
+    char *email = NULL, *name = NULL;
+    assert_int_equal(mail_store_contact_get(f->db, uid, &email, &name), 0);
+    assert_string_equal(email, want_email);
+    free(email);
+    free(name);
+}
+
+static void an_email_change_moves_the_contact_and_an_older_one_never_undoes_it(void **state)
+{
+    fixture_t *f = *state;
+    char uid[37];
+    cm_uuid_v4(uid);
+    assert_int_equal(mail_store_contact_put(f->db, uid, "a@example.com", "ann"), 0);
+    assert_int_equal(
+        mail_store_contact_email(f->db, uid, "b@example.com", "ann", "2026-12-06T10:00:00.000Z"),
+        0);
+    assert_contact(f, uid, "b@example.com");
+    /* A later change wins; a redelivered or older one afterwards changes nothing. */
+    assert_int_equal(
+        mail_store_contact_email(f->db, uid, "c@example.com", "ann", "2026-12-06T11:00:00.000Z"),
+        0);
+    assert_int_equal(
+        mail_store_contact_email(f->db, uid, "b@example.com", "ann", "2026-12-06T10:00:00.000Z"),
+        0);
+    assert_int_equal(
+        mail_store_contact_email(f->db, uid, "c@example.com", "ann", "2026-12-06T11:00:00.000Z"),
+        0);
+    assert_contact(f, uid, "c@example.com");
+    /* A redelivered registration keeps the changed address (and still updates the name). */
+    assert_int_equal(mail_store_contact_put(f->db, uid, "a@example.com", "ann2"), 0);
+    assert_contact(f, uid, "c@example.com");
+    assert_value(f, "SELECT username FROM contacts WHERE user_id = $1::uuid", uid, "ann2");
+}
+
+static void a_change_that_overtakes_its_registration_makes_the_contact(void **state)
+{
+    fixture_t *f = *state;
+    char uid[37];
+    cm_uuid_v4(uid);
+    assert_int_equal(
+        mail_store_contact_email(f->db, uid, "new@example.com", "bob", "2026-12-06T10:00:00.000Z"),
+        0);
+    assert_contact(f, uid, "new@example.com");
+    assert_int_equal(mail_store_contact_put(f->db, uid, "old@example.com", "bob"), 0);
+    assert_contact(f, uid, "new@example.com");
+}
+
 #define T(name) cmocka_unit_test_setup_teardown(name, t_pg_begin, t_pg_rollback)
 
 int main(void)
@@ -200,6 +251,8 @@ int main(void)
         T(parked_events_are_listed_oldest_first_for_their_user_only),
         T(a_user_with_nothing_parked_gets_an_empty_list),
         T(at_most_one_batch_of_parked_events_is_listed),
+        T(an_email_change_moves_the_contact_and_an_older_one_never_undoes_it),
+        T(a_change_that_overtakes_its_registration_makes_the_contact),
     };
     return cmocka_run_group_tests(tests, group_setup, t_pg_tx_free);
 }

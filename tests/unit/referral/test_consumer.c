@@ -377,6 +377,57 @@ static void a_referral_from_an_alias_of_the_referrers_own_email_is_rejected(void
     free(payload);
 }
 
+/* user.email.changed as auth emits it. */
+static char *email_changed(const user_t *u, const char *old_email, const char *new_email,
+                           char event_id[37])
+{
+    json_t *data =
+        json_pack("{s:s, s:s, s:s, s:s, s:s}", "user_id", u->id, "username", u->name, "old_email",
+                  old_email, "new_email", new_email, "changed_at", "2026-11-27T12:00:00.000Z");
+    return envelope("user.email.changed", data, event_id);
+}
+
+static void the_alias_rule_compares_with_the_address_after_an_email_change(void **state)
+{
+    fixture_t *f = *state;
+    user_t ref, alias;
+    new_user(&ref);
+    new_user(&alias);
+    char first[80], moved[80], theirs[80], ev[37];
+    snprintf(first, sizeof first, "first%.8s@example.com", ref.id);
+    snprintf(moved, sizeof moved, "Ada.Love%.8s@gmail.com", ref.id);
+    snprintf(theirs, sizeof theirs, "adalove%.8s+promo@GoogleMail.com", ref.id);
+    join(f, &ref, NULL, first);
+    char *bytes = email_changed(&ref, first, moved, ev);
+    assert_int_equal(handle(f, bytes), 0);
+    assert_int_equal(handle(f, bytes), 0); /* redelivered: nothing more */
+    free(bytes);
+    assert_query(f, "SELECT email FROM members WHERE user_id = $1::uuid", ref.id, moved);
+    join(f, &alias, &ref, theirs);
+    assert_query(f, STATUS_REASON, alias.id, "rejected:self_referral_alias");
+}
+
+static void an_email_change_before_its_registration_waits_for_it(void **state)
+{
+    fixture_t *f = *state;
+    user_t u;
+    new_user(&u);
+    char ev[37];
+    char *bytes = email_changed(&u, "a@example.com", "b@example.com", ev);
+    int rc = handle(f, bytes);
+    assert_int_not_equal(rc, 0);
+    assert_int_not_equal(rc, CM_EPARSE); /* retried, not dropped */
+    assert_query(f, "SELECT count(*) FROM processed_events WHERE event_id = $1::uuid", ev, "0");
+    join(f, &u, NULL, "a@example.com");
+    assert_int_equal(handle(f, bytes), 0);
+    assert_query(f, "SELECT email FROM members WHERE user_id = $1::uuid", u.id, "b@example.com");
+    free(bytes);
+    json_t *data = json_pack("{s:s, s:s}", "user_id", u.id, "new_email", "no at sign");
+    bytes = envelope("user.email.changed", data, ev);
+    assert_int_equal(handle(f, bytes), CM_EPARSE);
+    free(bytes);
+}
+
 static void a_referral_from_a_disposable_domain_is_rejected(void **state)
 {
     fixture_t *f = *state;
@@ -717,6 +768,8 @@ int main(void)
         cmocka_unit_test(events_of_other_types_are_ignored),
         cmocka_unit_test(a_referral_from_an_alias_of_the_referrers_own_email_is_rejected),
         cmocka_unit_test(a_referral_from_a_disposable_domain_is_rejected),
+        cmocka_unit_test(the_alias_rule_compares_with_the_address_after_an_email_change),
+        cmocka_unit_test(an_email_change_before_its_registration_waits_for_it),
         cmocka_unit_test(more_than_the_daily_cap_of_referrals_is_rejected),
         cmocka_unit_test(a_verification_pays_the_referrer_and_the_welcome_credit_once),
         cmocka_unit_test(the_fifth_success_pays_the_milestone_exactly_once),
