@@ -5,6 +5,7 @@
  *
  * LINKTR_TEST_NEEDS: postgres
  */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -402,12 +403,157 @@ static void reset_requests_are_capped_at_three_an_hour_and_ignore_unknown_emails
                      3);
 }
 
+/* ---- email change (issue 15) ---------------------------------------------------------- */
+
+typedef struct change {
+    char confirm[65], cancel[65];
+} change_t;
+
+/* Asks for an email change of u to new_email with fresh token hashes. */
+static int ask_change(cm_db_pool_t *pool, const auth_user_t *u, const char *new_email, change_t *c,
+                      bool *limited)
+{
+    char tok[CM_TOKEN_CHARS];
+    cm_token_new(tok);
+    cm_sha256_hex(tok, strlen(tok), c->confirm);
+    cm_token_new(tok);
+    cm_sha256_hex(tok, strlen(tok), c->cancel);
+    auth_email_change_t in = {.user_id = u->id,
+                              .new_email = new_email,
+                              .confirm_hash = c->confirm,
+                              .confirm_sealed = "sealed-c",
+                              .cancel_hash = c->cancel,
+                              .cancel_sealed = "sealed-x",
+                              .ttl_s = 600};
+    return auth_store_email_change_request(pool, &in, limited);
+}
+
+typedef struct racer {
+    cm_db_pool_t *pool;
+    const char *hash;
+    bool confirm;
+    pthread_barrier_t *go;
+    int rc;
+    auth_email_outcome_t outcome;
+} racer_t;
+
+static void *race_use(void *arg)
+{
+    racer_t *r = arg;
+    char email[AUTH_EMAIL_MAX + 1];
+    pthread_barrier_wait(r->go);
+    r->rc = r->confirm ? auth_store_email_confirm(r->pool, r->hash, NULL, &r->outcome, email)
+                       : auth_store_email_cancel(r->pool, r->hash, &r->outcome);
+    return NULL;
+}
+
+static void confirm_and_cancel_at_once_leave_one_winner(void **state)
+{
+    cm_db_pool_t *pool = *state;
+    for (int round = 0; round < 8; round++) {
+        names_t a;
+        make_names(&a, "er");
+        auth_user_t u;
+        const char *field = NULL;
+        assert_int_equal(do_register(pool, &a, NULL, &u, &field), 0);
+        char new_email[96];
+        snprintf(new_email, sizeof new_email, "moved.%s", a.email);
+        change_t c;
+        bool limited = true;
+        assert_int_equal(ask_change(pool, &u, new_email, &c, &limited), 0);
+        assert_false(limited);
+        pthread_barrier_t go;
+        pthread_barrier_init(&go, NULL, 3);
+        /* Two confirms and one cancel of the same change, released together. */
+        racer_t r[3] = {{pool, c.confirm, true, &go, -1, AUTH_EMAIL_UNKNOWN},
+                        {pool, c.confirm, true, &go, -1, AUTH_EMAIL_UNKNOWN},
+                        {pool, c.cancel, false, &go, -1, AUTH_EMAIL_UNKNOWN}};
+        pthread_t t[3];
+        for (int i = 0; i < 3; i++)
+            assert_int_equal(pthread_create(&t[i], NULL, race_use, &r[i]), 0);
+        for (int i = 0; i < 3; i++)
+            pthread_join(t[i], NULL);
+        pthread_barrier_destroy(&go);
+        int done = 0;
+        for (int i = 0; i < 3; i++) {
+            assert_int_equal(r[i].rc, 0);
+            done += r[i].outcome == AUTH_EMAIL_DONE;
+        }
+        assert_int_equal(done, 1);
+        bool confirmed = r[0].outcome == AUTH_EMAIL_DONE || r[1].outcome == AUTH_EMAIL_DONE;
+        /* The losers are told what the winner did; the address follows the winner only. */
+        for (int i = 0; i < 3; i++)
+            if (r[i].outcome != AUTH_EMAIL_DONE)
+                assert_int_equal(r[i].outcome,
+                                 confirmed ? AUTH_EMAIL_CONFIRMED : AUTH_EMAIL_CANCELLED);
+        assert_int_equal(count1(pool,
+                                "SELECT count(*) FROM users WHERE id = $1::uuid AND "
+                                "email LIKE 'moved.%'",
+                                u.id),
+                         confirmed ? 1 : 0);
+        assert_int_equal(count1(pool,
+                                "SELECT count(*) FROM outbox WHERE key = $1 AND "
+                                "topic = 'user.email.changed'",
+                                u.id),
+                         confirmed ? 1 : 0);
+    }
+}
+
+static void a_new_request_supersedes_and_the_hourly_cap_holds(void **state)
+{
+    cm_db_pool_t *pool = *state;
+    names_t a, b;
+    make_names(&a, "es");
+    make_names(&b, "es");
+    auth_user_t u, other;
+    const char *field = NULL;
+    assert_int_equal(do_register(pool, &a, NULL, &u, &field), 0);
+    assert_int_equal(do_register(pool, &b, NULL, &other, &field), 0);
+    change_t c[AUTH_EMAIL_CHANGES_PER_HOUR + 1];
+    bool limited = false;
+    char email[96];
+    assert_int_equal(ask_change(pool, &u, b.email, &c[0], &limited), CM_ECONFLICT);
+    for (int i = 0; i < AUTH_EMAIL_CHANGES_PER_HOUR; i++) {
+        snprintf(email, sizeof email, "n%d.%s", i, a.email);
+        assert_int_equal(ask_change(pool, &u, email, &c[i], &limited), 0);
+        assert_false(limited);
+    }
+    assert_int_equal(count1(pool,
+                            "SELECT count(*) FROM email_changes WHERE user_id = $1::uuid "
+                            "AND state = 'pending'",
+                            u.id),
+                     1);
+    assert_int_equal(
+        ask_change(pool, &u, "over.cap@example.com", &c[AUTH_EMAIL_CHANGES_PER_HOUR], &limited), 0);
+    assert_true(limited);
+    auth_email_outcome_t o = AUTH_EMAIL_DONE;
+    char got[AUTH_EMAIL_MAX + 1];
+    assert_int_equal(auth_store_email_confirm(pool, c[0].confirm, NULL, &o, got), 0);
+    assert_int_equal(o, AUTH_EMAIL_SUPERSEDED);
+    assert_int_equal(auth_store_email_cancel(pool, c[0].cancel, &o), 0);
+    assert_int_equal(o, AUTH_EMAIL_SUPERSEDED);
+    assert_int_equal(
+        auth_store_email_confirm(pool, c[AUTH_EMAIL_CHANGES_PER_HOUR - 1].confirm, NULL, &o, got),
+        0);
+    assert_int_equal(o, AUTH_EMAIL_DONE);
+    snprintf(email, sizeof email, "n%d.%s", AUTH_EMAIL_CHANGES_PER_HOUR - 1, a.email);
+    assert_string_equal(got, email);
+    /* Links the old address received stop working with the change. */
+    assert_int_equal(count1(pool,
+                            "SELECT count(*) FROM one_time_tokens WHERE user_id = $1::uuid "
+                            "AND used_at IS NULL",
+                            u.id),
+                     0);
+}
+
 int main(void)
 {
     if (cm_crypto_init() != 0)
         return 1;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(unique_violations_name_the_field_ignoring_case),
+        cmocka_unit_test(confirm_and_cancel_at_once_leave_one_winner),
+        cmocka_unit_test(a_new_request_supersedes_and_the_hourly_cap_holds),
         cmocka_unit_test(referral_codes_resolve_to_the_referrer_or_fail_on_the_field),
         cmocka_unit_test(rotation_then_grace_then_reuse_revokes_the_family),
         cmocka_unit_test(expired_unknown_and_logged_out_tokens_are_invalid),
