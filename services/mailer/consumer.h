@@ -3,8 +3,12 @@
  *
  * Topics: user.registered (contact row + verify-your-email mail),
  * reset.requested (reset-your-password mail), password.changed (your
- * password was changed) and reward.granted (you earned a reward; the
- * address comes from the contacts table). Sealed tokens are opened with
+ * password was changed), reward.granted (you earned a reward; the
+ * address comes from the contacts table), email.change.requested (the
+ * confirm link, to the new address), email.change.notice (the cancel link,
+ * to the old address) and user.email.changed (no mail: the contact moves to
+ * the new address, ordered by the change's time, so a redelivered or older
+ * change writes nothing). Sealed tokens are opened with
  * the mailer's key pair, used in the link and wiped; they are never
  * logged. The ledger row (sent, unique event id) is inserted, the message
  * delivered and the transaction committed in that order, so a redelivered
