@@ -19,9 +19,8 @@
 #include "partition_spec.h"
 
 static const char *const topics[] = {
-    "user.registered",    "user.verified",  "reset.requested", "password.changed",
-    "referral.converted", "reward.granted", "mail.dead",       "verify.requested",
-    /* email change (issue 15) */
+    "user.registered",        "user.verified",       "reset.requested",    "password.changed",
+    "referral.converted",     "reward.granted",      "mail.dead",          "verify.requested",
     "email.change.requested", "email.change.notice", "user.email.changed",
 };
 enum { NTOPICS = sizeof topics / sizeof topics[0], TIMEOUT_MS = 30000 };

@@ -30,7 +30,7 @@
 
 #define DEFAULT_TOPICS                                                                             \
     "user.registered,user.verified,reset.requested,password.changed,referral.converted,"           \
-    "reward.granted,verify.requested,mail.dead,email.change.requested,email.change.notice,"       \
+    "reward.granted,verify.requested,mail.dead,email.change.requested,email.change.notice,"        \
     "user.email.changed"
 #define DEFAULT_PARTITIONS 6
 #define MAX_PARTITIONS 1000
