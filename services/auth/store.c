@@ -918,14 +918,15 @@ static auth_email_outcome_t classify_change(const char *state, bool live)
     return live ? AUTH_EMAIL_DONE : AUTH_EMAIL_EXPIRED;
 }
 
-/* Locks the owner's row (first, like every user change), then the change; fills c. */
+/* Locks the owner's row (first, like every user change), then the change; fills c. The
+ * "old" address is the account's as it is now, which the change is about to replace. */
 static int find_change(cm_db_t *db, email_use_ctx_t *c)
 {
 #define CHANGE_BY(col)                                                                             \
     "WITH ch AS (SELECT user_id FROM email_changes WHERE " col " = $1) "                           \
     "SELECT 1 FROM users WHERE id = (SELECT user_id FROM ch) FOR UPDATE"
 #define CHANGE_ROW(col)                                                                            \
-    "SELECT c.id, c.user_id, c.old_email, c.new_email, c.state, c.expires_at > now(), "            \
+    "SELECT c.id, c.user_id, u.email, c.new_email, c.state, c.expires_at > now(), "                \
     "u.username, u.email_verified_at IS NULL FROM email_changes c JOIN users u ON "                \
     "u.id = c.user_id WHERE c." col " = $1 FOR UPDATE OF c"
     const char *p[1] = {c->hash};
