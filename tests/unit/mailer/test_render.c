@@ -28,6 +28,10 @@ static char *render(const char *template_name, const char *username, const char 
         {"amount", "10"},
         {"kind", "credit"},
         {"reason", "Bob & <Alice> joined"},
+        {"confirm_url", "http://127.0.0.1:8000/confirm-email?token=cnf_123"},
+        {"cancel_url", "http://127.0.0.1:8000/cancel-email-change?token=cxl_456"},
+        {"new_email", "o'neil&co@example.com"},
+        {"expires_at", "2026-11-28T10:00:00.000Z"},
     };
     mail_compose_t c = {.template_name = template_name,
                         .from = FROM,
@@ -147,6 +151,26 @@ static void reset_mail_says_it_expires_in_30_minutes(void **state)
     char *msg = render("reset_password", "ada", "ada@example.com");
     assert_non_null(strstr(msg, "http://127.0.0.1:8000/reset-password?token=xyz"));
     assert_non_null(strstr(msg, "30 minutes"));
+    free(msg);
+}
+
+static void email_change_mails_carry_their_link_the_expiry_and_the_new_address(void **state)
+{
+    (void)state;
+    char *msg = render("email_change_confirm", "ada", "new@example.com");
+    assert_non_null(strstr(msg, "http://127.0.0.1:8000/confirm-email?token=cnf_123"));
+    assert_non_null(strstr(msg, "2026-11-28T10:00:00.000Z"));
+    assert_null(strstr(msg, "cancel-email-change"));
+    free(msg);
+    msg = render("email_change_notice", "ada", "old@example.com");
+    char *html = part(msg, "Content-Type: text/html");
+    char *text = part(msg, "Content-Type: text/plain");
+    assert_non_null(strstr(text, "http://127.0.0.1:8000/cancel-email-change?token=cxl_456"));
+    assert_non_null(strstr(text, "to o'neil&co@example.com."));
+    assert_non_null(strstr(html, "o&#39;neil&amp;co@example.com"));
+    assert_null(strstr(msg, "confirm-email?token="));
+    free(text);
+    free(html);
     free(msg);
 }
 
@@ -369,9 +393,10 @@ static void the_correlation_id_becomes_the_x_request_id_header(void **state)
 static void every_template_has_subject_text_and_html(void **state)
 {
     (void)state;
-    const char *names[] = {"verify_email", "reset_password", "password_changed", "reward_granted"};
+    const char *names[] = {"verify_email",   "reset_password",       "password_changed",
+                           "reward_granted", "email_change_confirm", "email_change_notice"};
     const char *exts[] = {"subject", "txt", "html"};
-    for (size_t i = 0; i < 4; i++)
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         for (size_t k = 0; k < 3; k++) {
             char name[64];
             snprintf(name, sizeof name, "%s.%s", names[i], exts[k]);
@@ -423,6 +448,7 @@ int main(void)
         cmocka_unit_test(message_id_is_the_event_id_so_a_resend_can_be_recognised),
         cmocka_unit_test(reset_mail_says_it_expires_in_30_minutes),
         cmocka_unit_test(reward_mail_escapes_the_reason_in_html),
+        cmocka_unit_test(email_change_mails_carry_their_link_the_expiry_and_the_new_address),
         cmocka_unit_test(non_ascii_subject_is_rfc2047_encoded_and_decodes_back),
         cmocka_unit_test(header_encoding_refuses_line_breaks),
         cmocka_unit_test(a_username_with_a_line_break_cannot_inject_a_header),
