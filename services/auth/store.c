@@ -822,7 +822,7 @@ static int emit_email_change(cm_db_t *db, const auth_email_change_t *in, const c
     return rc;
 }
 
-/* Supersedes the pending change, forgets old finished ones, stores the new one. */
+/* Supersedes the pending change, forgets long-finished ones, stores the new one. */
 static int store_email_change(cm_db_t *db, const auth_email_change_t *in, const char *old_email,
                               int64_t *expires_us)
 {
@@ -831,11 +831,12 @@ static int store_email_change(cm_db_t *db, const auth_email_change_t *in, const 
                             "UPDATE email_changes SET state = 'superseded', finished_at = now() "
                             "WHERE user_id = $1::uuid AND state = 'pending'",
                             1, p, NULL);
-    if (rc == 0)
+    if (rc == 0) /* retention, a bounded batch per request (migration 006) */
         rc = cm_db_prepared(db, "auth_email_prune",
-                            "DELETE FROM email_changes WHERE user_id = $1::uuid AND state <> "
-                            "'pending' AND finished_at < now() - interval '30 days'",
-                            1, p, NULL);
+                            "DELETE FROM email_changes WHERE id IN (SELECT id FROM email_changes "
+                            "WHERE coalesce(finished_at, expires_at) < now() - interval '30 days' "
+                            "LIMIT 100 FOR UPDATE SKIP LOCKED)",
+                            0, NULL, NULL);
     if (rc != 0)
         return rc;
     char ttl[16];

@@ -544,6 +544,14 @@ static void a_new_request_supersedes_and_the_hourly_cap_holds(void **state)
                             "AND used_at IS NULL",
                             u.id),
                      0);
+    /* Rows finished a month ago go with the next request of anyone (bounded batch). */
+    exec1(pool,
+          "UPDATE email_changes SET finished_at = now() - interval '31 days' "
+          "WHERE user_id = $1::uuid AND state = 'superseded'",
+          u.id);
+    assert_int_equal(ask_change(pool, &other, "other.new@example.com", &c[0], &limited), 0);
+    assert_int_equal(
+        count1(pool, "SELECT count(*) FROM email_changes WHERE user_id = $1::uuid", u.id), 1);
 }
 
 int main(void)
