@@ -15,6 +15,7 @@ import tempfile
 import unittest
 
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
@@ -30,6 +31,20 @@ SHOTS = os.environ.get("LINKTR_SCREENSHOT_DIR", os.path.join(os.getcwd(), "scree
 PASSWORD = "violet tractor 93 lantern"
 # A phone's viewport: the pages must read well there.
 PHONE = (412, 915)
+
+
+def gone(element):
+    """True once element left the document. chromedriver reports a node of a page that was
+    replaced either as stale or, mid-navigation, as "does not belong to the document"."""
+    try:
+        element.is_enabled()
+        return False
+    except StaleElementReferenceException:
+        return True
+    except WebDriverException as e:
+        if "does not belong to the document" in str(e):
+            return True
+        raise
 
 
 def chromium_driver(profile):
@@ -72,7 +87,7 @@ class InTheBrowser(unittest.TestCase):
         """Clicks the form's button and waits until the answer's page has loaded."""
         old = self.driver.find_element(By.TAG_NAME, "html")
         self.driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-        WebDriverWait(self.driver, 20).until(EC.staleness_of(old))
+        WebDriverWait(self.driver, 20).until(lambda _: gone(old))
         WebDriverWait(self.driver, 20).until(
             EC.presence_of_element_located((By.TAG_NAME, "h1")))
 
