@@ -163,6 +163,8 @@ static const struct {
     {"GET", "/api/referrals/", "referral", true},
     {"GET", "/api/referral-stats/", "referral", true},
     {"GET", "/api/rewards/", "referral", true},
+    {"POST", "/api/email/confirm/", "auth", false},
+    {"POST", "/api/email/cancel/", "auth", false},
 };
 #define NAPI (sizeof API / sizeof API[0])
 
