@@ -30,23 +30,24 @@ typedef struct ua_rule {
  * Chrome before Safari).
  */
 static const ua_rule_t BROWSERS[] = {
-    {"Edg/", "Edge"},        {"EdgA/", "Edge"},           {"EdgiOS/", "Edge"},
-    {"Edge/", "Edge"},       {"OPR/", "Opera"},           {"OPiOS/", "Opera"},
+    {"Edg/", "Edge"},        {"EdgA/", "Edge"},
+    {"EdgiOS/", "Edge"},     {"Edge/", "Edge"},
+    {"OPR/", "Opera"},       {"OPiOS/", "Opera"},
     {"Opera", "Opera"},      {"SamsungBrowser/", "Samsung Internet"},
-    {"Firefox/", "Firefox"}, {"FxiOS/", "Firefox"},       {"CriOS/", "Chrome"},
-    {"Chromium/", "Chrome"}, {"Chrome/", "Chrome"},       {"Safari/", "Safari"},
+    {"Firefox/", "Firefox"}, {"FxiOS/", "Firefox"},
+    {"CriOS/", "Chrome"},    {"Chromium/", "Chrome"},
+    {"Chrome/", "Chrome"},   {"Safari/", "Safari"},
 };
 
 /* Android says Linux and iOS says "like Mac OS X": those come first. */
 static const ua_rule_t SYSTEMS[] = {
-    {"Android", "Android"}, {"iPhone", "iOS"},          {"iPad", "iOS"},
-    {"iPod", "iOS"},        {"CrOS", "ChromeOS"},       {"Windows", "Windows"},
-    {"Macintosh", "macOS"}, {"Mac OS X", "macOS"},      {"Linux", "Linux"},
-    {"X11", "Linux"},
+    {"Android", "Android"}, {"iPhone", "iOS"},      {"iPad", "iOS"},        {"iPod", "iOS"},
+    {"CrOS", "ChromeOS"},   {"Windows", "Windows"}, {"Macintosh", "macOS"}, {"Mac OS X", "macOS"},
+    {"Linux", "Linux"},     {"X11", "Linux"},
 };
 
 /* Every "<browser> on <system>" pair, so the classifier returns static storage. */
-static const char *const BROWSER_NAMES[] = {"Edge",   "Opera",  "Samsung Internet",
+static const char *const BROWSER_NAMES[] = {"Edge",    "Opera",  "Samsung Internet",
                                             "Firefox", "Chrome", "Safari"};
 static const char *const SYSTEM_NAMES[] = {"Android", "iOS",   "ChromeOS",
                                            "Windows", "macOS", "Linux"};
@@ -54,8 +55,12 @@ static const char *const SYSTEM_NAMES[] = {"Android", "iOS",   "ChromeOS",
 #define NS (sizeof SYSTEM_NAMES / sizeof SYSTEM_NAMES[0])
 static const char *const PAIRS[NB][NS] = {
 #define ROW(b)                                                                                     \
-    {b " on Android", b " on iOS", b " on ChromeOS", b " on Windows", b " on macOS", b " on Linux"}
-    ROW("Edge"), ROW("Opera"), ROW("Samsung Internet"), ROW("Firefox"), ROW("Chrome"), ROW("Safari"),
+    {                                                                                              \
+        b " on Android", b " on iOS", b " on ChromeOS", b " on Windows", b " on macOS",            \
+            b " on Linux"                                                                          \
+    }
+    ROW("Edge"),    ROW("Opera"),  ROW("Samsung Internet"),
+    ROW("Firefox"), ROW("Chrome"), ROW("Safari"),
 #undef ROW
 };
 
