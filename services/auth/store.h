@@ -20,6 +20,7 @@
 
 #include "cm/db.h"
 #include "cm/error.h"
+#include "cm/events.h"
 #include "code.h"
 #include "validate.h"
 
@@ -253,7 +254,7 @@ CM_MUST_CHECK int auth_store_verify_reissue(cm_db_pool_t *pool, const char *user
  */
 
 /** Event type of a sign-in from a new (user agent class, network) pair. */
-#define AUTH_EV_NEW_SIGNIN "user.new_signin"
+#define AUTH_EV_NEW_SIGNIN CM_EV_USER_NEW_SIGNIN
 /** A (class, network) pair not seen for this many days is new. */
 #define AUTH_SIGNIN_SEEN_DAYS 90
 /** At most one new sign-in notice per account in this many seconds. */
