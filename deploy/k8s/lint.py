@@ -66,7 +66,7 @@ SERVICES = ("gateway", "auth", "referral", "mailer")
 CONSUMERS = {
     "referral": ("user.registered", "user.verified"),
     "mailer": ("user.registered", "verify.requested", "reset.requested", "password.changed",
-               "reward.granted", "user.new_signin"),
+               "reward.granted", "signin.new"),
 }
 REPO = os.path.realpath(os.path.join(os.path.dirname(__file__), "..", ".."))
 MAX_PARTITIONS = 1000

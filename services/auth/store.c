@@ -866,7 +866,7 @@ static int record_seen(cm_db_t *db, const auth_session_new_t *in, bool *fresh)
     return 0;
 }
 
-/* Writes user.new_signin; u holds email and the time of the sign-in (the lock query's columns). */
+/* Writes signin.new; u holds email and the time of the sign-in (the lock query's columns). */
 static int emit_new_signin(cm_db_t *db, const session_open_ctx_t *c, const PGresult *u)
 {
     int64_t now_us = 0;

@@ -254,7 +254,7 @@ CM_MUST_CHECK int auth_store_verify_reissue(cm_db_pool_t *pool, const char *user
  */
 
 /** Event type of a sign-in from a new (user agent class, network) pair. */
-#define AUTH_EV_NEW_SIGNIN CM_EV_USER_NEW_SIGNIN
+#define AUTH_EV_NEW_SIGNIN CM_EV_SIGNIN_NEW
 /** A (class, network) pair not seen for this many days is new. */
 #define AUTH_SIGNIN_SEEN_DAYS 90
 /** At most one new sign-in notice per account in this many seconds. */
@@ -273,14 +273,14 @@ typedef struct auth_session_new {
     const char *user_agent; /* the class (signin.h), never the raw header */
     const char *ip;         /* the client address, or NULL */
     const char *network;    /* its network key (signin.h) */
-    const char *request_id; /* correlation id of user.new_signin, or NULL */
+    const char *request_id; /* correlation id of signin.new, or NULL */
 } auth_session_new_t;
 
 /**
  * Opens a session in one transaction under the user lock: stores the first
  * refresh token of a new family (only while the session_epoch is still
  * in->epoch, else CM_ESTATE, as auth_store_refresh_issue), its sessions row
- * and the sign-in history, and writes user.new_signin when the (class,
+ * and the sign-in history, and writes signin.new when the (class,
  * network) pair was not seen for AUTH_SIGNIN_SEEN_DAYS, the account has
  * signed in before, and no notice went out in the last
  * AUTH_SIGNIN_NOTICE_GAP_S. Fills family (the session id) and *noticed.

@@ -21,7 +21,7 @@ const char *const mail_topics[] = {CM_EV_USER_REGISTERED,
                                    CM_EV_RESET_REQUESTED,
                                    CM_EV_PASSWORD_CHANGED,
                                    CM_EV_REWARD_GRANTED,
-                                   CM_EV_USER_NEW_SIGNIN,
+                                   CM_EV_SIGNIN_NEW,
                                    NULL};
 
 /* Limits on the values that go into a mail. */
@@ -222,7 +222,7 @@ static int plan(job_t *j, const cm_event_t *ev)
         return plan_password_changed(j, ev->data);
     if (strcmp(ev->type, CM_EV_REWARD_GRANTED) == 0)
         return plan_reward(j, ev->data);
-    if (strcmp(ev->type, CM_EV_USER_NEW_SIGNIN) == 0)
+    if (strcmp(ev->type, CM_EV_SIGNIN_NEW) == 0)
         return plan_new_signin(j, ev->data);
     return 1;
 }

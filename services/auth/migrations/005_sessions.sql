@@ -39,7 +39,7 @@ CREATE TRIGGER refresh_tokens_touch_session AFTER INSERT ON refresh_tokens
 
 -- Where an account signed in from: one row per (user agent class, network:
 -- IPv4 /24 or IPv6 /64), last_seen_at moved by every login from it. A login
--- from a pair not seen for 90 days is a new sign-in (user.new_signin).
+-- from a pair not seen for 90 days is a new sign-in (signin.new).
 CREATE TABLE signin_seen (
     user_id      uuid NOT NULL REFERENCES users (id) ON DELETE CASCADE,
     user_agent   text NOT NULL,
