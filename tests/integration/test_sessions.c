@@ -46,7 +46,7 @@
 #define NEW_PASSWORD "a brand new passphrase 1987 tulips"
 #define UA_FIREFOX "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
 #define UA_CHROME_ANDROID                                                                          \
-    "Mozilla/5.0 (Linux; Android 10; K) AppleWebKit/537.36 (KHTML, like Gecko) "                 \
+    "Mozilla/5.0 (Linux; Android 10; K) AppleWebKit/537.36 (KHTML, like Gecko) "                   \
     "Chrome/131.0.0.0 Mobile Safari/537.36"
 #define UA_CURL "curl/8.5.0"
 #define MAIL_WAIT_MS 30000
@@ -103,8 +103,7 @@ static long call(const char *base_key, const char *method, const char *path, jso
     return r->status;
 }
 
-static long gw(const char *method, const char *path, json_t *body, const char *bearer,
-               t_resp_t *r)
+static long gw(const char *method, const char *path, json_t *body, const char *bearer, t_resp_t *r)
 {
     return call("GATEWAY_URL", method, path, body, bearer, NULL, NULL, r);
 }
@@ -118,8 +117,8 @@ static char *sid_of(const char *access)
     assert_non_null(end);
     unsigned char raw[2048];
     size_t rawlen = 0;
-    assert_int_equal(sodium_base642bin(raw, sizeof raw, p + 1, (size_t)(end - p - 1), NULL,
-                                       &rawlen, NULL, sodium_base64_VARIANT_URLSAFE_NO_PADDING),
+    assert_int_equal(sodium_base642bin(raw, sizeof raw, p + 1, (size_t)(end - p - 1), NULL, &rawlen,
+                                       NULL, sodium_base64_VARIANT_URLSAFE_NO_PADDING),
                      0);
     json_t *claims = json_loadb((const char *)raw, rawlen, 0, NULL);
     assert_non_null(claims);
@@ -303,8 +302,8 @@ static int outbox_count(const char *user_id, const char *topic)
 
 /* ---- sessions ------------------------------------------------------------------------ */
 
-static void the_list_shows_each_login_with_its_class_and_address_and_marks_the_current_one(
-    void **state)
+static void
+the_list_shows_each_login_with_its_class_and_address_and_marks_the_current_one(void **state)
 {
     (void)state;
     user_t u = new_user("sl");
@@ -365,6 +364,10 @@ static void ending_a_session_kills_its_refresh_token_and_nothing_else(void **sta
     assert_int_equal(gw("DELETE", "/api/sessions/a%2Fb/", NULL, a.access, &r), 404);
     t_resp_dispose(&r);
     assert_int_equal(gw("DELETE", "/api/sessions/x/y/", NULL, a.access, &r), 404);
+    t_resp_dispose(&r);
+    assert_int_equal(gw("DELETE", "/api/sessions/%3Cb%3E/", NULL, a.access, &r), 404);
+    t_resp_dispose(&r);
+    assert_int_equal(gw("GET", "/api/sessions/x/", NULL, a.access, &r), 405);
     t_resp_dispose(&r);
     /* The real thing: b's refresh token is refused at once; a and c carry on. */
     assert_int_equal(end_session(&a, b.sid), 204);
@@ -522,8 +525,7 @@ static void wrong_current_passwords_count_in_the_login_throttle(void **state)
     assert_int_equal(st, 429);
     assert_in_range(tries, 6, 12);
     /* The same throttle guards the login: the guesser cannot switch endpoints. */
-    json_t *body =
-        json_pack("{s:s, s:s}", "username_or_email", name_of(&u), "password", PASSWORD);
+    json_t *body = json_pack("{s:s, s:s}", "username_or_email", name_of(&u), "password", PASSWORD);
     assert_int_equal(gw("POST", "/api/login/", body, NULL, &r), 429);
     t_resp_dispose(&r);
     json_decref(body);
@@ -542,8 +544,8 @@ static void a_password_change_ends_the_other_sessions_and_mails_the_owner(void *
     char *hdr = cm_xasprintf("Authorization: Bearer %s", a.access);
     char *ridh = cm_xasprintf("X-Request-Id: %s", rid);
     const char *hdrs[] = {hdr, ridh, NULL};
-    json_t *body = json_pack("{s:s, s:s}", "current_password", PASSWORD, "new_password",
-                             NEW_PASSWORD);
+    json_t *body =
+        json_pack("{s:s, s:s}", "current_password", PASSWORD, "new_password", NEW_PASSWORD);
     char *text = json_dumps(body, JSON_COMPACT);
     char *url = t_gw("/api/password/");
     t_resp_t r;
