@@ -915,9 +915,10 @@ static int session_open_tx(cm_db_t *db, void *vctx)
     rc = insert_session(db, c);
     if (rc == 0)
         rc = record_seen(db, c->in, &fresh);
-    bool notice = fresh && PQgetvalue(u, 0, 1)[0] == 'f' && PQgetvalue(u, 0, 2)[0] == 't';
+    bool first = PQgetvalue(u, 0, 1)[0] == 't';
+    bool notice = fresh && !first && PQgetvalue(u, 0, 2)[0] == 't';
     const char *pm[2] = {c->in->user_id, notice ? "true" : "false"};
-    if (rc == 0)
+    if (rc == 0 && (first || notice)) /* most logins leave the user row alone */
         rc = cm_db_prepared(db, "auth_signin_mark", mark, 2, pm, NULL);
     if (rc == 0 && notice)
         rc = emit_new_signin(db, c, u);
