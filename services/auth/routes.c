@@ -695,6 +695,12 @@ static void on_resend(cm_req_t *rq, void *ctx)
 #define MSG_NO_SESSION "No such session."
 #define MSG_WRONG_PASSWORD "The current password is not correct."
 
+/* The caller's session id (the token's sid), or NULL when the token names none. */
+static const char *session_of(const cm_jwt_claims_t *claims)
+{
+    return cm_is_uuid(claims->sid, strlen(claims->sid)) ? claims->sid : NULL;
+}
+
 static json_t *session_json(const auth_session_t *s, const char *current)
 {
     char created[32], used[32];
@@ -770,7 +776,7 @@ static void on_sessions_revoke_others(cm_req_t *rq, void *ctx)
     if (bearer_claims_or_reply(rq, app, &u, &claims) != 0)
         return;
     /* A token from before sessions had ids names none: every session ends then. */
-    int rc = auth_store_sessions_end_others(app->db, u.id, claims.sid[0] ? claims.sid : NULL, NULL);
+    int rc = auth_store_sessions_end_others(app->db, u.id, session_of(&claims), NULL);
     if (rc != 0)
         reply_failure(rq, rc, "revoke other sessions");
     else
@@ -804,7 +810,6 @@ static void check_password_change(json_t *body, const auth_user_t *u, pw_input_t
 static void reply_wrong_password(cm_req_t *rq, const auth_app_t *app, const char *account,
                                  const char *ip)
 {
-    count(app->logins, "failure");
     if (auth_store_throttle_fail(app->db, app->throttle_key, account, ip) != 0)
         CM_WARN(cm_req_id(rq), "could not count a wrong current password");
     cm_reply_problem(rq, 403, "Forbidden", MSG_WRONG_PASSWORD, NULL);
@@ -820,7 +825,7 @@ static void change_password(cm_req_t *rq, const auth_app_t *app, const auth_user
                                  .old_hash = u->password_hash,
                                  .new_hash = pwhash,
                                  .end_others = !in->keep_others,
-                                 .keep_family = sid[0] ? sid : NULL,
+                                 .keep_family = sid,
                                  .request_id = cm_req_id(rq)};
     if (rc == 0)
         rc = auth_store_password_change(app->db, &pc);
@@ -878,7 +883,7 @@ static void on_password_change(cm_req_t *rq, void *ctx)
         cm_reply_invalid(rq, errors); /* nothing spent, nothing counted: no guess was checked */
     else {
         json_decref(errors);
-        verify_and_change(rq, app, &u, claims.sid, &in);
+        verify_and_change(rq, app, &u, session_of(&claims), &in);
     }
     wipe_member(body, "current_password");
     wipe_member(body, "new_password");
