@@ -19,8 +19,9 @@ static void on_preflight(cm_req_t *rq, void *ctx);
 
 /*
  * The public API. resend-verification sends mail, so it shares the tight
- * forgot-password bucket; token refresh and reset are guarded by 256-bit
- * secrets and count as "other". Account answers are never stored
+ * forgot-password bucket; a password change checks a password, so it shares
+ * login's; token refresh and reset are guarded by 256-bit secrets and count
+ * as "other". Account answers are never stored
  * (no-store); the JWKS is public and meant to be cached.
  */
 #define NS GW_CACHE_NO_STORE
