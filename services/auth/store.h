@@ -148,6 +148,8 @@ CM_MUST_CHECK int auth_store_throttle_pass(cm_db_pool_t *pool, const uint8_t *se
  * Stores a new refresh token (hash) opening a new family for user_id, only
  * if the user's session_epoch is still epoch (the one whose password hash
  * the caller verified). Returns CM_ESTATE when a reset came in between.
+ * Logins use auth_store_session_open (below), which also writes the
+ * session's row; a family opened here has none and is not listed.
  */
 CM_MUST_CHECK int auth_store_refresh_issue(cm_db_pool_t *pool, const char *user_id, int64_t epoch,
                                            const char *hash, int ttl_days);
