@@ -212,7 +212,7 @@ void cm_jwt_signer_free(cm_jwt_signer_t *s)
 
 /* Adds the header and every claim of a new token; 0 or a libjwt errno. */
 static int add_claims(const cm_jwt_signer_t *s, jwt_t *jwt, const char *sub, const char *username,
-                      const char *ref, int64_t now)
+                      const char *ref, const char *sid, int64_t now)
 {
     char jti[37];
     cm_uuid_v4(jti);
@@ -225,6 +225,8 @@ static int add_claims(const cm_jwt_signer_t *s, jwt_t *jwt, const char *sub, con
     rc = rc ? rc : jwt_add_grant(jwt, "username", username);
     if (ref && *ref)
         rc = rc ? rc : jwt_add_grant(jwt, "ref", ref);
+    if (sid && *sid)
+        rc = rc ? rc : jwt_add_grant(jwt, "sid", sid);
     rc = rc ? rc : jwt_add_grant(jwt, "jti", jti);
     rc = rc ? rc : jwt_add_grant_int(jwt, "iat", (long)now);
     rc = rc ? rc : jwt_add_grant_int(jwt, "nbf", (long)now);
@@ -301,16 +303,23 @@ int cm_jwt_sign(cm_jwt_signer_t *s, const char *sub, const char *username, char 
 int cm_jwt_sign_ref(cm_jwt_signer_t *s, const char *sub, const char *username, const char *ref,
                     char **token, int64_t *exp)
 {
+    return cm_jwt_sign_sid(s, sub, username, ref, NULL, token, exp);
+}
+
+int cm_jwt_sign_sid(cm_jwt_signer_t *s, const char *sub, const char *username, const char *ref,
+                    const char *sid, char **token, int64_t *exp)
+{
     if (!s || !sub || !*sub || strlen(sub) >= sizeof((cm_jwt_claims_t *)0)->sub || !username ||
         strlen(username) >= sizeof((cm_jwt_claims_t *)0)->username || !token ||
-        (ref && strlen(ref) >= sizeof((cm_jwt_claims_t *)0)->ref))
+        (ref && strlen(ref) >= sizeof((cm_jwt_claims_t *)0)->ref) ||
+        (sid && strlen(sid) >= sizeof((cm_jwt_claims_t *)0)->sid))
         return CM_EINVAL;
     *token = NULL;
     int rc = CM_ECRYPTO;
     jwt_t *jwt = NULL;
     int64_t now = cm_now_us() / 1000000;
     /* No jwt_set_alg: libjwt only assembles the JSON; the key never reaches it. */
-    if (jwt_new(&jwt) != 0 || add_claims(s, jwt, sub, username, ref, now) != 0)
+    if (jwt_new(&jwt) != 0 || add_claims(s, jwt, sub, username, ref, sid, now) != 0)
         goto out;
     if (encode_signed(s, jwt, token) != 0)
         goto out;
@@ -646,7 +655,7 @@ static bool string_claim_is(json_t *claims, const char *name, const char *want)
            strcmp(json_string_value(c), want) == 0;
 }
 
-/* iss, aud, sub, username, jti, ref, iat, nbf, exp. */
+/* iss, aud, sub, username, jti, ref, sid, iat, nbf, exp. */
 static bool check_claims(const cm_jwt_verifier_t *v, json_t *claims, int64_t now,
                          cm_jwt_claims_t *out)
 {
@@ -658,7 +667,8 @@ static bool check_claims(const cm_jwt_verifier_t *v, json_t *claims, int64_t now
         !copy_claim(claims, "sub", out->sub, sizeof out->sub, true) ||
         !copy_claim(claims, "username", out->username, sizeof out->username, false) ||
         !copy_claim(claims, "jti", out->jti, sizeof out->jti, false) ||
-        !copy_claim(claims, "ref", out->ref, sizeof out->ref, false))
+        !copy_claim(claims, "ref", out->ref, sizeof out->ref, false) ||
+        !copy_claim(claims, "sid", out->sid, sizeof out->sid, false))
         return false;
     if (!json_is_integer(iat) || !json_is_integer(exp) || (nbf && !json_is_integer(nbf)))
         return false;

@@ -67,7 +67,7 @@ CONSUMERS = {
     "referral": ("user.registered", "user.verified", "user.email.changed"),
     "mailer": ("user.registered", "verify.requested", "reset.requested", "password.changed",
                "reward.granted", "email.change.requested", "email.change.notice",
-               "user.email.changed"),
+               "user.email.changed", "signin.new"),
 }
 REPO = os.path.realpath(os.path.join(os.path.dirname(__file__), "..", ".."))
 MAX_PARTITIONS = 1000

@@ -11,6 +11,7 @@
 #include "cm/netaddr.h"
 #include "code.h"
 #include "keys.h"
+#include "signin.h"
 #include "store.h"
 #include "validate.h"
 
@@ -96,13 +97,14 @@ static json_t *user_json(const auth_app_t *app, const auth_user_t *u)
     return o;
 }
 
-/* Signs an access token and replies 200 with the tokens object. */
+/* Signs an access token for session sid and replies 200 with the tokens object. */
 static void reply_tokens(cm_req_t *rq, const auth_app_t *app, const auth_user_t *u,
-                         const char *refresh)
+                         const char *refresh, const char *sid)
 {
     char *access = NULL;
-    /* The code rides in the token: referral can show it before it has seen the user. */
-    int rc = cm_jwt_sign_ref(app->signer, u->id, u->username, u->referral_code, &access, NULL);
+    /* The code rides in the token: referral can show it before it has seen the user.
+     * The session id lets GET /api/sessions/ mark the caller's own session. */
+    int rc = cm_jwt_sign_sid(app->signer, u->id, u->username, u->referral_code, sid, &access, NULL);
     if (rc != 0) {
         reply_failure(rq, rc, "jwt sign");
         return;
@@ -115,24 +117,31 @@ static void reply_tokens(cm_req_t *rq, const auth_app_t *app, const auth_user_t 
     cm_reply_json(rq, 200, o);
 }
 
-/* Verifies the Bearer token and loads its user; replies 401 itself on failure. */
-static int bearer_user_or_reply(cm_req_t *rq, const auth_app_t *app, auth_user_t *u)
+/* Verifies the Bearer token into *claims and loads its user; replies 401 itself on failure. */
+static int bearer_claims_or_reply(cm_req_t *rq, const auth_app_t *app, auth_user_t *u,
+                                  cm_jwt_claims_t *claims)
 {
     const char *tok = NULL;
     size_t len = 0;
-    cm_jwt_claims_t claims;
     const char *hdr = cm_req_header(rq, "Authorization");
     if (!hdr || cm_jwt_from_header(hdr, &tok, &len) != 0 ||
-        cm_jwt_verify(app->verifier, tok, len, &claims) != 0) {
+        cm_jwt_verify(app->verifier, tok, len, claims) != 0) {
         reply_unauthorized(rq, "Authentication credentials were not provided or are invalid.");
         return CM_EAUTH;
     }
-    int rc = auth_store_user_by_id(app->db, claims.sub, u);
+    int rc = auth_store_user_by_id(app->db, claims->sub, u);
     if (rc == CM_ENOTFOUND)
         reply_unauthorized(rq, "Authentication credentials were not provided or are invalid.");
     else if (rc != 0)
         reply_failure(rq, rc, "user lookup");
     return rc;
+}
+
+/* Verifies the Bearer token and loads its user; replies 401 itself on failure. */
+static int bearer_user_or_reply(cm_req_t *rq, const auth_app_t *app, auth_user_t *u)
+{
+    cm_jwt_claims_t claims;
+    return bearer_claims_or_reply(rq, app, u, &claims);
 }
 
 /* Makes a one-time token: its hash for the database and its sealed form for the mailer. */
@@ -344,17 +353,28 @@ static void login_success(cm_req_t *rq, const auth_app_t *app, const auth_user_t
         auth_store_set_password_hash(app->db, u->id, u->password_hash, newhash) != 0)
         CM_INFO(cm_req_id(rq), "rehash skipped: the password changed meanwhile");
     sodium_memzero(newhash, sizeof newhash);
-    char refresh[CM_TOKEN_CHARS], hash[65];
+    char refresh[CM_TOKEN_CHARS], hash[65], family[37], network[AUTH_NET_KEY_MAX];
     cm_token_new(refresh);
     cm_sha256_hex(refresh, strlen(refresh), hash);
-    int rc = auth_store_refresh_issue(app->db, u->id, u->session_epoch, hash,
-                                      app->cfg->refresh_ttl_days);
+    auth_net_key(ip, network);
+    auth_session_new_t sn = {.user_id = u->id,
+                             .epoch = u->session_epoch,
+                             .hash = hash,
+                             .ttl_days = app->cfg->refresh_ttl_days,
+                             .user_agent = auth_ua_class(cm_req_header(rq, "User-Agent")),
+                             .ip = ip[0] ? ip : NULL,
+                             .network = network,
+                             .request_id = cm_req_id(rq)};
+    bool noticed = false;
+    int rc = auth_store_session_open(app->db, &sn, family, &noticed);
     if (rc == CM_ESTATE) /* a reset won: the password verified is no longer the password */
         reply_unauthorized(rq, MSG_LOGIN_FAILED);
     else if (rc != 0)
         reply_failure(rq, rc, "refresh issue");
     else
-        reply_tokens(rq, app, u, refresh);
+        reply_tokens(rq, app, u, refresh, family);
+    if (noticed)
+        CM_INFO(cm_req_id(rq), "new sign-in notice for user %s (%s)", u->id, sn.user_agent);
     sodium_memzero(refresh, sizeof refresh);
 }
 
@@ -457,12 +477,13 @@ static void on_refresh(cm_req_t *rq, void *ctx)
     cm_sha256_hex(child, strlen(child), child_hash);
     auth_refresh_outcome_t outcome = AUTH_REFRESH_INVALID;
     auth_user_t u;
-    int rc = auth_store_refresh_rotate(app->db, hash, child_hash, app->cfg->refresh_grace_s,
-                                       app->cfg->refresh_ttl_days, &outcome, &u);
+    char family[37];
+    int rc = auth_store_refresh_rotate_sid(app->db, hash, child_hash, app->cfg->refresh_grace_s,
+                                           app->cfg->refresh_ttl_days, &outcome, &u, family);
     if (rc != 0)
         reply_failure(rq, rc, "refresh");
     else if (outcome == AUTH_REFRESH_ROTATED || outcome == AUTH_REFRESH_GRACE)
-        reply_tokens(rq, app, &u, child);
+        reply_tokens(rq, app, &u, child, family);
     else {
         count(outcome == AUTH_REFRESH_REUSED ? app->reuse : NULL, NULL);
         reply_unauthorized(rq, "Token is invalid or expired.");
@@ -667,6 +688,209 @@ static void on_resend(cm_req_t *rq, void *ctx)
         cm_reply_json(rq, 202,
                       json_pack("{s:s}", "detail", "A new verification link has been sent."));
     }
+}
+
+/* ---- sessions and password change (issue 15) ------------------------------------------- */
+
+#define SESSIONS_PREFIX "/api/sessions/"
+#define MSG_NO_SESSION "No such session."
+#define MSG_WRONG_PASSWORD "The current password is not correct."
+
+/* The caller's session id (the token's sid), or NULL when the token names none. */
+static const char *session_of(const cm_jwt_claims_t *claims)
+{
+    return cm_is_uuid(claims->sid, strlen(claims->sid)) ? claims->sid : NULL;
+}
+
+static json_t *session_json(const auth_session_t *s, const char *current)
+{
+    char created[32], used[32];
+    cm_format_time(s->created_us, created);
+    cm_format_time(s->last_used_us, used);
+    return json_pack("{s:s, s:s, s:s, s:s, s:s?, s:b}", "id", s->id, "created_at", created,
+                     "last_used_at", used, "user_agent", s->user_agent, "ip",
+                     s->ip[0] ? s->ip : NULL, "current", strcmp(s->id, current) == 0);
+}
+
+static void on_sessions_list(cm_req_t *rq, void *ctx)
+{
+    const auth_app_t *app = ctx;
+    auth_user_t u;
+    cm_jwt_claims_t claims;
+    if (bearer_claims_or_reply(rq, app, &u, &claims) != 0)
+        return;
+    auth_session_t *list = NULL;
+    size_t n = 0;
+    int rc = auth_store_sessions_list(app->db, u.id, &list, &n);
+    if (rc != 0) {
+        reply_failure(rq, rc, "sessions list");
+        return;
+    }
+    json_t *results = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(results, session_json(&list[i], claims.sid));
+    free(list);
+    cm_reply_json(rq, 200, json_pack("{s:o}", "results", results));
+}
+
+/* The {id} of /api/sessions/{id}[/] as a canonical UUID in out; false when it is none. */
+static bool session_id_of(const char *path, char out[37])
+{
+    size_t plen = sizeof SESSIONS_PREFIX - 1;
+    if (strncmp(path, SESSIONS_PREFIX, plen) != 0)
+        return false;
+    const char *id = path + plen;
+    size_t len = strnlen(id, 38);
+    if (len == 37 && id[36] == '/')
+        len = 36;
+    if (!cm_is_uuid(id, len))
+        return false;
+    for (size_t i = 0; i < 36; i++) /* the database's spelling, for the comparison with sid */
+        out[i] = (char)(id[i] >= 'A' && id[i] <= 'F' ? id[i] - 'A' + 'a' : id[i]);
+    out[36] = '\0';
+    return true;
+}
+
+static void on_session_end(cm_req_t *rq, void *ctx)
+{
+    const auth_app_t *app = ctx;
+    auth_user_t u;
+    char id[37];
+    if (bearer_user_or_reply(rq, app, &u) != 0)
+        return;
+    /* A malformed id names no session of the caller's: the same 404 as another account's. */
+    int rc = session_id_of(cm_req_path(rq), id) ? auth_store_session_end(app->db, u.id, id)
+                                                : CM_ENOTFOUND;
+    if (rc == CM_ENOTFOUND)
+        cm_reply_problem(rq, 404, "Not Found", MSG_NO_SESSION, NULL);
+    else if (rc != 0)
+        reply_failure(rq, rc, "session end");
+    else
+        cm_reply_empty(rq, 204);
+}
+
+static void on_sessions_revoke_others(cm_req_t *rq, void *ctx)
+{
+    const auth_app_t *app = ctx;
+    auth_user_t u;
+    cm_jwt_claims_t claims;
+    if (bearer_claims_or_reply(rq, app, &u, &claims) != 0)
+        return;
+    /* A token from before sessions had ids names none: every session ends then. */
+    int rc = auth_store_sessions_end_others(app->db, u.id, session_of(&claims), NULL);
+    if (rc != 0)
+        reply_failure(rq, rc, "revoke other sessions");
+    else
+        cm_reply_empty(rq, 204);
+}
+
+typedef struct pw_input {
+    const char *current, *next;
+    size_t clen, nlen;
+    bool keep_others;
+} pw_input_t;
+
+/* Reads and validates the body against the user's names; every problem lands in errors. */
+static void check_password_change(json_t *body, const auth_user_t *u, pw_input_t *in,
+                                  json_t *errors)
+{
+    const char *msg = NULL;
+    if (get_string(body, "current_password", true, errors, &in->current, &in->clen) == 0 &&
+        in->clen == 0)
+        cm_errors_add(errors, "current_password", MSG_BLANK);
+    if (get_string(body, "new_password", true, errors, &in->next, &in->nlen) == 0 &&
+        auth_validate_password(in->next, in->nlen, u->username, u->email, &msg) != 0)
+        cm_errors_add(errors, "new_password", msg);
+    json_t *keep = json_object_get(body, "keep_other_sessions"); /* borrowed */
+    if (keep && !json_is_null(keep) && !json_is_boolean(keep))
+        cm_errors_add(errors, "keep_other_sessions", "Must be a boolean.");
+    in->keep_others = json_is_true(keep);
+}
+
+/* A wrong current password counts in the login throttle like a failed login, then 403. */
+static void reply_wrong_password(cm_req_t *rq, const auth_app_t *app, const char *account,
+                                 const char *ip)
+{
+    if (auth_store_throttle_fail(app->db, app->throttle_key, account, ip) != 0)
+        CM_WARN(cm_req_id(rq), "could not count a wrong current password");
+    cm_reply_problem(rq, 403, "Forbidden", MSG_WRONG_PASSWORD, NULL);
+}
+
+/* After the current password matched: hash the new one, store, end the others. */
+static void change_password(cm_req_t *rq, const auth_app_t *app, const auth_user_t *u,
+                            const char *sid, const pw_input_t *in)
+{
+    char pwhash[crypto_pwhash_STRBYTES];
+    int rc = cm_password_hash(app->hash, in->next, in->nlen, pwhash);
+    auth_password_change_t pc = {.user_id = u->id,
+                                 .old_hash = u->password_hash,
+                                 .new_hash = pwhash,
+                                 .end_others = !in->keep_others,
+                                 .keep_family = sid,
+                                 .request_id = cm_req_id(rq)};
+    if (rc == 0)
+        rc = auth_store_password_change(app->db, &pc);
+    sodium_memzero(pwhash, sizeof pwhash);
+    if (rc == CM_ECONFLICT) /* a reset or another change came first: that is no longer it */
+        cm_reply_problem(rq, 403, "Forbidden", MSG_WRONG_PASSWORD, NULL);
+    else if (rc != 0)
+        reply_failure(rq, rc, "password change");
+    else
+        cm_reply_empty(rq, 204);
+}
+
+/* Throttle, verify the current password (argon2id pool), then change. */
+static void verify_and_change(cm_req_t *rq, const auth_app_t *app, const auth_user_t *u,
+                              const char *sid, const pw_input_t *in)
+{
+    char ip[46];
+    cm_buf_t account;
+    cm_buf_init(&account);
+    throttle_account(u, true, NULL, &account);
+    auth_client_ip(app->cfg, cm_req_peer(rq), cm_req_header(rq, "X-Real-IP"), ip);
+    if (throttled_or_reply(rq, app, account.data, ip) != 0)
+        goto out;
+    bool rehash = false;
+    int rc = CM_EAUTH; /* too long or holding a NUL: can never be the password */
+    if (in->clen <= LOGIN_MAX_BYTES && !memchr(in->current, '\0', in->clen))
+        rc = cm_password_verify(app->hash, u->password_hash, in->current, in->clen, &rehash);
+    if (rc == CM_EAUTH) {
+        reply_wrong_password(rq, app, account.data, ip);
+    } else if (rc != 0) {
+        reply_failure(rq, rc, "password verify");
+    } else {
+        if (auth_store_throttle_pass(app->db, app->throttle_key, account.data, ip) != 0)
+            CM_WARN(cm_req_id(rq), "could not reset the login throttle");
+        change_password(rq, app, u, sid, in);
+    }
+out:
+    cm_buf_dispose(&account);
+}
+
+static void on_password_change(cm_req_t *rq, void *ctx)
+{
+    const auth_app_t *app = ctx;
+    auth_user_t u;
+    cm_jwt_claims_t claims;
+    if (bearer_claims_or_reply(rq, app, &u, &claims) != 0)
+        return;
+    json_t *body = NULL;
+    if (cm_req_json_or_reply(rq, &body) != 0)
+        goto out;
+    json_t *errors = json_object();
+    pw_input_t in = {0};
+    check_password_change(body, &u, &in, errors);
+    if (json_object_size(errors) > 0)
+        cm_reply_invalid(rq, errors); /* nothing spent, nothing counted: no guess was checked */
+    else {
+        json_decref(errors);
+        verify_and_change(rq, app, &u, session_of(&claims), &in);
+    }
+    wipe_member(body, "current_password");
+    wipe_member(body, "new_password");
+    json_decref(body);
+out:
+    sodium_memzero(u.password_hash, sizeof u.password_hash);
 }
 
 /* ---- me, jwks, readiness ----------------------------------------------------------------------
@@ -937,5 +1161,10 @@ const cm_route_t auth_routes[] = {
     {"POST", "/api/email", on_email_change, CM_ROUTE_NO_STORE},
     {"POST", "/api/email/confirm", on_email_confirm, CM_ROUTE_NO_STORE},
     {"POST", "/api/email/cancel", on_email_cancel, CM_ROUTE_NO_STORE},
+    /* issue 15: sessions and password change */
+    {"GET", "/api/sessions", on_sessions_list, CM_ROUTE_NO_STORE},
+    {"POST", "/api/sessions/revoke-others", on_sessions_revoke_others, CM_ROUTE_NO_STORE},
+    {"DELETE", "/api/sessions/*", on_session_end, CM_ROUTE_NO_STORE},
+    {"POST", "/api/password", on_password_change, CM_ROUTE_NO_STORE},
 };
 const size_t auth_nroutes = sizeof auth_routes / sizeof auth_routes[0];

@@ -441,6 +441,14 @@ int auth_store_refresh_rotate(cm_db_pool_t *pool, const char *hash, const char *
                               int grace_s, int ttl_days, auth_refresh_outcome_t *outcome,
                               auth_user_t *user)
 {
+    return auth_store_refresh_rotate_sid(pool, hash, child_hash, grace_s, ttl_days, outcome, user,
+                                         NULL);
+}
+
+int auth_store_refresh_rotate_sid(cm_db_pool_t *pool, const char *hash, const char *child_hash,
+                                  int grace_s, int ttl_days, auth_refresh_outcome_t *outcome,
+                                  auth_user_t *user, char *family_out)
+{
     static const char sql[] = "SELECT outcome, family_id, id, username, email, password_hash, "
                               "referral_code, referrer_code, verified, created_us, session_epoch "
                               "FROM refresh_rotate($1, $2, $3::int, $4::int)";
@@ -451,6 +459,8 @@ int auth_store_refresh_rotate(cm_db_pool_t *pool, const char *hash, const char *
     PGresult *r = NULL;
     *outcome = AUTH_REFRESH_INVALID;
     memset(user, 0, sizeof *user);
+    if (family_out)
+        family_out[0] = '\0';
     int rc = run(pool, "auth_refresh_rotate", sql, 4, p, &r);
     if (rc != 0)
         return rc;
@@ -473,6 +483,8 @@ int auth_store_refresh_rotate(cm_db_pool_t *pool, const char *hash, const char *
                 family);
     } else
         rc = CM_EDB;
+    if (rc == 0 && family_out)
+        memcpy(family_out, family, sizeof family);
 out:
     PQclear(r);
     sodium_memzero(user->password_hash, sizeof user->password_hash);
@@ -1048,4 +1060,269 @@ int auth_store_email_cancel(cm_db_pool_t *pool, const char *hash, auth_email_out
     int rc = cm_db_tx(pool, email_use_tx, &c);
     *outcome = c.outcome;
     return rc;
+}
+/* ---- sessions, password change, new sign-in notice (issue 15) -------------------- */
+
+typedef struct session_open_ctx {
+    const auth_session_new_t *in;
+    char *family;
+    bool noticed;
+} session_open_ctx_t;
+
+/* Inserts the first token of a new family and its sessions row; the family id goes to c. */
+static int insert_session(cm_db_t *db, session_open_ctx_t *c)
+{
+    static const char tok[] =
+        "INSERT INTO refresh_tokens (token_hash, user_id, family_id, expires_at) "
+        "VALUES ($1, $2::uuid, gen_random_uuid(), now() + make_interval(days => $3::int)) "
+        "RETURNING family_id";
+    static const char ses[] = "INSERT INTO sessions (family_id, user_id, user_agent, ip) "
+                              "VALUES ($1::uuid, $2::uuid, $3, $4::inet)";
+    const auth_session_new_t *in = c->in;
+    char days[16];
+    snprintf(days, sizeof days, "%d", in->ttl_days);
+    const char *p[3] = {in->hash, in->user_id, days};
+    PGresult *r = NULL;
+    int rc = cm_db_prepared(db, "auth_session_token", tok, 3, p, &r);
+    if (rc != 0)
+        return rc;
+    rc = PQntuples(r) == 1 ? copy_col(r, 0, 0, c->family, 37) : CM_EDB;
+    PQclear(r);
+    const char *ps[4] = {c->family, in->user_id, in->user_agent, in->ip};
+    if (rc == 0)
+        rc = cm_db_prepared(db, "auth_session_row", ses, 4, ps, NULL);
+    return rc;
+}
+
+/* Records the (class, network) pair; *fresh when it was not seen in AUTH_SIGNIN_SEEN_DAYS. */
+static int record_seen(cm_db_t *db, const auth_session_new_t *in, bool *fresh)
+{
+    /* The CTE's SELECT reads the snapshot before its upsert: the previous sighting. */
+    static const char sql[] =
+        "WITH prev AS (SELECT last_seen_at FROM signin_seen WHERE user_id = $1::uuid "
+        "AND user_agent = $2 AND network = $3), "
+        "up AS (INSERT INTO signin_seen AS g (user_id, user_agent, network) "
+        "VALUES ($1::uuid, $2, $3) ON CONFLICT (user_id, user_agent, network) "
+        "DO UPDATE SET last_seen_at = now() RETURNING 1) "
+        "SELECT NOT coalesce((SELECT last_seen_at > now() - make_interval(days => $4::int) "
+        "FROM prev), false), (SELECT count(*) FROM up)";
+    char days[16];
+    snprintf(days, sizeof days, "%d", AUTH_SIGNIN_SEEN_DAYS);
+    const char *p[4] = {in->user_id, in->user_agent, in->network, days};
+    PGresult *r = NULL;
+    int rc = cm_db_prepared(db, "auth_signin_seen", sql, 4, p, &r);
+    if (rc != 0)
+        return rc;
+    *fresh = PQntuples(r) == 1 && PQgetvalue(r, 0, 0)[0] == 't';
+    PQclear(r);
+    return 0;
+}
+
+/* Writes signin.new; u holds email and the time of the sign-in (the lock query's columns). */
+static int emit_new_signin(cm_db_t *db, const session_open_ctx_t *c, const PGresult *u)
+{
+    int64_t now_us = 0;
+    int rc = col_int(u, 0, 3, &now_us);
+    if (rc != 0)
+        return rc;
+    char at[32];
+    cm_format_time(now_us, at);
+    const auth_session_new_t *in = c->in;
+    json_t *data =
+        json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "user_id", in->user_id, "email",
+                  PQgetvalue(u, 0, 0), "session_id", c->family, "user_agent", in->user_agent,
+                  "network", in->network, "ip", in->ip ? in->ip : "", "signed_in_at", at);
+    if (data && !in->ip)
+        json_object_set_new(data, "ip", json_null());
+    return emit_correlated(db, AUTH_EV_NEW_SIGNIN, in->user_id, in->request_id, data);
+}
+
+static int session_open_tx(cm_db_t *db, void *vctx)
+{
+    /* Columns: email, first sign-in ever, notice allowed, now (µs). */
+    static const char lock[] =
+        "SELECT email, first_signin_at IS NULL, signin_notice_at IS NULL OR "
+        "signin_notice_at <= now() - make_interval(secs => $3::int), "
+        "(extract(epoch FROM now()) * 1000000)::bigint FROM users "
+        "WHERE id = $1::uuid AND session_epoch = $2::bigint FOR NO KEY UPDATE";
+    static const char mark[] =
+        "UPDATE users SET first_signin_at = coalesce(first_signin_at, now()), "
+        "signin_notice_at = CASE WHEN $2::boolean THEN now() ELSE signin_notice_at END "
+        "WHERE id = $1::uuid";
+    session_open_ctx_t *c = vctx;
+    char ep[24], gap[16];
+    snprintf(ep, sizeof ep, "%lld", (long long)c->in->epoch);
+    snprintf(gap, sizeof gap, "%d", AUTH_SIGNIN_NOTICE_GAP_S);
+    const char *p[3] = {c->in->user_id, ep, gap};
+    PGresult *u = NULL;
+    bool fresh = false;
+    c->noticed = false;
+    int rc = cm_db_prepared(db, "auth_session_lock", lock, 3, p, &u);
+    if (rc != 0)
+        return rc;
+    if (PQntuples(u) != 1) { /* a password change or reset came in between */
+        rc = CM_ESTATE;
+        goto out;
+    }
+    rc = insert_session(db, c);
+    if (rc == 0)
+        rc = record_seen(db, c->in, &fresh);
+    bool first = PQgetvalue(u, 0, 1)[0] == 't';
+    bool notice = fresh && !first && PQgetvalue(u, 0, 2)[0] == 't';
+    const char *pm[2] = {c->in->user_id, notice ? "true" : "false"};
+    if (rc == 0 && (first || notice)) /* most logins leave the user row alone */
+        rc = cm_db_prepared(db, "auth_signin_mark", mark, 2, pm, NULL);
+    if (rc == 0 && notice)
+        rc = emit_new_signin(db, c, u);
+    c->noticed = rc == 0 && notice;
+out:
+    PQclear(u);
+    return rc;
+}
+
+int auth_store_session_open(cm_db_pool_t *pool, const auth_session_new_t *in, char family[37],
+                            bool *noticed)
+{
+    session_open_ctx_t c = {.in = in, .family = family};
+    family[0] = '\0';
+    int rc = cm_db_tx(pool, session_open_tx, &c);
+    *noticed = rc == 0 && c.noticed;
+    return rc;
+}
+
+int auth_store_sessions_list(cm_db_pool_t *pool, const char *user_id, auth_session_t **out,
+                             size_t *n)
+{
+    static const char sql[] =
+        "SELECT s.family_id, (extract(epoch FROM s.created_at) * 1000000)::bigint, "
+        "(extract(epoch FROM s.last_used_at) * 1000000)::bigint, s.user_agent, "
+        "coalesce(host(s.ip), '') FROM sessions s WHERE s.user_id = $1::uuid AND EXISTS "
+        "(SELECT 1 FROM refresh_tokens r WHERE r.family_id = s.family_id "
+        "AND r.revoked_at IS NULL AND r.expires_at > now()) "
+        "ORDER BY s.last_used_at DESC, s.family_id LIMIT $2::int";
+    char limit[16];
+    snprintf(limit, sizeof limit, "%d", AUTH_SESSIONS_LIST_MAX);
+    const char *p[2] = {user_id, limit};
+    PGresult *r = NULL;
+    *out = NULL;
+    *n = 0;
+    int rc = run(pool, "auth_sessions_list", sql, 2, p, &r);
+    if (rc != 0)
+        return rc;
+    int rows = PQntuples(r);
+    auth_session_t *s = rows > 0 ? cm_xcalloc((size_t)rows, sizeof *s) : NULL;
+    for (int i = 0; rc == 0 && i < rows; i++)
+        if (copy_col(r, i, 0, s[i].id, sizeof s[i].id) != 0 ||
+            col_int(r, i, 1, &s[i].created_us) != 0 || col_int(r, i, 2, &s[i].last_used_us) != 0 ||
+            copy_col(r, i, 3, s[i].user_agent, sizeof s[i].user_agent) != 0 ||
+            copy_col(r, i, 4, s[i].ip, sizeof s[i].ip) != 0)
+            rc = CM_EDB;
+    PQclear(r);
+    if (rc != 0) {
+        free(s);
+        return rc;
+    }
+    *out = s;
+    *n = (size_t)rows;
+    return 0;
+}
+
+typedef struct session_end_ctx {
+    const char *user_id, *family; /* family: the one to end, or the one to keep */
+    bool others;
+    int64_t ended;
+} session_end_ctx_t;
+
+static int session_end_tx(cm_db_t *db, void *vctx)
+{
+    static const char lock[] = "SELECT 1 FROM users WHERE id = $1::uuid FOR NO KEY UPDATE";
+    /* Counts the families that had a live token: an expired one was no session any more. */
+    static const char one[] =
+        "WITH e AS (UPDATE refresh_tokens SET revoked_at = now() WHERE user_id = $1::uuid "
+        "AND family_id = $2::uuid AND revoked_at IS NULL RETURNING family_id, expires_at) "
+        "SELECT count(DISTINCT family_id) FILTER (WHERE expires_at > now()) FROM e";
+    static const char others[] =
+        "WITH e AS (UPDATE refresh_tokens SET revoked_at = now() WHERE user_id = $1::uuid "
+        "AND family_id IS DISTINCT FROM $2::uuid AND revoked_at IS NULL "
+        "RETURNING family_id, expires_at) "
+        "SELECT count(DISTINCT family_id) FILTER (WHERE expires_at > now()) FROM e";
+    session_end_ctx_t *c = vctx;
+    const char *p[2] = {c->user_id, c->family};
+    PGresult *r = NULL;
+    c->ended = 0;
+    int rc = cm_db_prepared(db, "auth_session_end_lock", lock, 1, p, &r);
+    if (rc != 0)
+        return rc;
+    bool exists = PQntuples(r) == 1;
+    PQclear(r);
+    if (!exists)
+        return 0;
+    rc = cm_db_prepared(db, c->others ? "auth_sessions_end_others" : "auth_session_end",
+                        c->others ? others : one, 2, p, &r);
+    if (rc != 0)
+        return rc;
+    rc = PQntuples(r) == 1 ? col_int(r, 0, 0, &c->ended) : CM_EDB;
+    PQclear(r);
+    return rc;
+}
+
+int auth_store_session_end(cm_db_pool_t *pool, const char *user_id, const char *family_id)
+{
+    session_end_ctx_t c = {.user_id = user_id, .family = family_id};
+    int rc = cm_db_tx(pool, session_end_tx, &c);
+    if (rc != 0)
+        return rc;
+    return c.ended > 0 ? 0 : CM_ENOTFOUND;
+}
+
+int auth_store_sessions_end_others(cm_db_pool_t *pool, const char *user_id, const char *keep_family,
+                                   int64_t *ended)
+{
+    session_end_ctx_t c = {.user_id = user_id, .family = keep_family, .others = true};
+    int rc = cm_db_tx(pool, session_end_tx, &c);
+    if (ended)
+        *ended = rc == 0 ? c.ended : 0;
+    return rc;
+}
+
+static int password_change_tx(cm_db_t *db, void *vctx)
+{
+    const auth_password_change_t *in = vctx;
+    const char *p[3] = {in->user_id, in->old_hash, in->new_hash};
+    PGresult *r = NULL;
+    int rc =
+        cm_db_prepared(db, "auth_change_password",
+                       "UPDATE users SET password_hash = $3, session_epoch = session_epoch + 1 "
+                       "WHERE id = $1::uuid AND password_hash = $2 RETURNING email, "
+                       "(extract(epoch FROM now()) * 1000000)::bigint",
+                       3, p, &r);
+    if (rc != 0)
+        return rc;
+    int64_t now_us = 0;
+    rc = PQntuples(r) == 1 ? col_int(r, 0, 1, &now_us) : CM_ECONFLICT;
+    if (rc == 0) /* a reset link mailed before the change must not undo it */
+        rc = cm_db_prepared(db, "auth_use_resets",
+                            "UPDATE one_time_tokens SET used_at = now() WHERE user_id = $1::uuid "
+                            "AND kind = 'reset' AND used_at IS NULL",
+                            1, p, NULL);
+    const char *pk[2] = {in->user_id, in->keep_family};
+    if (rc == 0 && in->end_others)
+        rc = cm_db_prepared(db, "auth_change_end_others",
+                            "UPDATE refresh_tokens SET revoked_at = now() WHERE user_id = $1::uuid "
+                            "AND family_id IS DISTINCT FROM $2::uuid AND revoked_at IS NULL",
+                            2, pk, NULL);
+    if (rc == 0) {
+        char at[32];
+        cm_format_time(now_us, at);
+        rc = emit_correlated(db, CM_EV_PASSWORD_CHANGED, in->user_id, in->request_id,
+                             json_pack("{s:s, s:s, s:s}", "user_id", in->user_id, "email",
+                                       PQgetvalue(r, 0, 0), "changed_at", at));
+    }
+    PQclear(r);
+    return rc;
+}
+
+int auth_store_password_change(cm_db_pool_t *pool, const auth_password_change_t *in)
+{
+    return cm_db_tx(pool, password_change_tx, (void *)(uintptr_t)in);
 }

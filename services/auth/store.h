@@ -20,6 +20,7 @@
 
 #include "cm/db.h"
 #include "cm/error.h"
+#include "cm/events.h"
 #include "code.h"
 #include "validate.h"
 
@@ -147,6 +148,8 @@ CM_MUST_CHECK int auth_store_throttle_pass(cm_db_pool_t *pool, const uint8_t *se
  * Stores a new refresh token (hash) opening a new family for user_id, only
  * if the user's session_epoch is still epoch (the one whose password hash
  * the caller verified). Returns CM_ESTATE when a reset came in between.
+ * Logins use auth_store_session_open (below), which also writes the
+ * session's row; a family opened here has none and is not listed.
  */
 CM_MUST_CHECK int auth_store_refresh_issue(cm_db_pool_t *pool, const char *user_id, int64_t epoch,
                                            const char *hash, int ttl_days);
@@ -309,5 +312,111 @@ CM_MUST_CHECK int auth_store_email_confirm(cm_db_pool_t *pool, const char *hash,
  */
 CM_MUST_CHECK int auth_store_email_cancel(cm_db_pool_t *pool, const char *hash,
                                           auth_email_outcome_t *outcome);
+/* ---- sessions, password change, new sign-in notice (issue 15) -------------------- */
+/*
+ * A session is a refresh-token family (auth migration 005: table sessions),
+ * live while the family holds an unrevoked, unexpired token. Ending one
+ * revokes its tokens under the user lock, so its refresh token is refused
+ * (refresh_rotate() outcome 0) by the next refresh. Its id is the family
+ * id, which access tokens carry as the "sid" claim.
+ */
+
+/** Event type of a sign-in from a new (user agent class, network) pair. */
+#define AUTH_EV_NEW_SIGNIN CM_EV_SIGNIN_NEW
+/** A (class, network) pair not seen for this many days is new. */
+#define AUTH_SIGNIN_SEEN_DAYS 90
+/** At most one new sign-in notice per account in this many seconds. */
+#define AUTH_SIGNIN_NOTICE_GAP_S 3600
+/** GET /api/sessions/ lists at most this many sessions, most recently used first. */
+#define AUTH_SESSIONS_LIST_MAX 100
+/** Room for a session's user agent class (the column allows 64 characters). */
+#define AUTH_SESSION_UA_MAX 65
+
+/** What a login writes when it opens a session. Every pointer is borrowed. */
+typedef struct auth_session_new {
+    const char *user_id;
+    int64_t epoch;          /* the session_epoch whose password hash the caller verified */
+    const char *hash;       /* SHA-256 hex of the first refresh token */
+    int ttl_days;           /* refresh token lifetime */
+    const char *user_agent; /* the class (signin.h), never the raw header */
+    const char *ip;         /* the client address, or NULL */
+    const char *network;    /* its network key (signin.h) */
+    const char *request_id; /* correlation id of signin.new, or NULL */
+} auth_session_new_t;
+
+/**
+ * Opens a session in one transaction under the user lock: stores the first
+ * refresh token of a new family (only while the session_epoch is still
+ * in->epoch, else CM_ESTATE, as auth_store_refresh_issue), its sessions row
+ * and the sign-in history, and writes signin.new when the (class,
+ * network) pair was not seen for AUTH_SIGNIN_SEEN_DAYS, the account has
+ * signed in before, and no notice went out in the last
+ * AUTH_SIGNIN_NOTICE_GAP_S. Fills family (the session id) and *noticed.
+ */
+CM_MUST_CHECK int auth_store_session_open(cm_db_pool_t *pool, const auth_session_new_t *in,
+                                          char family[37], bool *noticed);
+
+/**
+ * auth_store_refresh_rotate, and also the session (family) id of the
+ * token into family (37 bytes; "" when the token is unknown). family may
+ * be NULL.
+ */
+CM_MUST_CHECK int auth_store_refresh_rotate_sid(cm_db_pool_t *pool, const char *hash,
+                                                const char *child_hash, int grace_s, int ttl_days,
+                                                auth_refresh_outcome_t *outcome, auth_user_t *user,
+                                                char *family);
+
+/** One live session as GET /api/sessions/ shows it. */
+typedef struct auth_session {
+    char id[37];
+    int64_t created_us;
+    int64_t last_used_us;
+    char user_agent[AUTH_SESSION_UA_MAX];
+    char ip[46]; /* "" when unknown */
+} auth_session_t;
+
+/**
+ * The live sessions of user_id, most recently used first, at most
+ * AUTH_SESSIONS_LIST_MAX. *out is a new array of *n entries the caller
+ * free()s (NULL when there are none).
+ */
+CM_MUST_CHECK int auth_store_sessions_list(cm_db_pool_t *pool, const char *user_id,
+                                           auth_session_t **out, size_t *n);
+
+/**
+ * Ends session family_id of user_id under the user lock (revokes its
+ * tokens). CM_ENOTFOUND when it is not a live session of that user
+ * (another account's, unknown, or already ended); family_id must be a
+ * canonical UUID.
+ */
+CM_MUST_CHECK int auth_store_session_end(cm_db_pool_t *pool, const char *user_id,
+                                         const char *family_id);
+
+/**
+ * Ends every session of user_id except keep_family (NULL: every one),
+ * under the user lock. *ended (may be NULL) receives how many sessions
+ * ended.
+ */
+CM_MUST_CHECK int auth_store_sessions_end_others(cm_db_pool_t *pool, const char *user_id,
+                                                 const char *keep_family, int64_t *ended);
+
+/** A signed-in password change. Every pointer is borrowed. */
+typedef struct auth_password_change {
+    const char *user_id;
+    const char *old_hash;    /* the hash the current password was verified against */
+    const char *new_hash;    /* argon2id of the new password */
+    bool end_others;         /* end every session but keep_family */
+    const char *keep_family; /* the caller's session, or NULL */
+    const char *request_id;  /* password.changed's correlation id, or NULL */
+} auth_password_change_t;
+
+/**
+ * In one transaction: replaces the password hash (compare-and-set against
+ * old_hash: CM_ECONFLICT when a reset or another change came first) and
+ * bumps session_epoch, so a login that verified the old password opens no
+ * session; spends the account's unused reset links; ends the other
+ * sessions when asked; writes password.changed.
+ */
+CM_MUST_CHECK int auth_store_password_change(cm_db_pool_t *pool, const auth_password_change_t *in);
 
 #endif

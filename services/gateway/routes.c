@@ -19,8 +19,9 @@ static void on_preflight(cm_req_t *rq, void *ctx);
 
 /*
  * The public API. resend-verification sends mail, so it shares the tight
- * forgot-password bucket; token refresh and reset are guarded by 256-bit
- * secrets and count as "other". Account answers are never stored
+ * forgot-password bucket; a password change checks a password, so it shares
+ * login's; token refresh and reset are guarded by 256-bit secrets and count
+ * as "other". Account answers are never stored
  * (no-store); the JWKS is public and meant to be cached.
  */
 #define NS GW_CACHE_NO_STORE
@@ -43,7 +44,11 @@ static void on_preflight(cm_req_t *rq, void *ctx);
     X("GET", "/api/rewards", GW_UP_REFERRAL, true, GW_RL_OTHER, UP)                                \
     X("POST", "/api/email", GW_UP_AUTH, true, GW_RL_FORGOT, NS)                                    \
     X("POST", "/api/email/confirm", GW_UP_AUTH, false, GW_RL_OTHER, NS)                            \
-    X("POST", "/api/email/cancel", GW_UP_AUTH, false, GW_RL_OTHER, NS)
+    X("POST", "/api/email/cancel", GW_UP_AUTH, false, GW_RL_OTHER, NS)                             \
+    X("GET", "/api/sessions", GW_UP_AUTH, true, GW_RL_OTHER, NS)                                   \
+    X("POST", "/api/sessions/revoke-others", GW_UP_AUTH, true, GW_RL_OTHER, NS)                    \
+    X("DELETE", "/api/sessions/*", GW_UP_AUTH, true, GW_RL_OTHER, NS)                              \
+    X("POST", "/api/password", GW_UP_AUTH, true, GW_RL_LOGIN, NS)
 
 /*
  * The pages for people (pages.h): HTML, served here rather than forwarded,
@@ -279,11 +284,35 @@ static const char *req_header(const void *src, const char *name)
     return cm_req_header(src, name);
 }
 
-/* The path sent upstream: the route's own path, with the client's trailing slash if any. */
+/* A path segment the gateway forwards as the client sent it (a route's "*": an id). */
+#define GW_MAX_SEGMENT 64
+
+/* True when the route's last segment is "*" (it matched one segment of the client's path). */
+static bool has_wildcard(const gw_route_t *r)
+{
+    size_t n = strlen(r->path);
+    return n >= 2 && r->path[n - 1] == '*' && r->path[n - 2] == '/';
+}
+
+/*
+ * The path sent upstream: the route's own path, with the client's trailing
+ * slash if any. A "*" route sends the client's path, whose last segment is
+ * then checked to be a plain token (ids are UUIDs): NULL when it is not.
+ */
 static const char *upstream_path(cm_req_t *rq, const gw_route_t *r)
 {
     const char *p = cm_req_path(rq);
     size_t len = strlen(p);
+    if (has_wildcard(r)) {
+        size_t base = strlen(r->path) - 1, seg = len - base;
+        if (len > 0 && p[len - 1] == '/')
+            seg--;
+        bool ok = seg > 0 && seg <= GW_MAX_SEGMENT;
+        for (size_t i = 0; ok && i < seg; i++)
+            ok = strchr("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.",
+                        p[base + i]) != NULL;
+        return ok ? p : NULL;
+    }
     if (len == 0 || p[len - 1] != '/')
         return r->path;
     size_t rlen = strlen(r->path);
@@ -378,9 +407,14 @@ static void relay(gw_t *gw, cm_req_t *rq, const gw_route_t *r, const gw_upstream
 static void forward(gw_t *gw, cm_req_t *rq, const gw_route_t *r, cm_slice_t body, const char *ip,
                     const char *xff)
 {
+    const char *path = upstream_path(rq, r);
+    if (!path) {
+        cm_reply_problem(rq, 404, "Not Found", "No such resource.", NULL);
+        return;
+    }
     gw_fwd_request_t f = {
         .method = r->method,
-        .path = upstream_path(rq, r),
+        .path = path,
         .query = cm_req_query(rq),
         .body = body,
         .headers = gw_upstream_headers(req_header, rq, cm_req_id(rq), xff, ip),

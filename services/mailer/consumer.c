@@ -16,10 +16,11 @@
 #include "smtp.h"
 #include "store.h"
 
-const char *const mail_topics[] = {
-    CM_EV_USER_REGISTERED,     CM_EV_VERIFY_REQUESTED,   CM_EV_RESET_REQUESTED,
-    CM_EV_PASSWORD_CHANGED,    CM_EV_REWARD_GRANTED,     CM_EV_EMAIL_CHANGE_REQUESTED,
-    CM_EV_EMAIL_CHANGE_NOTICE, CM_EV_USER_EMAIL_CHANGED, NULL};
+const char *const mail_topics[] = {CM_EV_USER_REGISTERED,     CM_EV_VERIFY_REQUESTED,
+                                   CM_EV_RESET_REQUESTED,     CM_EV_PASSWORD_CHANGED,
+                                   CM_EV_REWARD_GRANTED,      CM_EV_EMAIL_CHANGE_REQUESTED,
+                                   CM_EV_EMAIL_CHANGE_NOTICE, CM_EV_USER_EMAIL_CHANGED,
+                                   CM_EV_SIGNIN_NEW,          NULL};
 
 /* Limits on the values that go into a mail. */
 #define MAX_TEXT 256
@@ -158,6 +159,35 @@ static int plan_password_changed(job_t *j, json_t *data)
     return 0;
 }
 
+/* Only what auth produces: a class from its fixed table, an address in text form. */
+static bool printable_ascii(const char *s)
+{
+    for (; s && *s; s++)
+        if (*s < 0x20 || *s > 0x7e)
+            return false;
+    return s != NULL;
+}
+
+static int plan_new_signin(job_t *j, json_t *data)
+{
+    j->user_id = cm_event_uuid(data, "user_id");
+    j->email = get_email(data, "email");
+    const char *at = cm_event_text(data, "signed_in_at", 64);
+    const char *ua = cm_event_text(data, "user_agent", 64);
+    const char *ip = cm_event_text(data, "ip", 45);
+    json_t *ipv = json_object_get(data, "ip"); /* borrowed */
+    if (!j->user_id || !j->email || !at || !printable_ascii(ua) ||
+        (!json_is_null(ipv) && !printable_ascii(ip)))
+        return CM_EPARSE;
+    j->template_name = "new_signin";
+    j->need_contact = true; /* for the name; the address is the event's */
+    add_field(j, "email", j->email);
+    add_field(j, "signed_in_at", at);
+    add_field(j, "user_agent", ua);
+    add_field(j, "ip", ip ? ip : "unknown");
+    return 0;
+}
+
 static int plan_reward(job_t *j, json_t *data)
 {
     j->user_id = cm_event_uuid(data, "user_id");
@@ -232,6 +262,8 @@ static int plan(job_t *j, const cm_event_t *ev)
         return plan_email_confirm(j, ev->data);
     if (strcmp(ev->type, CM_EV_EMAIL_CHANGE_NOTICE) == 0)
         return plan_email_notice(j, ev->data);
+    if (strcmp(ev->type, CM_EV_SIGNIN_NEW) == 0)
+        return plan_new_signin(j, ev->data);
     return 1;
 }
 

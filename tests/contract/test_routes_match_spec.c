@@ -8,7 +8,8 @@
  * written at the top of openapi.yaml (paths at two spaces, methods at four,
  * a flow-style "security:" at six). A document that breaks them fails here
  * with a message, rather than being misread. Paths are compared without a
- * trailing slash, as cm_route_find() matches them.
+ * trailing slash, as cm_route_find() matches them, and a templated segment
+ * ("{id}") is the gateway's "*".
  *
  * Usage: contract_test_routes_match_spec <path to openapi.yaml>
  */
@@ -88,6 +89,30 @@ static int path_key(const char *l, size_t len, char out[MAX_PATH])
     return 0;
 }
 
+/*
+ * Writes a templated segment ("/api/sessions/{id}") the way the gateway
+ * spells it: "*", the route segment that matches exactly one segment.
+ */
+static void template_to_star(char path[MAX_PATH])
+{
+    char out[MAX_PATH];
+    size_t o = 0;
+    for (const char *p = path; *p && o + 1 < sizeof out;) {
+        const char *end = strchr(p + 1, '/');
+        size_t seg = end ? (size_t)(end - p) : strlen(p);
+        if (p[0] == '/' && seg >= 3 && p[1] == '{' && p[seg - 1] == '}') {
+            out[o++] = '/';
+            out[o++] = '*';
+        } else {
+            for (size_t i = 0; i < seg && o + 1 < sizeof out; i++)
+                out[o++] = p[i];
+        }
+        p += seg;
+    }
+    out[o] = '\0';
+    memcpy(path, out, o + 1);
+}
+
 /* Returns the upper-case method when the line is "<method>:", else NULL. */
 static const char *method_key(const char *l, size_t len)
 {
@@ -136,6 +161,8 @@ static void paths_line(spec_t *s, const char *l, size_t len, int line, char cur[
     if (ind == 2) {
         if (path_key(t, tl, cur) != 0)
             spec_fail(s, line, "a path key must be \"/...:\" at two spaces");
+        else
+            template_to_star(cur);
     } else if (ind == 4 && method_key(t, tl)) {
         if (!cur[0] || s->n == MAX_OPS) {
             spec_fail(s, line, "an operation outside a path, or too many operations");

@@ -37,6 +37,7 @@
 #define CM_EV_EMAIL_CHANGE_REQUESTED "email.change.requested"
 #define CM_EV_EMAIL_CHANGE_NOTICE "email.change.notice"
 #define CM_EV_USER_EMAIL_CHANGED "user.email.changed"
+#define CM_EV_SIGNIN_NEW "signin.new"
 
 /* The longest username and email a consumer takes from an event (the
  * producer's own limits are 30 and 254; a longer value is not ours). */

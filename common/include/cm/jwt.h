@@ -3,7 +3,8 @@
  * parsed once; libjwt 1.10 assembles the header and claims; jansson reads
  * them back).
  *
- * Claims: iss, aud, sub (user id), iat, nbf, exp, jti, username; "kid" in
+ * Claims: iss, aud, sub (user id), iat, nbf, exp, jti, username, and the
+ * optional ref and sid; "kid" in
  * the header. The verifier checks, in this order: the token's size and
  * shape, the header (alg ES256 only, typ JWT or absent, a known kid: a
  * token saying HS256, none, or an unknown kid is refused), the ES256
@@ -42,6 +43,7 @@ typedef struct cm_jwt_claims {
     char username[64];
     char jti[64];
     char ref[17]; /* "ref": the user's referral code, "" when the token has none */
+    char sid[37]; /* "sid": the session (refresh family) id, "" when the token has none */
     int64_t iat;
     int64_t exp;
 } cm_jwt_claims_t;
@@ -76,6 +78,15 @@ CM_MUST_CHECK int cm_jwt_sign(cm_jwt_signer_t *s, const char *sub, const char *u
  */
 CM_MUST_CHECK int cm_jwt_sign_ref(cm_jwt_signer_t *s, const char *sub, const char *username,
                                   const char *ref, char **token, int64_t *exp);
+
+/**
+ * Like cm_jwt_sign_ref, and adds the session the token belongs to (the
+ * refresh family id) as the "sid" claim (left out when sid is NULL or
+ * empty), so a service can tell which of a user's sessions is calling.
+ * CM_EINVAL also when sid is 37 bytes or more.
+ */
+CM_MUST_CHECK int cm_jwt_sign_sid(cm_jwt_signer_t *s, const char *sub, const char *username,
+                                  const char *ref, const char *sid, char **token, int64_t *exp);
 
 /** The public key as a JWKS document {"keys":[{kty,crv,x,y,kid,use,alg}]}. New reference. */
 json_t *cm_jwt_signer_jwks(const cm_jwt_signer_t *s);

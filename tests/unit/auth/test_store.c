@@ -19,6 +19,7 @@
 #include "cm/crypto.h"
 #include "cm/db.h"
 #include "cm/util.h"
+#include "signin.h"
 #include "store.h"
 #include "testenv.h"
 #include "pg.h"
@@ -554,6 +555,139 @@ static void a_new_request_supersedes_and_the_hourly_cap_holds(void **state)
         count1(pool, "SELECT count(*) FROM email_changes WHERE user_id = $1::uuid", u.id), 1);
 }
 
+/* ---- sessions and the new sign-in notice (issue 15) ------------------------------------ */
+
+/* Opens a session for u from (ua, ip); returns whether a notice was written. */
+static bool open_from(cm_db_pool_t *pool, const auth_user_t *u, const char *ua, const char *ip,
+                      char family[37])
+{
+    char hash[65], net[AUTH_NET_KEY_MAX];
+    new_hash(hash);
+    auth_net_key(ip, net);
+    auth_session_new_t in = {.user_id = u->id,
+                             .epoch = u->session_epoch,
+                             .hash = hash,
+                             .ttl_days = 30,
+                             .user_agent = ua,
+                             .ip = ip,
+                             .network = net};
+    bool noticed = false;
+    assert_int_equal(auth_store_session_open(pool, &in, family, &noticed), 0);
+    assert_true(cm_is_uuid(family, strlen(family)));
+    return noticed;
+}
+
+static void a_pair_unseen_for_90_days_is_new_and_notices_wait_an_hour(void **state)
+{
+    cm_db_pool_t *pool = *state;
+    names_t n;
+    make_names(&n, "sn");
+    auth_user_t u;
+    const char *field = NULL;
+    char fam[37];
+    assert_int_equal(do_register(pool, &n, NULL, &u, &field), 0);
+    assert_false(open_from(pool, &u, "Firefox on Linux", "198.51.100.7", fam));   /* the first */
+    assert_false(open_from(pool, &u, "Firefox on Linux", "198.51.100.200", fam)); /* its /24 */
+    assert_true(open_from(pool, &u, "Firefox on Linux", "2001:db8:1:2::5", fam));
+    assert_false(open_from(pool, &u, "curl", "2001:db8:1:2::5", fam)); /* within the hour */
+    assert_int_equal(
+        count1(pool, "SELECT count(*) FROM outbox WHERE key = $1 AND topic = 'signin.new'", u.id),
+        1);
+    /* 89 days ago is still familiar; 91 days ago is not, once the hour has passed. */
+    exec1(pool, "UPDATE users SET signin_notice_at = now() - interval '2 hours' WHERE id = $1",
+          u.id);
+    exec1(pool,
+          "UPDATE signin_seen SET last_seen_at = now() - interval '89 days' WHERE user_id = $1 "
+          "AND network = '198.51.100.0/24'",
+          u.id);
+    assert_false(open_from(pool, &u, "Firefox on Linux", "198.51.100.8", fam));
+    exec1(pool,
+          "UPDATE signin_seen SET last_seen_at = now() - interval '91 days' WHERE user_id = $1 "
+          "AND network = '198.51.100.0/24'",
+          u.id);
+    assert_true(open_from(pool, &u, "Firefox on Linux", "198.51.100.8", fam));
+    /* A stale epoch (a password change in between) opens nothing. */
+    char hash[65];
+    new_hash(hash);
+    auth_session_new_t stale = {.user_id = u.id,
+                                .epoch = u.session_epoch - 1,
+                                .hash = hash,
+                                .ttl_days = 30,
+                                .user_agent = "curl",
+                                .network = "unknown"};
+    bool noticed = true;
+    assert_int_equal(auth_store_session_open(pool, &stale, fam, &noticed), CM_ESTATE);
+    assert_false(noticed);
+    assert_int_equal(
+        count1(pool, "SELECT count(*) FROM refresh_tokens WHERE token_hash = $1", hash), 0);
+}
+
+static void sessions_end_alone_or_all_but_one_and_only_the_owners(void **state)
+{
+    cm_db_pool_t *pool = *state;
+    names_t n, m;
+    make_names(&n, "se");
+    make_names(&m, "se");
+    auth_user_t u, v;
+    const char *field = NULL;
+    char a[37], b[37], c[37], d[37];
+    assert_int_equal(do_register(pool, &n, NULL, &u, &field), 0);
+    assert_int_equal(do_register(pool, &m, NULL, &v, &field), 0);
+    open_from(pool, &u, "curl", "203.0.113.1", a);
+    open_from(pool, &u, "curl", "203.0.113.1", b);
+    open_from(pool, &u, "Other", NULL, c);
+    open_from(pool, &v, "curl", "203.0.113.1", d);
+    auth_session_t *list = NULL;
+    size_t k = 0;
+    assert_int_equal(auth_store_sessions_list(pool, u.id, &list, &k), 0);
+    assert_int_equal(k, 3);
+    assert_string_equal(list[0].id, c); /* most recently used first */
+    assert_string_equal(list[0].ip, "");
+    assert_string_equal(list[2].ip, "203.0.113.1");
+    free(list);
+    assert_int_equal(auth_store_session_end(pool, u.id, d), CM_ENOTFOUND); /* v's */
+    assert_int_equal(auth_store_session_end(pool, u.id, a), 0);
+    assert_int_equal(auth_store_session_end(pool, u.id, a), CM_ENOTFOUND); /* ended */
+    int64_t ended = 0;
+    assert_int_equal(auth_store_sessions_end_others(pool, u.id, c, &ended), 0);
+    assert_int_equal(ended, 1); /* b */
+    assert_int_equal(auth_store_sessions_list(pool, u.id, &list, &k), 0);
+    assert_int_equal(k, 1);
+    assert_string_equal(list[0].id, c);
+    free(list);
+    assert_int_equal(auth_store_sessions_list(pool, v.id, &list, &k), 0);
+    assert_int_equal(k, 1);
+    free(list);
+}
+
+static void the_sweep_forgets_sessions_without_tokens_and_old_sign_ins(void **state)
+{
+    cm_db_pool_t *pool = *state;
+    names_t n;
+    make_names(&n, "sw");
+    auth_user_t u;
+    const char *field = NULL;
+    char a[37], b[37];
+    assert_int_equal(do_register(pool, &n, NULL, &u, &field), 0);
+    open_from(pool, &u, "curl", "203.0.113.1", a);
+    open_from(pool, &u, "Other", "198.51.100.1", b);
+    /* a: its tokens long expired; b: still holds its token. Both last used long ago. */
+    exec1(pool,
+          "UPDATE refresh_tokens SET expires_at = now() - interval '400 days' WHERE family_id = $1",
+          a);
+    exec1(pool, "UPDATE sessions SET last_used_at = now() - interval '400 days' WHERE user_id = $1",
+          u.id);
+    exec1(pool,
+          "UPDATE signin_seen SET last_seen_at = now() - interval '100 days' WHERE user_id = $1 "
+          "AND user_agent = 'curl'",
+          u.id);
+    /* keep_s of one day: expired tokens go first, then their session, then old sign-ins. */
+    exec1(pool, "SELECT * FROM retention_sweep(1000, 86400, $1::bigint)", "0");
+    assert_int_equal(count1(pool, "SELECT count(*) FROM sessions WHERE family_id = $1", a), 0);
+    assert_int_equal(count1(pool, "SELECT count(*) FROM sessions WHERE family_id = $1", b), 1);
+    assert_int_equal(count1(pool, "SELECT count(*) FROM signin_seen WHERE user_id = $1", u.id), 1);
+}
+
 int main(void)
 {
     if (cm_crypto_init() != 0)
@@ -571,6 +705,9 @@ int main(void)
         cmocka_unit_test(rehash_is_a_compare_and_set_on_the_old_hash),
         cmocka_unit_test(throttle_keys_are_keyed_hashes_that_ignore_the_name_case),
         cmocka_unit_test(reset_requests_are_capped_at_three_an_hour_and_ignore_unknown_emails),
+        cmocka_unit_test(a_pair_unseen_for_90_days_is_new_and_notices_wait_an_hour),
+        cmocka_unit_test(sessions_end_alone_or_all_but_one_and_only_the_owners),
+        cmocka_unit_test(the_sweep_forgets_sessions_without_tokens_and_old_sign_ins),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

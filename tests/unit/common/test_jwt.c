@@ -159,6 +159,30 @@ static void a_token_carries_the_referral_code_when_given_one(void **state)
     cm_jwt_verifier_free(v);
 }
 
+/* The session id travels in the access token, so auth can mark the caller's session. */
+static void a_token_carries_the_session_id_when_given_one(void **state)
+{
+    fixture_t *f = *state;
+    cm_jwt_verifier_t *v = verifier(f, false, 0);
+    static const char sid[] = "0b6d0c39-5b7e-4c1e-9a51-2f5d3c7e8a10";
+    char *tok = NULL, *plain = NULL, *none = NULL;
+    assert_int_equal(cm_jwt_sign_sid(f->sa, SUB, "ada", "7KQ2M9XD", sid, &tok, NULL), 0);
+    cm_jwt_claims_t c;
+    assert_int_equal(verify(v, tok, &c), 0);
+    assert_string_equal(c.sid, sid);
+    assert_string_equal(c.ref, "7KQ2M9XD");
+    assert_int_equal(cm_jwt_sign_ref(f->sa, SUB, "ada", "7KQ2M9XD", &plain, NULL), 0);
+    assert_int_equal(verify(v, plain, &c), 0);
+    assert_string_equal(c.sid, "");
+    assert_int_equal(cm_jwt_sign_sid(f->sa, SUB, "ada", NULL,
+                                     "0b6d0c39-5b7e-4c1e-9a51-2f5d3c7e8a10-and-more", &none, NULL),
+                     CM_EINVAL);
+    assert_null(none);
+    free(tok);
+    free(plain);
+    cm_jwt_verifier_free(v);
+}
+
 static void a_signed_token_verifies_with_its_claims(void **state)
 {
     fixture_t *f = *state;
@@ -1015,6 +1039,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(a_signed_token_verifies_with_its_claims),
         cmocka_unit_test(a_token_carries_the_referral_code_when_given_one),
+        cmocka_unit_test(a_token_carries_the_session_id_when_given_one),
         cmocka_unit_test(an_expired_token_is_refused_but_clock_skew_within_30s_is_not),
         cmocka_unit_test(a_token_for_another_audience_or_issuer_is_refused),
         cmocka_unit_test(a_token_missing_sub_or_iat_or_with_wrong_claim_types_is_refused),

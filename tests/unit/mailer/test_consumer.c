@@ -322,6 +322,55 @@ static void a_failed_delivery_leaves_no_ledger_row_and_succeeds_on_retry(void **
     free(bytes);
 }
 
+/* signin.new: one notice with the time, the class and the address; a redelivery sends nothing. */
+static void a_new_signin_mails_one_notice_once_and_refuses_odd_fields(void **state)
+{
+    fixture_t *f = *state;
+    user_t u;
+    new_user(&u, "signin_");
+    char ev[37], ev2[37];
+    char *reg = registered(f, &u, "tok_signin_0123456789abcdefghi", ev);
+    assert_int_equal(handle(f, reg), 0);
+    json_t *data = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "user_id", u.id, "email",
+                             u.email, "session_id", "6f1c1f1e-0000-4000-8000-000000000009",
+                             "user_agent", "Firefox on Linux", "network", "203.0.113.0/24", "ip",
+                             "203.0.113.5", "signed_in_at", "2026-11-27T10:07:00.000Z");
+    char *notice = envelope("signin.new", data, ev);
+    assert_int_equal(handle(f, notice), 0);
+    assert_int_equal(handle(f, notice), 0); /* redelivered */
+    int n = 0;
+    char *mail = mails_with(f, "Subject: New sign-in to your linktr account", &n);
+    assert_int_equal(n, 1);
+    assert_non_null(strstr(mail, u.email));
+    assert_non_null(strstr(mail, "Firefox on Linux"));
+    assert_non_null(strstr(mail, "203.0.113.5"));
+    assert_non_null(strstr(mail, "2026-11-27T10:07:00.000Z"));
+    assert_int_equal(ledger(f, ev), 1);
+    free(mail);
+    /* A null address reads "unknown"; a class that is not printable ASCII is no mail at all. */
+    data = json_pack("{s:s, s:s, s:s, s:s, s:s, s:n, s:s}", "user_id", u.id, "email", u.email,
+                     "session_id", "6f1c1f1e-0000-4000-8000-00000000000a", "user_agent", "curl",
+                     "network", "unknown", "ip", "signed_in_at", "2026-11-27T11:09:00.000Z");
+    char *unknown = envelope("signin.new", data, ev2);
+    assert_int_equal(handle(f, unknown), 0);
+    mail = mails_with(f, "2026-11-27T11:09:00.000Z", &n);
+    assert_int_equal(n, 1);
+    assert_non_null(strstr(mail, "unknown"));
+    free(mail);
+    data = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "user_id", u.id, "email", u.email,
+                     "session_id", "6f1c1f1e-0000-4000-8000-00000000000b", "user_agent",
+                     "Fire\u00e9fox", "network", "unknown", "ip", "1.2.3.4", "signed_in_at",
+                     "2026-11-27T12:11:00.000Z");
+    char *odd = envelope("signin.new", data, ev2);
+    assert_int_equal(handle(f, odd), CM_EPARSE);
+    free(mails_with(f, "2026-11-27T12:11:00.000Z", &n));
+    assert_int_equal(n, 0);
+    free(odd);
+    free(unknown);
+    free(notice);
+    free(reg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -331,6 +380,7 @@ int main(void)
         cmocka_unit_test(reset_and_password_changed_mails_reach_the_user),
         cmocka_unit_test(a_reward_before_the_contact_is_parked_and_sent_on_registration),
         cmocka_unit_test(a_failed_delivery_leaves_no_ledger_row_and_succeeds_on_retry),
+        cmocka_unit_test(a_new_signin_mails_one_notice_once_and_refuses_odd_fields),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
