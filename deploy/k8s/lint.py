@@ -64,9 +64,9 @@ SERVICES = ("gateway", "auth", "referral", "mailer")
 # The topics each consumer group reads (services/*/consumer.c): its useful
 # replicas stop at the smallest of their partition counts.
 CONSUMERS = {
-    "referral": ("user.registered", "user.verified"),
+    "referral": ("user.registered", "user.verified", "user.deleted"),
     "mailer": ("user.registered", "verify.requested", "reset.requested", "password.changed",
-               "reward.granted"),
+               "reward.granted", "user.deleted"),
 }
 REPO = os.path.realpath(os.path.join(os.path.dirname(__file__), "..", ".."))
 MAX_PARTITIONS = 1000

@@ -19,8 +19,9 @@
 #include "partition_spec.h"
 
 static const char *const topics[] = {
-    "user.registered",    "user.verified",  "reset.requested", "password.changed",
-    "referral.converted", "reward.granted", "mail.dead",       "verify.requested",
+    "user.registered",  "user.verified",      "reset.requested",
+    "password.changed", "referral.converted", "reward.granted",
+    "mail.dead",        "verify.requested",   "user.deleted",
 };
 enum { NTOPICS = sizeof topics / sizeof topics[0], TIMEOUT_MS = 30000 };
 

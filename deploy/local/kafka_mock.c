@@ -30,7 +30,7 @@
 
 #define DEFAULT_TOPICS                                                                             \
     "user.registered,user.verified,reset.requested,password.changed,referral.converted,"           \
-    "reward.granted,verify.requested,mail.dead"
+    "reward.granted,verify.requested,mail.dead,user.deleted"
 #define DEFAULT_PARTITIONS 6
 #define MAX_PARTITIONS 1000
 /* Kafka's own limit on a topic name. */

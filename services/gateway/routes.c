@@ -11,6 +11,7 @@
 
 #include "cm/jsonscan.h"
 #include "cm/log.h"
+#include "export.h"
 #include "jwks.h"
 #include "pages.h"
 
@@ -40,7 +41,9 @@ static void on_preflight(cm_req_t *rq, void *ctx);
     X("GET", "/api/referrals", GW_UP_REFERRAL, true, GW_RL_OTHER, UP)                              \
     X("GET", "/api/referral-stats", GW_UP_REFERRAL, true, GW_RL_OTHER, UP)                         \
     X("GET", "/api/referral-stats/daily", GW_UP_REFERRAL, true, GW_RL_OTHER, UP)                   \
-    X("GET", "/api/rewards", GW_UP_REFERRAL, true, GW_RL_OTHER, UP)
+    X("GET", "/api/rewards", GW_UP_REFERRAL, true, GW_RL_OTHER, UP)                                \
+    X("DELETE", "/api/me", GW_UP_AUTH, true, GW_RL_LOGIN, NS)                                      \
+    X("GET", "/api/me/export", GW_UP_AUTH, true, GW_RL_OTHER, NS)
 
 /*
  * The pages for people (pages.h): HTML, served here rather than forwarded,
@@ -409,7 +412,10 @@ static void edge(gw_t *gw, cm_req_t *rq)
         cm_reply_problem(rq, 400, "Malformed request", "The query string is not valid.", NULL);
         return;
     }
-    forward(gw, rq, r, body, ip, xff);
+    if (gw_export_route(r)) /* gathered here from auth and referral (export.h) */
+        gw_export(gw, rq, ip, xff);
+    else
+        forward(gw, rq, r, body, ip, xff);
 }
 
 static void on_forward(cm_req_t *rq, void *ctx)

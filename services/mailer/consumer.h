@@ -3,8 +3,11 @@
  *
  * Topics: user.registered (contact row + verify-your-email mail),
  * reset.requested (reset-your-password mail), password.changed (your
- * password was changed) and reward.granted (you earned a reward; the
- * address comes from the contacts table). Sealed tokens are opened with
+ * password was changed), reward.granted (you earned a reward; the
+ * address comes from the contacts table) and user.deleted (one goodbye to
+ * the contact's address; in the same transaction the contact is deleted,
+ * a tombstone written and the ledger's addresses for the user blanked;
+ * later events about a deleted user send nothing). Sealed tokens are opened with
  * the mailer's key pair, used in the link and wiped; they are never
  * logged. The ledger row (sent, unique event id) is inserted, the message
  * delivered and the transaction committed in that order, so a redelivered

@@ -13,7 +13,10 @@
 #include "cm/db.h"
 #include "cm/error.h"
 
-/** Inserts or updates the contact row of user_id. Returns 0 or a CM_E* code. */
+/**
+ * Inserts or updates the contact row of user_id. Returns 0, CM_ESTATE when
+ * the user was deleted (no contact is made again), or a CM_E* code.
+ */
 CM_MUST_CHECK int mail_store_contact_put(cm_db_t *db, const char *user_id, const char *email,
                                          const char *username);
 
@@ -73,5 +76,26 @@ CM_MUST_CHECK int mail_store_unpark(cm_db_t *db, const char *event_id);
 
 /** Number of ledger rows for event_id (0 or 1), for tests. Returns >= 0 or a CM_E* code. */
 int mail_store_sent_count(cm_db_t *db, const char *event_id);
+
+/* ---- account deletion (issue 15) ---------------------------------------------- */
+
+/**
+ * mail_store_claim for a mail to user_id (may be NULL): the ledger row
+ * names its user, so the user's deletion finds it whatever the address.
+ */
+CM_MUST_CHECK int mail_store_claim_for(cm_db_t *db, const char *event_id, const char *user_id,
+                                       const char *recipient, const char *template_name,
+                                       int attempts);
+
+/**
+ * Forgets a deleted user in the caller's transaction: a tombstone, the
+ * contact row deleted, the address blanked in every ledger row for user_id
+ * or sent to email (NULL: by user id only), the user's parked mails
+ * deleted. Returns 0 or a CM_E* code.
+ */
+CM_MUST_CHECK int mail_store_forget(cm_db_t *db, const char *user_id, const char *email);
+
+/** Returns 0 when user_id was deleted, CM_ENOTFOUND when not, or a CM_E* code. */
+CM_MUST_CHECK int mail_store_deleted(cm_db_t *db, const char *user_id);
 
 #endif

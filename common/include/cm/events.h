@@ -32,6 +32,7 @@
 #define CM_EV_REFERRAL_CONVERTED "referral.converted"
 #define CM_EV_REWARD_GRANTED "reward.granted"
 #define CM_EV_MAIL_DEAD "mail.dead"
+#define CM_EV_USER_DELETED "user.deleted"
 
 /* The longest username and email a consumer takes from an event (the
  * producer's own limits are 30 and 254; a longer value is not ours). */

@@ -157,10 +157,11 @@ static void unknown_keywords_and_formats_fail_instead_of_passing_silently(void *
     assert_true(valid("{\"title\":\"t\",\"description\":\"d\",\"$id\":\"urn:x\"}", "1"));
 }
 
-static const char *const types[] = {
-    CM_EV_USER_REGISTERED,  CM_EV_USER_VERIFIED,      CM_EV_RESET_REQUESTED,
-    CM_EV_PASSWORD_CHANGED, CM_EV_REFERRAL_CONVERTED, CM_EV_REWARD_GRANTED,
-    CM_EV_MAIL_DEAD,        "verify.requested",       "envelope"};
+static const char *const types[] = {CM_EV_USER_REGISTERED,    CM_EV_USER_VERIFIED,
+                                    CM_EV_RESET_REQUESTED,    CM_EV_PASSWORD_CHANGED,
+                                    CM_EV_REFERRAL_CONVERTED, CM_EV_REWARD_GRANTED,
+                                    CM_EV_MAIL_DEAD,          "verify.requested",
+                                    CM_EV_USER_DELETED,       "envelope"};
 
 static void every_event_schema_loads_and_declares_its_type(void **state)
 {
