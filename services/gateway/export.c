@@ -112,7 +112,8 @@ static json_t *all_pages(export_ctx_t *x, const char *path)
         json_t *doc = get_json(x, GW_UP_REFERRAL, path, query);
         json_t *rows = json_object_get(doc, "results"); /* borrowed */
         json_t *next = json_object_get(doc, "next");    /* borrowed */
-        bool ok = doc && json_is_array(rows) && (json_is_null(next) || cursor_ok(json_string_value(next)));
+        bool ok = doc && json_is_array(rows) &&
+                  (json_is_null(next) || cursor_ok(json_string_value(next)));
         size_t i;
         json_t *row;
         json_array_foreach(ok ? rows : NULL, i, row)
