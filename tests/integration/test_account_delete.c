@@ -49,9 +49,9 @@ static void delete_me(const char *access, const char *password, const char *rid,
     char *idh = cm_xasprintf("X-Request-Id: %s", rid ? rid : "del-test");
     const char *h[] = {auth, idh, NULL};
     char *body = password ? cm_xasprintf("{\"password\":\"%s\"}", password) : NULL;
-    assert_int_equal(t_http("DELETE", u, body ? "application/json" : NULL, body,
-                            body ? strlen(body) : 0, h, r),
-                     0);
+    assert_int_equal(
+        t_http("DELETE", u, body ? "application/json" : NULL, body, body ? strlen(body) : 0, h, r),
+        0);
     free(body);
     free(idh);
     free(auth);
@@ -292,27 +292,25 @@ static void assert_forgotten(const pair_t *p)
                                 "OR lower(username) = lower($2) OR lower(email) = lower($2)",
                                 id, p->username),
                      0);
-    assert_int_equal(t_db_count("SELECT 1 FROM referral.members WHERE lower(email) = lower($1)",
-                                p->email, NULL),
-                     0);
+    assert_int_equal(
+        t_db_count("SELECT 1 FROM referral.members WHERE lower(email) = lower($1)", p->email, NULL),
+        0);
     assert_int_equal(
         t_db_count("SELECT 1 FROM referral.clicks WHERE referrer_id = $1::uuid OR code = $2", id,
                    p->code),
         0);
     /* The referral itself stays (the referrer's count), with nothing but the random id. */
-    assert_int_equal(t_db_count("SELECT 1 FROM referral.referrals WHERE referred_id = $1::uuid",
-                                id, NULL),
-                     1);
     assert_int_equal(
-        t_db_count("SELECT 1 FROM referral.deleted_members WHERE user_id = $1::uuid", id, NULL),
-        1);
+        t_db_count("SELECT 1 FROM referral.referrals WHERE referred_id = $1::uuid", id, NULL), 1);
+    assert_int_equal(
+        t_db_count("SELECT 1 FROM referral.deleted_members WHERE user_id = $1::uuid", id, NULL), 1);
     assert_int_equal(t_db_count("SELECT 1 FROM mailer.contacts WHERE user_id = $1::uuid OR "
                                 "lower(email) = lower($2)",
                                 id, p->email),
                      0);
-    assert_int_equal(t_db_count("SELECT 1 FROM mailer.sent WHERE lower(recipient) = lower($1)",
-                                p->email, NULL),
-                     0);
+    assert_int_equal(
+        t_db_count("SELECT 1 FROM mailer.sent WHERE lower(recipient) = lower($1)", p->email, NULL),
+        0);
     assert_true(t_db_count("SELECT 1 FROM mailer.sent WHERE user_id = $1::uuid", id, NULL) >= 1);
 }
 
@@ -466,9 +464,8 @@ static void a_deletion_while_referral_is_down_is_anonymised_once_after_it_return
     json_t *env = deleted_event(p.id);
     t_sleep_ms(1000);
     /* Nothing anonymised while the service is down. */
-    assert_int_equal(t_db_count("SELECT 1 FROM referral.members WHERE user_id = $1::uuid", p.id,
-                                NULL),
-                     1);
+    assert_int_equal(
+        t_db_count("SELECT 1 FROM referral.members WHERE user_id = $1::uuid", p.id, NULL), 1);
 
     assert_int_equal(t_stack_cmd("respawn referral"), 0);
     wait_rows("SELECT 1 FROM referral.deleted_members WHERE user_id = $1::uuid", p.id, NULL, 1);
@@ -506,8 +503,8 @@ static void the_export_holds_the_callers_data_and_nothing_of_other_accounts(void
     json_t *other = t_register(other_body);
     verify_email(w->emails[0]); /* one successful referral: rewards for both */
     wait_rows("SELECT 1 FROM referral.rewards WHERE user_id = $1::uuid", w->referrer_id, NULL, 1);
-    wait_rows("SELECT 1 FROM referral.referrals WHERE referrer_id = $1::uuid", w->referrer_id,
-              NULL, EXPORT_REFERRALS);
+    wait_rows("SELECT 1 FROM referral.referrals WHERE referrer_id = $1::uuid", w->referrer_id, NULL,
+              EXPORT_REFERRALS);
 
     char *u = t_gw("/api/me/export/");
     t_resp_t r;
