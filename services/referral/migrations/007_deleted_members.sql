@@ -15,4 +15,7 @@ CREATE TABLE deleted_members (
     anonymised_at timestamptz NOT NULL DEFAULT now()
 );
 -- The anonymisation deletes one referrer's clicks by referrer_id.
-CREATE INDEX clicks_referrer ON clicks (referrer_id);
+CREATE INDEX IF NOT EXISTS clicks_referrer ON clicks (referrer_id);
+-- Depends on no other migration numbered after the last one on main: cm_db_migrate
+-- applies every embedded version not yet recorded, in order, gaps or not, so a
+-- lower number merged later runs after this one on an existing database.
