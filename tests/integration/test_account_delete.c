@@ -445,6 +445,53 @@ static void deleting_an_account_kills_its_tokens_and_anonymises_it_once(void **s
     pair_dispose(&p);
 }
 
+static void a_deleted_referrer_leaves_its_referees_whole(void **state)
+{
+    (void)state;
+    pair_t p;
+    pair_new(&p, "drf", false);
+    const char *rname = str(p.ref_body, "username");
+    const char *rcode = str(p.referrer, "referral_code");
+    char *raccess = t_login_access(rname, PASSWORD);
+    t_resp_t r;
+    delete_me(raccess, PASSWORD, NULL, &r);
+    assert_int_equal(r.status, 204);
+    t_resp_dispose(&r);
+    assert_int_equal(login_status(rname), 401);
+
+    /* The referee keeps its account; the code that referred it no longer exists. */
+    char *uaccess = t_login_access(p.username, PASSWORD);
+    char *u = t_gw("/api/me/");
+    assert_int_equal(t_get(u, uaccess, &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_true(json_is_null(json_object_get(r.json, "referred_by")));
+    t_resp_dispose(&r);
+    wait_rows("SELECT 1 FROM referral.deleted_members WHERE user_id = $1::uuid", p.ref_id, NULL, 1);
+    assert_int_equal(t_db_count("SELECT 1 FROM referral.members WHERE user_id = $1::uuid "
+                                "OR referral_code = $2",
+                                p.ref_id, rcode),
+                     0);
+    assert_int_equal(referral_link_status(rcode), 404);
+    assert_int_equal(
+        t_db_count("SELECT 1 FROM referral.referrals WHERE referrer_id = $1::uuid", p.ref_id, NULL),
+        1);
+    assert_int_equal(
+        t_db_count("SELECT 1 FROM referral.members WHERE user_id = $1::uuid", p.id, NULL), 1);
+    assert_int_equal(get_status("/api/referral-stats/", uaccess), 200);
+    /* A new registration with the dead code is refused like any unknown code. */
+    json_t *late = t_user_body("drl", rcode);
+    char *reg = t_gw("/api/register/");
+    assert_int_equal(t_post_json(reg, late, NULL, &r), 0);
+    assert_int_equal(r.status, 400);
+    t_resp_dispose(&r);
+    free(reg);
+    json_decref(late);
+    free(u);
+    free(uaccess);
+    free(raccess);
+    pair_dispose(&p);
+}
+
 static void a_deletion_while_referral_is_down_is_anonymised_once_after_it_returns(void **state)
 {
     (void)state;
@@ -564,6 +611,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(a_wrong_password_is_403_and_changes_nothing),
         cmocka_unit_test(deleting_an_account_kills_its_tokens_and_anonymises_it_once),
+        cmocka_unit_test(a_deleted_referrer_leaves_its_referees_whole),
         cmocka_unit_test(the_export_holds_the_callers_data_and_nothing_of_other_accounts),
         cmocka_unit_test(a_deletion_while_referral_is_down_is_anonymised_once_after_it_returns),
     };
