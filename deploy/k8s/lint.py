@@ -64,10 +64,10 @@ SERVICES = ("gateway", "auth", "referral", "mailer")
 # The topics each consumer group reads (services/*/consumer.c): its useful
 # replicas stop at the smallest of their partition counts.
 CONSUMERS = {
-    "referral": ("user.registered", "user.verified", "user.email.changed"),
+    "referral": ("user.registered", "user.verified", "user.email.changed", "user.deleted"),
     "mailer": ("user.registered", "verify.requested", "reset.requested", "password.changed",
                "reward.granted", "email.change.requested", "email.change.notice",
-               "user.email.changed", "signin.new"),
+               "user.email.changed", "signin.new", "user.deleted"),
 }
 REPO = os.path.realpath(os.path.join(os.path.dirname(__file__), "..", ".."))
 MAX_PARTITIONS = 1000

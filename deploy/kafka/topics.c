@@ -22,6 +22,7 @@ static const char *const topics[] = {
     "user.registered",        "user.verified",       "reset.requested",    "password.changed",
     "referral.converted",     "reward.granted",      "mail.dead",          "verify.requested",
     "email.change.requested", "email.change.notice", "user.email.changed", "signin.new",
+    "user.deleted",
 };
 enum { NTOPICS = sizeof topics / sizeof topics[0], TIMEOUT_MS = 30000 };
 

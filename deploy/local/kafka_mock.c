@@ -31,7 +31,7 @@
 #define DEFAULT_TOPICS                                                                             \
     "user.registered,user.verified,reset.requested,password.changed,referral.converted,"           \
     "reward.granted,verify.requested,mail.dead,email.change.requested,email.change.notice,"        \
-    "user.email.changed,signin.new"
+    "user.email.changed,signin.new,user.deleted"
 #define DEFAULT_PARTITIONS 6
 #define MAX_PARTITIONS 1000
 /* Kafka's own limit on a topic name. */

@@ -893,6 +893,93 @@ out:
     sodium_memzero(u.password_hash, sizeof u.password_hash);
 }
 
+/* ---- account deletion and export (issue 15) ------------------------------------------------- */
+
+/* Checks the caller's password on the hash pool. A wrong one is 403 and counts as a failed
+ * login of the account from this address, so this is no way around the login throttle;
+ * a locked pair or account answers 429 before any hash is spent. Replies itself on failure. */
+static int password_or_reply(cm_req_t *rq, const auth_app_t *app, const auth_user_t *u,
+                             const char *pw, size_t plen)
+{
+    char ip[46];
+    cm_buf_t account;
+    cm_buf_init(&account);
+    throttle_account(u, true, NULL, &account);
+    auth_client_ip(app->cfg, cm_req_peer(rq), cm_req_header(rq, "X-Real-IP"), ip);
+    int rc = throttled_or_reply(rq, app, account.data, ip);
+    if (rc == 0) {
+        bool rehash = false;
+        rc = (plen > LOGIN_MAX_BYTES || memchr(pw, '\0', plen))
+                 ? CM_EAUTH
+                 : cm_password_verify(app->hash, u->password_hash, pw, plen, &rehash);
+        if (rc == CM_EAUTH) {
+            if (auth_store_throttle_fail(app->db, app->throttle_key, account.data, ip) != 0)
+                CM_WARN(cm_req_id(rq), "could not count a failed password check");
+            json_t *errors = json_object();
+            cm_errors_add(errors, "password", "The password is not correct.");
+            cm_reply_problem(rq, 403, "Forbidden", "The password is not correct.", errors);
+        } else if (rc != 0) {
+            reply_failure(rq, rc, "password verify");
+        }
+    }
+    cm_buf_dispose(&account);
+    return rc;
+}
+
+/* DELETE /api/me {password}: the account, its tokens and a user.deleted event, at once. */
+static void on_delete_me(cm_req_t *rq, void *ctx)
+{
+    const auth_app_t *app = ctx;
+    auth_user_t u;
+    json_t *body = NULL;
+    if (bearer_user_or_reply(rq, app, &u) != 0 || cm_req_json_or_reply(rq, &body) != 0)
+        goto wipe;
+    json_t *errors = json_object();
+    const char *pw = NULL;
+    size_t plen = 0;
+    if (get_string(body, "password", true, errors, &pw, &plen) == 0 && plen == 0)
+        cm_errors_add(errors, "password", MSG_BLANK);
+    if (json_object_size(errors) > 0) {
+        cm_reply_invalid(rq, errors);
+        goto out;
+    }
+    json_decref(errors);
+    if (password_or_reply(rq, app, &u, pw, plen) != 0)
+        goto out;
+    int rc = auth_store_delete_user(app->db, app->throttle_key, u.id, cm_req_id(rq));
+    if (rc == CM_ENOTFOUND) /* a concurrent deletion won */
+        reply_unauthorized(rq, "Authentication credentials were not provided or are invalid.");
+    else if (rc != 0)
+        reply_failure(rq, rc, "delete account");
+    else {
+        CM_INFO(cm_req_id(rq), "account %s deleted", u.id);
+        cm_reply_empty(rq, 204);
+    }
+out:
+    wipe_member(body, "password");
+    json_decref(body);
+wipe:
+    sodium_memzero(u.password_hash, sizeof u.password_hash);
+}
+
+/* GET /api/me/export: auth's part of the export (the gateway adds referral's). */
+static void on_export(cm_req_t *rq, void *ctx)
+{
+    const auth_app_t *app = ctx;
+    auth_user_t u;
+    if (bearer_user_or_reply(rq, app, &u) != 0)
+        return;
+    sodium_memzero(u.password_hash, sizeof u.password_hash);
+    json_t *sessions = NULL;
+    int rc = auth_store_sessions_export(app->db, u.id, &sessions);
+    if (rc != 0) {
+        reply_failure(rq, rc, "export sessions");
+        return;
+    }
+    cm_reply_json(rq, 200,
+                  json_pack("{s:o, s:o}", "user", user_json(app, &u), "sessions", sessions));
+}
+
 /* ---- me, jwks, readiness ----------------------------------------------------------------------
  */
 
@@ -933,37 +1020,6 @@ static void reply_field_error_status(cm_req_t *rq, int status, const char *field
     json_t *errors = json_object();
     cm_errors_add(errors, field, msg);
     cm_reply_problem(rq, status, status == 409 ? "Conflict" : "Validation failed", msg, errors);
-}
-
-/* Checks the caller's password on the hash pool. A wrong one is 403 and counts as a failed
- * login of the account from this address, so this is no way around the login throttle;
- * a locked pair or account answers 429 before any hash is spent. Replies itself on failure. */
-static int password_or_reply(cm_req_t *rq, const auth_app_t *app, const auth_user_t *u,
-                             const char *pw, size_t plen)
-{
-    char ip[46];
-    cm_buf_t account;
-    cm_buf_init(&account);
-    throttle_account(u, true, NULL, &account);
-    auth_client_ip(app->cfg, cm_req_peer(rq), cm_req_header(rq, "X-Real-IP"), ip);
-    int rc = throttled_or_reply(rq, app, account.data, ip);
-    if (rc == 0) {
-        bool rehash = false;
-        rc = (plen > LOGIN_MAX_BYTES || memchr(pw, '\0', plen))
-                 ? CM_EAUTH
-                 : cm_password_verify(app->hash, u->password_hash, pw, plen, &rehash);
-        if (rc == CM_EAUTH) {
-            if (auth_store_throttle_fail(app->db, app->throttle_key, account.data, ip) != 0)
-                CM_WARN(cm_req_id(rq), "could not count a failed password check");
-            json_t *errors = json_object();
-            cm_errors_add(errors, "password", "The password is not correct.");
-            cm_reply_problem(rq, 403, "Forbidden", "The password is not correct.", errors);
-        } else if (rc != 0) {
-            reply_failure(rq, rc, "password verify");
-        }
-    }
-    cm_buf_dispose(&account);
-    return rc;
 }
 
 /* Reads {password, new_email}; every problem lands in errors. */
@@ -1166,5 +1222,8 @@ const cm_route_t auth_routes[] = {
     {"POST", "/api/sessions/revoke-others", on_sessions_revoke_others, CM_ROUTE_NO_STORE},
     {"DELETE", "/api/sessions/*", on_session_end, CM_ROUTE_NO_STORE},
     {"POST", "/api/password", on_password_change, CM_ROUTE_NO_STORE},
+    /* issue 15: deletion and export */
+    {"DELETE", "/api/me", on_delete_me, CM_ROUTE_NO_STORE},
+    {"GET", "/api/me/export", on_export, CM_ROUTE_NO_STORE},
 };
 const size_t auth_nroutes = sizeof auth_routes / sizeof auth_routes[0];

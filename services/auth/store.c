@@ -1326,3 +1326,109 @@ int auth_store_password_change(cm_db_pool_t *pool, const auth_password_change_t 
 {
     return cm_db_tx(pool, password_change_tx, (void *)(uintptr_t)in);
 }
+
+/* ---- account deletion and export (issue 15) ------------------------------------------ */
+
+typedef struct delete_ctx {
+    const uint8_t *secret;
+    const char *user_id, *request_id;
+} delete_ctx_t;
+
+/* Every statement that removes a part of the account, in the order the foreign keys allow. */
+static int delete_account_rows(cm_db_t *db, const char *uid, const char *acct)
+{
+    static const struct {
+        const char *name, *sql;
+        bool by_acct;
+    } steps[] = {
+        {"auth_del_detach", "UPDATE users SET referred_by = NULL WHERE referred_by = $1::uuid",
+         false},
+        {"auth_del_refresh", "DELETE FROM refresh_tokens WHERE user_id = $1::uuid", false},
+        {"auth_del_onetime", "DELETE FROM one_time_tokens WHERE user_id = $1::uuid", false},
+        {"auth_del_throttle", "DELETE FROM login_throttle WHERE key = $1 OR account = $1", true},
+        {"auth_del_user", "DELETE FROM users WHERE id = $1::uuid", false},
+        /* Relayed events about the user still hold its address until the sweep; unsent
+         * ones must still go out (consumers see the registration before the deletion). */
+        {"auth_del_outbox", "DELETE FROM outbox WHERE key = $1 AND sent_at IS NOT NULL", false},
+    };
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < sizeof steps / sizeof steps[0]; i++) {
+        const char *p[1] = {steps[i].by_acct ? acct : uid};
+        rc = cm_db_prepared(db, steps[i].name, steps[i].sql, 1, p, NULL);
+    }
+    return rc;
+}
+
+static int delete_tx(cm_db_t *db, void *vctx)
+{
+    const delete_ctx_t *c = vctx;
+    const char *p[1] = {c->user_id};
+    PGresult *r = NULL;
+    /* FOR UPDATE: a login, refresh or reset of this user in flight commits first. */
+    int rc = cm_db_prepared(db, "auth_del_lock",
+                            "SELECT (extract(epoch FROM now()) * 1000000)::bigint FROM users "
+                            "WHERE id = $1::uuid FOR UPDATE",
+                            1, p, &r);
+    if (rc != 0)
+        return rc;
+    int64_t now_us = 0;
+    rc = PQntuples(r) == 1 ? col_int(r, 0, 0, &now_us) : CM_ENOTFOUND;
+    PQclear(r);
+    char account[48], acct[AUTH_THROTTLE_KEY_MAX];
+    snprintf(account, sizeof account, "user:%s", c->user_id);
+    auth_throttle_key(c->secret, "acct:", account, NULL, acct);
+    if (rc == 0)
+        rc = delete_account_rows(db, c->user_id, acct);
+    if (rc != 0)
+        return rc;
+    char at[32];
+    cm_format_time(now_us, at);
+    return emit_correlated(db, CM_EV_USER_DELETED, c->user_id, c->request_id,
+                           json_pack("{s:s, s:s}", "user_id", c->user_id, "deleted_at", at));
+}
+
+int auth_store_delete_user(cm_db_pool_t *pool, const uint8_t *secret, const char *user_id,
+                           const char *request_id)
+{
+    delete_ctx_t c = {.secret = secret, .user_id = user_id, .request_id = request_id};
+    return cm_db_tx(pool, delete_tx, &c);
+}
+
+/* Times as the API writes them: RFC 3339, UTC, milliseconds. */
+#define TS(x) "to_char((" x ") AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+
+int auth_store_sessions_export(cm_db_pool_t *pool, const char *user_id, json_t **out)
+{
+    /* A family is a session: its first token opened it, its newest one is the last use
+     * (every refresh writes a child); the sessions row (migration 005) adds the user agent
+     * class and the address the login came from. The token hashes never leave. */
+    /* clang-format off */
+    static const char sql[] =
+        "SELECT coalesce(jsonb_agg(jsonb_build_object('id', f.family_id, "
+            "'created_at', " TS("f.first") ", "
+            "'last_used_at', " TS("greatest(f.last, s.last_used_at)") ", "
+            "'expires_at', " TS("f.exp") ", "
+            "'active', f.active, 'user_agent', s.user_agent, 'ip', host(s.ip)) "
+            "ORDER BY f.first, f.family_id), '[]'::jsonb)::text "
+        "FROM (SELECT family_id, min(created_at) AS first, max(created_at) AS last, "
+            "max(expires_at) AS exp, bool_or(revoked_at IS NULL AND expires_at > now()) AS active "
+            "FROM refresh_tokens WHERE user_id = $1::uuid GROUP BY family_id) f "
+        "LEFT JOIN sessions s ON s.family_id = f.family_id";
+    /* clang-format on */
+    const char *p[1] = {user_id};
+    PGresult *r = NULL;
+    *out = NULL;
+    int rc = run(pool, "auth_sessions_export", sql, 1, p, &r);
+    if (rc != 0)
+        return rc;
+    if (PQntuples(r) == 1)
+        *out = json_loadb(PQgetvalue(r, 0, 0), (size_t)PQgetlength(r, 0, 0), 0, NULL);
+    PQclear(r);
+    if (!json_is_array(*out)) {
+        json_decref(*out);
+        *out = NULL;
+        return CM_EDB;
+    }
+    return 0;
+}
+#undef TS

@@ -16,6 +16,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include <jansson.h>
 #include <sodium.h>
 
 #include "cm/db.h"
@@ -418,5 +419,28 @@ typedef struct auth_password_change {
  * sessions when asked; writes password.changed.
  */
 CM_MUST_CHECK int auth_store_password_change(cm_db_pool_t *pool, const auth_password_change_t *in);
+
+/* ---- account deletion and export (issue 15) ------------------------------------------ */
+
+/**
+ * Deletes user_id for good, in one transaction: locks the user row (so a
+ * login, refresh or reset in flight finishes first or finds no user),
+ * detaches the users it referred (their referred_by becomes NULL: the code
+ * no longer exists), deletes every refresh token, verify/reset token and
+ * login-throttle row of the account, the user row and the account's
+ * already-relayed outbox rows (their payloads hold the address), and writes
+ * user.deleted {user_id, deleted_at} with request_id (may be NULL) as its
+ * correlation id. Returns 0, or CM_ENOTFOUND when the user no longer exists.
+ */
+CM_MUST_CHECK int auth_store_delete_user(cm_db_pool_t *pool, const uint8_t *secret,
+                                         const char *user_id, const char *request_id);
+
+/**
+ * The sessions of user_id for the export: one JSON object per refresh
+ * family (id, created_at, last_used_at, expires_at, active, and its
+ * sessions row's user_agent and ip, null when it has none), oldest
+ * first. Returns 0 and a new array in *out (the caller json_decref()s it).
+ */
+CM_MUST_CHECK int auth_store_sessions_export(cm_db_pool_t *pool, const char *user_id, json_t **out);
 
 #endif

@@ -11,6 +11,7 @@
 
 #include "cm/jsonscan.h"
 #include "cm/log.h"
+#include "export.h"
 #include "jwks.h"
 #include "pages.h"
 
@@ -48,7 +49,9 @@ static void on_preflight(cm_req_t *rq, void *ctx);
     X("GET", "/api/sessions", GW_UP_AUTH, true, GW_RL_OTHER, NS)                                   \
     X("POST", "/api/sessions/revoke-others", GW_UP_AUTH, true, GW_RL_OTHER, NS)                    \
     X("DELETE", "/api/sessions/*", GW_UP_AUTH, true, GW_RL_OTHER, NS)                              \
-    X("POST", "/api/password", GW_UP_AUTH, true, GW_RL_LOGIN, NS)
+    X("POST", "/api/password", GW_UP_AUTH, true, GW_RL_LOGIN, NS)                                  \
+    X("DELETE", "/api/me", GW_UP_AUTH, true, GW_RL_LOGIN, NS)                                      \
+    X("GET", "/api/me/export", GW_UP_AUTH, true, GW_RL_OTHER, NS)
 
 /*
  * The pages for people (pages.h): HTML, served here rather than forwarded,
@@ -450,7 +453,10 @@ static void edge(gw_t *gw, cm_req_t *rq)
         cm_reply_problem(rq, 400, "Malformed request", "The query string is not valid.", NULL);
         return;
     }
-    forward(gw, rq, r, body, ip, xff);
+    if (gw_export_route(r)) /* gathered here from auth and referral (export.h) */
+        gw_export(gw, rq, ip, xff);
+    else
+        forward(gw, rq, r, body, ip, xff);
 }
 
 static void on_forward(cm_req_t *rq, void *ctx)

@@ -16,11 +16,17 @@
 #include "smtp.h"
 #include "store.h"
 
-const char *const mail_topics[] = {CM_EV_USER_REGISTERED,     CM_EV_VERIFY_REQUESTED,
-                                   CM_EV_RESET_REQUESTED,     CM_EV_PASSWORD_CHANGED,
-                                   CM_EV_REWARD_GRANTED,      CM_EV_EMAIL_CHANGE_REQUESTED,
-                                   CM_EV_EMAIL_CHANGE_NOTICE, CM_EV_USER_EMAIL_CHANGED,
-                                   CM_EV_SIGNIN_NEW,          NULL};
+const char *const mail_topics[] = {CM_EV_USER_REGISTERED,
+                                   CM_EV_VERIFY_REQUESTED,
+                                   CM_EV_RESET_REQUESTED,
+                                   CM_EV_PASSWORD_CHANGED,
+                                   CM_EV_REWARD_GRANTED,
+                                   CM_EV_EMAIL_CHANGE_REQUESTED,
+                                   CM_EV_EMAIL_CHANGE_NOTICE,
+                                   CM_EV_USER_EMAIL_CHANGED,
+                                   CM_EV_SIGNIN_NEW,
+                                   CM_EV_USER_DELETED,
+                                   NULL};
 
 /* Limits on the values that go into a mail. */
 #define MAX_TEXT 256
@@ -37,6 +43,8 @@ typedef struct job {
     bool need_contact; /* address and name from contacts */
     bool duplicate;    /* the ledger already had this event */
     bool parked;       /* no contact yet: parked until the registration */
+    bool forget;       /* user.deleted: forget the contact once the goodbye is sent */
+    bool gone;         /* the user was deleted: nothing to send */
     const char *bytes; /* the envelope as received (for parking) */
     size_t len;
     int attempt;             /* 1 for the first try */
@@ -243,6 +251,20 @@ static int plan_email_notice(job_t *j, json_t *data)
     return 0;
 }
 
+/* user.deleted: one goodbye to the address of the contact, which is then forgotten. */
+static int plan_deleted(job_t *j, json_t *data)
+{
+    j->user_id = cm_event_uuid(data, "user_id");
+    const char *at = cm_event_text(data, "deleted_at", 64);
+    if (!j->user_id || !at)
+        return CM_EPARSE;
+    j->template_name = "goodbye";
+    j->need_contact = true;
+    j->forget = true;
+    add_field(j, "deleted_at", at);
+    return 0;
+}
+
 /* Fills the job from a parsed event; 1 when the mailer has nothing to send for its type. */
 static int plan(job_t *j, const cm_event_t *ev)
 {
@@ -258,6 +280,8 @@ static int plan(job_t *j, const cm_event_t *ev)
         return plan_password_changed(j, ev->data);
     if (strcmp(ev->type, CM_EV_REWARD_GRANTED) == 0)
         return plan_reward(j, ev->data);
+    if (strcmp(ev->type, CM_EV_USER_DELETED) == 0)
+        return plan_deleted(j, ev->data);
     if (strcmp(ev->type, CM_EV_EMAIL_CHANGE_REQUESTED) == 0)
         return plan_email_confirm(j, ev->data);
     if (strcmp(ev->type, CM_EV_EMAIL_CHANGE_NOTICE) == 0)
@@ -274,6 +298,15 @@ static int load_contact(cm_db_t *db, job_t *j)
     free(j->contact_username);
     j->contact_email = j->contact_username = NULL;
     int rc = mail_store_contact_get(db, j->user_id, &j->contact_email, &j->contact_username);
+    if (rc == CM_ENOTFOUND) {
+        /* Deleted (the goodbye went out, or a late event about them): never mailed again. */
+        int d = mail_store_deleted(db, j->user_id);
+        if (d != 0 && d != CM_ENOTFOUND)
+            return d;
+        j->gone = d == 0;
+        if (j->gone)
+            return 0;
+    }
     if (rc == CM_ENOTFOUND && j->email) {
         j->username = j->email; /* the address alone still makes a correct greeting */
         return 0;
@@ -329,25 +362,32 @@ static int send_tx(cm_db_t *db, void *arg)
     int rc = 0;
     if (j->put_contact)
         rc = mail_store_contact_put(db, j->user_id, j->email, j->username);
+    if (rc == CM_ESTATE) { /* a registration redelivered after the deletion */
+        j->gone = true;
+        return 0;
+    }
     if (rc == 0 && j->need_contact)
         rc = load_contact(db, j);
-    if (rc != 0 || j->parked)
+    if (rc != 0 || j->parked || j->gone)
         return rc;
-    rc = mail_store_claim(db, j->event_id, j->email, j->template_name, j->attempt);
+    rc = mail_store_claim_for(db, j->event_id, j->user_id, j->email, j->template_name, j->attempt);
     j->duplicate = rc == CM_ECONFLICT;
     if (j->duplicate)
         return 0; /* already sent: keep the contact update, send nothing */
     if (rc != 0)
         return rc;
     /* The name is known only now (it may come from contacts). */
-    mail_field_t fields[MAX_FIELDS + 1];
+    mail_field_t fields[MAX_FIELDS + 2];
     memcpy(fields, j->fields, j->nfields * sizeof fields[0]);
-    fields[j->nfields] = (mail_field_t){"username", j->username};
+    size_t nfields = j->nfields;
+    fields[nfields++] = (mail_field_t){"username", j->username};
+    if (j->forget) /* the goodbye names the address it is the last mail to */
+        fields[nfields++] = (mail_field_t){"email", j->email};
     mail_compose_t c = {.template_name = j->template_name,
                         .from = j->ctx->cfg->mail_from,
                         .to = j->email,
                         .fields = fields,
-                        .nfields = j->nfields + 1,
+                        .nfields = nfields,
                         .date_us = cm_now_us(),
                         .message_id = j->event_id,
                         .templates = j->ctx->cfg->templates,
@@ -361,6 +401,9 @@ static int send_tx(cm_db_t *db, void *arg)
         rc = j->transport_rc = deliver(j->ctx, j->email, &msg);
     sodium_memzero(msg.data, msg.len);
     cm_buf_dispose(&msg);
+    /* Commits with the ledger row: the goodbye is sent once and the address forgotten. */
+    if (rc == 0 && j->forget)
+        rc = mail_store_forget(db, j->user_id, j->email);
     return rc;
 }
 
@@ -388,12 +431,14 @@ static void count(cm_family_t *f, const char *template_name)
 static int bury_tx(cm_db_t *db, void *arg)
 {
     job_t *j = arg;
-    int rc =
-        mail_store_claim(db, j->event_id, j->email ? j->email : "", j->template_name, j->attempt);
+    int rc = mail_store_claim_for(db, j->event_id, j->user_id, j->email ? j->email : "",
+                                  j->template_name, j->attempt);
     if (rc == CM_ECONFLICT)
         return 0;
     if (rc == 0)
         rc = mail_store_mark_dead(db, j->event_id, j->dead_reason);
+    if (rc == 0 && j->forget) /* no goodbye could be sent: the deletion goes on without it */
+        rc = mail_store_forget(db, j->user_id, j->email);
     if (rc != 0)
         return rc;
     if (!j->ctx->dead)
@@ -539,7 +584,7 @@ int mail_handle_event(mail_ctx_t *ctx, const char *bytes, size_t len)
     rc = send_with_retries(ctx, &j);
     if (rc == 0 && j.put_contact)
         rc = release_parked(ctx, j.user_id);
-    if (rc == 0 && !j.duplicate && !j.dead_reason && !j.parked)
+    if (rc == 0 && !j.duplicate && !j.dead_reason && !j.parked && !j.gone)
         count(ctx->sent, j.template_name);
     else if (rc != 0 && rc != CM_EPARSE)
         count(ctx->failed, j.template_name);

@@ -8,7 +8,11 @@
  * confirm link, to the new address), email.change.notice (the cancel link,
  * to the old address) and user.email.changed (no mail: the contact moves to
  * the new address, ordered by the change's time, so a redelivered or older
- * change writes nothing). Sealed tokens are opened with
+ * change writes nothing), signin.new (a sign-in from a new device and
+ * network) and user.deleted (one goodbye to the contact's address; in the
+ * same transaction the contact is deleted, a tombstone written and the
+ * ledger's addresses for the user blanked; later events about a deleted
+ * user send nothing). Sealed tokens are opened with
  * the mailer's key pair, used in the link and wiped; they are never
  * logged. The ledger row (sent, unique event id) is inserted, the message
  * delivered and the transaction committed in that order, so a redelivered

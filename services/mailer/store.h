@@ -15,7 +15,8 @@
 
 /**
  * Inserts or updates the contact row of user_id. The address of a contact
- * that an email change moved (email_changed_at set) is kept. Returns 0 or a
+ * that an email change moved (email_changed_at set) is kept. Returns 0,
+ * CM_ESTATE when the user was deleted (no contact is made again), or a
  * CM_E* code.
  */
 CM_MUST_CHECK int mail_store_contact_put(cm_db_t *db, const char *user_id, const char *email,
@@ -83,10 +84,32 @@ int mail_store_sent_count(cm_db_t *db, const char *event_id);
  * unless a change at or after changed_at (RFC 3339) is recorded already, so
  * a redelivered or older change does nothing. A contact not known yet is
  * created with it (username from the event); the user.registered arriving
- * later then keeps this address (mail_store_contact_put). Returns 0 or a
+ * later then keeps this address (mail_store_contact_put). A deleted user's
+ * contact is not made again. Returns 0 or a
  * CM_E* code.
  */
 CM_MUST_CHECK int mail_store_contact_email(cm_db_t *db, const char *user_id, const char *email,
                                            const char *username, const char *changed_at);
+
+/* ---- account deletion (issue 15) ---------------------------------------------- */
+
+/**
+ * mail_store_claim for a mail to user_id (may be NULL): the ledger row
+ * names its user, so the user's deletion finds it whatever the address.
+ */
+CM_MUST_CHECK int mail_store_claim_for(cm_db_t *db, const char *event_id, const char *user_id,
+                                       const char *recipient, const char *template_name,
+                                       int attempts);
+
+/**
+ * Forgets a deleted user in the caller's transaction: a tombstone, the
+ * contact row deleted, the address blanked in every ledger row for user_id
+ * or sent to email (NULL: by user id only), the user's parked mails
+ * deleted. Returns 0 or a CM_E* code.
+ */
+CM_MUST_CHECK int mail_store_forget(cm_db_t *db, const char *user_id, const char *email);
+
+/** Returns 0 when user_id was deleted, CM_ENOTFOUND when not, or a CM_E* code. */
+CM_MUST_CHECK int mail_store_deleted(cm_db_t *db, const char *user_id);
 
 #endif

@@ -15,7 +15,7 @@
 #include "store.h"
 
 const char *const ref_topics[] = {CM_EV_USER_REGISTERED, CM_EV_USER_VERIFIED,
-                                  CM_EV_USER_EMAIL_CHANGED, NULL};
+                                  CM_EV_USER_EMAIL_CHANGED, CM_EV_USER_DELETED, NULL};
 
 #define MAX_CODE 16
 
@@ -24,8 +24,9 @@ typedef struct plan {
     const ref_config_t *cfg;
     const char *event_id;
     ref_member_t member; /* user.registered */
-    const char *user_id; /* user.verified */
+    const char *user_id; /* user.verified, user.deleted */
     const char *verified_at;
+    const char *deleted_at;
     const char *new_email; /* user.email.changed */
 } plan_t;
 
@@ -121,6 +122,13 @@ static int plan_email_changed(plan_t *p, json_t *data)
     p->user_id = cm_event_uuid(data, "user_id");
     p->new_email = cm_event_text(data, "new_email", CM_EV_EMAIL_MAX);
     return p->user_id && p->new_email && strchr(p->new_email, '@') ? 0 : CM_EPARSE;
+}
+
+static int plan_deleted(plan_t *p, json_t *data)
+{
+    p->user_id = cm_event_uuid(data, "user_id");
+    p->deleted_at = get_time(data, "deleted_at");
+    return p->user_id && p->deleted_at ? 0 : CM_EPARSE;
 }
 
 /* Writes referral.converted for a change into the outbox, in the caller's transaction. */
@@ -318,7 +326,12 @@ static int registered_tx(cm_db_t *db, void *arg)
         rc = ref_store_mark_processed(db, p->event_id);
     if (rc == CM_ECONFLICT)
         return 0; /* redelivered: nothing to do */
-    if (rc == 0)
+    /* Deleted before its registration got here (another topic): the referral still
+     * counts for the referrer, but the member (name, address, code) is never stored. */
+    int gone = rc == 0 ? ref_store_deleted(db, m->user_id) : rc;
+    if (gone != 0 && gone != CM_ENOTFOUND)
+        return gone;
+    if (gone == CM_ENOTFOUND)
         rc = ref_store_add_member(db, m);
     if (rc == CM_ESTATE)
         return 0; /* the member is known (another event for the same user) */
@@ -345,6 +358,8 @@ static int verified_tx(cm_db_t *db, void *arg)
         return 0;
     if (rc == 0)
         rc = ref_store_member_exists(db, p->user_id);
+    if (rc == CM_ENOTFOUND && ref_store_deleted(db, p->user_id) == 0)
+        rc = 0; /* deleted: no member to wait for, the referrer's count still moves */
     if (rc == CM_ENOTFOUND)
         return ref_store_park_verification(db, p->user_id, p->verified_at);
     if (rc != 0)
@@ -357,6 +372,7 @@ static int verified_tx(cm_db_t *db, void *arg)
  * registration (another topic) is retried until the member exists: applied
  * first, it would be lost, and the registration would bring back the old
  * address. Its partition waits meanwhile; the others flow (cm/consumer.h).
+ * A deleted account's change is done with: its member never comes back.
  */
 static int email_changed_tx(cm_db_t *db, void *arg)
 {
@@ -368,6 +384,25 @@ static int email_changed_tx(cm_db_t *db, void *arg)
         return 0;
     if (rc == 0)
         rc = ref_store_member_set_email(db, p->user_id, p->new_email);
+    if (rc == CM_ENOTFOUND && ref_store_deleted(db, p->user_id) == 0)
+        rc = 0; /* the account is gone: no member will ever come to take the address */
+    return rc;
+}
+
+/* user.deleted: anonymise once; a replay (same or another event id) changes nothing. */
+static int deleted_tx(cm_db_t *db, void *arg)
+{
+    const plan_t *p = arg;
+    int rc = ref_store_lock_user(db, p->user_id);
+    if (rc == 0)
+        rc = ref_store_mark_processed(db, p->event_id);
+    if (rc == CM_ECONFLICT)
+        return 0;
+    bool first = false;
+    if (rc == 0)
+        rc = ref_store_forget_member(db, p->user_id, p->deleted_at, &first);
+    if (rc == 0 && first)
+        CM_INFO(NULL, "referral: user %s deleted: member anonymised", p->user_id);
     return rc;
 }
 
@@ -405,6 +440,9 @@ int ref_handle_event(ref_ctx_t *ctx, const char *bytes, size_t len)
     } else if (strcmp(ev.type, CM_EV_USER_VERIFIED) == 0) {
         rc = plan_verified(&p, ev.data);
         fn = verified_tx;
+    } else if (strcmp(ev.type, CM_EV_USER_DELETED) == 0) {
+        rc = plan_deleted(&p, ev.data);
+        fn = deleted_tx;
     } else if (strcmp(ev.type, CM_EV_USER_EMAIL_CHANGED) == 0) {
         rc = plan_email_changed(&p, ev.data);
         fn = email_changed_tx;

@@ -61,11 +61,28 @@ static int authenticate_or_reply(cm_req_t *rq, ref_api_t *api, cm_jwt_claims_t *
     return 0;
 }
 
-/* Checks out a connection; on failure it has replied 503 and returns < 0. */
-static int db_or_reply(cm_req_t *rq, ref_api_t *api, cm_db_t **db)
+/*
+ * Checks out a connection; on failure it has replied 503 and returns < 0.
+ * With sub (the token's subject) it also answers 401 for a deleted account:
+ * its access tokens verify until they expire, but the subject is gone.
+ */
+static int db_or_reply(cm_req_t *rq, ref_api_t *api, const char *sub, cm_db_t **db)
 {
     int rc = cm_db_acquire(api->pool, db);
+    if (rc == 0 && sub) {
+        rc = ref_store_deleted(*db, sub);
+        if (rc == 0 || rc == CM_ENOTFOUND)
+            rc = rc == 0 ? CM_EAUTH : 0;
+    }
+    if (rc == CM_EAUTH) {
+        cm_db_release(*db);
+        *db = NULL;
+        cm_reply_problem(rq, 401, "Unauthorized", "A valid access token is required.", NULL);
+        return -1;
+    }
     if (rc != 0) {
+        cm_db_release(*db);
+        *db = NULL;
         CM_WARN(cm_req_id(rq), "referral: database: %s", cm_strerror(rc));
         cm_reply_problem(rq, 503, "Service unavailable", "Try again shortly.", NULL);
         return -1;
@@ -104,7 +121,7 @@ static void on_stats(cm_req_t *rq, void *ctx)
     ref_api_t *api = ctx;
     cm_jwt_claims_t claims;
     cm_db_t *db = NULL;
-    if (authenticate_or_reply(rq, api, &claims) != 0 || db_or_reply(rq, api, &db) != 0)
+    if (authenticate_or_reply(rq, api, &claims) != 0 || db_or_reply(rq, api, claims.sub, &db) != 0)
         return;
     ref_stats_t s;
     int rc = ref_store_stats(db, claims.sub, &s);
@@ -200,7 +217,7 @@ static void on_list(cm_req_t *rq, void *ctx)
     list_query_t q;
     cm_db_t *db = NULL;
     if (authenticate_or_reply(rq, api, &claims) != 0 || list_query_or_reply(rq, &q, true) != 0 ||
-        db_or_reply(rq, api, &db) != 0)
+        db_or_reply(rq, api, claims.sub, &db) != 0)
         return;
     ref_referral_page_t page;
     int rc =
@@ -237,7 +254,7 @@ static void on_rewards(cm_req_t *rq, void *ctx)
     list_query_t q;
     cm_db_t *db = NULL;
     if (authenticate_or_reply(rq, api, &claims) != 0 || list_query_or_reply(rq, &q, false) != 0 ||
-        db_or_reply(rq, api, &db) != 0)
+        db_or_reply(rq, api, claims.sub, &db) != 0)
         return;
     ref_reward_page_t page;
     int rc = ref_store_rewards(db, claims.sub, q.has_cursor ? &q.cursor : NULL, q.limit, &page);
@@ -269,7 +286,7 @@ static void on_daily(cm_req_t *rq, void *ctx)
         return;
     }
     cm_db_t *db = NULL;
-    if (db_or_reply(rq, api, &db) != 0)
+    if (db_or_reply(rq, api, claims.sub, &db) != 0)
         return;
     ref_day_t out[REF_MAX_DAYS];
     int rc = ref_store_daily(db, claims.sub, (int)days, out);
@@ -359,7 +376,7 @@ static void on_click(cm_req_t *rq, void *ctx)
     cm_db_t *db = NULL;
     if (cm_req_json_or_reply(rq, &body) != 0)
         return;
-    if (click_or_reply(rq, body, &c) != 0 || db_or_reply(rq, api, &db) != 0) {
+    if (click_or_reply(rq, body, &c) != 0 || db_or_reply(rq, api, NULL, &db) != 0) {
         json_decref(body);
         return;
     }

@@ -533,3 +533,37 @@ int ref_store_member_set_email(cm_db_t *db, const char *user_id, const char *ema
     const char *p[2] = {user_id, email};
     return exec_row(db, "ref_member_set_email", sql, 2, p, CM_ENOTFOUND, NULL);
 }
+
+/* ---- account deletion (issue 15) ---------------------------------------------- */
+
+int ref_store_forget_member(cm_db_t *db, const char *user_id, const char *deleted_at, bool *first)
+{
+    static const char tomb[] = "INSERT INTO deleted_members (user_id, deleted_at) "
+                               "VALUES ($1::uuid, $2::timestamptz) "
+                               "ON CONFLICT (user_id) DO NOTHING RETURNING 1";
+    /* Idempotent each: run again they find nothing, so a replay changes nothing. */
+    static const struct {
+        const char *name, *sql;
+    } steps[] = {
+        {"ref_forget_member", "DELETE FROM members WHERE user_id = $1::uuid"},
+        {"ref_forget_clicks", "DELETE FROM clicks WHERE referrer_id = $1::uuid"},
+        {"ref_forget_parked", "DELETE FROM parked_verifications WHERE user_id = $1::uuid"},
+    };
+    const char *p[2] = {user_id, deleted_at};
+    *first = false;
+    int rc = exec_row(db, "ref_tombstone", tomb, 2, p, CM_ESTATE, NULL);
+    if (rc != 0 && rc != CM_ESTATE)
+        return rc;
+    *first = rc == 0;
+    rc = 0;
+    for (size_t i = 0; rc == 0 && i < sizeof steps / sizeof steps[0]; i++)
+        rc = cm_db_prepared(db, steps[i].name, steps[i].sql, 1, p, NULL);
+    return rc;
+}
+
+int ref_store_deleted(cm_db_t *db, const char *user_id)
+{
+    static const char sql[] = "SELECT 1 FROM deleted_members WHERE user_id = $1::uuid";
+    const char *p[1] = {user_id};
+    return exec_row(db, "ref_deleted", sql, 1, p, CM_ENOTFOUND, NULL);
+}

@@ -271,4 +271,19 @@ void ref_reward_page_dispose(ref_reward_page_t *p);
  */
 CM_MUST_CHECK int ref_store_member_set_email(cm_db_t *db, const char *user_id, const char *email);
 
+/* ---- account deletion (issue 15) ---------------------------------------------- */
+
+/**
+ * Anonymises user_id after its account was deleted at deleted_at (RFC
+ * 3339), in the caller's transaction: records the tombstone (first time
+ * only: *first says whether it was new), deletes the member row (username,
+ * address, code: the code stops resolving), the clicks on its link (client
+ * hashes) and a parked verification. Referrals, rewards and counters stay.
+ */
+CM_MUST_CHECK int ref_store_forget_member(cm_db_t *db, const char *user_id, const char *deleted_at,
+                                          bool *first);
+
+/** Returns 0 when user_id's account was deleted, CM_ENOTFOUND when not, or a CM_E* code. */
+CM_MUST_CHECK int ref_store_deleted(cm_db_t *db, const char *user_id);
+
 #endif

@@ -32,6 +32,7 @@
 #define CM_EV_REFERRAL_CONVERTED "referral.converted"
 #define CM_EV_REWARD_GRANTED "reward.granted"
 #define CM_EV_MAIL_DEAD "mail.dead"
+#define CM_EV_USER_DELETED "user.deleted"
 /* Email change (issue 15): the confirm mail to the new address, the notice with the
  * cancel link to the old one, and the change itself once confirmed. */
 #define CM_EV_EMAIL_CHANGE_REQUESTED "email.change.requested"

@@ -688,6 +688,74 @@ static void the_sweep_forgets_sessions_without_tokens_and_old_sign_ins(void **st
     assert_int_equal(count1(pool, "SELECT count(*) FROM signin_seen WHERE user_id = $1", u.id), 1);
 }
 
+/* ---- account deletion and export (issue 15) ---------------------------------------- */
+
+static void a_deletion_removes_every_token_at_once_and_writes_one_event(void **state)
+{
+    cm_db_pool_t *pool = *state;
+    names_t r, a;
+    make_names(&r, "dlr");
+    make_names(&a, "dla");
+    auth_user_t ref, u;
+    const char *field = NULL;
+    assert_int_equal(do_register(pool, &r, NULL, &ref, &field), 0);
+    assert_int_equal(do_register(pool, &a, ref.referral_code, &u, &field), 0);
+    char h1[65], h2[65], c1[65];
+    cm_sha256_hex("t1", 2, h1);
+    cm_sha256_hex("t2", 2, h2);
+    cm_sha256_hex("c1", 2, c1);
+    assert_int_equal(auth_store_refresh_issue(pool, ref.id, 0, h1, 30), 0);
+    assert_int_equal(auth_store_refresh_issue(pool, ref.id, 0, h2, 30), 0);
+    auth_refresh_outcome_t out;
+    auth_user_t owner;
+    assert_int_equal(auth_store_refresh_rotate(pool, h1, c1, 10, 30, &out, &owner), 0);
+    assert_int_equal(out, AUTH_REFRESH_ROTATED);
+
+    /* The export: two families, the rotated one's last use is its child. */
+    json_t *s = NULL;
+    assert_int_equal(auth_store_sessions_export(pool, ref.id, &s), 0);
+    assert_int_equal(json_array_size(s), 2);
+    char *text = json_dumps(s, 0);
+    assert_null(strstr(text, h1));
+    assert_null(strstr(text, c1));
+    assert_null(strstr(text, "token_hash"));
+    assert_null(strstr(text, ref.id)); /* the user id is the export's user, not per session */
+    free(text);
+    json_t *f0 = json_array_get(s, 0);
+    assert_true(json_is_true(json_object_get(f0, "active")));
+    assert_non_null(json_string_value(json_object_get(f0, "last_used_at")));
+    json_decref(s);
+
+    /* The referrer goes: its referee stays, detached; every token dies with the row. */
+    assert_int_equal(auth_store_delete_user(pool, K, ref.id, "req-1"), 0);
+    assert_int_equal(count1(pool, "SELECT count(*) FROM users WHERE id = $1::uuid", ref.id), 0);
+    assert_int_equal(
+        count1(pool, "SELECT count(*) FROM refresh_tokens WHERE user_id = $1::uuid", ref.id), 0);
+    assert_int_equal(
+        count1(pool, "SELECT count(*) FROM one_time_tokens WHERE user_id = $1::uuid", ref.id), 0);
+    assert_int_equal(count1(pool,
+                            "SELECT count(*) FROM users WHERE id = $1::uuid "
+                            "AND referred_by IS NULL",
+                            u.id),
+                     1);
+    assert_int_equal(auth_store_refresh_rotate(pool, h2, c1, 10, 30, &out, &owner), 0);
+    assert_int_equal(out, AUTH_REFRESH_INVALID);
+    assert_int_equal(count1(pool,
+                            "SELECT count(*) FROM outbox WHERE key = $1 AND topic = "
+                            "'user.deleted' AND payload::jsonb->>'correlation_id' = 'req-1'",
+                            ref.id),
+                     1);
+    /* A second deletion finds no one and writes nothing. */
+    assert_int_equal(auth_store_delete_user(pool, K, ref.id, "req-2"), CM_ENOTFOUND);
+    assert_int_equal(count1(pool,
+                            "SELECT count(*) FROM outbox WHERE key = $1 AND topic = 'user.deleted'",
+                            ref.id),
+                     1);
+    assert_int_equal(auth_store_sessions_export(pool, ref.id, &s), 0);
+    assert_int_equal(json_array_size(s), 0);
+    json_decref(s);
+}
+
 int main(void)
 {
     if (cm_crypto_init() != 0)
@@ -703,6 +771,7 @@ int main(void)
         cmocka_unit_test(account_ceiling_is_short_and_keys_are_hashed),
         cmocka_unit_test(a_password_reset_clears_the_account_throttle_and_bumps_the_epoch),
         cmocka_unit_test(rehash_is_a_compare_and_set_on_the_old_hash),
+        cmocka_unit_test(a_deletion_removes_every_token_at_once_and_writes_one_event),
         cmocka_unit_test(throttle_keys_are_keyed_hashes_that_ignore_the_name_case),
         cmocka_unit_test(reset_requests_are_capped_at_three_an_hour_and_ignore_unknown_emails),
         cmocka_unit_test(a_pair_unseen_for_90_days_is_new_and_notices_wait_an_hour),

@@ -168,7 +168,9 @@ static const char *const types[] = {CM_EV_USER_REGISTERED,
                                     "envelope",
                                     CM_EV_EMAIL_CHANGE_REQUESTED,
                                     CM_EV_EMAIL_CHANGE_NOTICE,
-                                    CM_EV_USER_EMAIL_CHANGED};
+                                    CM_EV_USER_EMAIL_CHANGED,
+                                    CM_EV_SIGNIN_NEW,
+                                    CM_EV_USER_DELETED};
 
 static void every_event_schema_loads_and_declares_its_type(void **state)
 {

@@ -371,6 +371,78 @@ static void a_new_signin_mails_one_notice_once_and_refuses_odd_fields(void **sta
     free(reg);
 }
 
+/* ---- account deletion (issue 15) ---------------------------------------------- */
+
+/* Rows sql counts for one parameter. */
+static long long count_rows(fixture_t *f, const char *sql, const char *param)
+{
+    cm_db_t *db = NULL;
+    assert_int_equal(cm_db_acquire(f->pool, &db), 0);
+    PGresult *res = NULL;
+    const char *p[1] = {param};
+    assert_int_equal(cm_db_exec(db, sql, 1, p, &res), 0);
+    long long n = PQntuples(res);
+    PQclear(res);
+    cm_db_release(db);
+    return n;
+}
+
+static char *deleted(const user_t *u, char ev[37])
+{
+    json_t *data = json_pack("{s:s, s:s}", "user_id", u->id, "deleted_at", "2026-11-28T09:00:00Z");
+    return envelope("user.deleted", data, ev);
+}
+
+static void a_deletion_sends_one_goodbye_then_forgets_the_address(void **state)
+{
+    fixture_t *f = *state;
+    user_t u;
+    new_user(&u, "bye_");
+    char ev[37], del_ev[37];
+    char *reg = registered(f, &u, "tok_bye_0123456789abcdefghijkl", ev);
+    assert_int_equal(handle(f, reg), 0);
+    char *del = deleted(&u, del_ev);
+    assert_int_equal(handle(f, del), 0);
+    int n = 0;
+    char *mail = mails_with(f, "Subject: Your linktr account was deleted", &n);
+    assert_int_equal(n, 1);
+    assert_non_null(strstr(mail, u.email));
+    char hi[80];
+    snprintf(hi, sizeof hi, "Hi %s,", u.name);
+    assert_non_null(strstr(mail, hi));
+    free(mail);
+    assert_int_equal(count_rows(f, "SELECT 1 FROM contacts WHERE user_id = $1::uuid", u.id), 0);
+    assert_int_equal(count_rows(f, "SELECT 1 FROM sent WHERE recipient = $1", u.email), 0);
+    assert_int_equal(count_rows(f, "SELECT 1 FROM sent WHERE event_id IN ($1::uuid)", del_ev), 1);
+    /* Redelivered, a new event id, a late registration, a late reward: nothing at all. */
+    assert_int_equal(handle(f, del), 0);
+    char ev2[37];
+    char *del2 = deleted(&u, ev2);
+    assert_int_equal(handle(f, del2), 0);
+    char *reg2 = registered(f, &u, "tok_bye_late_456789abcdefghijk", ev2);
+    assert_int_equal(handle(f, reg2), 0);
+    json_t *data = json_pack("{s:s, s:s, s:s, s:i, s:s, s:n, s:s}", "reward_id",
+                             "6f1c1f1e-0000-4000-8000-0000000000b1", "user_id", u.id, "kind",
+                             "credit", "amount", 7, "reason", "Welcome to linktr", "referral_id",
+                             "at", "2026-11-28T09:01:00Z");
+    char *reward = envelope("reward.granted", data, ev2);
+    assert_int_equal(handle(f, reward), 0);
+    free(mails_with(f, "Subject: Your linktr account was deleted", &n));
+    assert_int_equal(n, 1);
+    free(mails_with(f, "tok_bye_late_456789abcdefghijk", &n));
+    assert_int_equal(n, 0);
+    free(mails_with(f, "7 credits", &n));
+    assert_int_equal(n, 0);
+    assert_int_equal(count_rows(f, "SELECT 1 FROM contacts WHERE user_id = $1::uuid", u.id), 0);
+    assert_int_equal(count_rows(f, "SELECT 1 FROM parked_mails WHERE user_id = $1::uuid", u.id), 0);
+    assert_int_equal(count_rows(f, "SELECT 1 FROM sent WHERE recipient = $1", u.email), 0);
+    free(reward);
+    free(reg2);
+    free(del2);
+    free(del);
+    free(reg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -380,6 +452,7 @@ int main(void)
         cmocka_unit_test(reset_and_password_changed_mails_reach_the_user),
         cmocka_unit_test(a_reward_before_the_contact_is_parked_and_sent_on_registration),
         cmocka_unit_test(a_failed_delivery_leaves_no_ledger_row_and_succeeds_on_retry),
+        cmocka_unit_test(a_deletion_sends_one_goodbye_then_forgets_the_address),
         cmocka_unit_test(a_new_signin_mails_one_notice_once_and_refuses_odd_fields),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -756,10 +756,88 @@ racing_conversions_of_one_referrer_spread_over_stripes_and_pay_each_milestone_on
     free(rows);
 }
 
+/* ---- account deletion (issue 15) ---------------------------------------------- */
+
+static char *deleted(const user_t *u, char event_id[37])
+{
+    json_t *data = json_pack("{s:s, s:s}", "user_id", u->id, "deleted_at", "2026-11-28T09:00:00Z");
+    return envelope("user.deleted", data, event_id);
+}
+
+#define TOMB                                                                                       \
+    "SELECT count(*) || '|' || min(deleted_at) FROM deleted_members WHERE user_id = $1::uuid"
+
+static void a_deleted_user_is_anonymised_once_and_the_referrers_counts_stay(void **state)
+{
+    fixture_t *f = *state;
+    user_t ref, a;
+    new_user(&ref);
+    new_user(&a);
+    join(f, &ref, NULL, NULL);
+    join(f, &a, &ref, NULL);
+    verify(f, &a);
+    assert_query(f, COUNTERS, ref.id, "1,0,1,0,0");
+    char ev[37];
+    char *bytes = deleted(&a, ev);
+    assert_int_equal(handle(f, bytes), 0);
+    assert_query(f, "SELECT count(*) FROM members WHERE user_id = $1::uuid", a.id, "0");
+    assert_query(f, "SELECT count(*) FROM referrals WHERE referred_id = $1::uuid", a.id, "1");
+    assert_query(f, COUNTERS, ref.id, "1,0,1,0,0");
+    assert_query(f, TOMB, a.id, "1|2026-11-28 09:00:00+00");
+    char *at =
+        query1(f, "SELECT anonymised_at::text FROM deleted_members WHERE user_id = $1::uuid", a.id);
+    /* The same event, then another event for the same user: nothing more. */
+    assert_int_equal(handle(f, bytes), 0);
+    char *again = deleted(&a, ev);
+    assert_int_equal(handle(f, again), 0);
+    assert_query(f, "SELECT anonymised_at::text FROM deleted_members WHERE user_id = $1::uuid",
+                 a.id, at);
+    assert_query(f, COUNTERS, ref.id, "1,0,1,0,0");
+    /* A deleted referrer's code no longer resolves. */
+    char *del_ref = deleted(&ref, ev);
+    assert_int_equal(handle(f, del_ref), 0);
+    assert_query(f, "SELECT count(*) FROM members WHERE referral_code = $1", ref.code, "0");
+    free(del_ref);
+    free(again);
+    free(at);
+    free(bytes);
+}
+
+static void a_registration_after_the_deletion_counts_but_stores_no_member(void **state)
+{
+    fixture_t *f = *state;
+    user_t ref, a;
+    new_user(&ref);
+    new_user(&a);
+    join(f, &ref, NULL, NULL);
+    char ev[37];
+    char *del = deleted(&a, ev);
+    assert_int_equal(handle(f, del), 0);
+    join(f, &a, &ref, NULL); /* user.registered overtaken on its own topic */
+    verify(f, &a);
+    assert_query(f, "SELECT count(*) FROM members WHERE user_id = $1::uuid", a.id, "0");
+    assert_query(f, COUNTERS, ref.id, "1,0,1,0,0");
+    assert_query(f, "SELECT count(*) FROM parked_verifications WHERE user_id = $1::uuid", a.id,
+                 "0");
+    free(del);
+}
+
+static void a_malformed_deletion_is_eparse(void **state)
+{
+    fixture_t *f = *state;
+    char ev[37];
+    char *bytes = envelope("user.deleted", json_pack("{s:s}", "user_id", "nope"), ev);
+    assert_int_equal(handle(f, bytes), CM_EPARSE);
+    free(bytes);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(a_registration_creates_the_member_with_empty_counters),
+        cmocka_unit_test(a_deleted_user_is_anonymised_once_and_the_referrers_counts_stay),
+        cmocka_unit_test(a_registration_after_the_deletion_counts_but_stores_no_member),
+        cmocka_unit_test(a_malformed_deletion_is_eparse),
         cmocka_unit_test(a_referred_registration_creates_a_pending_referral_and_counts_it),
         cmocka_unit_test(the_same_event_twice_changes_nothing),
         cmocka_unit_test(malformed_events_are_eparse_and_change_nothing),
