@@ -549,7 +549,7 @@ void gw_page_verify(cm_req_t *rq, void *ctx)
 static void verify_refused(cm_req_t *rq, const gw_pages_t *p, const char *code)
 {
     if (strcmp(code, "token_used") == 0)
-        reply_message(rq, p, 400, "This link was already used", "box",
+        reply_message(rq, p, 400, "This link was already used", "ok",
                       "This link has already confirmed your email address; there is nothing "
                       "more to do. You can log in.");
     else if (strcmp(code, "token_expired") == 0)

@@ -42,7 +42,7 @@ static void on_preflight(cm_req_t *rq, void *ctx);
     X("GET", "/api/referral-stats/daily", GW_UP_REFERRAL, true, GW_RL_OTHER, UP)                   \
     X("GET", "/api/rewards", GW_UP_REFERRAL, true, GW_RL_OTHER, UP)                                \
     X("GET", "/api/leaderboard", GW_UP_REFERRAL, true, GW_RL_OTHER, UP)                            \
-    X("PATCH", "/api/me", GW_UP_REFERRAL, true, GW_RL_OTHER, NS)
+    X("PATCH", "/api/me", GW_UP_REFERRAL, true, GW_RL_OTHER, UP)
 
 /*
  * The pages for people (pages.h): HTML, served here rather than forwarded,

@@ -146,8 +146,9 @@ static void register_metrics(ref_board_t *b, cm_metrics_t *m)
 {
     if (!m)
         return;
-    b->refreshes = cm_metrics_counter(m, "linktr_referral_leaderboard_refreshes_total",
-                                      "Leaderboard reads from the database, by outcome.", "outcome");
+    b->refreshes =
+        cm_metrics_counter(m, "linktr_referral_leaderboard_refreshes_total",
+                           "Leaderboard reads from the database, by outcome.", "outcome");
     b->served = cm_metrics_counter(m, "linktr_referral_leaderboard_served_total",
                                    "Leaderboard requests answered from the cache.", NULL);
     b->refreshed = cm_metrics_gauge(m, "linktr_referral_leaderboard_refreshed_timestamp_seconds",
