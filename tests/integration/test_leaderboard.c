@@ -263,8 +263,8 @@ static void ranks_this_months_successes_and_shows_only_opted_in_names(void **sta
     opt(&a, false);
     bd = board(a.access);
     assert_int_equal(rank_of(bd, a.name), 0);
-    assert_true(json_is_null(json_object_get(
-        json_array_get(json_object_get(bd, "results"), 0), "username")));
+    assert_true(json_is_null(
+        json_object_get(json_array_get(json_object_get(bd, "results"), 0), "username")));
     json_decref(bd);
     two_refreshes();
     bd = board(a.access);
@@ -296,10 +296,9 @@ static void refused(const member_t *m, const char *ctype, const char *body, int 
     if (field)
         assert_true(json_is_array(json_object_get(json_object_get(r.json, "errors"), field)));
     t_resp_dispose(&r);
-    char *v = t_db_value(
-        "SELECT coalesce((SELECT show::text FROM referral.leaderboard_optin "
-        "WHERE user_id = $1::uuid), 'none')",
-        m->id);
+    char *v = t_db_value("SELECT coalesce((SELECT show::text FROM referral.leaderboard_optin "
+                         "WHERE user_id = $1::uuid), 'none')",
+                         m->id);
     assert_string_equal(v, want);
     free(v);
 }
