@@ -163,6 +163,8 @@ static const struct {
     {"GET", "/api/referrals/", "referral", true},
     {"GET", "/api/referral-stats/", "referral", true},
     {"GET", "/api/rewards/", "referral", true},
+    {"GET", "/api/leaderboard/", "referral", true},
+    {"PATCH", "/api/me/", "referral", true}, /* GET /api/me/ is auth's: routed by method */
 };
 #define NAPI (sizeof API / sizeof API[0])
 
@@ -918,12 +920,12 @@ static void unknown_methods_are_405_with_allow_or_404_and_never_forwarded(void *
         int status;
         const char *allow;
     } cases[] = {
-        {"TRACE /api/me/ HTTP/1.1", 405, "GET, HEAD, OPTIONS"},
+        {"TRACE /api/me/ HTTP/1.1", 405, "GET, HEAD, PATCH, OPTIONS"},
         {"TRACE /api/login HTTP/1.1", 405, "POST, OPTIONS"},
         {"BREW /.well-known/jwks.json HTTP/1.1", 405, "GET, HEAD, OPTIONS"},
         {"CONNECT /api/rewards/ HTTP/1.1", 405, "GET, HEAD, OPTIONS"},
         {"PROPFIND /api/referrals/ HTTP/1.1", 405, "GET, HEAD, OPTIONS"},
-        {"PUT /api/me HTTP/1.1", 405, "GET, HEAD, OPTIONS"},
+        {"PUT /api/me HTTP/1.1", 405, "GET, HEAD, PATCH, OPTIONS"},
         {"TRACE /admin HTTP/1.1", 404, NULL},
         {"TRACE /api/ HTTP/1.1", 404, NULL},
     };
