@@ -14,6 +14,7 @@ import tempfile
 import unittest
 
 from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
@@ -71,7 +72,19 @@ class InTheBrowser(unittest.TestCase):
         """Clicks the form's button and waits until the answer's page has loaded."""
         old = self.driver.find_element(By.TAG_NAME, "html")
         self.driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-        WebDriverWait(self.driver, 20).until(EC.staleness_of(old))
+
+        def replaced(_):
+            # EC.staleness_of expects StaleElementReferenceException; chromium
+            # may instead answer "Node with given id does not belong to the
+            # document" (a plain WebDriverException) when the old page is
+            # torn down mid-call. Both mean the answer's page replaced it.
+            try:
+                old.is_enabled()
+                return False
+            except WebDriverException:
+                return True
+
+        WebDriverWait(self.driver, 20).until(replaced)
         WebDriverWait(self.driver, 20).until(
             EC.presence_of_element_located((By.TAG_NAME, "h1")))
 
