@@ -478,7 +478,16 @@ static void set_text(json_t *o, const char *key, const char *text)
 void cm_reply_problem(cm_req_t *rq, int status, const char *title, const char *detail,
                       json_t *errors)
 {
+    cm_reply_problem_ext(rq, status, title, detail, errors, NULL);
+}
+
+void cm_reply_problem_ext(cm_req_t *rq, int status, const char *title, const char *detail,
+                          json_t *errors, json_t *ext)
+{
     json_t *p = json_object();
+    if (json_is_object(ext)) /* first, so the standard members below win a clash */
+        json_object_update(p, ext);
+    json_decref(ext);
     json_object_set_new(p, "type", json_string("about:blank"));
     set_text(p, "title", title ? title : mg_get_response_code_text(rq->conn, status));
     json_object_set_new(p, "status", json_integer(status));

@@ -576,6 +576,27 @@ static int one_time_token_or_reply(cm_req_t *rq, json_t *body, json_t *errors, c
     return 0;
 }
 
+/*
+ * 400 for a refused one-time token, with the machine-readable reason the
+ * pages show ("code": token_used | token_expired | token_invalid). Only
+ * the token's holder can ask about it, so the reason tells nothing to
+ * anyone else; any lookup failure falls back to token_invalid.
+ */
+static void reply_token_refused(cm_req_t *rq, const auth_app_t *app, const char *kind,
+                                const char *hash)
+{
+    static const char *const codes[] = {"token_invalid", "token_used", "token_expired"};
+    static const char *const msgs[] = {MSG_BAD_TOKEN, "This link was already used.",
+                                       "This link has expired."};
+    auth_token_state_t st = AUTH_TOKEN_INVALID;
+    if (auth_store_token_state(app->db, kind, hash, &st) != 0)
+        st = AUTH_TOKEN_INVALID;
+    json_t *errors = json_object();
+    cm_errors_add(errors, "token", msgs[st]);
+    cm_reply_problem_ext(rq, 400, "Validation failed", "One or more fields are invalid.", errors,
+                         json_pack("{s:s}", "code", codes[st]));
+}
+
 static void reset_password(cm_req_t *rq, const auth_app_t *app, const char *hash, const char *pw,
                            size_t plen)
 {
@@ -584,7 +605,7 @@ static void reset_password(cm_req_t *rq, const auth_app_t *app, const char *hash
     char pwhash[crypto_pwhash_STRBYTES];
     int rc = auth_store_token_owner(app->db, "reset", hash, &u);
     if (rc == CM_ENOTFOUND) {
-        reply_field_error(rq, "token", MSG_BAD_TOKEN);
+        reply_token_refused(rq, app, "reset", hash);
         return;
     }
     if (rc != 0) {
@@ -599,7 +620,7 @@ static void reset_password(cm_req_t *rq, const auth_app_t *app, const char *hash
     if (rc == 0)
         rc = auth_store_reset_apply(app->db, app->throttle_key, hash, pwhash);
     if (rc == CM_ENOTFOUND)
-        reply_field_error(rq, "token", MSG_BAD_TOKEN);
+        reply_token_refused(rq, app, "reset", hash);
     else if (rc != 0)
         reply_failure(rq, rc, "reset password");
     else
@@ -646,7 +667,7 @@ static void on_verify(cm_req_t *rq, void *ctx)
     auth_user_t u;
     int rc = auth_store_verify_email(app->db, hash, &u);
     if (rc == CM_ENOTFOUND)
-        reply_field_error(rq, "token", MSG_BAD_TOKEN);
+        reply_token_refused(rq, app, "verify", hash);
     else if (rc != 0)
         reply_failure(rq, rc, "verify email");
     else

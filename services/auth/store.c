@@ -800,6 +800,31 @@ static int reissue_tx(cm_db_t *db, void *vctx)
     return rc;
 }
 
+/* ---- why a one-time token was refused (issue 14) ---------------------------------------- */
+
+int auth_store_token_state(cm_db_pool_t *pool, const char *kind, const char *hash,
+                           auth_token_state_t *state)
+{
+    static const char sql[] = "SELECT CASE WHEN used_at IS NOT NULL THEN 'used' "
+                              "WHEN expires_at <= now() THEN 'expired' ELSE 'usable' END "
+                              "FROM one_time_tokens WHERE token_hash = $1 AND kind = $2";
+    const char *p[2] = {hash, kind};
+    PGresult *r = NULL;
+    *state = AUTH_TOKEN_INVALID;
+    int rc = run(pool, "auth_token_state", sql, 2, p, &r);
+    if (rc != 0)
+        return rc;
+    if (PQntuples(r) == 1) {
+        const char *v = PQgetvalue(r, 0, 0);
+        if (strcmp(v, "used") == 0)
+            *state = AUTH_TOKEN_USED;
+        else if (strcmp(v, "expired") == 0)
+            *state = AUTH_TOKEN_EXPIRED;
+    }
+    PQclear(r);
+    return 0;
+}
+
 int auth_store_verify_reissue(cm_db_pool_t *pool, const char *user_id, const char *hash,
                               const char *sealed, bool *issued)
 {

@@ -443,4 +443,22 @@ CM_MUST_CHECK int auth_store_delete_user(cm_db_pool_t *pool, const uint8_t *secr
  */
 CM_MUST_CHECK int auth_store_sessions_export(cm_db_pool_t *pool, const char *user_id, json_t **out);
 
+/* ---- why a one-time token was refused (issue 14: the pages say which) ----------------- */
+
+/** What a refused one-time token is; the API's problem "code". */
+typedef enum auth_token_state {
+    AUTH_TOKEN_INVALID = 0, /* no such token of that kind (never issued, or swept) */
+    AUTH_TOKEN_USED,        /* spent (or retired by a newer reset) */
+    AUTH_TOKEN_EXPIRED,     /* unused but past expires_at */
+} auth_token_state_t;
+
+/**
+ * After a token of kind was refused: tells why, by its hash (the caller
+ * holds the token, so nothing is revealed to someone who does not).
+ * Returns 0 with *state set (AUTH_TOKEN_INVALID also for a token that
+ * turns out usable: a race the caller already lost), or a CM_E* code.
+ */
+CM_MUST_CHECK int auth_store_token_state(cm_db_pool_t *pool, const char *kind, const char *hash,
+                                         auth_token_state_t *state);
+
 #endif

@@ -402,6 +402,15 @@ static const char *field_error(json_t *doc, const char *field)
     return json_string_value(json_array_get(list, 0));
 }
 
+/* Why auth refused a one-time token: its problem's "code" (API.md), "token_invalid" when absent. */
+static const char *token_refusal(json_t *doc)
+{
+    const char *code = json_string_value(json_object_get(doc, "code")); /* borrowed */
+    if (code && (strcmp(code, "token_used") == 0 || strcmp(code, "token_expired") == 0))
+        return code;
+    return "token_invalid";
+}
+
 /* The per-address bucket of class cls; a 429 page when it is empty. */
 static int rate_or_reply(gw_t *gw, cm_req_t *rq, gw_rate_class_t cls)
 {
@@ -536,6 +545,23 @@ void gw_page_verify(cm_req_t *rq, void *ctx)
         verify_form(rq, gw->pages, token);
 }
 
+/* The outcome page of a refused verify link, by auth's reason. */
+static void verify_refused(cm_req_t *rq, const gw_pages_t *p, const char *code)
+{
+    if (strcmp(code, "token_used") == 0)
+        reply_message(rq, p, 400, "This link was already used", "ok",
+                      "This link has already confirmed your email address; there is nothing "
+                      "more to do. You can log in.");
+    else if (strcmp(code, "token_expired") == 0)
+        reply_message(rq, p, 400, "This link has expired", "box",
+                      "Confirmation links work for a limited time. Log in and ask for a new "
+                      "verification email.");
+    else
+        reply_message(rq, p, 400, "This link is not valid", "box",
+                      "Check that you opened the whole link from the email, or log in and ask "
+                      "for a new verification email.");
+}
+
 void gw_page_verify_post(cm_req_t *rq, void *ctx)
 {
     gw_t *gw = ctx;
@@ -560,9 +586,7 @@ void gw_page_verify_post(cm_req_t *rq, void *ctx)
         reply_message(rq, p, 200, "Email verified", "ok",
                       "Thank you: your email address is confirmed. You can close this page.");
     else
-        reply_message(rq, p, 400, "This link was already used or has expired", "box",
-                      "If your email is not confirmed yet, log in and ask for a new "
-                      "verification email.");
+        verify_refused(rq, p, token_refusal(doc));
     json_decref(doc);
 }
 
@@ -597,11 +621,22 @@ void gw_page_reset(cm_req_t *rq, void *ctx)
         reset_form(rq, gw->pages, 200, token, NULL);
 }
 
-static void reset_expired(cm_req_t *rq, const gw_pages_t *p)
+/* The outcome page of a refused reset link, by auth's reason. */
+static void reset_refused(cm_req_t *rq, const gw_pages_t *p, const char *code)
 {
-    reply_message(rq, p, 400, "This link was already used or has expired", "box",
-                  "Reset links work once and for a limited time. Ask for a new one from the "
-                  "login screen (\"Forgot password\").");
+    if (strcmp(code, "token_used") == 0)
+        reply_message(rq, p, 400, "This link was already used", "box",
+                      "A reset link works once, and a newer reset retires older links. If you "
+                      "did not change your password, ask for a new link from the login screen "
+                      "(\"Forgot password\").");
+    else if (strcmp(code, "token_expired") == 0)
+        reply_message(rq, p, 400, "This link has expired", "box",
+                      "Reset links work for a limited time. Ask for a new one from the login "
+                      "screen (\"Forgot password\").");
+    else
+        reply_message(rq, p, 400, "This link is not valid", "box",
+                      "Check that you opened the whole link from the email, or ask for a new "
+                      "one from the login screen (\"Forgot password\").");
 }
 
 void gw_page_reset_post(cm_req_t *rq, void *ctx)
@@ -646,7 +681,7 @@ void gw_page_reset_post(cm_req_t *rq, void *ctx)
     else if (why)
         reset_form(rq, p, 400, token, why);
     else
-        reset_expired(rq, p);
+        reset_refused(rq, p, token_refusal(doc));
     json_decref(doc);
 }
 

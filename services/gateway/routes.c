@@ -51,7 +51,9 @@ static void on_preflight(cm_req_t *rq, void *ctx);
     X("DELETE", "/api/sessions/*", GW_UP_AUTH, true, GW_RL_OTHER, NS)                              \
     X("POST", "/api/password", GW_UP_AUTH, true, GW_RL_LOGIN, NS)                                  \
     X("DELETE", "/api/me", GW_UP_AUTH, true, GW_RL_LOGIN, NS)                                      \
-    X("GET", "/api/me/export", GW_UP_AUTH, true, GW_RL_OTHER, NS)
+    X("GET", "/api/me/export", GW_UP_AUTH, true, GW_RL_OTHER, NS)                                  \
+    X("GET", "/api/leaderboard", GW_UP_REFERRAL, true, GW_RL_OTHER, UP)                            \
+    X("PATCH", "/api/me", GW_UP_REFERRAL, true, GW_RL_OTHER, NS)
 
 /*
  * The pages for people (pages.h): HTML, served here rather than forwarded,

@@ -52,6 +52,8 @@ int ref_config_load(ref_config_t *cfg)
     cfg->ttl_days = (int)cm_cfg_int(&c, "REFERRAL_TTL_DAYS", 30, 1, 3650);
     cfg->daily_cap = (int)cm_cfg_int(&c, "REFERRAL_DAILY_CAP", 50, 1, 1000000);
     cfg->sweep_interval_s = (int)cm_cfg_int(&c, "REFERRAL_SWEEP_INTERVAL_S", 60, 1, 86400);
+    cfg->board_refresh_s = (int)cm_cfg_int(&c, "REFERRAL_LEADERBOARD_REFRESH_S", 30, 1, 3600);
+    cfg->board_size = (int)cm_cfg_int(&c, "REFERRAL_LEADERBOARD_SIZE", 20, 1, 100);
     load_rules(&c, cfg);
     load_disposable(&c, cfg);
     if (cm_cfg_finish(&c) != 0) {

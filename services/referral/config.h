@@ -15,6 +15,8 @@ typedef struct ref_config {
     int ttl_days;             /* REFERRAL_TTL_DAYS, 30 */
     int daily_cap;            /* REFERRAL_DAILY_CAP, 50 */
     int sweep_interval_s;     /* REFERRAL_SWEEP_INTERVAL_S, 60: expiry sweep period */
+    int board_refresh_s;      /* REFERRAL_LEADERBOARD_REFRESH_S, 30: leaderboard cache period */
+    int board_size;           /* REFERRAL_LEADERBOARD_SIZE, 20: places shown (1-100) */
     ref_rules_t rules;        /* REFERRAL_RULES_FILE over the built-in defaults */
     ref_domains_t disposable; /* REFERRAL_DISPOSABLE_DOMAINS_FILE, else the embedded list */
 } ref_config_t;

@@ -30,6 +30,7 @@ typedef struct app {
     cm_outbox_relay_t *relay;
     cm_consumer_t *consumer;
     ref_sweep_t *sweep;
+    ref_board_t *board;
     ref_ctx_t events;
     ref_api_t api;
 } app_t;
@@ -96,7 +97,12 @@ static int start(void *arg, const cm_service_env_t *env, cm_http_config_t *http)
         return err;
     if (!(app->sweep = ref_sweep_start(&app->cfg, app->pool, &err)))
         return err;
-    app->api = (ref_api_t){.cfg = &app->cfg, .pool = app->pool, .jwt = app->jwt};
+    app->board = ref_board_start(app->pool, app->cfg.board_refresh_s, app->cfg.board_size,
+                                 env->metrics, &err);
+    if (!app->board)
+        return err;
+    app->api =
+        (ref_api_t){.cfg = &app->cfg, .pool = app->pool, .jwt = app->jwt, .board = app->board};
     http->routes = ref_routes;
     http->nroutes = ref_routes_count;
     http->ctx = &app->api;
@@ -109,6 +115,7 @@ static int start(void *arg, const cm_service_env_t *env, cm_http_config_t *http)
 static void stop(void *arg)
 {
     app_t *app = arg;
+    ref_board_stop(app->board);
     ref_sweep_stop(app->sweep);
     cm_consumer_stop(app->consumer);
     cm_outbox_relay_stop(app->relay);

@@ -394,11 +394,83 @@ static void on_click(cm_req_t *rq, void *ctx)
     }
 }
 
+/* GET /api/leaderboard: this month's top referrers, from the cache only (leaderboard.h). */
+static void on_leaderboard(cm_req_t *rq, void *ctx)
+{
+    ref_api_t *api = ctx;
+    cm_jwt_claims_t claims;
+    if (authenticate_or_reply(rq, api, &claims) != 0)
+        return;
+    json_t *body = ref_board_json(api->board);
+    if (!body) {
+        cm_reply_problem(rq, 503, "Service unavailable",
+                         "The leaderboard is not ready yet; try again shortly.", NULL);
+        return;
+    }
+    cm_reply_json(rq, 200, body);
+}
+
+/*
+ * Validates a PATCH /api/me body strictly: "show_on_leaderboard" (a
+ * boolean) is the one field and it is required; any other member is named
+ * as unknown. On a bad body it has replied 400 and returns < 0.
+ */
+static int optin_or_reply(cm_req_t *rq, json_t *body, bool *show)
+{
+    json_t *errors = json_object();
+    const char *key = NULL;
+    json_t *v = NULL;
+    json_object_foreach(body, key, v)
+    {
+        if (strcmp(key, "show_on_leaderboard") != 0)
+            cm_errors_add(errors, key, "Unknown field.");
+    }
+    v = json_object_get(body, "show_on_leaderboard"); /* borrowed */
+    if (!v)
+        cm_errors_add(errors, "show_on_leaderboard", "This field is required.");
+    else if (!json_is_boolean(v))
+        cm_errors_add(errors, "show_on_leaderboard", "Must be true or false.");
+    if (json_object_size(errors) > 0) {
+        cm_reply_invalid(rq, errors);
+        return -1;
+    }
+    json_decref(errors);
+    *show = json_is_true(v);
+    return 0;
+}
+
+/* PATCH /api/me {"show_on_leaderboard": bool}: 200 with the stored preference. */
+static void on_patch_me(cm_req_t *rq, void *ctx)
+{
+    ref_api_t *api = ctx;
+    cm_jwt_claims_t claims;
+    json_t *body = NULL;
+    cm_db_t *db = NULL;
+    bool show = false;
+    if (authenticate_or_reply(rq, api, &claims) != 0 || cm_req_json_or_reply(rq, &body) != 0)
+        return;
+    int bad = optin_or_reply(rq, body, &show);
+    json_decref(body);
+    if (bad != 0 || db_or_reply(rq, api, claims.sub, &db) != 0)
+        return;
+    int rc = ref_store_set_optin(db, claims.sub, show);
+    cm_db_release(db);
+    if (rc != 0) {
+        CM_WARN(cm_req_id(rq), "referral: opt-in: %s", cm_strerror(rc));
+        cm_reply_problem(rq, 503, "Service unavailable", "Try again shortly.", NULL);
+        return;
+    }
+    ref_board_set_show(api->board, claims.sub, show);
+    cm_reply_json(rq, 200, json_pack("{s:b}", "show_on_leaderboard", show));
+}
+
 const cm_route_t ref_routes[] = {
     {"POST", "/internal/clicks", on_click, CM_ROUTE_NO_STORE},
     {"GET", "/api/referral-stats/daily", on_daily, CM_ROUTE_NO_STORE},
     {"GET", "/api/referral-stats", on_stats, CM_ROUTE_NO_STORE},
     {"GET", "/api/referrals", on_list, CM_ROUTE_NO_STORE},
     {"GET", "/api/rewards", on_rewards, CM_ROUTE_NO_STORE},
+    {"GET", "/api/leaderboard", on_leaderboard, CM_ROUTE_NO_STORE},
+    {"PATCH", "/api/me", on_patch_me, CM_ROUTE_NO_STORE},
 };
 const size_t ref_routes_count = sizeof ref_routes / sizeof ref_routes[0];

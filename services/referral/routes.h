@@ -5,8 +5,11 @@
  *   GET /api/referrals/        the caller's referrals, newest first,
  *                              keyset-paginated (limit 1–100, cursor, status)
  *   GET /api/rewards/          the caller's rewards, newest first (limit, cursor)
+ *   GET /api/leaderboard/      this month's top referrers, from the cache (leaderboard.h)
+ *   PATCH /api/me/             {"show_on_leaderboard": bool}: the caller's opt-in; the
+ *                              gateway routes only PATCH here (GET /api/me/ is auth's)
  *
- * Both need "Authorization: Bearer <access token>", verified with the
+ * All need "Authorization: Bearer <access token>", verified with the
  * common verifier (ES256, pinned kid) even though the gateway checked it.
  */
 #ifndef REF_ROUTES_H
@@ -18,6 +21,7 @@
 #include "cm/http.h"
 #include "cm/jwt.h"
 #include "config.h"
+#include "leaderboard.h"
 #include "store.h"
 
 /** What the handlers share (thread-safe pieces only); the caller owns it. */
@@ -25,6 +29,7 @@ typedef struct ref_api {
     const ref_config_t *cfg; /* borrowed */
     cm_db_pool_t *pool;      /* borrowed */
     cm_jwt_verifier_t *jwt;  /* borrowed */
+    ref_board_t *board;      /* borrowed: the leaderboard cache */
 } ref_api_t;
 
 /** The route table (static storage); pass a ref_api_t as the server's ctx. */

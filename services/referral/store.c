@@ -548,6 +548,7 @@ int ref_store_forget_member(cm_db_t *db, const char *user_id, const char *delete
         {"ref_forget_member", "DELETE FROM members WHERE user_id = $1::uuid"},
         {"ref_forget_clicks", "DELETE FROM clicks WHERE referrer_id = $1::uuid"},
         {"ref_forget_parked", "DELETE FROM parked_verifications WHERE user_id = $1::uuid"},
+        {"ref_forget_optin", "DELETE FROM leaderboard_optin WHERE user_id = $1::uuid"},
     };
     const char *p[2] = {user_id, deleted_at};
     *first = false;
@@ -566,4 +567,53 @@ int ref_store_deleted(cm_db_t *db, const char *user_id)
     static const char sql[] = "SELECT 1 FROM deleted_members WHERE user_id = $1::uuid";
     const char *p[1] = {user_id};
     return exec_row(db, "ref_deleted", sql, 1, p, CM_ENOTFOUND, NULL);
+}
+
+/* ---- the monthly leaderboard (migration 006) ----------------------------------------- */
+
+int ref_store_leaderboard(cm_db_t *db, const char *month_start, int limit, ref_board_row_t *out,
+                          int *n)
+{
+    static const char sql[] =
+        "WITH month AS (SELECT d.user_id, sum(d.successful)::bigint AS n FROM referral_daily d "
+        "WHERE d.successful > 0 AND d.day >= $1::date AND d.day < ($1::date + interval '1 month') "
+        "GROUP BY d.user_id) "
+        "SELECT t.user_id, m.username, coalesce(o.show, false), t.n FROM month t "
+        "LEFT JOIN members m ON m.user_id = t.user_id "
+        "LEFT JOIN leaderboard_optin o ON o.user_id = t.user_id "
+        "ORDER BY t.n DESC, m.created_at ASC NULLS LAST, t.user_id ASC LIMIT $2::int";
+    *n = 0;
+    if (!month_start || limit < 1 || limit > REF_BOARD_MAX)
+        return CM_EINVAL;
+    char lim[16];
+    snprintf(lim, sizeof lim, "%d", limit);
+    const char *p[2] = {month_start, lim};
+    PGresult *res = NULL;
+    int rc = cm_db_prepared(db, "ref_leaderboard", sql, 2, p, &res);
+    if (rc != 0)
+        return rc;
+    int rows = PQntuples(res);
+    for (int i = 0; i < rows && i < limit && rc == 0; i++) {
+        ref_board_row_t *r = &out[i];
+        copy_text(r->user_id, sizeof r->user_id, PQgetvalue(res, i, 0));
+        copy_text(r->username, sizeof r->username,
+                  PQgetisnull(res, i, 1) ? NULL : PQgetvalue(res, i, 1));
+        r->show = strcmp(PQgetvalue(res, i, 2), "t") == 0;
+        rc = cell_ll(res, i, 3, &r->successful);
+        *n = i + 1;
+    }
+    PQclear(res);
+    if (rc != 0)
+        *n = 0;
+    return rc;
+}
+
+int ref_store_set_optin(cm_db_t *db, const char *user_id, bool show)
+{
+    const char *p[2] = {user_id, show ? "true" : "false"};
+    return cm_db_prepared(db, "ref_set_optin",
+                          "INSERT INTO leaderboard_optin (user_id, show) VALUES ($1::uuid, $2) "
+                          "ON CONFLICT (user_id) DO UPDATE SET show = EXCLUDED.show, "
+                          "updated_at = now()",
+                          2, p, NULL);
 }

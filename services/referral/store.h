@@ -286,4 +286,32 @@ CM_MUST_CHECK int ref_store_forget_member(cm_db_t *db, const char *user_id, cons
 /** Returns 0 when user_id's account was deleted, CM_ENOTFOUND when not, or a CM_E* code. */
 CM_MUST_CHECK int ref_store_deleted(cm_db_t *db, const char *user_id);
 
+/* ---- the monthly leaderboard (migration 006) ----------------------------------------- */
+
+/** Most rows a leaderboard read returns. */
+#define REF_BOARD_MAX 100
+
+/** One ranked referrer; a plain value (no pointers). */
+typedef struct ref_board_row {
+    char user_id[37];
+    char username[64];    /* "" when the member is not known here yet */
+    bool show;            /* the member opted in to showing their username */
+    long long successful; /* successful referrals this month */
+} ref_board_row_t;
+
+/**
+ * Reads the top referrers of the calendar month starting at month_start
+ * ("YYYY-MM-01", UTC) by successful referrals, at most limit (1 to
+ * REF_BOARD_MAX) into out, best first; ties go to the earlier member, then
+ * the smaller user id, so the order is the same on every read. Referrers
+ * with no success this month are left out. Cost: the month's rows of
+ * referral_daily with a conversion (never a request's: the leaderboard
+ * cache calls it on a timer). Returns 0 with *n set, or a CM_E* code.
+ */
+CM_MUST_CHECK int ref_store_leaderboard(cm_db_t *db, const char *month_start, int limit,
+                                        ref_board_row_t *out, int *n);
+
+/** Stores user_id's leaderboard opt-in (insert or update). Returns 0 or a CM_E* code. */
+CM_MUST_CHECK int ref_store_set_optin(cm_db_t *db, const char *user_id, bool show);
+
 #endif

@@ -103,3 +103,20 @@ def wait_for(fn, timeout=20):
         if v or time.time() > deadline:
             return v
         time.sleep(0.2)
+
+
+def expire_token(env, token):
+    """Moves a one-time token's expiry into the past, as time would (admin role, psql).
+
+    The token's hash goes in as a psql variable (:'h'), quoted by psql, never pasted
+    into the statement text.
+    """
+    import hashlib
+    import subprocess
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    sql = ("UPDATE auth.one_time_tokens SET expires_at = now() - interval '1 second' "
+           "WHERE token_hash = :'h' AND used_at IS NULL")
+    out = subprocess.run(["psql", "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-v",
+                          "h=" + digest, env["ADMIN_DATABASE_URL"]],
+                         input=sql + ";\n", capture_output=True, text=True, check=True)
+    return out.stdout

@@ -15,13 +15,14 @@ import tempfile
 import unittest
 
 from selenium import webdriver
-from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
+from selenium.common.exceptions import WebDriverException
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
-from pagelib import Http, stack_env, unique, wait_for, wait_mail
+from pagelib import Http, expire_token, stack_env, unique, wait_for, wait_mail
 
 ENV = stack_env()
 BASE = ENV["GATEWAY_URL"]
@@ -39,12 +40,10 @@ def gone(element):
     try:
         element.is_enabled()
         return False
-    except StaleElementReferenceException:
+    except WebDriverException:  # StaleElementReferenceException is one
+        # Chromium may also answer "does not belong to the document", or a
+        # plain WebDriverException, while the old page is torn down.
         return True
-    except WebDriverException as e:
-        if "does not belong to the document" in str(e):
-            return True
-        raise
 
 
 def chromium_driver(profile):
@@ -137,7 +136,8 @@ class InTheBrowser(unittest.TestCase):
         self.assertEqual(tokens["user"]["referred_by"], code)
         d.get(link)  # the link again, now spent
         self.submit()
-        self.assertIn("already used", self.h1())
+        self.assertEqual(self.h1(), "This link was already used")
+        self.assertIn("nothing more to do", d.page_source)
         self.shot("06-verify-already-used")
 
     def test_2_forgot_and_reset_through_the_pages(self):
@@ -195,6 +195,22 @@ class InTheBrowser(unittest.TestCase):
         st, tokens = GW.json("POST", "/api/login", {"username_or_email": name,
                                                    "password": PASSWORD})
         self.assertFalse(tokens["user"]["email_verified"])
+
+    def test_5_an_expired_verify_link_says_expired_not_used(self):
+        d = self.driver
+        name = unique("ex")
+        email = name + "@example.com"
+        st, _ = GW.json("POST", "/api/register", {"username": name, "email": email,
+                                                  "password": PASSWORD})
+        self.assertEqual(st, 201)
+        token = wait_mail(MAIL, email, "verify-email")
+        d.get(BASE + "/verify-email?token=" + token)
+        self.assertEqual(self.h1(), "Confirm your email")
+        expire_token(ENV, token)  # the person comes back after the link's lifetime
+        self.submit()
+        self.assertEqual(self.h1(), "This link has expired")
+        self.assertIn("ask for a new verification email", d.page_source)
+        self.shot("13-verify-expired")
 
     def test_4_an_unknown_referral_code_gets_a_friendly_404(self):
         self.driver.get(BASE + "/r/ZZZZZZZZ")

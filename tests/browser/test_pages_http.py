@@ -10,7 +10,7 @@ import sys
 import time
 import unittest
 
-from pagelib import Http, hidden, stack_env, unique, wait_for, wait_mail
+from pagelib import Http, expire_token, hidden, stack_env, unique, wait_for, wait_mail
 
 ENV = stack_env()
 GW = Http(ENV["GATEWAY_URL"])
@@ -63,7 +63,38 @@ class VerifyPage(unittest.TestCase):
         self.assertTrue(me["user"]["email_verified"])
         st, _, html = GW.form("/verify-email", {"token": token, "csrf": csrf})
         self.assertEqual(st, 400)
-        self.assertIn("already used or has expired", html)
+        self.assertIn("<h1>This link was already used</h1>", html)
+        self.assertNotIn("expired", html)
+        # The API says why, machine-readably, for the page (and any other front end).
+        st, problem = GW.json("POST", "/api/verify-email", {"token": token})
+        self.assertEqual(st, 400)
+        self.assertEqual(problem["code"], "token_used")
+
+    def test_expired_and_unknown_links_each_say_so(self):
+        user = register()
+        token = wait_mail(MAIL, user["email"], "verify-email")
+        _, _, html = GW.request("GET", "/verify-email?token=" + token)
+        csrf = hidden(html, "csrf")
+        expire_token(ENV, token)
+        st, _, html = GW.form("/verify-email", {"token": token, "csrf": csrf})
+        self.assertEqual(st, 400)
+        self.assertIn("<h1>This link has expired</h1>", html)
+        self.assertIn("ask for a new verification email", html)
+        self.assertNotIn("already used", html)
+        st, problem = GW.json("POST", "/api/verify-email", {"token": token})
+        self.assertEqual((st, problem["code"]), (400, "token_expired"))
+        self.assertEqual(problem["errors"]["token"], ["This link has expired."])
+        st, me = login(user["username"], PASSWORD)
+        self.assertFalse(me["user"]["email_verified"])
+        # A well-formed token that was never issued: not valid, and nothing more.
+        ghost = "B" * 43
+        _, _, html = GW.request("GET", "/verify-email?token=" + ghost)
+        st, _, html = GW.form("/verify-email", {"token": ghost, "csrf": hidden(html, "csrf")})
+        self.assertEqual(st, 400)
+        self.assertIn("<h1>This link is not valid</h1>", html)
+        st, problem = GW.json("POST", "/api/verify-email", {"token": ghost})
+        self.assertEqual((st, problem["code"]), (400, "token_invalid"))
+        self.assertEqual(problem["errors"]["token"], ["Invalid or expired token."])
 
     def test_post_without_csrf_token_is_refused_and_spends_nothing(self):
         user = register()
@@ -152,7 +183,26 @@ class ResetPage(unittest.TestCase):
         st, _, html = GW.form("/reset-password", {"token": token, "csrf": csrf,
                                                   "password": new, "password2": new})
         self.assertEqual(st, 400)
-        self.assertIn("already used or has expired", html)
+        self.assertIn("<h1>This link was already used</h1>", html)
+        self.assertNotIn('name="password"', html)
+        st, problem = GW.json("POST", "/api/reset-password", {"token": token, "password": new})
+        self.assertEqual((st, problem["code"]), (400, "token_used"))
+
+    def test_expired_reset_link_says_expired(self):
+        user = register()
+        token = self.forgot(user)
+        _, _, html = GW.request("GET", "/reset-password?token=" + token)
+        expire_token(ENV, token)
+        new = "harbor quilt 58 meadow"
+        st, _, html = GW.form("/reset-password", {"token": token, "csrf": hidden(html, "csrf"),
+                                                  "password": new, "password2": new})
+        self.assertEqual(st, 400)
+        self.assertIn("<h1>This link has expired</h1>", html)
+        self.assertNotIn('name="password"', html)
+        st, problem = GW.json("POST", "/api/reset-password", {"token": token, "password": new})
+        self.assertEqual((st, problem["code"]), (400, "token_expired"))
+        st, _ = login(user["username"], new)
+        self.assertEqual(st, 401)
 
 
 class ReferralAndSignup(unittest.TestCase):

@@ -26,13 +26,15 @@ set(LINKTR_PG_ENV_FILE ${LINKTR_PG_DIR}/pg.env)
 # here; the gateway's own tests check them against a gateway they start.
 # The fault and scale-out tests refer 200 users from one referrer, past
 # the default daily cap (the cap itself is tested in unit.referral); the
-# expiry test needs the sweep to run every second, not every minute.
+# expiry test needs the sweep to run every second, not every minute; the
+# leaderboard test needs its cache refreshed every second, not every 30.
 set(_linktr_test_env
   LINKTR_BUILD_DIR=${CMAKE_BINARY_DIR}
   LINKTR_READY_PATH=/readyz
   RATE_LIMITS=off
   REFERRAL_DAILY_CAP=1000
-  REFERRAL_SWEEP_INTERVAL_S=1)
+  REFERRAL_SWEEP_INTERVAL_S=1
+  REFERRAL_LEADERBOARD_REFRESH_S=1)
 set(_linktr_stack_env LINKTR_RUN_DIR=${LINKTR_STACK_RUN_DIR} ${_linktr_test_env})
 
 add_test(NAME stack_start

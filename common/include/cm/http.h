@@ -268,6 +268,14 @@ void cm_reply_raw(cm_req_t *rq, int status, const char *content_type, const void
 void cm_reply_problem(cm_req_t *rq, int status, const char *title, const char *detail,
                       json_t *errors);
 
+/**
+ * cm_reply_problem with extension members (RFC 9457 section 3.2), e.g.
+ * {"code": "token_used"}: ext is a JSON object (stolen; NULL for none)
+ * whose members are added unless they clash with a standard one.
+ */
+void cm_reply_problem_ext(cm_req_t *rq, int status, const char *title, const char *detail,
+                          json_t *errors, json_t *ext);
+
 /** Appends msg to errors[field] (creating the list). errors is borrowed. */
 void cm_errors_add(json_t *errors, const char *field, const char *msg);
 

@@ -39,6 +39,8 @@ static const expect_t API[] = {
     {"GET", "/api/referral-stats/", GW_UP_REFERRAL, true, GW_RL_OTHER},
     {"GET", "/api/referral-stats/daily/", GW_UP_REFERRAL, true, GW_RL_OTHER},
     {"GET", "/api/rewards/", GW_UP_REFERRAL, true, GW_RL_OTHER},
+    {"GET", "/api/leaderboard/", GW_UP_REFERRAL, true, GW_RL_OTHER},
+    {"PATCH", "/api/me/", GW_UP_REFERRAL, true, GW_RL_OTHER}, /* GET /api/me/ stays auth's */
     {"DELETE", "/api/me/", GW_UP_AUTH, true, GW_RL_LOGIN},
     {"GET", "/api/me/export/", GW_UP_AUTH, true, GW_RL_OTHER},
     {"POST", "/api/email/", GW_UP_AUTH, true, GW_RL_FORGOT},
@@ -106,7 +108,7 @@ static void wrong_method_is_told_apart_and_lists_allowed_methods(void **state)
     assert_string_equal(allow.data, "POST");
     allow.len = 0;
     assert_int_equal(gw_route_find("PUT", "/api/me", &r, &allow), CM_ESTATE);
-    assert_string_equal(allow.data, "GET, HEAD, DELETE");
+    assert_string_equal(allow.data, "GET, HEAD, DELETE, PATCH");
     allow.len = 0;
     assert_int_equal(gw_route_find("TRACE", "/api/referrals/", &r, &allow), CM_ESTATE);
     assert_string_equal(allow.data, "GET, HEAD");

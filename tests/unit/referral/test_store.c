@@ -574,6 +574,69 @@ static void the_daily_series_has_one_entry_per_day_today_last(void **state)
     assert_int_equal(days[0].signups, 1);
 }
 
+/* ---- the monthly leaderboard (migration 006) ----------------------------------------- */
+
+/* A member registered at `at`, with n referrals converted successful at `when` each. */
+static void board_member(fixture_t *f, user_t *u, const char *at, int n, const char *when)
+{
+    new_user(u);
+    ref_member_t m = {.user_id = u->id,
+                      .username = u->name,
+                      .email = u->email,
+                      .referral_code = u->code,
+                      .registered_at = at};
+    assert_int_equal(ref_store_add_member(f->db, &m), 0);
+    for (int i = 0; i < n; i++) {
+        char id[37];
+        ref_conversion_t c;
+        refer_at(f, u, when, id);
+        assert_int_equal(ref_store_convert(f->db, id, REF_SUCCESSFUL, NULL, when, &c), 0);
+    }
+}
+
+static void the_leaderboard_ranks_one_months_successes_ties_to_the_earlier_member(void **state)
+{
+    fixture_t *f = *state;
+    user_t a, b, c, d, e;
+    /* March 1999: a month no other test writes to. */
+    board_member(f, &a, "1999-01-05T00:00:00Z", 3, "1999-03-10T12:00:00Z");
+    board_member(f, &c, "1999-01-02T00:00:00Z", 2, "1999-03-31T23:59:59Z");
+    board_member(f, &b, "1999-01-01T00:00:00Z", 2, "1999-03-01T00:00:00Z");
+    board_member(f, &d, "1999-01-01T00:00:00Z", 9, "1999-02-28T23:59:59Z"); /* last month */
+    board_member(f, &e, "1999-01-01T00:00:00Z", 0, NULL);
+    char pending[37];
+    refer_at(f, &e, "1999-03-02T00:00:00Z", pending); /* pending: no success */
+    assert_int_equal(ref_store_set_optin(f->db, b.id, true), 0);
+    assert_int_equal(ref_store_set_optin(f->db, c.id, true), 0);
+    assert_int_equal(ref_store_set_optin(f->db, c.id, false), 0); /* changed its mind */
+    ref_board_row_t rows[REF_BOARD_MAX];
+    int n = -1;
+    assert_int_equal(ref_store_leaderboard(f->db, "1999-03-01", 20, rows, &n), 0);
+    assert_int_equal(n, 3);
+    const user_t *want[] = {&a, &b, &c};
+    const long long counts[] = {3, 2, 2};
+    const bool shown[] = {false, true, false};
+    for (int i = 0; i < 3; i++) {
+        assert_string_equal(rows[i].user_id, want[i]->id);
+        assert_string_equal(rows[i].username, want[i]->name);
+        assert_int_equal(rows[i].successful, counts[i]);
+        assert_int_equal(rows[i].show, shown[i]);
+    }
+    /* The limit cuts the list; February has only d; a bad limit is refused. */
+    assert_int_equal(ref_store_leaderboard(f->db, "1999-03-01", 1, rows, &n), 0);
+    assert_int_equal(n, 1);
+    assert_string_equal(rows[0].user_id, a.id);
+    assert_int_equal(ref_store_leaderboard(f->db, "1999-02-01", 20, rows, &n), 0);
+    assert_int_equal(n, 1);
+    assert_string_equal(rows[0].user_id, d.id);
+    assert_int_equal(rows[0].successful, 9);
+    assert_int_equal(ref_store_leaderboard(f->db, "1999-04-01", 20, rows, &n), 0);
+    assert_int_equal(n, 0);
+    assert_int_equal(ref_store_leaderboard(f->db, "1999-03-01", 0, rows, &n), CM_EINVAL);
+    assert_int_equal(ref_store_leaderboard(f->db, "1999-03-01", REF_BOARD_MAX + 1, rows, &n),
+                     CM_EINVAL);
+}
+
 #define T(name) cmocka_unit_test_setup_teardown(name, t_pg_begin, t_pg_rollback)
 
 int main(void)
@@ -596,6 +659,7 @@ int main(void)
         T(expirable_lists_old_pending_referrals_oldest_first_up_to_the_limit),
         T(clicks_count_once_per_client_and_hour_and_only_for_known_codes),
         T(the_daily_series_has_one_entry_per_day_today_last),
+        T(the_leaderboard_ranks_one_months_successes_ties_to_the_earlier_member),
     };
     return cmocka_run_group_tests(tests, group_setup, t_pg_tx_free);
 }
