@@ -725,8 +725,17 @@ static int build_request(const gw_addr_t *a, const gw_fwd_request_t *rq, cm_buf_
         cm_buf_puts(out, h->data);
         cm_buf_puts(out, "\r\n");
     }
-    if (strcmp(rq->method, "GET") != 0)
-        cm_buf_printf(out, "Content-Length: %zu\r\n", rq->body.len);
+    if (strcmp(rq->method, "GET") != 0) {
+        char digits[24];
+        size_t n = sizeof digits, v = rq->body.len;
+        do {
+            digits[--n] = (char)('0' + v % 10);
+            v /= 10;
+        } while (v);
+        cm_buf_puts(out, "Content-Length: ");
+        cm_buf_append(out, digits + n, sizeof digits - n);
+        cm_buf_puts(out, "\r\n");
+    }
     cm_buf_puts(out, "\r\n");
     if (rq->body.len)
         cm_buf_append(out, rq->body.ptr, rq->body.len);
@@ -841,6 +850,7 @@ static int forward_plain(gw_upstream_t *u, size_t ai, int64_t deadline, const gw
     const gw_addr_t *a = &u->addrs[ai];
     cm_buf_t req;
     cm_buf_init(&req);
+    reserve(&req, 1024 + rq->body.len); /* the head of a proxied request fits in one allocation */
     int rc = build_request(a, rq, &req);
     int fd = rc == 0 ? take_conn(u, ai) : -1;
     for (int tries = 0; rc == 0 && tries < 2; tries++) {
@@ -925,14 +935,20 @@ static struct curl_slist *add_header(struct curl_slist *l, const char *name, con
 {
     if (!value || strpbrk(value, "\r\n"))
         return l;
-    cm_buf_t line;
-    cm_buf_init(&line);
-    cm_buf_puts(&line, name);
+    /* One line per header, on the stack when it fits (most do): this runs for every request. */
+    size_t nlen = strlen(name), vlen = strlen(value);
+    char small[512];
+    char *line = nlen + vlen + 3 <= sizeof small ? small : cm_xmalloc(nlen + vlen + 3);
+    memcpy(line, name, nlen);
+    line[nlen] = ':';
     /* "Name:" with nothing after it removes a header curl would add itself. */
-    cm_buf_puts(&line, value[0] ? ": " : ":");
-    cm_buf_puts(&line, value);
-    struct curl_slist *n = curl_slist_append(l, line.data);
-    cm_buf_dispose(&line);
+    size_t at = nlen + 1;
+    if (vlen)
+        line[at++] = ' ';
+    memcpy(line + at, value, vlen + 1);
+    struct curl_slist *n = curl_slist_append(l, line);
+    if (line != small)
+        free(line);
     if (!n)
         abort();
     return n;
