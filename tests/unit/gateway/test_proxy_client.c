@@ -63,8 +63,8 @@ static void refuses_chunked_and_missing_content_length_but_not_on_204_and_304(vo
     (void)state;
     gw_fwd_response_t r;
     gw_resp_framing_t f;
-    assert_int_equal(
-        parse("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", &r, &f), CM_EPARSE);
+    assert_int_equal(parse("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", &r, &f),
+                     CM_EPARSE);
     assert_int_equal(parse("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3"
                            "\r\n\r\n",
                            &r, &f),
@@ -112,7 +112,8 @@ static void refuses_garbage_status_lines_and_interim_answers(void **state)
     gw_fwd_response_t r;
     gw_resp_framing_t f;
     const char *bad[] = {
-        "HTTP/1.1 100 Continue\r\n\r\n",       "HTTP/1.1 101 Switching\r\n\r\n",
+        "HTTP/1.1 100 Continue\r\n\r\n",
+        "HTTP/1.1 101 Switching\r\n\r\n",
         "HTTP/1.1 600 Nope\r\nContent-Length: 0\r\n\r\n",
         "HTTP/1.1 099 x\r\nContent-Length: 0\r\n\r\n",
         "HTTP/2 200\r\nContent-Length: 0\r\n\r\n",
@@ -160,9 +161,8 @@ static void close_and_http10_answers_are_not_kept_alive(void **state)
     assert_false(f.keep_alive);
     assert_int_equal(parse("HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", &r, &f), 0);
     assert_false(f.keep_alive);
-    assert_int_equal(parse("HTTP/1.1 200 OK\r\nConnection: closed\r\nContent-Length: 0\r\n\r\n",
-                           &r, &f),
-                     0);
+    assert_int_equal(
+        parse("HTTP/1.1 200 OK\r\nConnection: closed\r\nContent-Length: 0\r\n\r\n", &r, &f), 0);
     assert_true(f.keep_alive);
 }
 
@@ -303,9 +303,10 @@ static void *conn_main(void *p)
             nanosleep(&(struct timespec){0, 50 * 1000000L}, NULL);
         char body[32], out[256];
         int blen = snprintf(body, sizeof body, "{\"n\":%d}", atomic_load(&s->requests));
-        snprintf(out, sizeof out,
-                 "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s",
-                 blen, body);
+        snprintf(
+            out, sizeof out,
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s",
+            blen, body);
         send_text(a.fd, out);
     }
     atomic_fetch_sub(&s->open, 1);
