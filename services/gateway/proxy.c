@@ -26,7 +26,25 @@ typedef struct gw_addr {
     char *port;      /* decimal */
     char *authority; /* the Host header: host[:port] as configured */
     char *prefix;    /* the path before the request's, "" for none */
+    /* The host's addresses, guarded by the upstream's mu: resolved once for an IP literal,
+     * else again every GW_RESOLVE_EVERY_MS by one thread while the others use the last answer. */
+    struct addrinfo *ai;
+    int64_t resolved_ms;
+    bool numeric, resolving;
 } gw_addr_t;
+
+/* How long a resolved host name is used before it is asked again. */
+#define GW_RESOLVE_EVERY_MS 30000
+/* Addresses of one host tried per new connection. */
+#define GW_MAX_TARGETS 4
+
+/* Copies of a host's addresses for one dial, so no lock is held while connecting. */
+typedef struct gw_targets {
+    struct sockaddr_storage sa[GW_MAX_TARGETS];
+    socklen_t len[GW_MAX_TARGETS];
+    int family[GW_MAX_TARGETS];
+    size_t n;
+} gw_targets_t;
 
 /* An idle kept-alive socket to addrs[addr], in the pool since since_ms. */
 typedef struct gw_conn {
@@ -111,10 +129,26 @@ static bool split_http_url(const char *url, gw_addr_t *a)
 
 static void addr_dispose(gw_addr_t *a)
 {
+    if (a->ai)
+        freeaddrinfo(a->ai);
     free(a->host);
     free(a->port);
     free(a->authority);
     free(a->prefix);
+}
+
+static int resolve(const gw_addr_t *a, int flags, struct addrinfo **res)
+{
+    struct addrinfo hints = {
+        .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV | flags};
+    return getaddrinfo(a->host, a->port, &hints, res) == 0 ? 0 : CM_EUNAVAIL;
+}
+
+/* An IP literal is resolved here, once; a host name when first needed (targets_for). */
+static void resolve_numeric(gw_addr_t *a)
+{
+    if (!a->curl && resolve(a, AI_NUMERICHOST, &a->ai) == 0)
+        a->numeric = true;
 }
 
 /* ---- pool ------------------------------------------------------------------ */
@@ -130,6 +164,7 @@ gw_upstream_t *gw_upstream_new(const char *name, const gw_list_t *urls, int conn
         u->urls.items[i] = cm_xstrdup(urls->items[i]);
         u->addrs[i].url = u->urls.items[i];
         u->addrs[i].curl = !split_http_url(u->urls.items[i], &u->addrs[i]);
+        resolve_numeric(&u->addrs[i]);
     }
     u->urls.n = urls->n;
     atomic_init(&u->next, 0);
@@ -623,13 +658,14 @@ static int wait_fd(int fd, short events, int64_t deadline_ms)
 }
 
 /* One TCP connection to one resolved address, within deadline_ms. */
-static int dial_one(const struct addrinfo *ai, int64_t deadline_ms, int *out)
+static int dial_one(int family, const struct sockaddr *sa, socklen_t len, int64_t deadline_ms,
+                    int *out)
 {
-    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
+    int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return CM_EIO;
     int rc = 0;
-    if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
+    if (connect(fd, sa, len) != 0) {
         rc = errno == EINPROGRESS ? wait_fd(fd, POLLOUT, deadline_ms) : CM_EUNAVAIL;
         int err = 0;
         socklen_t elen = sizeof err;
@@ -646,28 +682,69 @@ static int dial_one(const struct addrinfo *ai, int64_t deadline_ms, int *out)
     return 0;
 }
 
+/* Copies what a->ai holds into t. Call with the upstream's mu held. */
+static void copy_targets(const gw_addr_t *a, gw_targets_t *t)
+{
+    t->n = 0;
+    for (const struct addrinfo *ai = a->ai; ai && t->n < GW_MAX_TARGETS; ai = ai->ai_next) {
+        if (ai->ai_addrlen > sizeof t->sa[0])
+            continue;
+        memcpy(&t->sa[t->n], ai->ai_addr, ai->ai_addrlen);
+        t->len[t->n] = ai->ai_addrlen;
+        t->family[t->n++] = ai->ai_family;
+    }
+}
+
 /*
- * A new connection to a, within the connect timeout and the request's
- * deadline. Returns CM_EUNAVAIL or CM_ETIMEDOUT when none could be made
- * (the request never left, so the caller may try another address).
+ * The addresses to connect to. A host name is resolved again when its
+ * answer is older than GW_RESOLVE_EVERY_MS, by one thread at a time; the
+ * others (and that one, if the resolver fails) use the last good answer,
+ * so a slow or failing DNS blocks at most one request per interval.
  */
-static int dial(const gw_upstream_t *u, const gw_addr_t *a, int64_t deadline_ms, int *fd)
+static int targets_for(gw_upstream_t *u, size_t i, gw_targets_t *t)
+{
+    gw_addr_t *a = &u->addrs[i];
+    int64_t now = cm_now_mono_ms();
+    pthread_mutex_lock(&u->mu);
+    bool stale = !a->numeric && (!a->ai || now - a->resolved_ms >= GW_RESOLVE_EVERY_MS);
+    bool mine = stale && (!a->resolving || !a->ai);
+    a->resolving = a->resolving || mine;
+    copy_targets(a, t);
+    pthread_mutex_unlock(&u->mu);
+    if (!mine)
+        return t->n ? 0 : CM_EUNAVAIL;
+    struct addrinfo *res = NULL;
+    int rc = resolve(a, 0, &res);
+    pthread_mutex_lock(&u->mu);
+    a->resolving = false;
+    if (rc == 0) {
+        if (a->ai)
+            freeaddrinfo(a->ai);
+        a->ai = res;
+        a->resolved_ms = now;
+    }
+    copy_targets(a, t);
+    pthread_mutex_unlock(&u->mu);
+    return t->n ? 0 : CM_EUNAVAIL;
+}
+
+/*
+ * A new connection to addrs[i], within the connect timeout and the
+ * request's deadline. Returns CM_EUNAVAIL or CM_ETIMEDOUT when none could
+ * be made (the request never left, so the caller may try another address).
+ */
+static int dial(gw_upstream_t *u, size_t i, int64_t deadline_ms, int *fd)
 {
     int64_t until = cm_now_mono_ms() + u->connect_timeout_ms;
     if (until > deadline_ms)
         until = deadline_ms;
-    struct addrinfo hints = {
-        .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
-    struct addrinfo *res = NULL;
-    if (getaddrinfo(a->host, a->port, &hints, &res) != 0)
-        return CM_EUNAVAIL;
-    int rc = CM_EUNAVAIL;
-    for (const struct addrinfo *ai = res; ai && rc != 0; ai = ai->ai_next) {
-        rc = dial_one(ai, until, fd);
-        if (rc == CM_ETIMEDOUT)
+    gw_targets_t t;
+    int rc = targets_for(u, i, &t);
+    for (size_t k = 0; k < t.n; k++) {
+        rc = dial_one(t.family[k], (const struct sockaddr *)&t.sa[k], t.len[k], until, fd);
+        if (rc == 0 || rc == CM_ETIMEDOUT)
             break;
     }
-    freeaddrinfo(res);
     return rc;
 }
 
@@ -860,7 +937,7 @@ static int forward_plain(gw_upstream_t *u, size_t ai, int64_t deadline, const gw
             fd = -1;
             reused = false;
         }
-        if (!reused && (rc = dial(u, a, deadline, &fd)) != 0) {
+        if (!reused && (rc = dial(u, ai, deadline, &fd)) != 0) {
             *never = true;
             break;
         }

@@ -14,7 +14,9 @@
  *   sockets (at most max_conns per address, none reused after
  *   GW_UPSTREAM_IDLE_MS idle, which is below the services' 500 ms
  *   KEEPALIVE_TIMEOUT_MS default), one write per request, the answer read
- *   with poll() against the request's deadline. It accepts only what our
+ *   with poll() against the request's deadline; a host name is looked up
+ *   again every 30 s by one request while the others use the last answer.
+ *   It accepts only what our
  *   services send: an HTTP/1.x status line with a final status (200-599), a
  *   head of at most GW_MAX_RESPONSE_HEAD bytes, and a body framed by
  *   Content-Length (none on 204/304). A chunked answer, a missing or

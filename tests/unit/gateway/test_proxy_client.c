@@ -627,6 +627,26 @@ static void an_upstream_that_closed_an_idle_socket_is_not_used(void **state)
     server_stop(s);
 }
 
+static void a_host_name_is_resolved_and_its_connection_kept(void **state)
+{
+    (void)state;
+    server_t *s = server_start(M_OK);
+    char url[64];
+    snprintf(url, sizeof url, "http://localhost:%d/", s->port);
+    char *items[] = {url};
+    gw_list_t urls = {items, 1};
+    gw_upstream_t *u = gw_upstream_new("named", &urls, 500, 5000, 2);
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(call_once(u, "GET"), 0);
+    assert_int_equal(atomic_load(&s->accepts), 1);
+    char host[64];
+    snprintf(host, sizeof host, "\r\nHost: localhost:%d\r\n", s->port);
+    assert_non_null(strstr(s->last_head, host));
+    assert_true(strncmp(s->last_head, "GET /api/x?a=1 HTTP/1.1\r\n", 25) == 0);
+    gw_upstream_free(u);
+    server_stop(s);
+}
+
 static void request_lines_with_spaces_or_controls_are_refused(void **state)
 {
     (void)state;
@@ -665,6 +685,7 @@ int main(void)
         cmocka_unit_test(a_dead_address_is_skipped_and_all_dead_is_unavailable),
         cmocka_unit_test(a_kept_alive_socket_that_dies_retries_a_get_once_but_never_a_post),
         cmocka_unit_test(an_upstream_that_closed_an_idle_socket_is_not_used),
+        cmocka_unit_test(a_host_name_is_resolved_and_its_connection_kept),
         cmocka_unit_test(request_lines_with_spaces_or_controls_are_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
