@@ -100,7 +100,7 @@ static bool split_http_url(const char *url, gw_addr_t *a)
     if (alen == 0 || memchr(auth, '@', alen) || *rest == '?' || *rest == '#')
         return false;
     const char *host = auth, *colon = NULL;
-    size_t hlen = alen;
+    size_t hlen;
     if (auth[0] == '[') {
         const char *close = memchr(auth, ']', alen);
         if (!close)

@@ -32,6 +32,7 @@
 static int parse(const char *head, gw_fwd_response_t *r, gw_resp_framing_t *f)
 {
     memset(r, 0, sizeof *r);
+    memset(f, 0, sizeof *f);
     size_t len = strlen(head);
     size_t end = gw_resp_head_end(head, len);
     if (end != len)
@@ -374,8 +375,8 @@ static int closed_port(void)
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t sl = sizeof sa;
-    bind(fd, (struct sockaddr *)&sa, sizeof sa);
-    getsockname(fd, (struct sockaddr *)&sa, &sl);
+    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &sl), 0);
     close(fd);
     return ntohs(sa.sin_port);
 }
