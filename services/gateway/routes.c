@@ -53,7 +53,7 @@ static void on_preflight(cm_req_t *rq, void *ctx);
     X("DELETE", "/api/me", GW_UP_AUTH, true, GW_RL_LOGIN, NS)                                      \
     X("GET", "/api/me/export", GW_UP_AUTH, true, GW_RL_OTHER, NS)                                  \
     X("GET", "/api/leaderboard", GW_UP_REFERRAL, true, GW_RL_OTHER, UP)                            \
-    X("PATCH", "/api/me", GW_UP_REFERRAL, true, GW_RL_OTHER, NS)
+    X("PATCH", "/api/me", GW_UP_REFERRAL, true, GW_RL_OTHER, UP)
 
 /*
  * The pages for people (pages.h): HTML, served here rather than forwarded,
