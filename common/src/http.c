@@ -525,12 +525,61 @@ void cm_reply_invalid(cm_req_t *rq, json_t *errors)
 
 /* ---- request bodies ------------------------------------------------------------------- */
 
+/* The most linger_discard asks of one mg_read (see there). */
+#define LINGER_CHUNK_MAX 64
+
+/*
+ * A lingering close, bounded. After a refusal that closes the connection
+ * with the body unread, a client that sent its body without waiting for
+ * 100-continue is still pushing it; closing a socket with unread bytes
+ * makes the kernel send a reset, and the client's next write (or read)
+ * fails before it has seen our answer. So the answer is written first and
+ * then at most CM_HTTP_LINGER_BYTES of the body are read and thrown away,
+ * for at most CM_HTTP_LINGER_MS: a body that fits arrives whole and the
+ * close is a clean FIN; a client sending forever is cut off by the bounds.
+ *
+ * The size of each read: civetweb's mg_read returns only when every byte
+ * asked for arrived (or an idle gap of request_timeout_ms passed), so a
+ * read of n bytes can last n gaps against a client that trickles. One byte
+ * per read (as read_capped does) ends each call within one gap but costs
+ * two system calls a byte (~1 s of CPU for 128 KiB, measured). So a read
+ * that found its bytes waiting doubles the next one, up to
+ * LINGER_CHUNK_MAX, and a read that had to wait goes back to one byte: a
+ * trickler meets the deadline within one gap, a fast sender costs a
+ * system call per 64 bytes, and a client that switches from fast to slow
+ * holds its worker at most 64 gaps — less than an idle kept-alive
+ * connection may (75 s), and like those only while fewer than half the
+ * workers hold connections (below). Never with Transfer-Encoding:
+ * civetweb parses chunk-size lines inside mg_read, past every bound.
+ */
+static void linger_discard(cm_req_t *rq)
+{
+    if (mg_get_header(rq->conn, "Transfer-Encoding") ||
+        atomic_load(&rq->srv->connections) * 2 > rq->srv->threads)
+        return;
+    int64_t deadline = cm_now_mono_ms() + CM_HTTP_LINGER_MS;
+    char buf[LINGER_CHUNK_MAX];
+    size_t chunk = 1, total = 0;
+    while (total < CM_HTTP_LINGER_BYTES) {
+        int64_t t0 = cm_now_mono_ms();
+        if (t0 >= deadline)
+            break;
+        size_t want = CM_HTTP_LINGER_BYTES - total < chunk ? CM_HTTP_LINGER_BYTES - total : chunk;
+        int r = mg_read(rq->conn, buf, want);
+        if (r <= 0)
+            break;
+        total += (size_t)r;
+        chunk = cm_now_mono_ms() == t0 ? (chunk * 2 > sizeof buf ? sizeof buf : chunk * 2) : 1;
+    }
+}
+
 static int reply_too_large(cm_req_t *rq)
 {
     /*
-     * The rest stays unread. civetweb would drain it (up to the request
-     * timeout) to keep the connection; telling the client to close stops
-     * it from sending the rest.
+     * The rest is not read for the request: civetweb would drain it
+     * whole (with no deadline) to keep the connection. Telling the client
+     * to close stops it from sending the rest; linger_discard keeps the
+     * connection open a bounded while so the answer reaches it.
      */
     rq->must_close = true;
     cm_buf_t detail;
@@ -538,6 +587,7 @@ static int reply_too_large(cm_req_t *rq)
     cm_buf_printf(&detail, "The request body must be at most %zu bytes.", rq->srv->max_body);
     cm_reply_problem(rq, 413, "Payload Too Large", detail.data, NULL);
     cm_buf_dispose(&detail);
+    linger_discard(rq);
     return CM_ETOOBIG;
 }
 
@@ -579,8 +629,11 @@ static int body_framing(cm_req_t *rq, long long *declared)
     int rc = cm_strtonum(cl, 0, LLONG_MAX, declared);
     if (rc == CM_ERANGE && cl[0] != '-')
         return reply_too_large(rq);
-    if (rc != 0)
-        return reply_bad_body(rq, "Invalid Content-Length.");
+    if (rc != 0) {
+        reply_bad_body(rq, "Invalid Content-Length.");
+        linger_discard(rq);
+        return CM_EPARSE;
+    }
     if ((unsigned long long)*declared > rq->srv->max_body)
         return reply_too_large(rq);
     return 0;

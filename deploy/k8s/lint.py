@@ -28,6 +28,14 @@ against their CRD schemas, by validate_crs.py):
              secret a pod needs is referenced by name (listed with -v)
   network    a default-deny policy selecting app.kubernetes.io/part-of=linktr
              for both directions
+  reach      who the ingress NetworkPolicies let open a connection to each
+             port of each service: every admin port only Prometheus (pods
+             PROMETHEUS_POD in namespace MONITORING_NS), and it must reach
+             them all (the pods' prometheus.io/port annotation names the
+             admin port); the gateway's API port only the Gateway API
+             proxy's namespace (PROXY_NS); auth's and referral's only the
+             gateway's pods; the mailer's nobody. No rule may open a port
+             to every peer or to an address range.
   entry      Gateway API v1, no Ingress: one Gateway with an HTTPS listener;
              HTTPRoutes with known fields only (the structural rules of the
              v1 CRDs: no Gateway API schema is vendored or packaged), parents
@@ -544,9 +552,113 @@ def check_db_budget(docs, budget, out):
                    "(deploy/k8s/db-budget.yaml)")
 
 
+# ---- reach: who may connect to which port ---------------------------------------------
+
+MONITORING_NS = "monitoring"
+PROMETHEUS_POD = {"app.kubernetes.io/name": "prometheus"}
+PROXY_NS = "envoy-gateway-system"
+GATEWAY_POD = {"app.kubernetes.io/name": "gateway", "app.kubernetes.io/part-of": "linktr"}
+
+
+def selects(selector, labels):
+    """A LabelSelector (matchLabels and matchExpressions) against labels."""
+    selector = selector or {}
+    if not matches(selector.get("matchLabels"), labels):
+        return False
+    for e in selector.get("matchExpressions") or []:
+        key, op, values = e["key"], e["operator"], e.get("values") or []
+        ok = {"In": key in labels and labels[key] in values,
+              "NotIn": key not in labels or labels[key] not in values,
+              "Exists": key in labels, "DoesNotExist": key not in labels}.get(op, False)
+        if not ok:
+            return False
+    return True
+
+
+def peer(p):
+    """One `from` entry as (namespace, pod labels): namespace "" is the policy's own, "*"
+    any namespace; pod labels {} any pod; None for an address range."""
+    if "ipBlock" in p:
+        return None
+    if "namespaceSelector" in p:
+        ns_labels = (p["namespaceSelector"] or {}).get("matchLabels") or {}
+        ns = ns_labels.get("kubernetes.io/metadata.name", "*") if len(ns_labels) == 1 else "*"
+    else:
+        ns = ""
+    pod = p.get("podSelector") or {}
+    return ns, (pod.get("matchLabels") or {}) if not pod.get("matchExpressions") else {"?": "?"}
+
+
+def ingress_peers(docs, labels, port):
+    """The peers (see peer(); "everyone" for a rule without `from`) that the ingress policies
+    selecting pods with these labels let reach port ((name, number) of a container port)."""
+    peers = []
+    for np in by_kind(docs, "NetworkPolicy").values():
+        spec = np["spec"]
+        if "Ingress" not in (spec.get("policyTypes") or ["Ingress"]) or not selects(spec["podSelector"], labels):
+            continue
+        for rule in spec.get("ingress") or []:
+            ports = rule.get("ports")
+            if ports and not any(p.get("port") in port or (isinstance(p.get("port"), int) and
+                                 p.get("endPort") and p["port"] <= port[1] <= p["endPort"])
+                                 for p in ports):
+                continue
+            froms = rule.get("from")
+            peers.extend([peer(f) for f in froms] if froms else ["everyone"])
+    return peers
+
+
+def describe(p):
+    if p == "everyone":
+        return "every peer"
+    if p is None:
+        return "an address range"
+    ns, pods = p
+    where = {"": "this namespace", "*": "any namespace"}.get(ns, f"namespace {ns}")
+    return f"{'any pod' if not pods else ','.join(f'{k}={v}' for k, v in pods.items())} in {where}"
+
+
+def is_prometheus(p):
+    return isinstance(p, tuple) and p[0] == MONITORING_NS and p[1] and matches(PROMETHEUS_POD, p[1])
+
+
+def check_reach(docs, out):
+    allowed_api = {
+        "gateway": lambda p: isinstance(p, tuple) and p[0] == PROXY_NS,
+        "auth": lambda p: isinstance(p, tuple) and p[0] == "" and p[1] and matches(GATEWAY_POD, p[1]),
+        "referral": lambda p: isinstance(p, tuple) and p[0] == "" and p[1] and matches(GATEWAY_POD, p[1]),
+        "mailer": lambda p: False,
+    }
+    for name, d in by_kind(docs, "Deployment").items():
+        if name not in SERVICES:
+            continue
+        tmpl = d["spec"]["template"]
+        labels = tmpl["metadata"]["labels"]
+        ports = [p for c in tmpl["spec"]["containers"] for p in c.get("ports") or []]
+        for p in ports:
+            key = (p.get("name"), p["containerPort"])
+            peers = ingress_peers(docs, labels, key)
+            what = f"{name} {p.get('name')} port {p['containerPort']}"
+            if p.get("name") == "admin":
+                if not any(is_prometheus(x) for x in peers):
+                    out.append(f"reach: {what}: Prometheus (namespace {MONITORING_NS}) cannot reach it")
+                ok = is_prometheus
+            else:
+                ok = allowed_api[name]
+            for x in peers:
+                if not ok(x):
+                    out.append(f"reach: {what}: open to {describe(x)}")
+        ann = tmpl["metadata"].get("annotations") or {}
+        admin = [p["containerPort"] for p in ports if p.get("name") == "admin"]
+        if ann.get("prometheus.io/scrape") != "true" or [int(ann.get("prometheus.io/port") or 0)] != admin \
+                or ann.get("prometheus.io/path") != "/metrics":
+            out.append(f"reach: {name}: prometheus.io annotations must scrape /metrics on the admin port {admin}")
+
+
 def lint(docs, topics_wanted, budget=None):
     out = []
     check_services(docs, out)
+    check_reach(docs, out)
     check_kafka(docs, topics_wanted, out)
     check_db_budget(docs, budget or load_budget(), out)
     return out
@@ -642,6 +754,24 @@ def self_test():
          "KafkaTopic mail.dead: kafka.strimzi.io/v1beta2"),
         (lambda ds: by_kind(ds, "Kafka")["linktr"]["spec"]["kafka"].update(version="3.9.0"),
          "spec.kafka.version 3.9.0 is not one"),
+        # reach: the monitoring namespace's pods beyond Prometheus, API ports, scrape targets.
+        (lambda ds: by_kind(ds, "NetworkPolicy")["auth"]["spec"]["ingress"][1]["from"][0].pop("podSelector"),
+         "reach: auth admin port 9001: Prometheus (namespace monitoring) cannot reach it"),
+        (lambda ds: by_kind(ds, "NetworkPolicy")["auth"]["spec"]["ingress"][1]["from"][0].pop("podSelector"),
+         "reach: auth admin port 9001: open to any pod in namespace monitoring"),
+        (lambda ds: by_kind(ds, "NetworkPolicy")["gateway"]["spec"]["ingress"][1].pop("ports"),
+         "reach: gateway http port 8000: open to app.kubernetes.io/name=prometheus in namespace monitoring"),
+        (lambda ds: by_kind(ds, "NetworkPolicy")["referral"]["spec"]["ingress"][0].pop("from"),
+         "reach: referral http port 8002: open to every peer"),
+        (lambda ds: by_kind(ds, "NetworkPolicy")["mailer"]["spec"]["ingress"][0]["ports"][0].update(port=8003),
+         "reach: mailer admin port 9003: Prometheus (namespace monitoring) cannot reach it"),
+        (lambda ds: by_kind(ds, "NetworkPolicy")["mailer"]["spec"]["ingress"][0]["ports"][0].update(port=8003),
+         "reach: mailer http port 8003: open to"),
+        (lambda ds: by_kind(ds, "NetworkPolicy")["auth"]["spec"]["ingress"].append(
+            {"from": [{"ipBlock": {"cidr": "10.0.0.0/8"}}], "ports": [{"protocol": "TCP", "port": 9001}]}),
+         "reach: auth admin port 9001: open to an address range"),
+        (lambda ds: by_kind(ds, "Deployment")["referral"]["spec"]["template"]["metadata"]["annotations"].update(
+            {"prometheus.io/port": "8002"}), "reach: referral: prometheus.io annotations"),
     ]
     for fn, want in cases:
         found = broken(fn)

@@ -547,7 +547,7 @@ static void on_forgot(cm_req_t *rq, void *ctx)
     bool budget = false, issued = false;
     int rc = auth_store_reset_probe(app->db, app->throttle_key, email, &budget);
     if (rc == 0 && budget && (rc = sealed_token(app, hash, &sealed)) == 0)
-        rc = auth_store_reset_issue(app->db, email, hash, sealed, &issued);
+        rc = auth_store_reset_issue(app->db, email, hash, sealed, cm_req_id(rq), &issued);
     free(sealed);
     if (rc != 0)
         reply_failure(rq, rc, "forgot password");
@@ -618,7 +618,7 @@ static void reset_password(cm_req_t *rq, const auth_app_t *app, const char *hash
     }
     rc = cm_password_hash(app->hash, pw, plen, pwhash);
     if (rc == 0)
-        rc = auth_store_reset_apply(app->db, app->throttle_key, hash, pwhash);
+        rc = auth_store_reset_apply(app->db, app->throttle_key, hash, pwhash, cm_req_id(rq));
     if (rc == CM_ENOTFOUND)
         reply_token_refused(rq, app, "reset", hash);
     else if (rc != 0)
@@ -665,7 +665,7 @@ static void on_verify(cm_req_t *rq, void *ctx)
     }
     json_decref(errors);
     auth_user_t u;
-    int rc = auth_store_verify_email(app->db, hash, &u);
+    int rc = auth_store_verify_email(app->db, hash, cm_req_id(rq), &u);
     if (rc == CM_ENOTFOUND)
         reply_token_refused(rq, app, "verify", hash);
     else if (rc != 0)
@@ -699,7 +699,7 @@ static void on_resend(cm_req_t *rq, void *ctx)
     bool issued = false;
     int rc = sealed_token(app, hash, &sealed);
     if (rc == 0)
-        rc = auth_store_verify_reissue(app->db, u.id, hash, sealed, &issued);
+        rc = auth_store_verify_reissue(app->db, u.id, hash, sealed, cm_req_id(rq), &issued);
     free(sealed);
     if (rc == CM_ESTATE) {
         reply_already_verified(rq);

@@ -139,11 +139,6 @@ static int emit_correlated(cm_db_t *db, const char *type, const char *user_id,
     return rc;
 }
 
-static int emit(cm_db_t *db, const char *type, const char *user_id, json_t *data)
-{
-    return emit_correlated(db, type, user_id, NULL, data);
-}
-
 /* ---- registration ------------------------------------------------------------ */
 
 typedef struct reg_ctx {
@@ -535,7 +530,7 @@ int auth_store_logout(cm_db_pool_t *pool, const char *hash)
 /* ---- one-time tokens ---------------------------------------------------------------- */
 
 typedef struct reset_req_ctx {
-    const char *email, *hash, *sealed;
+    const char *email, *hash, *sealed, *request_id;
     bool issued;
 } reset_req_ctx_t;
 
@@ -562,10 +557,10 @@ static int reset_request_tx(cm_db_t *db, void *vctx)
         goto out;
     char at[32];
     cm_format_time(expires_us, at);
-    rc = emit(db, CM_EV_RESET_REQUESTED, uid,
-              json_pack("{s:s, s:s, s:s, s:s, s:s}", "user_id", uid, "email", PQgetvalue(r, 0, 2),
-                        "username", PQgetvalue(r, 0, 1), "reset_token_sealed", c->sealed,
-                        "expires_at", at));
+    rc = emit_correlated(db, CM_EV_RESET_REQUESTED, uid, c->request_id,
+                         json_pack("{s:s, s:s, s:s, s:s, s:s}", "user_id", uid, "email",
+                                   PQgetvalue(r, 0, 2), "username", PQgetvalue(r, 0, 1),
+                                   "reset_token_sealed", c->sealed, "expires_at", at));
     c->issued = rc == 0;
 out:
     PQclear(r);
@@ -597,23 +592,24 @@ int auth_store_reset_probe(cm_db_pool_t *pool, const uint8_t *secret, const char
 }
 
 int auth_store_reset_issue(cm_db_pool_t *pool, const char *email, const char *hash,
-                           const char *sealed, bool *issued)
+                           const char *sealed, const char *request_id, bool *issued)
 {
-    reset_req_ctx_t c = {.email = email, .hash = hash, .sealed = sealed};
+    reset_req_ctx_t c = {.email = email, .hash = hash, .sealed = sealed, .request_id = request_id};
     int rc = cm_db_tx(pool, reset_request_tx, &c);
     *issued = rc == 0 && c.issued;
     return rc;
 }
 
 int auth_store_reset_request(cm_db_pool_t *pool, const uint8_t *secret, const char *email,
-                             const char *hash, const char *sealed, bool *issued)
+                             const char *hash, const char *sealed, const char *request_id,
+                             bool *issued)
 {
     bool budget = false;
     *issued = false;
     int rc = auth_store_reset_probe(pool, secret, email, &budget);
     if (rc != 0 || !budget)
         return rc;
-    return auth_store_reset_issue(pool, email, hash, sealed, issued);
+    return auth_store_reset_issue(pool, email, hash, sealed, request_id, issued);
 }
 
 int auth_store_token_owner(cm_db_pool_t *pool, const char *kind, const char *hash, auth_user_t *out)
@@ -643,7 +639,7 @@ static int use_token(cm_db_t *db, const char *hash, const char *kind, char user_
 }
 
 typedef struct reset_apply_ctx {
-    const char *hash, *password_hash;
+    const char *hash, *password_hash, *request_id;
     const uint8_t *secret;
 } reset_apply_ctx_t;
 
@@ -693,23 +689,24 @@ static int reset_apply_tx(cm_db_t *db, void *vctx)
     if (rc == 0) {
         char at[32];
         cm_format_time(now_us, at);
-        rc = emit(db, CM_EV_PASSWORD_CHANGED, uid,
-                  json_pack("{s:s, s:s, s:s}", "user_id", uid, "email", PQgetvalue(r, 0, 0),
-                            "changed_at", at));
+        rc = emit_correlated(db, CM_EV_PASSWORD_CHANGED, uid, c->request_id,
+                             json_pack("{s:s, s:s, s:s}", "user_id", uid, "email",
+                                       PQgetvalue(r, 0, 0), "changed_at", at));
     }
     PQclear(r);
     return rc;
 }
 
 int auth_store_reset_apply(cm_db_pool_t *pool, const uint8_t *secret, const char *hash,
-                           const char *password_hash)
+                           const char *password_hash, const char *request_id)
 {
-    reset_apply_ctx_t c = {.hash = hash, .password_hash = password_hash, .secret = secret};
+    reset_apply_ctx_t c = {
+        .hash = hash, .password_hash = password_hash, .request_id = request_id, .secret = secret};
     return cm_db_tx(pool, reset_apply_tx, &c);
 }
 
 typedef struct verify_ctx {
-    const char *hash;
+    const char *hash, *request_id;
     auth_user_t *out;
 } verify_ctx_t;
 
@@ -733,8 +730,8 @@ static int verify_tx(cm_db_t *db, void *vctx)
     if (PQntuples(r) == 1 && (rc = col_int(r, 0, 0, &at_us)) == 0) {
         char at[32];
         cm_format_time(at_us, at);
-        rc = emit(db, CM_EV_USER_VERIFIED, uid,
-                  json_pack("{s:s, s:s}", "user_id", uid, "verified_at", at));
+        rc = emit_correlated(db, CM_EV_USER_VERIFIED, uid, c->request_id,
+                             json_pack("{s:s, s:s}", "user_id", uid, "verified_at", at));
     }
     PQclear(r);
     if (rc == 0)
@@ -743,14 +740,15 @@ static int verify_tx(cm_db_t *db, void *vctx)
     return rc;
 }
 
-int auth_store_verify_email(cm_db_pool_t *pool, const char *hash, auth_user_t *out)
+int auth_store_verify_email(cm_db_pool_t *pool, const char *hash, const char *request_id,
+                            auth_user_t *out)
 {
-    verify_ctx_t c = {.hash = hash, .out = out};
+    verify_ctx_t c = {.hash = hash, .request_id = request_id, .out = out};
     return cm_db_tx(pool, verify_tx, &c);
 }
 
 typedef struct reissue_ctx {
-    const char *user_id, *hash, *sealed;
+    const char *user_id, *hash, *sealed, *request_id;
     bool issued;
 } reissue_ctx_t;
 
@@ -768,10 +766,10 @@ static int emit_verify_requested(cm_db_t *db, const reissue_ctx_t *c, const PGre
         return rc;
     char at[32];
     cm_format_time(expires_us, at);
-    return emit(db, AUTH_EV_VERIFY_REQUESTED, c->user_id,
-                json_pack("{s:s, s:s, s:s, s:s, s:s}", "user_id", c->user_id, "email",
-                          PQgetvalue(u, 0, 1), "username", PQgetvalue(u, 0, 0),
-                          "verify_token_sealed", c->sealed, "expires_at", at));
+    return emit_correlated(db, AUTH_EV_VERIFY_REQUESTED, c->user_id, c->request_id,
+                           json_pack("{s:s, s:s, s:s, s:s, s:s}", "user_id", c->user_id, "email",
+                                     PQgetvalue(u, 0, 1), "username", PQgetvalue(u, 0, 0),
+                                     "verify_token_sealed", c->sealed, "expires_at", at));
 }
 
 static int reissue_tx(cm_db_t *db, void *vctx)
@@ -826,9 +824,10 @@ int auth_store_token_state(cm_db_pool_t *pool, const char *kind, const char *has
 }
 
 int auth_store_verify_reissue(cm_db_pool_t *pool, const char *user_id, const char *hash,
-                              const char *sealed, bool *issued)
+                              const char *sealed, const char *request_id, bool *issued)
 {
-    reissue_ctx_t c = {.user_id = user_id, .hash = hash, .sealed = sealed};
+    reissue_ctx_t c = {
+        .user_id = user_id, .hash = hash, .sealed = sealed, .request_id = request_id};
     int rc = cm_db_tx(pool, reissue_tx, &c);
     *issued = rc == 0 && c.issued;
     return rc;

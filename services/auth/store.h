@@ -184,6 +184,10 @@ CM_MUST_CHECK int auth_store_logout(cm_db_pool_t *pool, const char *hash);
 
 /* ---- one-time tokens ---------------------------------------------------------------- */
 
+/* Every function below that writes an event takes request_id, the id of the
+ * request that caused it (borrowed; NULL for none): the event's
+ * correlation_id, so the request can be followed through the consumers. */
+
 /**
  * The first step of a password-reset request, one statement and its own
  * transaction for every address: writes the "reset:<HMAC of the address
@@ -203,12 +207,12 @@ CM_MUST_CHECK int auth_store_reset_probe(cm_db_pool_t *pool, const uint8_t *secr
  * or spent its budget meanwhile is not an error).
  */
 CM_MUST_CHECK int auth_store_reset_issue(cm_db_pool_t *pool, const char *email, const char *hash,
-                                         const char *sealed, bool *issued);
+                                         const char *sealed, const char *request_id, bool *issued);
 
 /** Both steps: the probe, then the issue when there is budget. */
 CM_MUST_CHECK int auth_store_reset_request(cm_db_pool_t *pool, const uint8_t *secret,
                                            const char *email, const char *hash, const char *sealed,
-                                           bool *issued);
+                                           const char *request_id, bool *issued);
 
 /** Finds the owner of an unused, unexpired token of kind ("verify"/"reset"). */
 CM_MUST_CHECK int auth_store_token_owner(cm_db_pool_t *pool, const char *kind, const char *hash,
@@ -222,14 +226,16 @@ CM_MUST_CHECK int auth_store_token_owner(cm_db_pool_t *pool, const char *kind, c
  * password.changed.
  */
 CM_MUST_CHECK int auth_store_reset_apply(cm_db_pool_t *pool, const uint8_t *secret,
-                                         const char *hash, const char *password_hash);
+                                         const char *hash, const char *password_hash,
+                                         const char *request_id);
 
 /**
  * In one transaction: uses the verify token (CM_ENOTFOUND when unknown,
  * used or expired), marks the email verified and writes user.verified (only
  * the first time). Fills *out with the user as it now is.
  */
-CM_MUST_CHECK int auth_store_verify_email(cm_db_pool_t *pool, const char *hash, auth_user_t *out);
+CM_MUST_CHECK int auth_store_verify_email(cm_db_pool_t *pool, const char *hash,
+                                          const char *request_id, auth_user_t *out);
 
 /** Event type of a re-sent verification mail (proposed; not yet in proto/events). */
 #define AUTH_EV_VERIFY_REQUESTED "verify.requested"
@@ -245,7 +251,8 @@ CM_MUST_CHECK int auth_store_verify_email(cm_db_pool_t *pool, const char *hash, 
  * was reached.
  */
 CM_MUST_CHECK int auth_store_verify_reissue(cm_db_pool_t *pool, const char *user_id,
-                                            const char *hash, const char *sealed, bool *issued);
+                                            const char *hash, const char *sealed,
+                                            const char *request_id, bool *issued);
 
 /* ---- email change (issue 15) ---------------------------------------------------------- */
 /*

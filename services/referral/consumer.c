@@ -23,8 +23,9 @@ const char *const ref_topics[] = {CM_EV_USER_REGISTERED, CM_EV_USER_VERIFIED,
 typedef struct plan {
     const ref_config_t *cfg;
     const char *event_id;
-    ref_member_t member; /* user.registered */
-    const char *user_id; /* user.verified, user.deleted */
+    const char *correlation_id; /* the event's, or NULL */
+    ref_member_t member;        /* user.registered */
+    const char *user_id;        /* user.verified, user.deleted */
     const char *verified_at;
     const char *deleted_at;
     const char *new_email; /* user.email.changed */
@@ -131,25 +132,36 @@ static int plan_deleted(plan_t *p, json_t *data)
     return p->user_id && p->deleted_at ? 0 : CM_EPARSE;
 }
 
+/* Writes an event (data stolen) keyed by key into the outbox, in the caller's transaction,
+ * with the correlation id of the event that caused it (NULL: none, as for the expiry sweep). */
+static int emit(cm_db_t *db, const char *type, const char *key, const char *correlation_id,
+                json_t *data)
+{
+    json_t *env = cm_event_new(type, "referral", data);
+    if (!env)
+        return CM_EINVAL;
+    /* The consumed envelope's id passed the parser's check: never refused here. */
+    if (correlation_id && cm_event_set_correlation(env, correlation_id) != 0)
+        CM_WARN(NULL, "referral: correlation id not kept on %s", type);
+    int rc = cm_outbox_add(db, REF_OUTBOX_CHANNEL, key, env);
+    json_decref(env);
+    return rc;
+}
+
 /* Writes referral.converted for a change into the outbox, in the caller's transaction. */
 static int emit_converted(cm_db_t *db, const ref_conversion_t *c, const char *referred_id,
-                          const char *status, const char *reason)
+                          const char *status, const char *reason, const char *correlation_id)
 {
     json_t *data =
         json_pack("{s:s, s:s, s:s, s:s, s:o, s:s}", "referral_id", c->referral_id, "referrer_id",
                   c->referrer_id, "referred_id", referred_id, "status", status, "reason",
                   reason ? json_string(reason) : json_null(), "at", c->at);
-    json_t *env = cm_event_new(CM_EV_REFERRAL_CONVERTED, "referral", data);
-    if (!env)
-        return CM_EINVAL;
-    int rc = cm_outbox_add(db, REF_OUTBOX_CHANNEL, c->referrer_id, env);
-    json_decref(env);
-    return rc;
+    return emit(db, CM_EV_REFERRAL_CONVERTED, c->referrer_id, correlation_id, data);
 }
 
 /* Grants one reward and announces it (reward.granted through the outbox).
  * A rule that already paid for this referral pays nothing. */
-static int grant(cm_db_t *db, const ref_grant_t *g)
+static int grant(cm_db_t *db, const ref_grant_t *g, const char *correlation_id)
 {
     if (g->amount <= 0)
         return 0;
@@ -163,17 +175,12 @@ static int grant(cm_db_t *db, const ref_grant_t *g)
         "{s:s, s:s, s:s, s:I, s:s, s:o, s:s}", "reward_id", reward_id, "user_id", g->user_id,
         "kind", g->kind, "amount", (json_int_t)g->amount, "reason", g->reason, "referral_id",
         g->referral_id ? json_string(g->referral_id) : json_null(), "at", g->at);
-    json_t *env = cm_event_new(CM_EV_REWARD_GRANTED, "referral", data);
-    if (!env)
-        return CM_EINVAL;
-    rc = cm_outbox_add(db, REF_OUTBOX_CHANNEL, g->user_id, env);
-    json_decref(env);
-    return rc;
+    return emit(db, CM_EV_REWARD_GRANTED, g->user_id, correlation_id, data);
 }
 
 /* The reward engine, run in the transaction that made a referral successful. */
 static int pay_rewards(cm_db_t *db, const ref_rules_t *rules, const ref_conversion_t *c,
-                       const char *referred_id)
+                       const char *referred_id, const char *correlation_id)
 {
     ref_grant_t g = {.user_id = c->referrer_id,
                      .kind = "credit",
@@ -183,7 +190,7 @@ static int pay_rewards(cm_db_t *db, const ref_rules_t *rules, const ref_conversi
                      .referral_id = c->referral_id,
                      .at = c->at,
                      .stripe = c->stripe};
-    int rc = grant(db, &g);
+    int rc = grant(db, &g, correlation_id);
     if (rc == 0) {
         g = (ref_grant_t){.user_id = referred_id,
                           .kind = "credit",
@@ -192,7 +199,7 @@ static int pay_rewards(cm_db_t *db, const ref_rules_t *rules, const ref_conversi
                           .rule = "welcome_credit",
                           .referral_id = c->referral_id,
                           .at = c->at};
-        rc = grant(db, &g);
+        rc = grant(db, &g, correlation_id);
     }
     for (size_t i = 0; rc == 0 && i < rules->nmilestones; i++) {
         if (rules->milestones[i].at != c->successful)
@@ -209,7 +216,7 @@ static int pay_rewards(cm_db_t *db, const ref_rules_t *rules, const ref_conversi
                           .referral_id = c->referral_id,
                           .at = c->at,
                           .stripe = c->stripe};
-        rc = grant(db, &g);
+        rc = grant(db, &g, correlation_id);
     }
     return rc;
 }
@@ -256,7 +263,7 @@ static int milestone_count(cm_db_t *db, const ref_rules_t *rules, ref_conversion
 }
 
 int ref__convert(cm_db_t *db, const ref_config_t *cfg, const char *referred_id, const char *status,
-                 const char *reason, const char *at)
+                 const char *reason, const char *at, const char *correlation_id)
 {
     ref_conversion_t c;
     int rc = ref_store_convert(db, referred_id, status, reason, at, &c);
@@ -264,16 +271,16 @@ int ref__convert(cm_db_t *db, const ref_config_t *cfg, const char *referred_id, 
         rc = milestone_count(db, &cfg->rules, &c);
     if (rc != 0)
         return rc;
-    rc = emit_converted(db, &c, referred_id, status, reason);
+    rc = emit_converted(db, &c, referred_id, status, reason, correlation_id);
     if (rc == 0 && strcmp(status, REF_SUCCESSFUL) == 0)
-        rc = pay_rewards(db, &cfg->rules, &c, referred_id);
+        rc = pay_rewards(db, &cfg->rules, &c, referred_id, correlation_id);
     return rc;
 }
 
 /* pending → successful for user_id's referral, if it has a pending one. */
-static int apply_verified(cm_db_t *db, const ref_config_t *cfg, const char *user_id, const char *at)
+static int apply_verified(cm_db_t *db, const plan_t *p, const char *user_id, const char *at)
 {
-    int rc = ref__convert(db, cfg, user_id, REF_SUCCESSFUL, NULL, at);
+    int rc = ref__convert(db, p->cfg, user_id, REF_SUCCESSFUL, NULL, at, p->correlation_id);
     return rc == CM_ENOTFOUND ? 0 : rc; /* not referred, or already decided */
 }
 
@@ -313,7 +320,8 @@ static int add_referral(cm_db_t *db, const plan_t *p)
         return 0;
     const char *reason = rc == 0 ? fraud_reason(db, p, &rc) : NULL;
     if (rc == 0 && reason)
-        rc = ref__convert(db, p->cfg, m->user_id, REF_REJECTED, reason, m->registered_at);
+        rc = ref__convert(db, p->cfg, m->user_id, REF_REJECTED, reason, m->registered_at,
+                          p->correlation_id);
     return rc;
 }
 
@@ -344,7 +352,7 @@ static int registered_tx(cm_db_t *db, void *arg)
         rc = add_referral(db, p);
     char at[40];
     if (rc == 0 && (rc = ref_store_take_parked(db, m->user_id, at)) == 0)
-        rc = apply_verified(db, p->cfg, m->user_id, at);
+        rc = apply_verified(db, p, m->user_id, at);
     return rc == CM_ENOTFOUND ? 0 : rc;
 }
 
@@ -364,7 +372,7 @@ static int verified_tx(cm_db_t *db, void *arg)
         return ref_store_park_verification(db, p->user_id, p->verified_at);
     if (rc != 0)
         return rc;
-    return apply_verified(db, p->cfg, p->user_id, p->verified_at);
+    return apply_verified(db, p, p->user_id, p->verified_at);
 }
 
 /*
@@ -431,7 +439,9 @@ int ref_handle_event(ref_ctx_t *ctx, const char *bytes, size_t len)
     cm_event_t ev;
     if (cm_event_parse(bytes, len, &ev) != 0)
         return CM_EPARSE;
-    plan_t p = {.cfg = ctx->cfg, .event_id = ev.id};
+    plan_t p = {.cfg = ctx->cfg,
+                .event_id = ev.id,
+                .correlation_id = ev.correlation_id[0] ? ev.correlation_id : NULL};
     cm_db_tx_fn fn = NULL;
     int rc = 0;
     if (strcmp(ev.type, CM_EV_USER_REGISTERED) == 0) {
@@ -450,7 +460,7 @@ int ref_handle_event(ref_ctx_t *ctx, const char *bytes, size_t len)
     if (rc == 0 && fn)
         rc = cm_db_tx(ctx->pool, guarded_tx, &(guarded_t){fn, &p});
     if (rc != 0)
-        CM_WARN(NULL, "referral: event %s (%s): %s", ev.id, ev.type, cm_strerror(rc));
+        CM_WARN(p.correlation_id, "referral: event %s (%s): %s", ev.id, ev.type, cm_strerror(rc));
     cm_event_dispose(&ev);
     return rc;
 }

@@ -44,10 +44,12 @@ CM_MUST_CHECK int ref_handle_event(ref_ctx_t *ctx, const char *bytes, size_t len
  * event through the outbox and, for successful, the reward engine
  * (referrer credit, welcome credit, milestones; each a reward.granted
  * event, each paid at most once). Returns 0, CM_ENOTFOUND when nothing
- * is pending, or a CM_E* code. Shared with the expiry sweep.
+ * is pending, or a CM_E* code. Shared with the expiry sweep. The events
+ * written carry correlation_id (the consumed event's; NULL for none).
  */
 CM_MUST_CHECK int ref__convert(cm_db_t *db, const ref_config_t *cfg, const char *referred_id,
-                               const char *status, const char *reason, const char *at);
+                               const char *status, const char *reason, const char *at,
+                               const char *correlation_id);
 
 /** cm_consume_fn adapter for cm_consumer_start; ctx is a ref_ctx_t. */
 int ref_consume(const cm_kmsg_t *msg, void *ctx);

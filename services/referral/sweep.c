@@ -39,7 +39,7 @@ static int expire_batch_tx(cm_db_t *db, void *arg)
     char at[32];
     cm_format_time(cm_now_us(), at);
     for (int i = 0; rc == 0 && i < n; i++) {
-        rc = ref__convert(db, b->cfg, ids[i], REF_EXPIRED, "ttl", at);
+        rc = ref__convert(db, b->cfg, ids[i], REF_EXPIRED, "ttl", at, NULL);
         if (rc == CM_ENOTFOUND)
             rc = 0; /* decided meanwhile */
         else if (rc == 0)

@@ -9,13 +9,18 @@
  * still answer /healthz afterwards: before cm_json_scan, a 1 KB body of
  * '[' or a forged token with 1,500 '[' as payload killed the gateway.
  */
+#include <errno.h>
+#include <poll.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #include <jansson.h>
@@ -26,7 +31,9 @@
 #include "cm/events.h"
 #include "cm/producer.h"
 #include "cm/util.h"
+#include "cm/http.h"
 #include "http_client.h"
+#include "raw_client.h"
 #include "stack.h"
 #include "testenv.h"
 
@@ -104,9 +111,10 @@ static char *deep_body(shape_t shape, size_t levels, size_t *len)
 /*
  * POSTs a JSON body to base_key + path; returns the answer (caller disposes).
  * A body past the 16 KiB cap goes with Expect: 100-continue, as HTTP clients
- * send large bodies: the server refuses it (413) and closes instead of
- * reading it, and a client still pushing 100 KB into a closed socket may
- * see the reset before the answer.
+ * send large bodies: the server refuses it (413) and closes after reading
+ * at most CM_HTTP_LINGER_BYTES of it, and the 100,000-level bodies here
+ * (up to 500 KB) are past that, so a client still pushing them may see the
+ * reset before the answer. Bodies within the linger are tested below.
  */
 static t_resp_t post_raw(const char *base_key, const char *path, const char *body, size_t len)
 {
@@ -437,6 +445,167 @@ static void deep_event_envelopes_are_skipped_and_the_consumers_keep_going(void *
     free(bootstrap);
 }
 
+/* ---- a lingering close after a refused body ------------------------------------------ */
+
+/* The port of a stack URL ("http://127.0.0.1:PORT"). */
+static int url_port(const char *key)
+{
+    char *url = t_stack(key);
+    const char *colon = strrchr(url, ':');
+    long long port = 0;
+    int rc = colon ? cm_strtonum(colon + 1, 1, 65535, &port) : CM_EINVAL;
+    if (rc != 0)
+        fail_msg("%s %s has no port", key, url);
+    free(url);
+    return (int)port;
+}
+
+/* A POST head announcing a JSON body of length bytes; caller frees. */
+static char *post_head(const char *path, unsigned long long length)
+{
+    return cm_xasprintf("POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                        "Content-Type: application/json\r\nContent-Length: %llu\r\n\r\n",
+                        path, length);
+}
+
+/*
+ * Sends a 100 KB body with its head in one write, as a client that does
+ * not wait for 100-continue does, then reads until the server closes.
+ * Returns what the server sent (caller disposes).
+ */
+static cm_buf_t send_100kb(const char *key, const char *path)
+{
+    enum { BODY = 100 * 1000 };
+    char *head = post_head(path, BODY);
+    cm_buf_t req;
+    cm_buf_init(&req);
+    cm_buf_puts(&req, head);
+    cm_buf_puts(&req, "{\"username_or_email\":\"");
+    while (req.len < strlen(head) + BODY - 2)
+        cm_buf_puts(&req, "a");
+    cm_buf_puts(&req, "\"}");
+    assert_int_equal(req.len, strlen(head) + BODY);
+    int s = t_raw_connect("127.0.0.1", url_port(key), NULL);
+    assert_true(s >= 0);
+    /* A small send buffer, as over a real network: loopback's own would take the whole
+     * body at once, and the client would be done sending before the server closes. */
+    int sndbuf = 4096;
+    assert_int_equal(setsockopt(s, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf), 0);
+    cm_buf_t got;
+    cm_buf_init(&got);
+    cm_buf_puts(&got, "");
+    /* A client whose write fails gives up (curl does): the whole body must go out. */
+    bool sent = t_raw_send(s, req.data, req.len);
+    if (!sent)
+        fprintf(stderr, "%s%s: the send failed (%s)\n", key, path, strerror(errno));
+    assert_true(sent);
+    int64_t closed = t_raw_wait_close(s, 10000, &got);
+    assert_true(closed >= 0);
+    close(s);
+    cm_buf_dispose(&req);
+    free(head);
+    return got;
+}
+
+static void a_100_kb_body_sent_without_100_continue_gets_its_413_every_time(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *key, *path;
+    } targets[] = {{"GATEWAY_URL", "/api/login/"}, {"AUTH_URL", "/api/login"}};
+    /* Twenty times over a raw socket (the whole body written before reading), so a
+     * reset that sometimes beats the answer shows. */
+    for (int i = 0; i < 20; i++) {
+        cm_buf_t got = send_100kb(targets[i % 2].key, targets[i % 2].path);
+        if (t_raw_status(got.data) != 413)
+            fprintf(stderr, "round %d, %s: got %.200s\n", i, targets[i % 2].key, got.data);
+        assert_int_equal(t_raw_status(got.data), 413);
+        assert_non_null(strstr(got.data, "application/problem+json"));
+        assert_non_null(strstr(got.data, "Connection: close"));
+        cm_buf_dispose(&got);
+    }
+    /* And through an HTTP client told not to wait for 100-continue. */
+    size_t len = 100 * 1000;
+    char *body = cm_xcalloc(len + 1, 1);
+    memset(body, '[', len);
+    for (int i = 0; i < 10; i++) {
+        char *u = at(targets[i % 2].key, targets[i % 2].path);
+        t_resp_t r;
+        assert_int_equal(t_http("POST", u, "application/json", body, len, NULL, &r), 0);
+        assert_problem(&r, 413);
+        t_resp_dispose(&r);
+        free(u);
+    }
+    free(body);
+    assert_all_healthy();
+}
+
+/*
+ * Writes as fast as the server reads, reading whatever it answers, until
+ * it closes the connection (EOF or reset) or max_ms pass. Returns the ms
+ * until the close, or -1.
+ */
+static int64_t flood_until_closed(int s, int max_ms, cm_buf_t *got)
+{
+    char chunk[16384];
+    memset(chunk, 'a', sizeof chunk);
+    int64_t t0 = cm_now_mono_ms();
+    while (cm_now_mono_ms() - t0 < max_ms) {
+        struct pollfd p = {.fd = s, .events = POLLIN | POLLOUT};
+        if (poll(&p, 1, 50) <= 0)
+            continue;
+        if (p.revents & (POLLIN | POLLHUP | POLLERR)) {
+            char buf[4096];
+            ssize_t n = recv(s, buf, sizeof buf, MSG_DONTWAIT);
+            if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
+                return cm_now_mono_ms() - t0;
+            if (n > 0)
+                cm_buf_append(got, buf, (size_t)n);
+        }
+        if ((p.revents & POLLOUT) &&
+            send(s, chunk, sizeof chunk, MSG_NOSIGNAL | MSG_DONTWAIT) < 0 && errno != EAGAIN &&
+            errno != EINTR)
+            return cm_now_mono_ms() - t0;
+    }
+    return -1;
+}
+
+static void a_client_that_keeps_sending_after_its_413_is_cut_off(void **state)
+{
+    (void)state;
+    /* Generous: the linger ends within CM_HTTP_LINGER_MS plus one request timeout. */
+    const int bound_ms = 2 * CM_HTTP_LINGER_MS + 2 * CM_HTTP_REQUEST_TIMEOUT_MS;
+    char *head = post_head("/api/login/", 100000000ULL);
+    /* As fast as it can: the byte bound ends the linger. */
+    int s = t_raw_connect("127.0.0.1", url_port("GATEWAY_URL"), NULL);
+    assert_true(s >= 0);
+    assert_true(t_raw_send(s, head, strlen(head)));
+    cm_buf_t got;
+    cm_buf_init(&got);
+    cm_buf_puts(&got, "");
+    int64_t flood_ms = flood_until_closed(s, 15000, &got);
+    close(s);
+    fprintf(stderr, "flood: closed after %lld ms\n", (long long)flood_ms);
+    assert_true(flood_ms >= 0 && flood_ms < bound_ms);
+    cm_buf_dispose(&got);
+    /* A byte every 100 ms: the time bound ends it, and the answer came first. */
+    s = t_raw_connect("127.0.0.1", url_port("GATEWAY_URL"), NULL);
+    assert_true(s >= 0);
+    assert_true(t_raw_send(s, head, strlen(head)));
+    t_trickle_t t;
+    t_raw_trickle(s, "a", 100, 15000, &t);
+    close(s);
+    fprintf(stderr, "trickle: closed after %lld ms, %zu bytes sent\n", (long long)t.closed_ms,
+            t.sent);
+    assert_true(t.closed_ms >= 0 && t.closed_ms < bound_ms);
+    assert_int_equal(t_raw_status(t.got.data), 413);
+    /* The server kept reading after its answer (a byte every 100 ms for about a second). */
+    assert_true(t.sent >= 3);
+    t_trickle_dispose(&t);
+    free(head);
+    assert_all_healthy();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -451,6 +620,8 @@ int main(void)
         cmocka_unit_test(tokens_with_huge_segments_get_401),
         cmocka_unit_test(tokens_with_invalid_utf8_segments_get_401),
         cmocka_unit_test(deep_event_envelopes_are_skipped_and_the_consumers_keep_going),
+        cmocka_unit_test(a_100_kb_body_sent_without_100_continue_gets_its_413_every_time),
+        cmocka_unit_test(a_client_that_keeps_sending_after_its_413_is_cut_off),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

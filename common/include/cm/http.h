@@ -50,6 +50,19 @@ struct mg_connection;
  * See README.
  */
 #define CM_HTTP_REQUEST_TIMEOUT_MS 1000
+
+/**
+ * After an answer that refuses a body and closes the connection (413, 400
+ * for a bad Content-Length), at most this many bytes of the body are read
+ * and discarded, for at most CM_HTTP_LINGER_MS, so a client that did not
+ * wait for 100-continue reads the answer instead of a connection reset.
+ * The byte bound covers a mistaken upload of 100 KB; the time bound cuts
+ * off a client that sends forever (the linger ends within CM_HTTP_LINGER_MS
+ * plus one request timeout). Chunked bodies (411) close at once.
+ */
+#define CM_HTTP_LINGER_BYTES (128 * 1024)
+/** See CM_HTTP_LINGER_BYTES. */
+#define CM_HTTP_LINGER_MS 1000
 /**
  * Default idle time (ms) a kept-alive connection may wait for its next
  * request: longer than a proxy's usual 60 s upstream idle timeout, so the

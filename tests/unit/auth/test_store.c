@@ -310,7 +310,7 @@ static void a_password_reset_clears_the_account_throttle_and_bumps_the_epoch(voi
                                 2, p, NULL),
                      0);
     cm_db_release(db);
-    assert_int_equal(auth_store_reset_apply(pool, K, reset, "$argon2id$new"), 0);
+    assert_int_equal(auth_store_reset_apply(pool, K, reset, "$argon2id$new", NULL), 0);
     assert_int_equal(auth_store_throttle_check(pool, K, acct, "203.0.113.77", &wait), 0);
     assert_int_equal(wait, 0);
     assert_int_equal(auth_store_user_by_id(pool, id, &after), 0);
@@ -383,13 +383,13 @@ static void reset_requests_are_capped_at_three_an_hour_and_ignore_unknown_emails
     for (int i = 0; i < 5; i++) {
         char h[65];
         new_hash(h);
-        assert_int_equal(auth_store_reset_request(pool, K, n.email, h, "sealed", &issued), 0);
+        assert_int_equal(auth_store_reset_request(pool, K, n.email, h, "sealed", NULL, &issued), 0);
         assert_int_equal(issued, i < AUTH_RESETS_PER_HOUR);
     }
     char h[65];
     new_hash(h);
-    assert_int_equal(auth_store_reset_request(pool, K, "nobody@nowhere.example", h, "s", &issued),
-                     0);
+    assert_int_equal(
+        auth_store_reset_request(pool, K, "nobody@nowhere.example", h, "s", NULL, &issued), 0);
     assert_false(issued);
     /* Both the known and the unknown address wrote their (keyed-hashed) mark; case is ignored. */
     char mark[AUTH_THROTTLE_KEY_MAX];

@@ -17,6 +17,7 @@
 #include <jansson.h>
 
 #include "cm/db.h"
+#include "cm/events.h"
 #include "cm/sweep.h"
 #include "cm/util.h"
 #include "config.h"
@@ -494,6 +495,54 @@ static void a_verification_pays_the_referrer_and_the_welcome_credit_once(void **
     free(payload);
 }
 
+/* bytes with correlation_id set (a new string; bytes freed). */
+static char *correlated(char *bytes, const char *correlation_id)
+{
+    json_t *env = json_loads(bytes, 0, NULL);
+    assert_non_null(env);
+    assert_int_equal(cm_event_set_correlation(env, correlation_id), 0);
+    char *out = json_dumps(env, JSON_COMPACT);
+    json_decref(env);
+    free(bytes);
+    return out;
+}
+
+#define CORRELATED                                                                                 \
+    "SELECT string_agg(topic, ',' ORDER BY topic) FROM outbox "                                    \
+    "WHERE payload::json->>'correlation_id' = $1"
+
+static void events_written_for_a_consumed_event_carry_its_correlation_id(void **state)
+{
+    fixture_t *f = *state;
+    user_t ref, a, b, c;
+    new_user(&ref);
+    new_user(&a);
+    new_user(&b);
+    new_user(&c);
+    join(f, &ref, NULL, NULL);
+    join(f, &a, &ref, NULL);
+    join(f, &b, &ref, NULL);
+    /* A verification caused by one request: the conversion and both credits carry its id. */
+    char ev[37], rid_a[32], rid_c[32];
+    snprintf(rid_a, sizeof rid_a, "verify-%.8s", a.id);
+    snprintf(rid_c, sizeof rid_c, "register-%.8s", c.id);
+    char *bytes = correlated(verified(&a, ev), rid_a);
+    assert_int_equal(handle(f, bytes), 0);
+    free(bytes);
+    assert_query(f, CORRELATED, rid_a, "referral.converted,reward.granted,reward.granted");
+    /* A registration refused by a fraud rule: its rejection carries the registration's id. */
+    bytes = correlated(registered_as(&c, &ref, "someone@mailinator.com", ev), rid_c);
+    assert_int_equal(handle(f, bytes), 0);
+    free(bytes);
+    assert_query(f, CORRELATED, rid_c, "referral.converted");
+    /* An event without one: what it causes has none either. */
+    verify(f, &b);
+    assert_query(f,
+                 "SELECT count(*) FROM outbox WHERE payload::json->>'correlation_id' IS NULL AND "
+                 "(key = $1 OR payload::json->'data'->>'referred_id' = $1)",
+                 b.id, "2");
+}
+
 static void the_fifth_success_pays_the_milestone_exactly_once(void **state)
 {
     fixture_t *f = *state;
@@ -850,6 +899,7 @@ int main(void)
         cmocka_unit_test(an_email_change_before_its_registration_waits_for_it),
         cmocka_unit_test(more_than_the_daily_cap_of_referrals_is_rejected),
         cmocka_unit_test(a_verification_pays_the_referrer_and_the_welcome_credit_once),
+        cmocka_unit_test(events_written_for_a_consumed_event_carry_its_correlation_id),
         cmocka_unit_test(the_fifth_success_pays_the_milestone_exactly_once),
         cmocka_unit_test(the_sweep_expires_pending_referrals_older_than_the_ttl),
         cmocka_unit_test(
