@@ -210,7 +210,7 @@ class InTheBrowser(unittest.TestCase):
         self.submit()
         self.assertEqual(self.h1(), "This link has expired")
         self.assertIn("ask for a new verification email", d.page_source)
-        self.shot("13-verify-expired")
+        self.shot("19-verify-expired")
 
     def test_4_an_unknown_referral_code_gets_a_friendly_404(self):
         self.driver.get(BASE + "/r/ZZZZZZZZ")

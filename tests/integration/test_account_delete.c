@@ -9,7 +9,6 @@
  * tombstone). The tests assert the first immediately and wait (bounded)
  * for the second; nothing waits for ACCESS_TTL_S.
  */
-#include <dirent.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -142,36 +141,6 @@ static void verify_email(const char *email)
     json_decref(body);
     free(u);
     free(token);
-}
-
-/* Mails in the Maildir that contain both a and b. */
-struct two {
-    const char *a, *b;
-    int n;
-};
-
-static int mails_with(const char *a, const char *b)
-{
-    char *dir = t_stack("MAIL_DIR");
-    char *newdir = cm_xasprintf("%s/new", dir);
-    int n = 0;
-    DIR *d = opendir(newdir);
-    for (struct dirent *e; d && (e = readdir(d));) {
-        if (e->d_name[0] == '.')
-            continue;
-        char *path = cm_xasprintf("%s/%s", newdir, e->d_name);
-        char *text = NULL;
-        size_t len = 0;
-        if (cm_read_file(path, 1 << 20, &text, &len) == 0 && strstr(text, a) && strstr(text, b))
-            n++;
-        free(text);
-        free(path);
-    }
-    if (d)
-        closedir(d);
-    free(newdir);
-    free(dir);
-    return n;
 }
 
 struct sql_wait {
@@ -409,7 +378,7 @@ static void deleting_an_account_kills_its_tokens_and_anonymises_it_once(void **s
     assert_string_equal(str(json_object_get(env, "data"), "user_id"), p.id);
 
     wait_rows("SELECT 1 FROM mailer.deleted_contacts WHERE user_id = $1::uuid", p.id, NULL, 1);
-    assert_int_equal(mails_with(p.email, GOODBYE_SUBJECT), 1);
+    assert_int_equal(t_mails_with(p.email, GOODBYE_SUBJECT), 1);
     assert_forgotten(&p);
     char *after = counts_of(p.ref_id);
     assert_string_equal(before, after);
@@ -426,7 +395,7 @@ static void deleting_an_account_kills_its_tokens_and_anonymises_it_once(void **s
     produce(env, p.id);
     wait_rows("SELECT 1 FROM referral.processed_events WHERE event_id = $1::uuid", again, NULL, 1);
     t_sleep_ms(2000); /* the mailer reads the same topic; let it have its go */
-    assert_int_equal(mails_with(p.email, GOODBYE_SUBJECT), 1);
+    assert_int_equal(t_mails_with(p.email, GOODBYE_SUBJECT), 1);
     assert_forgotten(&p);
     char *after2 = counts_of(p.ref_id);
     assert_string_equal(before, after2);
@@ -524,7 +493,7 @@ static void a_deletion_while_referral_is_down_is_anonymised_once_after_it_return
                      1);
     wait_rows("SELECT 1 FROM mailer.deleted_contacts WHERE user_id = $1::uuid", p.id, NULL, 1);
     assert_forgotten(&p);
-    assert_int_equal(mails_with(p.email, GOODBYE_SUBJECT), 1);
+    assert_int_equal(t_mails_with(p.email, GOODBYE_SUBJECT), 1);
     char *after = counts_of(p.ref_id);
     assert_string_equal(before, after);
 

@@ -239,36 +239,11 @@ static long end_session(const login_t *as, const char *id)
     return st;
 }
 
-/* Mails in MAIL_DIR/new holding both needles. */
-static int mails_with(const char *a, const char *b)
-{
-    char *dir = t_stack("MAIL_DIR");
-    char *newdir = cm_xasprintf("%s/new", dir);
-    int n = 0;
-    DIR *d = opendir(newdir);
-    for (struct dirent *e; d && (e = readdir(d));) {
-        if (e->d_name[0] == '.')
-            continue;
-        char *path = cm_xasprintf("%s/%s", newdir, e->d_name);
-        char *text = NULL;
-        size_t len = 0;
-        if (cm_read_file(path, 1 << 20, &text, &len) == 0 && strstr(text, a) && strstr(text, b))
-            n++;
-        free(text);
-        free(path);
-    }
-    if (d)
-        closedir(d);
-    free(newdir);
-    free(dir);
-    return n;
-}
-
 /* The newest such mail's text, waiting (bounded) for at least one. Caller frees. */
 static char *wait_mail(const char *a, const char *b)
 {
     int64_t deadline = cm_now_mono_ms() + MAIL_WAIT_MS;
-    while (mails_with(a, b) < 1 && cm_now_mono_ms() < deadline)
+    while (t_mails_with(a, b) < 1 && cm_now_mono_ms() < deadline)
         t_sleep_ms(100);
     char *dir = t_stack("MAIL_DIR");
     char *newdir = cm_xasprintf("%s/new", dir);
@@ -580,7 +555,7 @@ static void a_password_change_ends_the_other_sessions_and_mails_the_owner(void *
     assert_non_null(strstr(mail, xrid));
     free(xrid);
     free(mail);
-    assert_int_equal(mails_with(email_of(&u), CHANGED_SUBJECT), 1);
+    assert_int_equal(t_mails_with(email_of(&u), CHANGED_SUBJECT), 1);
     json_decref(env);
     free(payload);
     free(url);
@@ -659,7 +634,7 @@ static void a_new_user_agent_mails_once_an_hour_and_the_first_login_never(void *
     login_t third = login(name_of(&u), UA_CHROME_ANDROID);
     assert_int_equal(outbox_count(u.id, "signin.new"), 1);
     t_sleep_ms(1000); /* what a second event would need to reach the Maildir, roughly */
-    assert_int_equal(mails_with(email_of(&u), SIGNIN_SUBJECT), 1);
+    assert_int_equal(t_mails_with(email_of(&u), SIGNIN_SUBJECT), 1);
     login_dispose(&first);
     login_dispose(&again);
     login_dispose(&fresh);

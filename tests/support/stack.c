@@ -140,7 +140,7 @@ static void each_mail(bool (*fn)(const char *text, void *arg), void *arg)
 }
 
 struct mail_query {
-    const char *needle, *path;
+    const char *needle, *needle2, *path;
     int count;
     char *token;
 };
@@ -148,7 +148,7 @@ struct mail_query {
 static bool count_one(const char *text, void *arg)
 {
     struct mail_query *q = arg;
-    if (strstr(text, q->needle))
+    if (strstr(text, q->needle) && (!q->needle2 || strstr(text, q->needle2)))
         q->count++;
     return false;
 }
@@ -156,6 +156,13 @@ static bool count_one(const char *text, void *arg)
 int t_mail_count(const char *needle)
 {
     struct mail_query q = {.needle = needle};
+    each_mail(count_one, &q);
+    return q.count;
+}
+
+int t_mails_with(const char *a, const char *b)
+{
+    struct mail_query q = {.needle = a, .needle2 = b};
     each_mail(count_one, &q);
     return q.count;
 }

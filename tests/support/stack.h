@@ -44,6 +44,9 @@ char *t_db_value(const char *sql, const char *p0);
 /** Number of messages in MAIL_DIR/new that contain needle. */
 int t_mail_count(const char *needle);
 
+/** Number of messages in MAIL_DIR/new that contain both a and b (an address and a subject). */
+int t_mails_with(const char *a, const char *b);
+
 /**
  * The token of the first link "<path>?token=..." in a mail containing
  * needle, or NULL. Caller frees.
