@@ -940,11 +940,8 @@ static void access_log(const cm_req_t *rq, double secs)
     cm_log_level_t level = rq->flags & CM_ROUTE_QUIET ? CM_LOG_DEBUG : CM_LOG_INFO;
     if (!cm_log_enabled(level))
         return;
-    json_t *f =
-        json_pack("{s:s,s:s,s:i,s:f}", "method", method_label(rq->ri->request_method), "route",
-                  rq->route_label, "status", rq->status, "duration_ms", secs * 1e3);
-    cm_log_write(level, rq->id, f, "request");
-    json_decref(f);
+    cm_log_request(level, rq->id, method_label(rq->ri->request_method), rq->route_label, rq->status,
+                   secs * 1e3);
 }
 
 static int on_request(struct mg_connection *conn, void *cbdata)

@@ -75,3 +75,81 @@ void cm_log_write(cm_log_level_t level, const char *request_id, json_t *fields, 
     funlockfile(stdout);
     free(text);
 }
+
+/*
+ * Appends to buf[*at..cap): raw text (put_raw) or s as a JSON string with its quotes,
+ * escaping what JSON must and any byte outside printable ASCII (put_json). Each stops
+ * short rather than overflow; cm_log_request's buffer holds the longest line its bounds
+ * allow, so nothing is ever cut in practice.
+ */
+static void put_raw(char *buf, size_t cap, size_t *at, const char *s)
+{
+    size_t n = strlen(s);
+    if (*at + n < cap) {
+        memcpy(buf + *at, s, n);
+        *at += n;
+    }
+}
+
+static void put_json(char *buf, size_t cap, size_t *at, const char *s, size_t max)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t i = *at;
+    if (i + 2 >= cap)
+        return;
+    buf[i++] = '"';
+    for (size_t k = 0; k < max && s[k] && i + 8 < cap; k++) {
+        unsigned char c = (unsigned char)s[k];
+        if (c == '"' || c == '\\') {
+            buf[i++] = '\\';
+            buf[i++] = (char)c;
+        } else if (c < 0x20 || c >= 0x7f) {
+            memcpy(buf + i, "\\u00", 4);
+            buf[i + 4] = hex[c >> 4];
+            buf[i + 5] = hex[c & 15];
+            i += 6;
+        } else {
+            buf[i++] = (char)c;
+        }
+    }
+    buf[i++] = '"';
+    *at = i;
+}
+
+/* Longest text members of an access line, in bytes before escaping (at most 6 each after). */
+enum { REQ_MAX_ID = 128, REQ_MAX_METHOD = 16, REQ_MAX_ROUTE = 256 };
+
+void cm_log_request(cm_log_level_t level, const char *request_id, const char *method,
+                    const char *route, int status, double duration_ms)
+{
+    if ((int)level < 0 || level > CM_LOG_ERROR)
+        level = CM_LOG_ERROR;
+    char when[32], tail[64];
+    cm_format_time(cm_now_us(), when);
+    /* 6 bytes per escaped byte of every text member, plus the names and numbers. */
+    char line[6 * (sizeof log_cfg.service + REQ_MAX_ID + REQ_MAX_METHOD + REQ_MAX_ROUTE) + 256];
+    size_t at = 0;
+    put_raw(line, sizeof line, &at, "{\"time\":\"");
+    put_raw(line, sizeof line, &at, when);
+    put_raw(line, sizeof line, &at, "\",\"level\":\"");
+    put_raw(line, sizeof line, &at, level_names[level]);
+    put_raw(line, sizeof line, &at, "\",\"service\":");
+    put_json(line, sizeof line, &at, log_cfg.service, sizeof log_cfg.service);
+    if (request_id) {
+        put_raw(line, sizeof line, &at, ",\"request_id\":");
+        put_json(line, sizeof line, &at, request_id, REQ_MAX_ID);
+    }
+    put_raw(line, sizeof line, &at, ",\"msg\":\"request\",\"method\":");
+    put_json(line, sizeof line, &at, method ? method : "OTHER", REQ_MAX_METHOD);
+    if (route) {
+        put_raw(line, sizeof line, &at, ",\"route\":");
+        put_json(line, sizeof line, &at, route, REQ_MAX_ROUTE);
+    }
+    snprintf(tail, sizeof tail, ",\"status\":%d,\"duration_ms\":%.6f}\n", status,
+             duration_ms >= 0 && duration_ms < 1e12 ? duration_ms : 0.0);
+    put_raw(line, sizeof line, &at, tail);
+    flockfile(stdout);
+    fwrite(line, 1, at, stdout);
+    fflush(stdout);
+    funlockfile(stdout);
+}

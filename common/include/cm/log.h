@@ -39,6 +39,16 @@ bool cm_log_enabled(cm_log_level_t level);
 void cm_log_write(cm_log_level_t level, const char *request_id, json_t *fields, const char *fmt,
                   ...) __attribute__((format(printf, 4, 5)));
 
+/**
+ * Writes one access-log line: the standard members, msg "request", and
+ * method, route, status and duration_ms as fields — the same object
+ * cm_log_write would write, formatted straight into a stack buffer (one
+ * per answered request on every service, so no JSON tree is built). Text
+ * members are escaped; request_id and route may be NULL (omitted).
+ */
+void cm_log_request(cm_log_level_t level, const char *request_id, const char *method,
+                    const char *route, int status, double duration_ms);
+
 /** Logs at a level; arguments are evaluated only when the level is enabled. */
 #define CM_LOG(level, request_id, ...)                                                             \
     do {                                                                                           \
