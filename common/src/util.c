@@ -274,15 +274,36 @@ void cm_hex_encode(const uint8_t *in, size_t len, char *out)
     out[2 * len] = '\0';
 }
 
+/*
+ * UUIDs name requests and rows, and every answered request makes one: a
+ * getrandom() call each (libsodium's default source on Linux) would be a
+ * system call per request. Each thread draws from its own block of the
+ * same CSPRNG output instead, refilled every 32 UUIDs. UUIDs are public,
+ * so the block holds nothing secret; the services never fork after start.
+ */
+enum { UUID_BYTES = 16, UUID_BLOCK = 32 * UUID_BYTES };
+static _Thread_local uint8_t uuid_block[UUID_BLOCK];
+static _Thread_local size_t uuid_left;
+
 void cm_uuid_v4(char out[37])
 {
-    uint8_t b[16];
-    randombytes_buf(b, sizeof b);
+    static const char hex[] = "0123456789abcdef";
+    if (uuid_left < UUID_BYTES) {
+        randombytes_buf(uuid_block, sizeof uuid_block);
+        uuid_left = sizeof uuid_block;
+    }
+    uuid_left -= UUID_BYTES;
+    uint8_t *b = uuid_block + uuid_left;
     b[6] = (uint8_t)((b[6] & 0x0f) | 0x40);
     b[8] = (uint8_t)((b[8] & 0x3f) | 0x80);
-    char hex[33];
-    cm_hex_encode(b, sizeof b, hex);
-    snprintf(out, 37, "%.8s-%.4s-%.4s-%.4s-%.12s", hex, hex + 8, hex + 12, hex + 16, hex + 20);
+    size_t o = 0;
+    for (size_t i = 0; i < UUID_BYTES; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10)
+            out[o++] = '-';
+        out[o++] = hex[b[i] >> 4];
+        out[o++] = hex[b[i] & 15];
+    }
+    out[o] = '\0';
 }
 
 bool cm_is_uuid(const char *s, size_t len)

@@ -74,6 +74,11 @@ static void arena_allocations_are_aligned_zeroed_and_large_ones_work(void **stat
     cm_arena_free(NULL);
 }
 
+static int cmp_text(const void *a, const void *b)
+{
+    return strcmp(a, b);
+}
+
 static void uuids_are_version_4_and_distinct(void **state)
 {
     (void)state;
@@ -84,6 +89,20 @@ static void uuids_are_version_4_and_distinct(void **state)
     assert_int_equal(a[14], '4');
     assert_true(strchr("89ab", a[19]) != NULL);
     assert_string_not_equal(a, b);
+    /* Across many refills of the per-thread block: every one a v4 UUID, none repeated. */
+    enum { N = 1000 };
+    char(*many)[37] = calloc(N, 37);
+    assert_non_null(many);
+    for (int i = 0; i < N; i++) {
+        cm_uuid_v4(many[i]);
+        assert_true(cm_is_uuid(many[i], strlen(many[i])));
+        assert_int_equal(many[i][14], '4');
+        assert_non_null(strchr("89ab", many[i][19]));
+    }
+    qsort(many, N, 37, cmp_text);
+    for (int i = 1; i < N; i++)
+        assert_string_not_equal(many[i - 1], many[i]);
+    free(many);
     assert_false(cm_is_uuid("not-a-uuid", 10));
     assert_false(cm_is_uuid("123e4567-e89b-12d3-a456-42661417400g", 36));
     assert_true(cm_is_uuid("123E4567-E89B-12D3-A456-426614174000", 36));
