@@ -418,8 +418,8 @@ static void on_leaderboard(cm_req_t *rq, void *ctx)
 static int optin_or_reply(cm_req_t *rq, json_t *body, bool *show)
 {
     json_t *errors = json_object();
-    const char *key = NULL;
-    json_t *v = NULL;
+    const char *key; /* set by json_object_foreach */
+    json_t *v;
     json_object_foreach(body, key, v)
     {
         if (strcmp(key, "show_on_leaderboard") != 0)
