@@ -86,7 +86,8 @@ static void put_raw(char *buf, size_t cap, size_t *at, const char *s)
 {
     size_t n = strlen(s);
     if (*at + n < cap) {
-        memcpy(buf + *at, s, n);
+        for (size_t k = 0; k < n; k++)
+            buf[*at + k] = s[k];
         *at += n;
     }
 }
@@ -104,10 +105,12 @@ static void put_json(char *buf, size_t cap, size_t *at, const char *s, size_t ma
             buf[i++] = '\\';
             buf[i++] = (char)c;
         } else if (c < 0x20 || c >= 0x7f) {
-            memcpy(buf + i, "\\u00", 4);
-            buf[i + 4] = hex[c >> 4];
-            buf[i + 5] = hex[c & 15];
-            i += 6;
+            buf[i++] = '\\';
+            buf[i++] = 'u';
+            buf[i++] = '0';
+            buf[i++] = '0';
+            buf[i++] = hex[c >> 4];
+            buf[i++] = hex[c & 15];
         } else {
             buf[i++] = (char)c;
         }

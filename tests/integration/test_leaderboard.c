@@ -374,7 +374,7 @@ static void requests_are_served_from_the_cache_not_the_database(void **state)
             (long long)elapsed_ms, served, reads);
     assert_true(served == 200);
     /* One refresh per second (the fixture's interval), +2 for the edges; never one a request. */
-    assert_true(reads <= (double)(elapsed_ms / 1000 + 2));
+    assert_true(reads <= (double)elapsed_ms / 1000.0 + 2.0);
     assert_true(reads < 200);
     free(admin);
     leave(&m);

@@ -72,7 +72,7 @@ static void an_access_line_is_the_same_json_object_without_a_tree(void **state)
     cm_log_init("gateway", CM_LOG_INFO);
     char *out = capture(log_access_lines);
     char *save = NULL;
-    json_t *lines[3];
+    json_t *lines[3] = {NULL, NULL, NULL};
     int n = 0;
     for (char *l = strtok_r(out, "\n", &save); l && n < 3; l = strtok_r(NULL, "\n", &save)) {
         json_error_t err;
