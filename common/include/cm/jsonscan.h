@@ -22,10 +22,15 @@
  *   - token header and signed payload: jwt.c, 4 levels;
  *   - Kafka event envelopes: cm_event_parse (events.c), 16 levels;
  *   - auth's JWKS answer fetched by the gateway: routes.c, 32 levels;
+ *   - auth's and referral's answers gathered by the gateway's export:
+ *     export.c, 32 levels;
  *   - not bounded: referral's REFERRAL_RULES_FILE (rules.c; a local file
  *     the operator wrote, read once on the 8 MiB main thread at start-up)
  *     and librdkafka's statistics JSON (kafka.c on_stats; written by
- *     librdkafka itself, a fixed shape a few levels deep).
+ *     librdkafka itself, a fixed shape a few levels deep), and the sessions
+ *     array auth's export reads back from PostgreSQL (store.c
+ *     auth_store_sessions_export; jsonb_agg over flat objects that our own
+ *     query builds, two levels deep).
  */
 #ifndef CM_JSONSCAN_H
 #define CM_JSONSCAN_H
