@@ -46,6 +46,7 @@ struct cm_consumer {
     void *ctx;
     cm_family_t *messages; /* borrowed, or NULL */
     cm_family_t *lag;      /* borrowed, or NULL */
+    cm_family_t *assigned; /* borrowed, or NULL */
     held_t *held;          /* owned, nheld entries (consumer thread only) */
     size_t nheld;
     atomic_bool stop;
@@ -306,6 +307,11 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         CM_ERROR(NULL, "kafka rebalance: %s", rd_kafka_error_string(e));
         rd_kafka_error_destroy(e);
     }
+    rd_kafka_topic_partition_list_t *now = NULL;
+    if (c->assigned && rd_kafka_assignment(rk, &now) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        cm_metric_set(c->assigned, NULL, now->cnt);
+        rd_kafka_topic_partition_list_destroy(now);
+    }
 }
 
 static void count_message(cm_consumer_t *c, const char *topic, const char *result)
@@ -497,6 +503,9 @@ static void consumer_metrics(cm_consumer_t *c, cm_metrics_t *m)
     c->lag =
         cm_metrics_gauge(m, "linktr_consumer_lag_messages",
                          "Messages behind the end of the log, summed over partitions.", "topic");
+    /* A member with none does no work: after a scale-out, until the group has rebalanced. */
+    c->assigned = cm_metrics_gauge(m, "linktr_consumer_assigned_partitions",
+                                   "Partitions this member holds, over all its topics.", NULL);
 }
 
 cm_consumer_t *cm_consumer_start(const cm_consumer_config_t *cfg, int *err)

@@ -615,6 +615,33 @@ double t_metric_sum(const char *base, const char *name)
     return total;
 }
 
+struct assigned_wait {
+    char *urls;
+    int instances;
+};
+
+static bool every_instance_assigned(void *arg)
+{
+    const struct assigned_wait *w = arg;
+    char *urls = cm_xstrdup(w->urls);
+    int holding = 0;
+    for (char *save = NULL, *u = strtok_r(urls, ",", &save); u; u = strtok_r(NULL, ",", &save))
+        holding += t_metric_sum(u, "linktr_consumer_assigned_partitions") > 0;
+    free(urls);
+    return holding == w->instances;
+}
+
+void t_wait_every_instance_assigned(const char *key, int instances)
+{
+    struct assigned_wait w = {t_stack(key), instances};
+    int64_t t0 = cm_now_mono_ms();
+    bool ok = t_wait(every_instance_assigned, &w, 60000);
+    fprintf(stderr, "%s: every instance holds partitions after %lld ms: %s\n", key,
+            (long long)(cm_now_mono_ms() - t0), ok ? "yes" : "no");
+    free(w.urls);
+    assert_true(ok);
+}
+
 void t_assert_every_instance_consumed(const char *key, int instances)
 {
     char *urls = t_stack(key);

@@ -82,6 +82,15 @@ double t_metric_sum(const char *base, const char *name);
  */
 void t_assert_every_instance_consumed(const char *key, int instances);
 
+/**
+ * Waits (up to 60 s) until every instance at the comma-separated admin
+ * URLs in the stack file's key holds at least one partition
+ * (linktr_consumer_assigned_partitions): after a (re)start the consumer
+ * group needs a rebalance or two before the work is shared. Fails the test
+ * when one never gets any.
+ */
+void t_wait_every_instance_assigned(const char *key, int instances);
+
 #endif
 
 /* ---- a wave of referred users: the scale-out and fault tests ------------ */
