@@ -1115,6 +1115,20 @@ static void init_library_once(void)
 }
 
 /* Starts civetweb with the catch-all handler. Returns 0 or CM_EIO. */
+/*
+ * Authorization is the routes' own (bearer tokens, checked by the handlers
+ * and the gateway): civetweb's must let every request through. Without a
+ * handler of ours, civetweb 1.15 looks for an .htpasswd file on every
+ * request (a stat(2) of "/.htpasswd", one system call per request for
+ * nothing: issue 16).
+ */
+static int authorize_all(struct mg_connection *conn, void *cbdata)
+{
+    (void)conn;
+    (void)cbdata;
+    return 1;
+}
+
 static int start_civetweb(cm_http_t *srv, const cm_http_config_t *cfg)
 {
     static pthread_once_t once = PTHREAD_ONCE_INIT;
@@ -1152,6 +1166,7 @@ static int start_civetweb(cm_http_t *srv, const cm_http_config_t *cfg)
     if (!srv->mg)
         return CM_EIO;
     mg_set_request_handler(srv->mg, "/", on_request, srv);
+    mg_set_auth_handler(srv->mg, "/", authorize_all, NULL);
     return 0;
 }
 

@@ -53,6 +53,16 @@ typedef struct gw_conn {
     int64_t since_ms;
 } gw_conn_t;
 
+/*
+ * A request waiting for a slot: on its own stack, woken alone when the slot
+ * passes to it (slots go to waiters first come, first served).
+ */
+typedef struct slot_waiter {
+    pthread_cond_t wake;
+    bool granted;
+    struct slot_waiter *next;
+} slot_waiter_t;
+
 struct gw_upstream {
     char *name;
     gw_list_t urls;
@@ -60,11 +70,13 @@ struct gw_upstream {
     atomic_uint next; /* round-robin cursor */
     int connect_timeout_ms;
     int timeout_ms;
-    pthread_mutex_t mu;  /* guards everything below */
-    pthread_cond_t room; /* signalled when a slot comes back */
-    size_t busy;         /* requests in flight */
-    size_t cap;          /* most requests in flight, so most connections per address */
-    CURL **idle;         /* libcurl handles not lent out (https addresses) */
+    pthread_mutex_t mu;      /* guards everything below */
+    pthread_condattr_t mono; /* waiters' condition variables time out on CLOCK_MONOTONIC */
+    slot_waiter_t *first;    /* requests waiting for a slot, in arrival order */
+    slot_waiter_t *last;
+    size_t busy; /* requests in flight */
+    size_t cap;  /* most requests in flight, so most connections per address */
+    CURL **idle; /* libcurl handles not lent out (https addresses) */
     size_t nidle;
     gw_conn_t *conns; /* idle sockets (http addresses), oldest first */
     size_t nconns;
@@ -171,11 +183,8 @@ gw_upstream_t *gw_upstream_new(const char *name, const gw_list_t *urls, int conn
     u->connect_timeout_ms = connect_timeout_ms;
     u->timeout_ms = timeout_ms;
     pthread_mutex_init(&u->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&u->room, &ca);
-    pthread_condattr_destroy(&ca);
+    pthread_condattr_init(&u->mono);
+    pthread_condattr_setclock(&u->mono, CLOCK_MONOTONIC);
     u->cap = max_conns ? max_conns : 1;
     u->idle = cm_xcalloc(u->cap, sizeof *u->idle);
     u->conns_cap = u->cap * (urls->n ? urls->n : 1);
@@ -196,7 +205,7 @@ void gw_upstream_free(gw_upstream_t *u)
     for (size_t i = 0; i < u->urls.n; i++)
         addr_dispose(&u->addrs[i]);
     free(u->addrs);
-    pthread_cond_destroy(&u->room);
+    pthread_condattr_destroy(&u->mono);
     pthread_mutex_destroy(&u->mu);
     gw_list_dispose(&u->urls);
     free(u->name);
@@ -208,40 +217,80 @@ const char *gw_upstream_name(const gw_upstream_t *u)
     return u->name;
 }
 
-/* Waits until a slot is free or deadline_ms (monotonic) passes; takes it. Call with mu held. */
-static bool wait_for_slot(gw_upstream_t *u, int64_t deadline_ms)
+/* The monotonic clock at ms, as pthread_cond_timedwait wants it. */
+static struct timespec mono_at(int64_t ms)
 {
-    while (u->busy >= u->cap) {
-        int64_t left = deadline_ms - cm_now_mono_ms();
-        if (left <= 0)
-            return false;
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_sec += (time_t)(left / 1000);
-        ts.tv_nsec += (long)(left % 1000) * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
-        pthread_cond_timedwait(&u->room, &u->mu, &ts);
-    }
-    u->busy++;
-    return true;
+    return (struct timespec){.tv_sec = (time_t)(ms / 1000),
+                             .tv_nsec = (long)(ms % 1000) * 1000000L};
 }
 
+/* Takes w out of the queue of waiters (it timed out). Call with mu held. */
+static void unqueue(gw_upstream_t *u, slot_waiter_t *w)
+{
+    slot_waiter_t *prev = NULL;
+    for (slot_waiter_t *q = u->first; q; prev = q, q = q->next) {
+        if (q != w)
+            continue;
+        if (prev)
+            prev->next = q->next;
+        else
+            u->first = q->next;
+        if (u->last == q)
+            u->last = prev;
+        return;
+    }
+}
+
+/*
+ * Takes a slot (one of cap requests in flight), waiting until deadline_ms
+ * (monotonic) at most. Waiters are served in arrival order: a returned slot
+ * passes straight to the oldest waiter (give_slot), so a request arriving
+ * while others wait queues behind them instead of taking the slot first.
+ * With a plain condition variable any thread could take a freed slot, and
+ * at 64 connections over 8 slots a few unlucky requests waited ten times
+ * as long as the rest (issue 16: p99).
+ */
 static bool take_slot(gw_upstream_t *u, int64_t deadline_ms)
 {
     pthread_mutex_lock(&u->mu);
-    bool ok = wait_for_slot(u, deadline_ms);
+    if (u->busy < u->cap && !u->first) {
+        u->busy++;
+        pthread_mutex_unlock(&u->mu);
+        return true;
+    }
+    slot_waiter_t w = {.granted = false, .next = NULL};
+    pthread_cond_init(&w.wake, &u->mono);
+    if (u->last)
+        u->last->next = &w;
+    else
+        u->first = &w;
+    u->last = &w;
+    while (!w.granted && cm_now_mono_ms() < deadline_ms) {
+        struct timespec ts = mono_at(deadline_ms);
+        pthread_cond_timedwait(&w.wake, &u->mu, &ts);
+    }
+    if (!w.granted)
+        unqueue(u, &w);
     pthread_mutex_unlock(&u->mu);
-    return ok;
+    pthread_cond_destroy(&w.wake);
+    return w.granted;
 }
 
+/* Returns a slot: to the oldest waiter when there is one (busy stays), else to the pool. */
 static void give_slot(gw_upstream_t *u)
 {
     pthread_mutex_lock(&u->mu);
-    u->busy--;
-    pthread_cond_signal(&u->room);
+    slot_waiter_t *w = u->first;
+    if (w) {
+        u->first = w->next;
+        if (!u->first)
+            u->last = NULL;
+        w->granted = true;
+        /* Under mu: w lives on its thread's stack until that thread sees granted. */
+        pthread_cond_signal(&w->wake);
+    } else {
+        u->busy--;
+    }
     pthread_mutex_unlock(&u->mu);
 }
 
@@ -704,6 +753,11 @@ static void copy_targets(const gw_addr_t *a, gw_targets_t *t)
 static int targets_for(gw_upstream_t *u, size_t i, gw_targets_t *t)
 {
     gw_addr_t *a = &u->addrs[i];
+    if (a->numeric) {
+        /* A numeric address is resolved once, at start, and never again: nothing to guard. */
+        copy_targets(a, t);
+        return t->n ? 0 : CM_EUNAVAIL;
+    }
     int64_t now = cm_now_mono_ms();
     pthread_mutex_lock(&u->mu);
     bool stale = !a->numeric && (!a->ai || now - a->resolved_ms >= GW_RESOLVE_EVERY_MS);

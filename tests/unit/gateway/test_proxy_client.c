@@ -508,6 +508,84 @@ static void no_more_connections_than_max_conns_under_parallel_load(void **state)
     server_stop(s);
 }
 
+/* One GET; its place in the order of finishing. */
+typedef struct queued {
+    gw_upstream_t *u;
+    atomic_int *finished;
+    int place, rc;
+} queued_t;
+
+static void *queued_main(void *p)
+{
+    queued_t *q = p;
+    q->rc = call_once(q->u, "GET");
+    q->place = atomic_fetch_add(q->finished, 1);
+    return NULL;
+}
+
+static void requests_waiting_for_a_slot_are_served_in_arrival_order(void **state)
+{
+    (void)state;
+    server_t *s = server_start(M_DELAY); /* 50 ms per request */
+    gw_upstream_t *u = upstream_for(s->port, 0, 10000, 1);
+    enum { N = 8 };
+    atomic_int finished = 0;
+    queued_t q[N];
+    pthread_t t[N];
+    for (int i = 0; i < N; i++) {
+        q[i] = (queued_t){u, &finished, -1, -1};
+        pthread_create(&t[i], NULL, queued_main, &q[i]);
+        /* The next one arrives while this one holds the slot or waits for it. */
+        if (i == 0)
+            while (atomic_load(&s->requests) == 0)
+                nanosleep(&(struct timespec){0, 1000000L}, NULL);
+        else
+            nanosleep(&(struct timespec){0, 5 * 1000000L}, NULL);
+    }
+    for (int i = 0; i < N; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(q[i].rc, 0);
+    }
+    for (int i = 0; i < N; i++)
+        assert_int_equal(q[i].place, i);
+    gw_upstream_free(u);
+    server_stop(s);
+}
+
+static void *one_get(void *p)
+{
+    job_t *j = p;
+    j->rc = call_once(j->u, "GET");
+    return NULL;
+}
+
+static void waiters_that_time_out_leave_the_queue_and_the_slot_still_works(void **state)
+{
+    (void)state;
+    server_t *s = server_start(M_DELAY);
+    gw_upstream_t *u = upstream_for(s->port, 0, 200, 1); /* room for four 50 ms requests */
+    enum { N = 10 };
+    pthread_t t[N];
+    job_t jobs[N];
+    for (int i = 0; i < N; i++) {
+        jobs[i] = (job_t){u, -1};
+        pthread_create(&t[i], NULL, one_get, &jobs[i]);
+    }
+    int ok = 0, busy = 0;
+    for (int i = 0; i < N; i++) {
+        pthread_join(t[i], NULL);
+        ok += jobs[i].rc == 0;
+        busy += jobs[i].rc == CM_EBUSY;
+    }
+    assert_true(ok <= 4);
+    assert_true(busy >= N - 5); /* never had the slot within the deadline: 503 at the edge */
+    /* Nobody left in the queue, no slot lost: the next requests run at once. */
+    assert_int_equal(call_once(u, "GET"), 0);
+    assert_int_equal(call_once(u, "GET"), 0);
+    gw_upstream_free(u);
+    server_stop(s);
+}
+
 /* What one raw answer from the upstream becomes. */
 static int raw_answer(const char *raw, bool close_after, gw_fwd_response_t *r)
 {
@@ -682,6 +760,8 @@ int main(void)
         cmocka_unit_test(no_more_connections_than_max_conns_under_parallel_load),
         cmocka_unit_test(broken_answers_are_refused_and_nothing_hangs),
         cmocka_unit_test(a_head_past_the_cap_is_refused),
+        cmocka_unit_test(requests_waiting_for_a_slot_are_served_in_arrival_order),
+        cmocka_unit_test(waiters_that_time_out_leave_the_queue_and_the_slot_still_works),
         cmocka_unit_test(a_silent_upstream_times_out_within_the_deadline),
         cmocka_unit_test(a_dead_address_is_skipped_and_all_dead_is_unavailable),
         cmocka_unit_test(a_kept_alive_socket_that_dies_retries_a_get_once_but_never_a_post),
