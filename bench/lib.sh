@@ -131,6 +131,16 @@ bench_cpu_ticks() {
     sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'
 }
 
+# bench_pg_ticks: CPU ticks of every process of the stack's PostgreSQL (postmaster and children).
+bench_pg_ticks() {
+    local pm t=0 p
+    pm=$(head -n1 "$(find -L "$BENCH_DIR" -name postmaster.pid | head -n1)")
+    for p in "$pm" $(pgrep -P "$pm"); do
+        t=$((t + $(bench_cpu_ticks "$p" 2>/dev/null || echo 0)))
+    done
+    echo "$t"
+}
+
 # bench_now: wall clock in seconds with nanoseconds.
 bench_now() {
     date +%s.%N
