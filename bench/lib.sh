@@ -133,12 +133,26 @@ bench_cpu_ticks() {
 
 # bench_pg_ticks: CPU ticks of every process of the stack's PostgreSQL (postmaster and children).
 bench_pg_ticks() {
-    local pm t=0 p
-    pm=$(head -n1 "$(find -L "$BENCH_DIR" -name postmaster.pid | head -n1)")
-    for p in "$pm" $(pgrep -P "$pm"); do
+    local t=0 p
+    for p in $(bench_pg_pids); do
         t=$((t + $(bench_cpu_ticks "$p" 2>/dev/null || echo 0)))
     done
     echo "$t"
+}
+
+# bench_ctx_switches PID...: context switches (voluntary and not) summed over every thread of each PID.
+bench_ctx_switches() {
+    local p
+    for p in "$@"; do
+        cat /proc/"$p"/task/*/status 2>/dev/null
+    done | awk '/^(non)?voluntary_ctxt_switches:/ {s += $2} END {print s + 0}'
+}
+
+# bench_pg_pids: the stack's PostgreSQL processes (postmaster and children).
+bench_pg_pids() {
+    local pm
+    pm=$(head -n1 "$(find -L "$BENCH_DIR" -name postmaster.pid | head -n1)")
+    echo "$pm" $(pgrep -P "$pm")
 }
 
 # bench_now: wall clock in seconds with nanoseconds.
