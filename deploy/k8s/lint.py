@@ -496,6 +496,43 @@ def check_keepalive(docs, out):
                    f"KEEPALIVE_TIMEOUT_MS {server}")
 
 
+UPSTREAMS = {"AUTH_URL": "auth", "REFERRAL_URL": "referral"}
+
+
+def check_upstream_connections(docs, out):
+    """The gateway's kept-alive connections to each upstream fit in what the
+    upstream keeps alive. Each gateway pod keeps up to UPSTREAM_MAX_CONNECTIONS
+    to each upstream Service; a service whose KEEPALIVE_TIMEOUT_MS exceeds its
+    REQUEST_TIMEOUT_MS stops keeping connections alive once half its
+    HTTP_THREADS hold one (common/src/http.c, workers_scarce), so past that
+    every answer closes its connection and the next request opens a new one.
+    The worst case is the gateway at its HPA maximum plus surge against the
+    upstream at its minimum."""
+    deps = by_kind(docs, "Deployment")
+    hpas = by_kind(docs, "HorizontalPodAutoscaler")
+    gw = deps.get("gateway")
+    if not gw:
+        return
+    genv = container_env(docs, gw["spec"]["template"]["spec"]["containers"][0])
+    per_pod = int(genv.get("UPSTREAM_MAX_CONNECTIONS") or 8)
+    gmax = hpas["gateway"]["spec"]["maxReplicas"] if "gateway" in hpas else 1
+    gpods = gmax + surge_pods(gw, gmax)
+    for var, svc in UPSTREAMS.items():
+        d = deps.get(svc)
+        if not d or not genv.get(var):
+            continue
+        env = container_env(docs, d["spec"]["template"]["spec"]["containers"][0])
+        threads = int(env.get("HTTP_THREADS") or 0)
+        capped = int(env.get("KEEPALIVE_TIMEOUT_MS") or 500) > int(env.get("REQUEST_TIMEOUT_MS") or 10000)
+        kept = threads // 2 if capped else threads
+        umin = hpas[svc]["spec"].get("minReplicas", 1) if svc in hpas else 1
+        if gpods * per_pod > umin * kept:
+            out.append(f"gateway -> {svc}: {gpods} gateway pods x UPSTREAM_MAX_CONNECTIONS {per_pod} = "
+                       f"{gpods * per_pod} kept-alive connections, but {umin} {svc} pods keep at most "
+                       f"{umin} x {kept} (HTTP_THREADS {threads}{' / 2' if capped else ''}): past that "
+                       "every answer closes its connection")
+
+
 def check_replication(what, rf, isr, brokers, out):
     rf, isr = int(rf), int(isr)
     if rf > brokers:
@@ -661,6 +698,7 @@ def lint(docs, topics_wanted, budget=None):
     check_reach(docs, out)
     check_kafka(docs, topics_wanted, out)
     check_db_budget(docs, budget or load_budget(), out)
+    check_upstream_connections(docs, out)
     return out
 
 
@@ -750,6 +788,8 @@ def self_test():
             connectionIdleTimeout="90s"), "90s is not shorter than"),
         (lambda ds: by_kind(ds, "HorizontalPodAutoscaler")["auth"]["spec"].update(maxReplicas=20),
          "PostgreSQL connections: auth 5x21"),
+        (lambda ds: by_kind(ds, "HorizontalPodAutoscaler")["gateway"]["spec"].update(maxReplicas=40),
+         "gateway -> referral: 41 gateway pods x UPSTREAM_MAX_CONNECTIONS 8 = 328"),
         (lambda ds: by_kind(ds, "KafkaTopic")["mail.dead"].update(apiVersion="kafka.strimzi.io/v1beta2"),
          "KafkaTopic mail.dead: kafka.strimzi.io/v1beta2"),
         (lambda ds: by_kind(ds, "Kafka")["linktr"]["spec"]["kafka"].update(version="3.9.0"),
