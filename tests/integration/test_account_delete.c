@@ -578,6 +578,14 @@ static void the_export_holds_the_callers_data_and_nothing_of_other_accounts(void
     t_wave_free(w);
 }
 
+/* A fault test that failed halfway must not leave the next tests without the service. */
+static int respawn_killed(void **state)
+{
+    (void)state;
+    static const char *const killed[] = {"referral", NULL};
+    return t_stack_heal(killed);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -585,7 +593,8 @@ int main(void)
         cmocka_unit_test(deleting_an_account_kills_its_tokens_and_anonymises_it_once),
         cmocka_unit_test(a_deleted_referrer_leaves_its_referees_whole),
         cmocka_unit_test(the_export_holds_the_callers_data_and_nothing_of_other_accounts),
-        cmocka_unit_test(a_deletion_while_referral_is_down_is_anonymised_once_after_it_returns),
+        cmocka_unit_test_teardown(
+            a_deletion_while_referral_is_down_is_anonymised_once_after_it_returns, respawn_killed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

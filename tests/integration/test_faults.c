@@ -297,10 +297,19 @@ static void a_referral_service_killed_mid_stream_loses_and_doubles_nothing(void 
     t_wave_free(w);
 }
 
+/* A fault test that failed halfway must not leave the next tests without the service. */
+static int respawn_killed(void **state)
+{
+    (void)state;
+    static const char *const killed[] = {"referral", NULL};
+    return t_stack_heal(killed);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(a_referral_service_killed_mid_stream_loses_and_doubles_nothing),
+        cmocka_unit_test_teardown(a_referral_service_killed_mid_stream_loses_and_doubles_nothing,
+                                  respawn_killed),
         cmocka_unit_test(the_same_event_produced_twice_has_one_effect),
         cmocka_unit_test(a_database_outage_gets_503_answers_and_services_recover_without_restart),
         cmocka_unit_test(registrations_during_a_broker_outage_are_delivered_exactly_once_after_it),

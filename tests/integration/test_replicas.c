@@ -147,12 +147,24 @@ static void a_recipient_the_server_refuses_for_good_lands_on_mail_dead(void **st
     json_decref(body);
 }
 
+/* A fault test that failed halfway must not leave the next tests without the service. */
+static int respawn_killed(void **state)
+{
+    (void)state;
+    static const char *const killed[] = {"referral-2", "mailer-2", "smtp", NULL};
+    return t_stack_heal(killed);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(two_instances_per_service_share_the_work_and_every_effect_is_exact),
-        cmocka_unit_test(when_one_instance_dies_the_other_takes_its_partitions_and_nothing_is_lost),
-        cmocka_unit_test(mails_wait_while_the_smtp_server_is_down_and_arrive_once_when_it_is_back),
+        cmocka_unit_test_teardown(
+            when_one_instance_dies_the_other_takes_its_partitions_and_nothing_is_lost,
+            respawn_killed),
+        cmocka_unit_test_teardown(
+            mails_wait_while_the_smtp_server_is_down_and_arrive_once_when_it_is_back,
+            respawn_killed),
         cmocka_unit_test(a_recipient_the_server_refuses_for_good_lands_on_mail_dead),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

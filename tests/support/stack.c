@@ -236,6 +236,18 @@ int t_stack_cmd(const char *args)
     return rc;
 }
 
+int t_stack_heal(const char *const *names)
+{
+    int rc = 0;
+    for (size_t i = 0; names[i]; i++) {
+        char *args = cm_xasprintf("respawn --if-stopped %s", names[i]);
+        if (t_stack_cmd(args) != 0)
+            rc = -1;
+        free(args);
+    }
+    return rc;
+}
+
 /* ---- waves ---------------------------------------------------------------------- */
 
 #define WAVE_DEADLINE_MS 180000

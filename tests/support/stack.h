@@ -69,6 +69,14 @@ const char *t_repo(void);
 int t_stack_cmd(const char *args);
 
 /**
+ * Starts again every instance in the NULL-terminated names that is not
+ * running ("stack respawn --if-stopped"): the teardown of a fault test, so
+ * one that failed between its kill and its respawn does not leave every
+ * later test of the run without that service. Returns 0 when all run.
+ */
+int t_stack_heal(const char *const *names);
+
+/**
  * The sum of every series of the metric family name (e.g.
  * "linktr_consumer_messages_total") on the /metrics of the admin listener
  * at base; 0 when it cannot be read.
