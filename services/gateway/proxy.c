@@ -217,6 +217,16 @@ const char *gw_upstream_name(const gw_upstream_t *u)
     return u->name;
 }
 
+size_t gw_upstream_waiting(gw_upstream_t *u)
+{
+    size_t n = 0;
+    pthread_mutex_lock(&u->mu);
+    for (const slot_waiter_t *w = u->first; w; w = w->next)
+        n++;
+    pthread_mutex_unlock(&u->mu);
+    return n;
+}
+
 /* The monotonic clock at ms, as pthread_cond_timedwait wants it. */
 static struct timespec mono_at(int64_t ms)
 {
@@ -1024,8 +1034,13 @@ int gw_upstream_forward(gw_upstream_t *u, const gw_fwd_request_t *rq, gw_fwd_res
         return CM_EUNAVAIL;
     /* UPSTREAM_TIMEOUT_MS bounds everything: the wait for a slot and every attempt. */
     int64_t deadline = cm_now_mono_ms() + u->timeout_ms;
+    /* A slot that came with no time left is as good as none: busy, not unavailable. */
     if (!take_slot(u, deadline))
         return CM_EBUSY;
+    if (cm_now_mono_ms() >= deadline) {
+        give_slot(u);
+        return CM_EBUSY;
+    }
     unsigned start = atomic_fetch_add(&u->next, 1u);
     int rc = CM_EUNAVAIL;
     for (size_t i = 0; i < u->urls.n && cm_now_mono_ms() < deadline; i++) {

@@ -99,6 +99,9 @@ void gw_upstream_free(gw_upstream_t *u);
 /** The upstream's name (borrowed). */
 const char *gw_upstream_name(const gw_upstream_t *u);
 
+/** Requests waiting for one of u's slots now (all of them are in flight). */
+size_t gw_upstream_waiting(gw_upstream_t *u);
+
 /**
  * Forwards one request. Returns 0 with *out filled (any HTTP status, the
  * upstream's own errors included), CM_EUNAVAIL when no address accepted
