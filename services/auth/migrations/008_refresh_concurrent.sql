@@ -47,9 +47,11 @@
 -- Also here, issue 16's other costs of a rotation:
 -- - The owner's columns (those of USER_SELECT in store.c) and the referrer's
 --   code come with the lock, in its one statement; the function no longer
---   reads them again at the end. The rotated path runs four statements (lock
---   and read the owner; rotate the token; insert the child; touch the
---   session) where 004 ran five plus a trigger's.
+--   reads them again at the end, and its answer row is built from variables.
+--   The rotated path runs four statements (lock and read the owner; rotate
+--   the token; insert the child; touch the session, which writes nothing
+--   within the minute) where 004 ran five plus its trigger's UPDATE (and
+--   both the foreign key's check of the child).
 -- - sessions.last_used_at (indexed, so every write of it is a non-HOT update)
 --   moves at most once a minute per session: when it is older than the
 --   rotation by more than 60 s. The trigger of migration 005 is gone; only
@@ -116,12 +118,15 @@ BEGIN
             END IF;
         END IF;
     END IF;
-    IF result = 0 THEN
-        RETURN QUERY SELECT 0, fam, NULL::uuid, NULL::text, NULL::text, NULL::text,
-            NULL::text, NULL::text, NULL::boolean, NULL::bigint, NULL::bigint;
-        RETURN;
+    -- The answer row from variables (no statement): the owner only with 1-3.
+    outcome := result;
+    family_id := fam;
+    IF result <> 0 THEN
+        id := o.id; username := o.username; email := o.email;
+        password_hash := o.password_hash; referral_code := o.referral_code;
+        referrer_code := o.referrer_code; verified := o.verified;
+        created_us := o.created_us; session_epoch := o.session_epoch;
     END IF;
-    RETURN QUERY SELECT result, fam, o.id, o.username, o.email, o.password_hash,
-        o.referral_code, o.referrer_code, o.verified, o.created_us, o.session_epoch;
+    RETURN NEXT;
 END
 $$;
