@@ -286,6 +286,75 @@ static void rotations_of_one_users_tokens_run_side_by_side(void **state)
     assert_int_equal(live_tokens(pool, id), 2);
 }
 
+typedef struct thief {
+    cm_db_pool_t *pool;
+    const char *stale, *child;
+    int rc;
+    auth_refresh_outcome_t outcome;
+} thief_t;
+
+static void *thief_run(void *arg)
+{
+    thief_t *t = arg;
+    auth_user_t u;
+    t->rc = auth_store_refresh_rotate(t->pool, t->stale, t->child, 10, 30, &t->outcome, &u);
+    return NULL;
+}
+
+/*
+ * Migration 008 (c): a reuse revocation that meets an uncommitted rotation of
+ * the family's current token waits for it and then revokes the child it wrote
+ * too, though that child was not there when the revocation began.
+ */
+static void a_reuse_revocation_revokes_the_child_of_a_rotation_in_flight(void **state)
+{
+    cm_db_pool_t *pool = *state;
+    char id[37], t0[65], t1[65], t2[65], t3[65], o = 0;
+    session(pool, id, t0);
+    new_hash(t1);
+    new_hash(t2);
+    new_hash(t3);
+    auth_refresh_outcome_t out;
+    auth_user_t u;
+    assert_int_equal(auth_store_refresh_rotate(pool, t0, t1, 10, 30, &out, &u), 0);
+    assert_int_equal(auth_store_refresh_rotate(pool, t1, t2, 10, 30, &out, &u), 0);
+    assert_int_equal(out, AUTH_REFRESH_ROTATED);
+    cm_db_t *hold = NULL, *look = NULL;
+    assert_int_equal(cm_db_acquire(pool, &hold), 0);
+    assert_int_equal(cm_db_acquire(pool, &look), 0);
+    assert_int_equal(cm_db_begin(hold), 0);
+    assert_int_equal(rotate_raw(hold, t2, t3, &o), 0); /* the owner's rotation, in flight */
+    assert_int_equal(o, '1');
+    thief_t th = {.pool = pool, .stale = t0, .child = t1, .rc = -1};
+    pthread_t tid;
+    assert_int_equal(pthread_create(&tid, NULL, thief_run, &th), 0);
+    /* Until the thief's revocation waits for the rotation's row lock (not a timed
+     * assertion: the cap only keeps a regression from hanging the suite). */
+    bool waiting = false;
+    for (int i = 0; i < 3000 && !waiting; i++) {
+        PGresult *r = NULL;
+        assert_int_equal(cm_db_exec(look,
+                                    "SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                                    "current_database() AND wait_event_type = 'Lock'",
+                                    0, NULL, &r),
+                         0);
+        waiting = PQgetvalue(r, 0, 0)[0] != '0';
+        PQclear(r);
+        if (!waiting)
+            t_sleep_ms(10);
+    }
+    assert_true(waiting);
+    assert_int_equal(cm_db_commit(hold), 0);
+    pthread_join(tid, NULL);
+    cm_db_release(look);
+    cm_db_release(hold);
+    assert_int_equal(th.rc, 0);
+    assert_int_equal(th.outcome, AUTH_REFRESH_REUSED);
+    assert_int_equal(live_tokens(pool, id), 0); /* t3 included */
+    assert_int_equal(auth_store_refresh_rotate(pool, t3, t1, 10, 30, &out, &u), 0);
+    assert_int_equal(out, AUTH_REFRESH_INVALID);
+}
+
 #define CHAINS 3
 
 typedef struct chain_race {
@@ -911,6 +980,7 @@ int main(void)
         cmocka_unit_test(expired_unknown_and_logged_out_tokens_are_invalid),
         cmocka_unit_test(rotations_of_one_users_tokens_run_side_by_side),
         cmocka_unit_test(a_revocation_racing_rotations_leaves_no_live_token),
+        cmocka_unit_test(a_reuse_revocation_revokes_the_child_of_a_rotation_in_flight),
         cmocka_unit_test(pair_throttle_locks_from_the_fifth_failure_with_growing_delays),
         cmocka_unit_test(account_ceiling_is_short_and_keys_are_hashed),
         cmocka_unit_test(a_password_reset_clears_the_account_throttle_and_bumps_the_epoch),
