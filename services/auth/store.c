@@ -429,8 +429,9 @@ int auth_store_refresh_issue(cm_db_pool_t *pool, const char *user_id, int64_t ep
 
 /*
  * One statement, one round trip, its own transaction: refresh_rotate()
- * (migration 004) locks the owner's row, then reads, rotates or judges the
- * token, revoking its family on a replay outside the grace window.
+ * (migrations 004, 008) share-locks the owner's row and reads the owner,
+ * then rotates or judges the token, revoking its family on a replay outside
+ * the grace window.
  */
 int auth_store_refresh_rotate(cm_db_pool_t *pool, const char *hash, const char *child_hash,
                               int grace_s, int ttl_days, auth_refresh_outcome_t *outcome,

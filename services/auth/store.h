@@ -140,9 +140,12 @@ CM_MUST_CHECK int auth_store_throttle_pass(cm_db_pool_t *pool, const uint8_t *se
 /* ---- refresh tokens --------------------------------------------------------- */
 /*
  * Every statement that reads or writes a user's refresh tokens runs after
- * locking the user row (FOR NO KEY UPDATE; a reset's UPDATE takes the same
- * lock), so rotations, logins, logouts, reuse revocations and resets of
- * one user are serial and each sees what the one before it committed.
+ * locking the user row. Logins, logouts, ended sessions, password changes,
+ * resets and deletions take FOR NO KEY UPDATE or FOR UPDATE (a reset's
+ * UPDATE takes the former) and are serial, each seeing what the one before
+ * it committed. Rotations take only FOR SHARE (auth migration 008): they run
+ * side by side with each other, serialise per token on the token's row, and
+ * still wait for, and are waited for by, every revocation of the user.
  */
 
 /**
@@ -168,9 +171,9 @@ typedef enum auth_refresh_outcome {
  * the child deterministically from the presented token, so a retry within
  * the grace window yields the same child). On ROTATED and GRACE, *user is
  * the token's owner. Returns 0 with *outcome set, or a CM_E* code.
- * One round trip: refresh_rotate() (auth migration 004) locks the owner's
- * row, then rotates the token or judges the replay (revoking the family on
- * reuse) in one statement that is its own transaction.
+ * One round trip: refresh_rotate() (auth migrations 004 and 008) share-locks
+ * the owner's row, then rotates the token or judges the replay (revoking
+ * the family on reuse) in one statement that is its own transaction.
  */
 CM_MUST_CHECK int auth_store_refresh_rotate(cm_db_pool_t *pool, const char *hash,
                                             const char *child_hash, int grace_s, int ttl_days,

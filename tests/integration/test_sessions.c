@@ -304,15 +304,33 @@ the_list_shows_each_login_with_its_class_and_address_and_marks_the_current_one(v
     assert_true(json_is_true(json_object_get(entry(list, b.sid), "current")));
     assert_true(json_is_false(json_object_get(entry(list, a.sid), "current")));
     json_decref(list);
-    /* A refresh keeps the session (and its mark) and moves last_used_at. */
+    /* A refresh keeps the session (and its mark) and moves last_used_at, at most once a
+     * minute (auth migration 008): a's last use is made two minutes old, as time would. */
+    static const char used[] =
+        "SELECT last_used_at::text FROM auth.sessions WHERE family_id = $1::uuid";
+    assert_int_equal(t_db_count("UPDATE auth.sessions SET last_used_at = last_used_at - "
+                                "interval '2 minutes' WHERE family_id = $1::uuid RETURNING 1",
+                                a.sid, NULL),
+                     1);
+    char *before = t_db_value(used, a.sid);
     assert_int_equal(refresh(&a), 200);
     char *sid = sid_of(a.access);
     assert_string_equal(sid, a.sid);
     free(sid);
+    char *moved = t_db_value(used, a.sid);
+    assert_non_null(before);
+    assert_non_null(moved);
+    assert_string_not_equal(before, moved);
     list = sessions_of(&a);
     assert_int_equal(json_array_size(list), 2);
     assert_string_equal(json_string_value(json_object_get(json_array_get(list, 0), "id")), a.sid);
     json_decref(list);
+    /* Within the minute another refresh leaves the row alone (no write per rotation). */
+    assert_int_equal(refresh(&a), 200);
+    char *again = t_db_value(used, a.sid);
+    assert_non_null(again);
+    assert_string_equal(again, moved);
+    free(before), free(moved), free(again);
     t_resp_t r;
     assert_int_equal(gw("GET", "/api/sessions/", NULL, NULL, &r), 401);
     t_resp_dispose(&r);

@@ -216,6 +216,217 @@ static void expired_unknown_and_logged_out_tokens_are_invalid(void **state)
     assert_int_equal(o, AUTH_REFRESH_INVALID);
 }
 
+/* One rotation through the SQL function itself on db; the outcome digit in out. */
+static int rotate_raw(cm_db_t *db, const char *hash, const char *child, char *out)
+{
+    const char *p[2] = {hash, child};
+    PGresult *r = NULL;
+    int rc = cm_db_exec(db, "SELECT outcome FROM refresh_rotate($1, $2, 30, 10)", 2, p, &r);
+    if (rc == 0) {
+        *out = PQntuples(r) == 1 ? PQgetvalue(r, 0, 0)[0] : '-';
+        PQclear(r);
+    }
+    return rc;
+}
+
+static int live_tokens(cm_db_pool_t *pool, const char *user_id)
+{
+    return count1(pool,
+                  "SELECT count(*) FROM refresh_tokens WHERE user_id = $1::uuid "
+                  "AND revoked_at IS NULL",
+                  user_id);
+}
+
+/*
+ * Migration 008: while one rotation of a user is uncommitted, another token
+ * of the same user rotates (004 made it wait for the first to commit); the
+ * same token and a session-wide revocation still wait for it.
+ */
+static void rotations_of_one_users_tokens_run_side_by_side(void **state)
+{
+    cm_db_pool_t *pool = *state;
+    char id[37], a0[65], a1[65], b0[65], b1[65], o = 0;
+    session(pool, id, a0);
+    new_hash(b0);
+    assert_int_equal(auth_store_refresh_issue(pool, id, 0, b0, 30), 0); /* a second device */
+    new_hash(a1);
+    new_hash(b1);
+    cm_db_t *hold = NULL, *other = NULL;
+    assert_int_equal(cm_db_acquire(pool, &hold), 0);
+    assert_int_equal(cm_db_acquire(pool, &other), 0);
+    assert_int_equal(cm_db_begin(hold), 0);
+    assert_int_equal(rotate_raw(hold, a0, a1, &o), 0);
+    assert_int_equal(o, '1');
+    /* The lock timeout only turns a regression into a failure instead of a hang. */
+    assert_int_equal(cm_db_exec(other, "SET lock_timeout = '10s'", 0, NULL, NULL), 0);
+    assert_int_equal(rotate_raw(other, b0, b1, &o), 0);
+    assert_int_equal(o, '1');
+    /* The same token waits for the holder: it would wait forever. */
+    assert_int_equal(cm_db_exec(other, "SET lock_timeout = '50ms'", 0, NULL, NULL), 0);
+    assert_int_not_equal(rotate_raw(other, a0, a1, &o), 0);
+    assert_string_equal(cm_db_sqlstate(other), "55P03");
+    /* So does every revocation's lock on the owner (a reset, a logout, ending sessions). */
+    const char *p[1] = {id};
+    assert_int_not_equal(cm_db_exec(other,
+                                    "SELECT 1 FROM users WHERE id = $1::uuid "
+                                    "FOR NO KEY UPDATE NOWAIT",
+                                    1, p, NULL),
+                         0);
+    assert_string_equal(cm_db_sqlstate(other), "55P03");
+    assert_int_equal(cm_db_exec(other, "RESET lock_timeout", 0, NULL, NULL), 0);
+    assert_int_equal(cm_db_commit(hold), 0);
+    cm_db_release(other);
+    cm_db_release(hold);
+    /* After the commit the same request is the grace replay, never a second rotation. */
+    auth_refresh_outcome_t out;
+    auth_user_t u;
+    assert_int_equal(auth_store_refresh_rotate(pool, a0, a1, 10, 30, &out, &u), 0);
+    assert_int_equal(out, AUTH_REFRESH_GRACE);
+    assert_string_equal(u.id, id);
+    assert_int_equal(live_tokens(pool, id), 2);
+}
+
+typedef struct thief {
+    cm_db_pool_t *pool;
+    const char *stale, *child;
+    int rc;
+    auth_refresh_outcome_t outcome;
+} thief_t;
+
+static void *thief_run(void *arg)
+{
+    thief_t *t = arg;
+    auth_user_t u;
+    t->rc = auth_store_refresh_rotate(t->pool, t->stale, t->child, 10, 30, &t->outcome, &u);
+    return NULL;
+}
+
+/*
+ * Migration 008 (c): a reuse revocation that meets an uncommitted rotation of
+ * the family's current token waits for it and then revokes the child it wrote
+ * too, though that child was not there when the revocation began.
+ */
+static void a_reuse_revocation_revokes_the_child_of_a_rotation_in_flight(void **state)
+{
+    cm_db_pool_t *pool = *state;
+    char id[37], t0[65], t1[65], t2[65], t3[65], o = 0;
+    session(pool, id, t0);
+    new_hash(t1);
+    new_hash(t2);
+    new_hash(t3);
+    auth_refresh_outcome_t out;
+    auth_user_t u;
+    assert_int_equal(auth_store_refresh_rotate(pool, t0, t1, 10, 30, &out, &u), 0);
+    assert_int_equal(auth_store_refresh_rotate(pool, t1, t2, 10, 30, &out, &u), 0);
+    assert_int_equal(out, AUTH_REFRESH_ROTATED);
+    cm_db_t *hold = NULL, *look = NULL;
+    assert_int_equal(cm_db_acquire(pool, &hold), 0);
+    assert_int_equal(cm_db_acquire(pool, &look), 0);
+    assert_int_equal(cm_db_begin(hold), 0);
+    assert_int_equal(rotate_raw(hold, t2, t3, &o), 0); /* the owner's rotation, in flight */
+    assert_int_equal(o, '1');
+    thief_t th = {.pool = pool, .stale = t0, .child = t1, .rc = -1};
+    pthread_t tid;
+    assert_int_equal(pthread_create(&tid, NULL, thief_run, &th), 0);
+    /* Until the thief's revocation waits for the rotation's row lock (not a timed
+     * assertion: the cap only keeps a regression from hanging the suite). */
+    bool waiting = false;
+    for (int i = 0; i < 3000 && !waiting; i++) {
+        PGresult *r = NULL;
+        assert_int_equal(cm_db_exec(look,
+                                    "SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                                    "current_database() AND wait_event_type = 'Lock'",
+                                    0, NULL, &r),
+                         0);
+        waiting = PQgetvalue(r, 0, 0)[0] != '0';
+        PQclear(r);
+        if (!waiting)
+            t_sleep_ms(10);
+    }
+    assert_true(waiting);
+    assert_int_equal(cm_db_commit(hold), 0);
+    pthread_join(tid, NULL);
+    cm_db_release(look);
+    cm_db_release(hold);
+    assert_int_equal(th.rc, 0);
+    assert_int_equal(th.outcome, AUTH_REFRESH_REUSED);
+    assert_int_equal(live_tokens(pool, id), 0); /* t3 included */
+    assert_int_equal(auth_store_refresh_rotate(pool, t3, t1, 10, 30, &out, &u), 0);
+    assert_int_equal(out, AUTH_REFRESH_INVALID);
+}
+
+#define CHAINS 3
+
+typedef struct chain_race {
+    cm_db_pool_t *pool;
+    const char *user_id;
+    char first[CHAINS][65];
+    int delay_ms, rotated[CHAINS], rc[CHAINS + 1];
+    int64_t ended;
+    pthread_barrier_t go;
+} chain_race_t;
+
+typedef struct chain_arg {
+    chain_race_t *race;
+    int i; /* a chain, or CHAINS: the revoker */
+} chain_arg_t;
+
+static void *chain_run(void *arg)
+{
+    chain_arg_t *a = arg;
+    chain_race_t *c = a->race;
+    pthread_barrier_wait(&c->go);
+    if (a->i == CHAINS) {
+        t_sleep_ms(c->delay_ms); /* spreads the revocation over the chains' run */
+        c->rc[CHAINS] = auth_store_sessions_end_others(c->pool, c->user_id, NULL, &c->ended);
+        return NULL;
+    }
+    char cur[65], next[65];
+    memcpy(cur, c->first[a->i], sizeof cur);
+    for (int k = 0; k < 400; k++) {
+        auth_refresh_outcome_t o;
+        auth_user_t u;
+        new_hash(next);
+        c->rc[a->i] = auth_store_refresh_rotate(c->pool, cur, next, 10, 30, &o, &u);
+        if (c->rc[a->i] != 0 || o != AUTH_REFRESH_ROTATED)
+            break;
+        c->rotated[a->i]++;
+        memcpy(cur, next, sizeof cur);
+    }
+    return NULL;
+}
+
+/* Ending every session while the user's devices rotate leaves no live token behind. */
+static void a_revocation_racing_rotations_leaves_no_live_token(void **state)
+{
+    cm_db_pool_t *pool = *state;
+    for (int round = 0; round < 12; round++) {
+        char id[37];
+        chain_race_t c = {.pool = pool, .user_id = id, .delay_ms = round % 6};
+        session(pool, id, c.first[0]);
+        for (int i = 1; i < CHAINS; i++) {
+            new_hash(c.first[i]);
+            assert_int_equal(auth_store_refresh_issue(pool, id, 0, c.first[i], 30), 0);
+        }
+        pthread_barrier_init(&c.go, NULL, CHAINS + 1);
+        pthread_t t[CHAINS + 1];
+        chain_arg_t args[CHAINS + 1];
+        for (int i = 0; i <= CHAINS; i++) {
+            args[i] = (chain_arg_t){.race = &c, .i = i};
+            assert_int_equal(pthread_create(&t[i], NULL, chain_run, &args[i]), 0);
+        }
+        for (int i = 0; i <= CHAINS; i++)
+            pthread_join(t[i], NULL);
+        pthread_barrier_destroy(&c.go);
+        for (int i = 0; i <= CHAINS; i++)
+            assert_int_equal(c.rc[i], 0);
+        assert_int_equal(c.ended, CHAINS); /* each family had its one live token */
+        for (int i = 0; i < CHAINS; i++)
+            assert_true(c.rotated[i] < 400); /* every chain met the revocation */
+        assert_int_equal(live_tokens(pool, id), 0);
+    }
+}
+
 static void pair_throttle_locks_from_the_fifth_failure_with_growing_delays(void **state)
 {
     cm_db_pool_t *pool = *state;
@@ -767,6 +978,9 @@ int main(void)
         cmocka_unit_test(referral_codes_resolve_to_the_referrer_or_fail_on_the_field),
         cmocka_unit_test(rotation_then_grace_then_reuse_revokes_the_family),
         cmocka_unit_test(expired_unknown_and_logged_out_tokens_are_invalid),
+        cmocka_unit_test(rotations_of_one_users_tokens_run_side_by_side),
+        cmocka_unit_test(a_revocation_racing_rotations_leaves_no_live_token),
+        cmocka_unit_test(a_reuse_revocation_revokes_the_child_of_a_rotation_in_flight),
         cmocka_unit_test(pair_throttle_locks_from_the_fifth_failure_with_growing_delays),
         cmocka_unit_test(account_ceiling_is_short_and_keys_are_hashed),
         cmocka_unit_test(a_password_reset_clears_the_account_throttle_and_bumps_the_epoch),
