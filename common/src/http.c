@@ -321,10 +321,18 @@ static bool carries_length(int status)
     return status != 204 && status != 304;
 }
 
+/* Room reserved for an answer's head (the status line and our headers are ~300 bytes). */
+#define REPLY_HEAD_ROOM 512
+/* A JSON body up to this size is serialized on the worker's stack (100 KiB in all). */
+#define REPLY_JSON_STACK 4096
+
 static void build_head(const cm_req_t *rq, int status, const char *ctype, size_t len, cm_buf_t *out)
 {
-    cm_buf_printf(out, "HTTP/1.1 %d %s\r\n", status, mg_get_response_code_text(rq->conn, status));
-    cm_buf_puts(out, "X-Request-Id: ");
+    cm_buf_puts(out, "HTTP/1.1 ");
+    cm_buf_put_uint(out, (unsigned)status); /* 200-599: checked by cm_reply_raw */
+    cm_buf_puts(out, " ");
+    cm_buf_puts(out, mg_get_response_code_text(rq->conn, status));
+    cm_buf_puts(out, "\r\nX-Request-Id: ");
     cm_buf_puts(out, rq->id);
     cm_buf_puts(out, "\r\nX-Content-Type-Options: nosniff\r\n");
     /* An HTML page sets its own (still strict) policy and referrer rule; the API keeps these. */
@@ -337,8 +345,11 @@ static void build_head(const cm_req_t *rq, int status, const char *ctype, size_t
         cm_buf_puts(out, ctype);
         cm_buf_puts(out, "\r\n");
     }
-    if (carries_length(status))
-        cm_buf_printf(out, "Content-Length: %zu\r\n", len);
+    if (carries_length(status)) {
+        cm_buf_puts(out, "Content-Length: ");
+        cm_buf_put_uint(out, len);
+        cm_buf_puts(out, "\r\n");
+    }
     bool no_store = (rq->flags & CM_ROUTE_NO_STORE) || rq->no_store;
     if (no_store)
         cm_buf_puts(out, "Cache-Control: no-store\r\n");
@@ -439,6 +450,8 @@ void cm_reply_raw(cm_req_t *rq, int status, const char *content_type, const void
     close_unless_drained(rq);
     cm_buf_t msg;
     cm_buf_init(&msg);
+    /* One allocation for the whole answer: a head is a few hundred bytes. */
+    cm_buf_reserve(&msg, REPLY_HEAD_ROOM + len);
     build_head(rq, status, len || carries_length(status) ? content_type : NULL, len, &msg);
     /* HEAD: the same head, Content-Length included, and no body (RFC 9110, 9.3.2). */
     if (len && !rq->head)
@@ -457,15 +470,26 @@ void cm_reply_empty(cm_req_t *rq, int status)
 
 void cm_reply_json(cm_req_t *rq, int status, json_t *body)
 {
-    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    /* Most bodies fit on the stack: json_dumps would grow a heap string by doubling
+     * (a page of 20 referrals: ten reallocations) only to copy it into the answer. */
+    char small[REPLY_JSON_STACK];
+    char *text = small;
+    size_t n = body ? json_dumpb(body, small, sizeof small, JSON_COMPACT) : 0;
+    if (n > sizeof small) {
+        text = cm_xmalloc(n);
+        n = json_dumpb(body, text, n, JSON_COMPACT);
+    }
     json_decref(body);
-    if (!text) {
+    if (n == 0) {
+        if (text != small)
+            free(text);
         CM_ERROR(rq->id, "reply body could not be serialized");
         cm_reply_problem(rq, 500, "Internal Server Error", "The server failed to answer.", NULL);
         return;
     }
-    cm_reply_raw(rq, status, "application/json", text, strlen(text));
-    free(text);
+    cm_reply_raw(rq, status, "application/json", text, n);
+    if (text != small)
+        free(text);
 }
 
 /* Sets key to the text, or leaves it out when the text is not valid UTF-8. */

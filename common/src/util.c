@@ -180,6 +180,22 @@ static void buf_reserve(cm_buf_t *b, size_t extra)
     b->cap = cap;
 }
 
+void cm_buf_reserve(cm_buf_t *b, size_t extra)
+{
+    buf_reserve(b, extra);
+}
+
+void cm_buf_put_uint(cm_buf_t *b, unsigned long long v)
+{
+    char digits[24];
+    size_t n = sizeof digits;
+    do {
+        digits[--n] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    cm_buf_append(b, digits + n, sizeof digits - n);
+}
+
 void cm_buf_append(cm_buf_t *b, const void *data, size_t len)
 {
     buf_reserve(b, len);

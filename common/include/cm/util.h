@@ -66,8 +66,12 @@ typedef struct cm_buf {
 void cm_buf_init(cm_buf_t *b);
 /** Frees the buffer's storage and empties it. */
 void cm_buf_dispose(cm_buf_t *b);
+/** Makes room for extra more bytes at once (what is about to be appended). Aborts on OOM. */
+void cm_buf_reserve(cm_buf_t *b, size_t extra);
 /** Appends len bytes. Aborts on out-of-memory or size overflow. */
 void cm_buf_append(cm_buf_t *b, const void *data, size_t len);
+/** Appends the decimal digits of v. */
+void cm_buf_put_uint(cm_buf_t *b, unsigned long long v);
 /** Appends a NUL-terminated string. */
 void cm_buf_puts(cm_buf_t *b, const char *s);
 /** Appends printf output. For text formats only (logs, Prometheus). */

@@ -794,6 +794,35 @@ static void valid_json_body_reaches_the_handler(void **state)
     }
 }
 
+/* Bodies around the size cm_reply_json serializes on the stack (4 KiB) come back whole. */
+static void json_answers_of_any_size_are_whole_and_their_length_is_exact(void **state)
+{
+    fixture_t *fx = *state;
+    const size_t sizes[] = {10, 4080, 4095, 4096, 4097, 4200, CM_MAX_BODY};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        /* {"s":"xxx..."} is 8 bytes of framing around the string. */
+        size_t n = sizes[i] > 8 ? sizes[i] - 8 : 1;
+        char *text = cm_xmalloc(n + 1);
+        memset(text, 'x', n);
+        text[n] = '\0';
+        json_t *doc = json_pack("{s:s}", "s", text);
+        char *body = json_dumps(doc, JSON_COMPACT);
+        t_resp_t r;
+        post(fx, "/api/echo/", "application/json", body, strlen(body), &r);
+        assert_int_equal(r.status, 200);
+        assert_int_equal(r.len, strlen(body));
+        assert_memory_equal(r.body, body, r.len);
+        char *len = t_resp_header(&r, "Content-Length");
+        assert_non_null(len);
+        assert_int_equal(strtoull(len, NULL, 10), strlen(body));
+        free(len);
+        t_resp_dispose(&r);
+        free(body);
+        json_decref(doc);
+        free(text);
+    }
+}
+
 static void text_plain_body_is_415(void **state)
 {
     fixture_t *fx = *state;
@@ -1344,6 +1373,7 @@ int main(void)
         T(header_values_with_line_breaks_are_refused),
         T(query_parameters_are_decoded_and_capped),
         T(valid_json_body_reaches_the_handler),
+        T(json_answers_of_any_size_are_whole_and_their_length_is_exact),
         T(text_plain_body_is_415),
         T(body_of_100_kib_is_413),
         T(lying_content_length_is_413_without_waiting_for_the_body),
