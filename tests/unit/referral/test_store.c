@@ -574,6 +574,115 @@ static void the_daily_series_has_one_entry_per_day_today_last(void **state)
     assert_int_equal(days[0].signups, 1);
 }
 
+/* ---- one statement per authenticated read (issue 16) ---------------------------------- */
+
+static void every_read_of_a_deleted_account_is_eauth_even_with_nothing_to_show(void **state)
+{
+    fixture_t *f = *state;
+    user_t u, bare;
+    new_user(&u);
+    new_user(&bare);
+    assert_int_equal(add_member(f, &u, NULL), 0);
+    char at[32], id[37];
+    second(1, at);
+    refer_at(f, &u, at, id);
+    second(2, at);
+    refer_at(f, &u, at, id);
+    bool first = false;
+    assert_int_equal(ref_store_forget_member(f->db, u.id, "2026-01-02T00:00:00Z", &first), 0);
+    /* bare never had a row anywhere: its empty pages must not read as "not deleted". */
+    assert_int_equal(ref_store_forget_member(f->db, bare.id, "2026-01-02T00:00:00Z", &first), 0);
+    const user_t *who[] = {&u, &bare};
+    ref_cursor_t cur = {.created_us = JAN1_US + 9000000LL};
+    memcpy(cur.id, id, sizeof cur.id);
+    for (size_t i = 0; i < 2; i++) {
+        ref_stats_t s;
+        ref_referral_page_t p;
+        ref_reward_page_t r;
+        ref_day_t days[REF_MAX_DAYS];
+        assert_int_equal(ref_store_stats(f->db, who[i]->id, &s), CM_EAUTH);
+        assert_int_equal(ref_store_list(f->db, who[i]->id, NULL, NULL, 20, &p), CM_EAUTH);
+        assert_null(p.rows);
+        assert_null(p.res);
+        assert_int_equal(ref_store_list(f->db, who[i]->id, NULL, &cur, 20, &p), CM_EAUTH);
+        assert_int_equal(ref_store_list(f->db, who[i]->id, REF_PENDING, NULL, 1, &p), CM_EAUTH);
+        assert_int_equal(ref_store_list(f->db, who[i]->id, REF_PENDING, &cur, 1, &p), CM_EAUTH);
+        assert_int_equal(ref_store_rewards(f->db, who[i]->id, NULL, 20, &r), CM_EAUTH);
+        assert_int_equal(ref_store_rewards(f->db, who[i]->id, &cur, 20, &r), CM_EAUTH);
+        assert_int_equal(ref_store_daily(f->db, who[i]->id, 7, days), CM_EAUTH);
+        assert_int_equal(ref_store_set_optin(f->db, who[i]->id, true), CM_EAUTH);
+        char *opt = t_pg_value(
+            f->db, "SELECT count(*) FROM leaderboard_optin WHERE user_id = $1::uuid", who[i]->id);
+        assert_string_equal(opt, "0");
+        free(opt);
+    }
+    /* The referrals stay (they are the referrer's counts) and another user still reads. */
+    user_t other;
+    new_user(&other);
+    ref_stats_t s;
+    assert_int_equal(ref_store_stats(f->db, other.id, &s), 0);
+    assert_int_equal(ref_store_set_optin(f->db, other.id, true), 0);
+}
+
+/* to_char's text of us, the way the pages used to read their times. */
+static void pg_time_text(fixture_t *f, int64_t us, char out[REF_TIME_MAX])
+{
+    char v[24];
+    snprintf(v, sizeof v, "%lld", (long long)us);
+    const char *p[1] = {v};
+    PGresult *res = NULL;
+    assert_int_equal(cm_db_exec(f->db,
+                                /* Seconds and the rest apart: an interval times a bigint
+                                 * goes through a double, inexact beyond 2^53 µs. */
+                                "SELECT to_char(('epoch'::timestamptz + ($1::bigint / 1000000) "
+                                "* interval '1 second' + ($1::bigint % 1000000) * "
+                                "interval '1 microsecond') AT TIME ZONE 'UTC', "
+                                "'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')",
+                                1, p, &res),
+                     0);
+    snprintf(out, REF_TIME_MAX, "%s", PQgetvalue(res, 0, 0));
+    PQclear(res);
+}
+
+static void times_read_the_same_as_postgresqls_to_char_wrote_them(void **state)
+{
+    fixture_t *f = *state;
+    int64_t cases[64] = {
+        0,
+        -1,
+        1,
+        999,
+        1000,
+        999999,
+        1000000,
+        -999999,
+        -1000000,
+        -1000001,
+        JAN1_US + 123456,
+        -62135596800000000LL, /* 0001-01-01 */
+        253402300799999999LL, /* 9999-12-31T23:59:59.999999 */
+        951782400000000LL,    /* 2000-02-29 */
+        951868799999999LL,    /* 2000-02-29T23:59:59.999999 */
+        4107542400000000LL,   /* 2100-03-01 */
+        -2203934399999500LL,  /* 1900-02-28T12:00:00.0005 */
+        -12219292800000000LL, /* 1582-10-15 */
+        1796555842520900LL,   /* 2026-12-06T11:17:22.5209 */
+    };
+    size_t n = 19;
+    /* And pseudo-random ones over the whole range (a fixed LCG: the same every run). */
+    uint64_t x = 88172645463325252ULL;
+    for (; n < sizeof cases / sizeof cases[0]; n++) {
+        x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+        cases[n] = -62135596800000000LL + (int64_t)(x % 315537897599999999ULL);
+    }
+    for (size_t i = 0; i < n; i++) {
+        char want[REF_TIME_MAX], got[REF_TIME_MAX];
+        pg_time_text(f, cases[i], want);
+        ref_time_text(cases[i], got);
+        assert_string_equal(got, want);
+    }
+}
+
 /* ---- the monthly leaderboard (migration 006) ----------------------------------------- */
 
 /* A member registered at `at`, with n referrals converted successful at `when` each. */
@@ -660,6 +769,8 @@ int main(void)
         T(clicks_count_once_per_client_and_hour_and_only_for_known_codes),
         T(the_daily_series_has_one_entry_per_day_today_last),
         T(the_leaderboard_ranks_one_months_successes_ties_to_the_earlier_member),
+        T(every_read_of_a_deleted_account_is_eauth_even_with_nothing_to_show),
+        T(times_read_the_same_as_postgresqls_to_char_wrote_them),
     };
     return cmocka_run_group_tests(tests, group_setup, t_pg_tx_free);
 }
