@@ -330,12 +330,11 @@ static int page_rows(const PGresult *res, int *rows)
 /* Times leave as integers (microseconds): formatted once each in ref_time_text. */
 #define US(col) "(extract(epoch FROM " col ") * 1000000)::bigint"
 
-/* The columns of a page, shared by the four list statements. */
-#define LIST_SELECT "SELECT r.id, r.referred_id, m.username, r.status, r.reason, "
+/* The columns of a page, shared by the four list statements. The username
+ * is the referral's own copy (migration 008): no join to members per row. */
+#define LIST_SELECT "SELECT r.id, r.referred_id, r.referred_username, r.status, r.reason, "
 #define LIST_TIMES US("r.created_at") " AS created_us, " US("r.converted_at") " AS converted_us "
-#define LIST_FROM                                                                                  \
-    "FROM referrals r LEFT JOIN members m ON m.user_id = r.referred_id "                           \
-    "WHERE r.referrer_id = $1::uuid AND NOT d.gone "
+#define LIST_FROM "FROM referrals r WHERE r.referrer_id = $1::uuid AND NOT d.gone "
 #define LIST_COLUMNS PAGE_OPEN LIST_SELECT LIST_TIMES LIST_FROM
 #define LIST_AFTER                                                                                 \
     "AND (r.created_at, r.id) < ('epoch'::timestamptz + $3::bigint * interval '1 microsecond', "   \

@@ -624,6 +624,47 @@ static void every_read_of_a_deleted_account_is_eauth_even_with_nothing_to_show(v
     assert_int_equal(ref_store_set_optin(f->db, other.id, true), 0);
 }
 
+/* The username a page shows for the only referral of referrer. */
+static char *listed_username(fixture_t *f, const user_t *referrer)
+{
+    ref_referral_page_t p;
+    assert_int_equal(ref_store_list(f->db, referrer->id, NULL, NULL, 10, &p), 0);
+    assert_int_equal(p.n, 1);
+    char *name = p.rows[0].referred_username ? cm_xstrdup(p.rows[0].referred_username) : NULL;
+    ref_referral_page_dispose(&p);
+    return name;
+}
+
+/* Migration 008: the page reads the username from the referral's own copy,
+ * which follows the member whichever of the two rows comes first. */
+static void
+the_listed_username_follows_its_member_in_either_order_and_leaves_on_delete(void **state)
+{
+    fixture_t *f = *state;
+    user_t ref, ref2, early, late;
+    new_user(&ref);
+    new_user(&ref2);
+    new_user(&early);
+    new_user(&late);
+    /* The member first, then its referral. */
+    assert_int_equal(add_member(f, &early, &ref), 0);
+    assert_int_equal(ref_store_add_referral(f->db, ref.id, early.id, "2026-01-01T00:00:01Z"), 0);
+    char *name = listed_username(f, &ref);
+    assert_string_equal(name, early.name);
+    free(name);
+    /* The referral first (its member not known yet), then the member. */
+    assert_int_equal(ref_store_add_referral(f->db, ref2.id, late.id, "2026-01-01T00:00:02Z"), 0);
+    assert_null(listed_username(f, &ref2));
+    assert_int_equal(add_member(f, &late, &ref2), 0);
+    name = listed_username(f, &ref2);
+    assert_string_equal(name, late.name);
+    free(name);
+    /* The referred account deleted: its name leaves the referrer's list, the referral stays. */
+    bool first = false;
+    assert_int_equal(ref_store_forget_member(f->db, late.id, "2026-01-02T00:00:00Z", &first), 0);
+    assert_null(listed_username(f, &ref2));
+}
+
 /* to_char's text of us, the way the pages used to read their times. */
 static void pg_time_text(fixture_t *f, int64_t us, char out[REF_TIME_MAX])
 {
@@ -771,6 +812,7 @@ int main(void)
         T(the_leaderboard_ranks_one_months_successes_ties_to_the_earlier_member),
         T(every_read_of_a_deleted_account_is_eauth_even_with_nothing_to_show),
         T(times_read_the_same_as_postgresqls_to_char_wrote_them),
+        T(the_listed_username_follows_its_member_in_either_order_and_leaves_on_delete),
     };
     return cmocka_run_group_tests(tests, group_setup, t_pg_tx_free);
 }
