@@ -193,10 +193,13 @@ static bool cell_true(const PGresult *res, int row, int col)
 int ref_store_stats(cm_db_t *db, const char *user_id, ref_stats_t *out)
 {
     /* An aggregate without GROUP BY: always one row (zeros for an unknown
-     * user), summing at most 16 stripe rows of one primary-key prefix. */
+     * user), summing at most 16 stripe rows of one primary-key prefix. The
+     * LIMIT changes no answer (user_id is the key) but ends a sequential
+     * scan at the match, which the planner picks while members is small. */
     static const char sql[] =
-        "SELECT " GONE ", coalesce((SELECT referral_code FROM members WHERE user_id = $1::uuid), "
-        "''), coalesce(sum(total), 0), coalesce(sum(pending), 0), coalesce(sum(successful), 0), "
+        "SELECT " GONE ", coalesce((SELECT referral_code FROM members WHERE user_id = $1::uuid "
+        "LIMIT 1), ''), coalesce(sum(total), 0), coalesce(sum(pending), 0), "
+        "coalesce(sum(successful), 0), "
         "coalesce(sum(rejected), 0), coalesce(sum(expired), 0), coalesce(sum(credits), 0), "
         "coalesce(sum(rewards_count), 0), coalesce(sum(clicks), 0) "
         "FROM referral_counter_stripes WHERE user_id = $1::uuid";
