@@ -11,7 +11,7 @@
 #include "cm/log.h"
 #include "cm/util.h"
 
-#define DEFAULT_LIMIT 20
+#define DEFAULT_LIMIT REF_PAGE_DEFAULT
 #define MAX_LIMIT 100
 
 void ref_cursor_encode(const ref_cursor_t *c, char out[REF_CURSOR_MAX + 1])

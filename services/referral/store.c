@@ -339,10 +339,20 @@ static int page_rows(const PGresult *res, int *rows)
 #define LIST_TIMES US("r.created_at") " AS created_us, " US("r.converted_at") " AS converted_us "
 #define LIST_FROM "FROM referrals r WHERE r.referrer_id = $1::uuid AND NOT d.gone "
 #define LIST_COLUMNS PAGE_OPEN LIST_SELECT LIST_TIMES LIST_FROM
-#define LIST_AFTER                                                                                 \
-    "AND (r.created_at, r.id) < ('epoch'::timestamptz + $3::bigint * interval '1 microsecond', "   \
-    "$4::uuid) "
+/* The keyset predicate with the cursor's microseconds and id in parameters us and id. */
+#define LIST_AFTER(us, id)                                                                         \
+    "AND (r.created_at, r.id) < ('epoch'::timestamptz + " us "::bigint * "                         \
+    "interval '1 microsecond', " id "::uuid) "
 #define LIST_ORDER "ORDER BY r.created_at DESC, r.id DESC LIMIT $2::int" PAGE_CLOSE
+/*
+ * The default page (REF_PAGE_DEFAULT + 1 rows) has statements of its own with
+ * the LIMIT written out: PostgreSQL plans a LIMIT $n as a tenth of the rows,
+ * so where one referrer owns most rows the generic plan looks dear and every
+ * execution is planned anew (measured: about 200 µs a page); with a literal
+ * LIMIT the generic plan is kept.
+ */
+#define LIST_ORDER_DEFAULT "ORDER BY r.created_at DESC, r.id DESC LIMIT 21" PAGE_CLOSE
+_Static_assert(REF_PAGE_DEFAULT + 1 == 21, "LIST_ORDER_DEFAULT's LIMIT is the default page + 1");
 
 /* One row of a list statement (LIST_COLUMNS) into r; strings borrowed from res. */
 static int referral_row(const PGresult *res, int i, ref_referral_t *r)
@@ -394,33 +404,56 @@ void ref_referral_page_dispose(ref_referral_page_t *p)
     memset(p, 0, sizeof *p);
 }
 
+/* One list statement and the parameters it takes, in order. */
+typedef struct list_stmt {
+    const char *name, *sql;
+    int n;
+    int params[5]; /* indexes into list_args: 0 referrer, 1 limit, 2 µs, 3 id, 4 status */
+} list_stmt_t;
+
+/* The list statement for a page: [default limit][cursor][status]. */
+static const list_stmt_t *list_statement(bool dflt, bool cursor, bool status)
+{
+    /* Static statements rather than optional predicates, so each plan is an
+     * index range scan on (referrer_id[, status], created_at, id). */
+    static const list_stmt_t stmts[2][2][2] = {
+        {{{"ref_list_first", LIST_COLUMNS LIST_ORDER, 2, {0, 1}},
+          {"ref_list_first_st", LIST_COLUMNS "AND r.status = $3 " LIST_ORDER, 3, {0, 1, 4}}},
+         {{"ref_list_after", LIST_COLUMNS LIST_AFTER("$3", "$4") LIST_ORDER, 4, {0, 1, 2, 3}},
+          {"ref_list_after_st",
+           LIST_COLUMNS "AND r.status = $5 " LIST_AFTER("$3", "$4") LIST_ORDER,
+           5,
+           {0, 1, 2, 3, 4}}}},
+        {{{"ref_list_first_d", LIST_COLUMNS LIST_ORDER_DEFAULT, 1, {0}},
+          {"ref_list_first_st_d", LIST_COLUMNS "AND r.status = $2 " LIST_ORDER_DEFAULT, 2, {0, 4}}},
+         {{"ref_list_after_d",
+           LIST_COLUMNS LIST_AFTER("$2", "$3") LIST_ORDER_DEFAULT,
+           3,
+           {0, 2, 3}},
+          {"ref_list_after_st_d",
+           LIST_COLUMNS "AND r.status = $4 " LIST_AFTER("$2", "$3") LIST_ORDER_DEFAULT,
+           4,
+           {0, 2, 3, 4}}}},
+    };
+    return &stmts[dflt][cursor][status];
+}
+
 int ref_store_list(cm_db_t *db, const char *referrer_id, const char *status,
                    const ref_cursor_t *cursor, int limit, ref_referral_page_t *out)
 {
-    /* Four static statements rather than optional predicates, so each
-     * plan is an index range scan on (referrer_id[, status], created_at, id). */
-    static const char first[] = LIST_COLUMNS LIST_ORDER;
-    static const char after[] = LIST_COLUMNS LIST_AFTER LIST_ORDER;
-    static const char first_st[] = LIST_COLUMNS "AND r.status = $3 " LIST_ORDER;
-    static const char after_st[] = LIST_COLUMNS "AND r.status = $5 " LIST_AFTER LIST_ORDER;
     memset(out, 0, sizeof *out);
     if (limit < 1 || limit > 1000000)
         return CM_EINVAL;
     char lim[16], us[24];
     snprintf(lim, sizeof lim, "%d", limit + 1); /* the extra row tells whether more follow */
     snprintf(us, sizeof us, "%lld", cursor ? (long long)cursor->created_us : 0LL);
-    const char *p[5] = {referrer_id, lim, cursor ? us : NULL, cursor ? cursor->id : NULL, status};
-    const char *ps[3] = {referrer_id, lim, status};
+    const char *args[5] = {referrer_id, lim, us, cursor ? cursor->id : NULL, status};
+    const list_stmt_t *st = list_statement(limit == REF_PAGE_DEFAULT, cursor, status);
+    const char *p[5];
+    for (int i = 0; i < st->n; i++)
+        p[i] = args[st->params[i]];
     PGresult *res = NULL;
-    int rc = 0;
-    if (!cursor && !status)
-        rc = cm_db_prepared(db, "ref_list_first", first, 2, p, &res);
-    else if (cursor && !status)
-        rc = cm_db_prepared(db, "ref_list_after", after, 4, p, &res);
-    else if (!cursor)
-        rc = cm_db_prepared(db, "ref_list_first_st", first_st, 3, ps, &res);
-    else
-        rc = cm_db_prepared(db, "ref_list_after_st", after_st, 5, p, &res);
+    int rc = cm_db_prepared(db, st->name, st->sql, st->n, p, &res);
     return rc == 0 ? referral_page(res, limit, out) : rc;
 }
 

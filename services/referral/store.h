@@ -222,6 +222,9 @@ typedef struct ref_cursor {
  */
 void ref_time_text(int64_t us, char out[REF_TIME_MAX]);
 
+/** The page size the API defaults to (its own statements: see store.c). */
+#define REF_PAGE_DEFAULT 20
+
 /** One referral as GET /api/referrals shows it. */
 typedef struct ref_referral {
     char id[37];

@@ -624,6 +624,39 @@ static void every_read_of_a_deleted_account_is_eauth_even_with_nothing_to_show(v
     assert_int_equal(ref_store_set_optin(f->db, other.id, true), 0);
 }
 
+/* The default page size runs statements of its own (a literal LIMIT): they
+ * must page exactly as the parameterized ones, with and without a status. */
+static void default_size_pages_match_other_sizes_with_and_without_a_status(void **state)
+{
+    fixture_t *f = *state;
+    user_t ref;
+    new_user(&ref);
+    enum { N = 45 };
+    char ids[N][37], at[32];
+    ref_conversion_t c;
+    for (int i = 0; i < N; i++) {
+        second(i, at);
+        refer_at(f, &ref, at, ids[i]);
+        if (i % 3 == 0)
+            assert_int_equal(
+                ref_store_convert(f->db, ids[i], REF_SUCCESSFUL, NULL, "2026-01-02T00:00:00Z", &c),
+                0);
+    }
+    static char dflt[N][37], other[N][37];
+    const char *statuses[] = {NULL, REF_SUCCESSFUL, REF_PENDING};
+    const size_t want[] = {N, 15, 30}, want_pages[] = {3, 1, 2};
+    for (size_t k = 0; k < 3; k++) {
+        size_t pages = 0, other_pages = 0;
+        assert_int_equal(list_all(f, &ref, statuses[k], REF_PAGE_DEFAULT, dflt, N, &pages),
+                         want[k]);
+        assert_int_equal(pages, want_pages[k]);
+        assert_int_equal(list_all(f, &ref, statuses[k], 7, other, N, &other_pages), want[k]);
+        for (size_t i = 0; i < want[k]; i++)
+            assert_string_equal(dflt[i], other[i]);
+    }
+    assert_string_equal(dflt[0], ids[N - 1]); /* the pending ones, newest first */
+}
+
 /* The username a page shows for the only referral of referrer. */
 static char *listed_username(fixture_t *f, const user_t *referrer)
 {
@@ -813,6 +846,7 @@ int main(void)
         T(every_read_of_a_deleted_account_is_eauth_even_with_nothing_to_show),
         T(times_read_the_same_as_postgresqls_to_char_wrote_them),
         T(the_listed_username_follows_its_member_in_either_order_and_leaves_on_delete),
+        T(default_size_pages_match_other_sizes_with_and_without_a_status),
     };
     return cmocka_run_group_tests(tests, group_setup, t_pg_tx_free);
 }
