@@ -11,7 +11,7 @@
 #include "cm/log.h"
 #include "cm/util.h"
 
-#define DEFAULT_LIMIT 20
+#define DEFAULT_LIMIT REF_PAGE_DEFAULT
 #define MAX_LIMIT 100
 
 void ref_cursor_encode(const ref_cursor_t *c, char out[REF_CURSOR_MAX + 1])
@@ -61,33 +61,68 @@ static int authenticate_or_reply(cm_req_t *rq, ref_api_t *api, cm_jwt_claims_t *
     return 0;
 }
 
-/*
- * Checks out a connection; on failure it has replied 503 and returns < 0.
- * With sub (the token's subject) it also answers 401 for a deleted account:
- * its access tokens verify until they expire, but the subject is gone.
- */
-static int db_or_reply(cm_req_t *rq, ref_api_t *api, const char *sub, cm_db_t **db)
+/* Checks out a connection; on failure it has replied 503 and returns < 0. */
+static int db_or_reply(cm_req_t *rq, ref_api_t *api, cm_db_t **db)
 {
     int rc = cm_db_acquire(api->pool, db);
-    if (rc == 0 && sub) {
-        rc = ref_store_deleted(*db, sub);
-        if (rc == 0 || rc == CM_ENOTFOUND)
-            rc = rc == 0 ? CM_EAUTH : 0;
-    }
-    if (rc == CM_EAUTH) {
-        cm_db_release(*db);
-        *db = NULL;
-        cm_reply_problem(rq, 401, "Unauthorized", "A valid access token is required.", NULL);
-        return -1;
-    }
     if (rc != 0) {
-        cm_db_release(*db);
         *db = NULL;
         CM_WARN(cm_req_id(rq), "referral: database: %s", cm_strerror(rc));
         cm_reply_problem(rq, 503, "Service unavailable", "Try again shortly.", NULL);
         return -1;
     }
     return 0;
+}
+
+/*
+ * Replies to a store failure of an authenticated read: 401 for CM_EAUTH (a
+ * deleted account: its access tokens verify until they expire, but the
+ * subject is gone; each statement reads the tombstone itself), else 503.
+ */
+static void reply_store_failure(cm_req_t *rq, int rc, const char *what)
+{
+    if (rc == CM_EAUTH) {
+        cm_reply_problem(rq, 401, "Unauthorized", "A valid access token is required.", NULL);
+        return;
+    }
+    CM_WARN(cm_req_id(rq), "referral: %s: %s", what, cm_strerror(rc));
+    cm_reply_problem(rq, 503, "Service unavailable", "Try again shortly.", NULL);
+}
+
+/*
+ * Replies 200 with body (stolen), the same bytes cm_reply_json sends, but
+ * serialized in place into a buffer of about the right size (guess bytes):
+ * json_dumps grows its string by doubling, a page of 20 through ten reallocs.
+ */
+static void reply_json_sized(cm_req_t *rq, json_t *body, size_t guess)
+{
+    char *buf = cm_xmalloc(guess);
+    size_t n = json_dumpb(body, buf, guess, JSON_COMPACT);
+    if (n > guess) {
+        free(buf);
+        buf = cm_xmalloc(n);
+        n = json_dumpb(body, buf, n, JSON_COMPACT);
+    }
+    if (n == 0) {
+        free(buf);
+        cm_reply_json(rq, 200, body); /* answers 500 for what cannot be serialized */
+        return;
+    }
+    json_decref(body);
+    cm_reply_raw(rq, 200, "application/json", buf, n);
+    free(buf);
+}
+
+/* Sets a key the code names (no UTF-8 check, no copy of the key's check). */
+static void set(json_t *o, const char *key, json_t *v)
+{
+    json_object_set_new_nocheck(o, key, v);
+}
+
+/* An ASCII string the service itself made (an id, a status, a time): no UTF-8 check. */
+static json_t *ascii(const char *s)
+{
+    return json_string_nocheck(s);
 }
 
 static json_t *stats_json(const ref_api_t *api, const ref_stats_t *s)
@@ -102,17 +137,24 @@ static json_t *stats_json(const ref_api_t *api, const ref_stats_t *s)
         link = json_string(l);
         free(l);
     }
-    json_t *o = json_pack("{s:o, s:o, s:I, s:I, s:I, s:I, s:I, s:f, s:I, s:I}", "referral_code",
-                          code, "referral_link", link, "total", (json_int_t)s->total, "pending",
-                          (json_int_t)s->pending, "successful", (json_int_t)s->successful,
-                          "rejected", (json_int_t)s->rejected, "expired", (json_int_t)s->expired,
-                          "conversion_rate", rate, "credits", (json_int_t)s->credits,
-                          "rewards_count", (json_int_t)s->rewards_count);
+    json_t *o = json_object();
+    set(o, "referral_code", code);
+    set(o, "referral_link", link);
+    set(o, "total", json_integer(s->total));
+    set(o, "pending", json_integer(s->pending));
+    set(o, "successful", json_integer(s->successful));
+    set(o, "rejected", json_integer(s->rejected));
+    set(o, "expired", json_integer(s->expired));
+    set(o, "conversion_rate", json_real(rate));
+    set(o, "credits", json_integer(s->credits));
+    set(o, "rewards_count", json_integer(s->rewards_count));
     /* The funnel: counted clicks on the link → referred signups → successful referrals. */
-    json_object_set_new(o, "clicks", json_integer(s->clicks));
-    json_object_set_new(o, "funnel",
-                        json_pack("{s:I, s:I, s:I}", "clicks", (json_int_t)s->clicks, "signups",
-                                  (json_int_t)s->total, "successful", (json_int_t)s->successful));
+    set(o, "clicks", json_integer(s->clicks));
+    json_t *funnel = json_object();
+    set(funnel, "clicks", json_integer(s->clicks));
+    set(funnel, "signups", json_integer(s->total));
+    set(funnel, "successful", json_integer(s->successful));
+    set(o, "funnel", funnel);
     return o;
 }
 
@@ -121,20 +163,19 @@ static void on_stats(cm_req_t *rq, void *ctx)
     ref_api_t *api = ctx;
     cm_jwt_claims_t claims;
     cm_db_t *db = NULL;
-    if (authenticate_or_reply(rq, api, &claims) != 0 || db_or_reply(rq, api, claims.sub, &db) != 0)
+    if (authenticate_or_reply(rq, api, &claims) != 0 || db_or_reply(rq, api, &db) != 0)
         return;
     ref_stats_t s;
     int rc = ref_store_stats(db, claims.sub, &s);
     cm_db_release(db);
-    /* Read-your-writes: before the registration event arrives, the token's own code. */
-    if (rc == 0 && !s.referral_code[0] && claims.ref[0])
-        snprintf(s.referral_code, sizeof s.referral_code, "%s", claims.ref);
     if (rc != 0) {
-        CM_WARN(cm_req_id(rq), "referral: stats: %s", cm_strerror(rc));
-        cm_reply_problem(rq, 503, "Service unavailable", "Try again shortly.", NULL);
+        reply_store_failure(rq, rc, "stats");
         return;
     }
-    cm_reply_json(rq, 200, stats_json(api, &s));
+    /* Read-your-writes: before the registration event arrives, the token's own code. */
+    if (!s.referral_code[0] && claims.ref[0])
+        snprintf(s.referral_code, sizeof s.referral_code, "%s", claims.ref);
+    reply_json_sized(rq, stats_json(api, &s), 512);
 }
 
 /* The validated query of a list request. */
@@ -191,23 +232,42 @@ static json_t *next_cursor(bool more, const ref_cursor_t *next)
         return json_null();
     char text[REF_CURSOR_MAX + 1];
     ref_cursor_encode(next, text);
-    return json_string(text);
+    return ascii(text);
+}
+
+/* A page's body {"results": [...], "next": cursor or null}; results is stolen. */
+static json_t *page_body(json_t *results, bool more, const ref_cursor_t *next)
+{
+    json_t *o = json_object();
+    set(o, "results", results);
+    set(o, "next", next_cursor(more, next));
+    return o;
+}
+
+/* Bytes a page's body takes at most per row, near enough to size its buffer once. */
+#define ROW_BYTES 320
+
+static json_t *referral_json(const ref_referral_t *r)
+{
+    json_t *user = json_object();
+    set(user, "id", ascii(r->referred_id));
+    set(user, "username", text_or_null(r->referred_username));
+    json_t *o = json_object();
+    set(o, "id", ascii(r->id));
+    set(o, "referred_user", user);
+    set(o, "status", ascii(r->status));
+    set(o, "reason", text_or_null(r->reason));
+    set(o, "created_at", ascii(r->created_at));
+    set(o, "converted_at", r->converted_at[0] ? ascii(r->converted_at) : json_null());
+    return o;
 }
 
 static json_t *page_json(const ref_referral_page_t *p)
 {
     json_t *results = json_array();
-    for (size_t i = 0; i < p->n; i++) {
-        const ref_referral_t *r = &p->rows[i];
-        json_t *user = json_pack("{s:s, s:o}", "id", r->referred_id, "username",
-                                 text_or_null(r->referred_username));
-        json_array_append_new(
-            results, json_pack("{s:s, s:o, s:s, s:o, s:s, s:o}", "id", r->id, "referred_user", user,
-                               "status", r->status, "reason", text_or_null(r->reason), "created_at",
-                               r->created_at, "converted_at",
-                               text_or_null(r->converted_at[0] ? r->converted_at : NULL)));
-    }
-    return json_pack("{s:o, s:o}", "results", results, "next", next_cursor(p->more, &p->next));
+    for (size_t i = 0; i < p->n; i++)
+        json_array_append_new(results, referral_json(&p->rows[i]));
+    return page_body(results, p->more, &p->next);
 }
 
 static void on_list(cm_req_t *rq, void *ctx)
@@ -217,34 +277,32 @@ static void on_list(cm_req_t *rq, void *ctx)
     list_query_t q;
     cm_db_t *db = NULL;
     if (authenticate_or_reply(rq, api, &claims) != 0 || list_query_or_reply(rq, &q, true) != 0 ||
-        db_or_reply(rq, api, claims.sub, &db) != 0)
+        db_or_reply(rq, api, &db) != 0)
         return;
     ref_referral_page_t page;
     int rc =
         ref_store_list(db, claims.sub, q.status, q.has_cursor ? &q.cursor : NULL, q.limit, &page);
     cm_db_release(db);
     if (rc != 0) {
-        CM_WARN(cm_req_id(rq), "referral: list: %s", cm_strerror(rc));
-        cm_reply_problem(rq, 503, "Service unavailable", "Try again shortly.", NULL);
+        reply_store_failure(rq, rc, "list");
         return;
     }
     json_t *body = page_json(&page);
+    size_t guess = 64 + page.n * ROW_BYTES;
     ref_referral_page_dispose(&page);
-    cm_reply_json(rq, 200, body);
+    reply_json_sized(rq, body, guess);
 }
 
-static json_t *rewards_json(const ref_reward_page_t *p)
+static json_t *reward_json(const ref_reward_t *r)
 {
-    json_t *results = json_array();
-    for (size_t i = 0; i < p->n; i++) {
-        const ref_reward_t *r = &p->rows[i];
-        json_array_append_new(
-            results, json_pack("{s:s, s:s, s:I, s:s, s:o, s:s}", "id", r->id, "kind", r->kind,
-                               "amount", (json_int_t)r->amount, "reason", r->reason, "referral_id",
-                               text_or_null(r->referral_id[0] ? r->referral_id : NULL),
-                               "created_at", r->created_at));
-    }
-    return json_pack("{s:o, s:o}", "results", results, "next", next_cursor(p->more, &p->next));
+    json_t *o = json_object();
+    set(o, "id", ascii(r->id));
+    set(o, "kind", ascii(r->kind));
+    set(o, "amount", json_integer(r->amount));
+    set(o, "reason", json_string(r->reason));
+    set(o, "referral_id", r->referral_id[0] ? ascii(r->referral_id) : json_null());
+    set(o, "created_at", ascii(r->created_at));
+    return o;
 }
 
 static void on_rewards(cm_req_t *rq, void *ctx)
@@ -254,19 +312,22 @@ static void on_rewards(cm_req_t *rq, void *ctx)
     list_query_t q;
     cm_db_t *db = NULL;
     if (authenticate_or_reply(rq, api, &claims) != 0 || list_query_or_reply(rq, &q, false) != 0 ||
-        db_or_reply(rq, api, claims.sub, &db) != 0)
+        db_or_reply(rq, api, &db) != 0)
         return;
     ref_reward_page_t page;
     int rc = ref_store_rewards(db, claims.sub, q.has_cursor ? &q.cursor : NULL, q.limit, &page);
     cm_db_release(db);
     if (rc != 0) {
-        CM_WARN(cm_req_id(rq), "referral: rewards: %s", cm_strerror(rc));
-        cm_reply_problem(rq, 503, "Service unavailable", "Try again shortly.", NULL);
+        reply_store_failure(rq, rc, "rewards");
         return;
     }
-    json_t *body = rewards_json(&page);
+    json_t *results = json_array();
+    for (size_t i = 0; i < page.n; i++)
+        json_array_append_new(results, reward_json(&page.rows[i]));
+    json_t *body = page_body(results, page.more, &page.next);
+    size_t guess = 64 + page.n * ROW_BYTES;
     ref_reward_page_dispose(&page);
-    cm_reply_json(rq, 200, body);
+    reply_json_sized(rq, body, guess);
 }
 
 /* GET /api/referral-stats/daily?days=N (1–90, default 30): the funnel per UTC day. */
@@ -286,14 +347,13 @@ static void on_daily(cm_req_t *rq, void *ctx)
         return;
     }
     cm_db_t *db = NULL;
-    if (db_or_reply(rq, api, claims.sub, &db) != 0)
+    if (db_or_reply(rq, api, &db) != 0)
         return;
     ref_day_t out[REF_MAX_DAYS];
     int rc = ref_store_daily(db, claims.sub, (int)days, out);
     cm_db_release(db);
     if (rc != 0) {
-        CM_WARN(cm_req_id(rq), "referral: daily: %s", cm_strerror(rc));
-        cm_reply_problem(rq, 503, "Service unavailable", "Try again shortly.", NULL);
+        reply_store_failure(rq, rc, "daily");
         return;
     }
     json_t *list = json_array();
@@ -376,7 +436,7 @@ static void on_click(cm_req_t *rq, void *ctx)
     cm_db_t *db = NULL;
     if (cm_req_json_or_reply(rq, &body) != 0)
         return;
-    if (click_or_reply(rq, body, &c) != 0 || db_or_reply(rq, api, NULL, &db) != 0) {
+    if (click_or_reply(rq, body, &c) != 0 || db_or_reply(rq, api, &db) != 0) {
         json_decref(body);
         return;
     }
@@ -451,13 +511,12 @@ static void on_patch_me(cm_req_t *rq, void *ctx)
         return;
     int bad = optin_or_reply(rq, body, &show);
     json_decref(body);
-    if (bad != 0 || db_or_reply(rq, api, claims.sub, &db) != 0)
+    if (bad != 0 || db_or_reply(rq, api, &db) != 0)
         return;
     int rc = ref_store_set_optin(db, claims.sub, show);
     cm_db_release(db);
     if (rc != 0) {
-        CM_WARN(cm_req_id(rq), "referral: opt-in: %s", cm_strerror(rc));
-        cm_reply_problem(rq, 503, "Service unavailable", "Try again shortly.", NULL);
+        reply_store_failure(rq, rc, "opt-in");
         return;
     }
     ref_board_set_show(api->board, claims.sub, show);

@@ -46,20 +46,6 @@ static void copy_text(char *dst, size_t cap, const char *src)
     snprintf(dst, cap, "%s", src ? src : "");
 }
 
-/* A nullable text column as a new string, or NULL for SQL NULL. */
-static char *dup_or_null(const PGresult *res, int row, int col)
-{
-    return PQgetisnull(res, row, col) ? NULL : cm_xstrdup(PQgetvalue(res, row, col));
-}
-
-/* How many of rows a page of limit shows; a further row means there is a next page. */
-static size_t page_size(const PGresult *res, int limit, bool *more)
-{
-    int rows = PQntuples(res);
-    *more = rows > limit;
-    return (size_t)(*more ? limit : rows);
-}
-
 int ref_store_mark_processed(cm_db_t *db, const char *event_id)
 {
     static const char sql[] = "INSERT INTO processed_events (event_id) VALUES ($1::uuid) "
@@ -194,65 +180,208 @@ int ref_store_lock_milestones(cm_db_t *db, const char *referrer_id)
     return cm_db_prepared(db, "ref_lock_milestones", sql, 1, p, NULL);
 }
 
+/* The tombstone of $1 as a boolean column: folded into each read of an
+ * authenticated route, so a deleted account's token costs no second statement. */
+#define GONE "EXISTS (SELECT 1 FROM deleted_members WHERE user_id = $1::uuid)"
+
+/* A boolean column as libpq's text format gives it. */
+static bool cell_true(const PGresult *res, int row, int col)
+{
+    return !PQgetisnull(res, row, col) && PQgetvalue(res, row, col)[0] == 't';
+}
+
 int ref_store_stats(cm_db_t *db, const char *user_id, ref_stats_t *out)
 {
+    /* An aggregate without GROUP BY: always one row (zeros for an unknown
+     * user), summing at most 16 stripe rows of one primary-key prefix. The
+     * LIMIT changes no answer (user_id is the key) but ends a sequential
+     * scan at the match, which the planner picks while members is small. */
     static const char sql[] =
-        "SELECT coalesce(m.referral_code, ''), k.total, k.pending, k.successful, k.rejected, "
-        "k.expired, k.credits, k.rewards_count, k.clicks FROM referral_counters k "
-        "LEFT JOIN members m ON m.user_id = k.user_id WHERE k.user_id = $1::uuid";
+        "SELECT " GONE ", coalesce((SELECT referral_code FROM members WHERE user_id = $1::uuid "
+        "LIMIT 1), ''), coalesce(sum(total), 0), coalesce(sum(pending), 0), "
+        "coalesce(sum(successful), 0), "
+        "coalesce(sum(rejected), 0), coalesce(sum(expired), 0), coalesce(sum(credits), 0), "
+        "coalesce(sum(rewards_count), 0), coalesce(sum(clicks), 0) "
+        "FROM referral_counter_stripes WHERE user_id = $1::uuid";
     const char *p[1] = {user_id};
     memset(out, 0, sizeof *out);
     PGresult *res = NULL;
-    int rc = exec_row(db, "ref_stats", sql, 1, p, CM_ENOTFOUND, &res);
-    if (rc == CM_ENOTFOUND)
-        return 0; /* not known yet: all zeros */
+    int rc = exec_row(db, "ref_stats", sql, 1, p, CM_EDB, &res);
     if (rc != 0)
         return rc;
-    copy_text(out->referral_code, sizeof out->referral_code, PQgetvalue(res, 0, 0));
+    if (cell_true(res, 0, 0)) {
+        PQclear(res);
+        return CM_EAUTH;
+    }
+    copy_text(out->referral_code, sizeof out->referral_code, PQgetvalue(res, 0, 1));
     long long *fields[] = {&out->total,   &out->pending, &out->successful,    &out->rejected,
                            &out->expired, &out->credits, &out->rewards_count, &out->clicks};
-    for (int i = 0; i < 8; i++)
-        *fields[i] = col_ll(res, i + 1);
+    for (int i = 0; i < 8 && rc == 0; i++)
+        rc = cell_ll(res, 0, i + 2, fields[i]);
     PQclear(res);
-    return 0;
-}
-
-/* The columns of a page, shared by the four list statements. */
-#define LIST_COLUMNS                                                                               \
-    "SELECT r.id, r.referred_id, m.username, r.status, r.reason, " RFC3339(                        \
-        "r.created_at") ", " RFC3339("r.converted_at") ", "                                        \
-                                                       "(extract(epoch FROM r.created_at) * "      \
-                                                       "1000000)::bigint "                         \
-                                                       "FROM referrals r LEFT JOIN members m ON "  \
-                                                       "m.user_id = r.referred_id "                \
-                                                       "WHERE r.referrer_id = $1::uuid "
-#define LIST_AFTER                                                                                 \
-    "AND (r.created_at, r.id) < ('epoch'::timestamptz + $3::bigint * interval '1 microsecond', "   \
-    "$4::uuid) "
-#define LIST_ORDER "ORDER BY r.created_at DESC, r.id DESC LIMIT $2::int"
-
-/* One row of a list statement (LIST_COLUMNS) into r. */
-static int referral_row(const PGresult *res, int i, ref_referral_t *r)
-{
-    copy_text(r->id, sizeof r->id, PQgetvalue(res, i, 0));
-    copy_text(r->referred_id, sizeof r->referred_id, PQgetvalue(res, i, 1));
-    r->referred_username = dup_or_null(res, i, 2);
-    copy_text(r->status, sizeof r->status, PQgetvalue(res, i, 3));
-    r->reason = dup_or_null(res, i, 4);
-    copy_text(r->created_at, sizeof r->created_at, PQgetvalue(res, i, 5));
-    copy_text(r->converted_at, sizeof r->converted_at, PQgetvalue(res, i, 6)); /* "" for NULL */
-    long long us = 0;
-    int rc = cell_ll(res, i, 7, &us);
-    r->created_us = us;
     return rc;
 }
 
-/* The first limit rows of res into out; the cursor follows the last one shown. */
-static int referral_page(const PGresult *res, int limit, ref_referral_page_t *out)
+/* Two digits (four for width 4) of v at out. */
+static char *put_digits(char *out, int64_t v, int width)
 {
-    size_t shown = page_size(res, limit, &out->more);
-    out->rows = cm_xcalloc(shown, sizeof *out->rows);
-    int rc = 0;
+    for (int i = width - 1; i >= 0; i--, v /= 10)
+        out[i] = (char)('0' + v % 10);
+    return out + width;
+}
+
+void ref_time_text(int64_t us, char out[REF_TIME_MAX])
+{
+    /* 0001-01-01T00:00:00Z and 9999-12-31T23:59:59.999999Z: to_char's 4-digit years. */
+    static const int64_t lo = -62135596800000000LL, hi = 253402300799999999LL;
+    us = us < lo ? lo : us > hi ? hi : us;
+    int64_t secs = us / 1000000, frac = us % 1000000;
+    if (frac < 0) {
+        frac += 1000000;
+        secs--;
+    }
+    int64_t days = secs / 86400, sod = secs % 86400;
+    if (sod < 0) {
+        sod += 86400;
+        days--;
+    }
+    /* The proleptic Gregorian date of a day number (H. Hinnant's civil_from_days). */
+    int64_t z = days + 719468;
+    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+    int64_t doe = z - era * 146097;
+    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    int64_t mp = (5 * doy + 2) / 153;
+    int64_t day = doy - (153 * mp + 2) / 5 + 1;
+    int64_t month = mp < 10 ? mp + 3 : mp - 9;
+    int64_t year = yoe + era * 400 + (month <= 2);
+    char *o = put_digits(out, year, 4);
+    *o++ = '-';
+    o = put_digits(o, month, 2);
+    *o++ = '-';
+    o = put_digits(o, day, 2);
+    *o++ = 'T';
+    o = put_digits(o, sod / 3600, 2);
+    *o++ = ':';
+    o = put_digits(o, sod / 60 % 60, 2);
+    *o++ = ':';
+    o = put_digits(o, sod % 60, 2);
+    *o++ = '.';
+    o = put_digits(o, frac / 1000, 3); /* to_char's MS truncates */
+    *o++ = 'Z';
+    *o = '\0';
+}
+
+/* A fixed-size text cell (an id, a status) into dst; CM_EDB when it does not fit. */
+static int cell_text(const PGresult *res, int row, int col, char *dst, size_t cap)
+{
+    size_t n = (size_t)PQgetlength(res, row, col);
+    if (n >= cap)
+        return CM_EDB;
+    memcpy(dst, PQgetvalue(res, row, col), n + 1);
+    return 0;
+}
+
+/* A nullable text cell, borrowed from res (valid until PQclear), or NULL. */
+static const char *cell_or_null(const PGresult *res, int row, int col)
+{
+    return PQgetisnull(res, row, col) ? NULL : PQgetvalue(res, row, col);
+}
+
+/* A nullable microseconds column as RFC 3339 text into dst, "" for NULL. */
+static int cell_time(const PGresult *res, int row, int col, char dst[REF_TIME_MAX], int64_t *us)
+{
+    long long v = 0;
+    dst[0] = '\0';
+    if (PQgetisnull(res, row, col))
+        return 0;
+    if (cell_ll(res, row, col, &v) != 0)
+        return CM_EDB;
+    if (us)
+        *us = v;
+    ref_time_text(v, dst);
+    return 0;
+}
+
+/*
+ * Reads a page statement's shape: every row carries the tombstone in its
+ * last column, and a page with no rows is one row of NULLs (the LEFT JOIN
+ * LATERAL below). Returns CM_EAUTH for a deleted user, else 0 and the
+ * number of real rows.
+ */
+static int page_rows(const PGresult *res, int *rows)
+{
+    int n = PQntuples(res), last = PQnfields(res) - 1;
+    *rows = 0;
+    if (n < 1 || last < 1)
+        return CM_EDB;
+    if (cell_true(res, 0, last))
+        return CM_EAUTH;
+    *rows = n == 1 && PQgetisnull(res, 0, 0) ? 0 : n;
+    return 0;
+}
+
+/*
+ * A page statement: the tombstone probe is the one outer row, and the page
+ * (a keyset range scan of an index) joins it laterally, so a deleted user
+ * reads no page and an empty page still answers one row (of NULLs but the
+ * tombstone). The outer ORDER BY restates the page's order (a sort of at
+ * most limit + 1 rows) rather than trusting the join to keep it.
+ */
+#define PAGE_OPEN "SELECT p.*, d.gone FROM (SELECT " GONE " AS gone) d LEFT JOIN LATERAL ("
+#define PAGE_CLOSE ") p ON true ORDER BY p.created_us DESC, p.id DESC"
+/* Times leave as integers (microseconds): formatted once each in ref_time_text. */
+#define US(col) "(extract(epoch FROM " col ") * 1000000)::bigint"
+
+/* The columns of a page, shared by the four list statements. The username
+ * is the referral's own copy (migration 008): no join to members per row. */
+#define LIST_SELECT "SELECT r.id, r.referred_id, r.referred_username, r.status, r.reason, "
+#define LIST_TIMES US("r.created_at") " AS created_us, " US("r.converted_at") " AS converted_us "
+#define LIST_FROM "FROM referrals r WHERE r.referrer_id = $1::uuid AND NOT d.gone "
+#define LIST_COLUMNS PAGE_OPEN LIST_SELECT LIST_TIMES LIST_FROM
+/* The keyset predicate with the cursor's microseconds and id in parameters us and id. */
+#define LIST_AFTER(us, id)                                                                         \
+    "AND (r.created_at, r.id) < ('epoch'::timestamptz + " us "::bigint * "                         \
+    "interval '1 microsecond', " id "::uuid) "
+#define LIST_ORDER "ORDER BY r.created_at DESC, r.id DESC LIMIT $2::int" PAGE_CLOSE
+/*
+ * The default page (REF_PAGE_DEFAULT + 1 rows) has statements of its own with
+ * the LIMIT written out: PostgreSQL plans a LIMIT $n as a tenth of the rows,
+ * so where one referrer owns most rows the generic plan looks dear and every
+ * execution is planned anew (measured: about 200 µs a page); with a literal
+ * LIMIT the generic plan is kept.
+ */
+#define LIST_ORDER_DEFAULT "ORDER BY r.created_at DESC, r.id DESC LIMIT 21" PAGE_CLOSE
+_Static_assert(REF_PAGE_DEFAULT + 1 == 21, "LIST_ORDER_DEFAULT's LIMIT is the default page + 1");
+
+/* One row of a list statement (LIST_COLUMNS) into r; strings borrowed from res. */
+static int referral_row(const PGresult *res, int i, ref_referral_t *r)
+{
+    int rc = cell_text(res, i, 0, r->id, sizeof r->id);
+    if (rc == 0)
+        rc = cell_text(res, i, 1, r->referred_id, sizeof r->referred_id);
+    r->referred_username = cell_or_null(res, i, 2);
+    if (rc == 0)
+        rc = cell_text(res, i, 3, r->status, sizeof r->status);
+    r->reason = cell_or_null(res, i, 4);
+    if (rc == 0 && PQgetisnull(res, i, 5))
+        rc = CM_EDB;
+    if (rc == 0)
+        rc = cell_time(res, i, 5, r->created_at, &r->created_us);
+    if (rc == 0)
+        rc = cell_time(res, i, 6, r->converted_at, NULL); /* "" for NULL */
+    return rc;
+}
+
+/* The first limit rows of res (kept by out) into out; the cursor follows the last one shown. */
+static int referral_page(PGresult *res, int limit, ref_referral_page_t *out)
+{
+    int rows = 0;
+    out->res = res;
+    int rc = page_rows(res, &rows);
+    out->more = rows > limit;
+    size_t shown = (size_t)(out->more ? limit : rows);
+    out->rows = cm_xcalloc(shown ? shown : 1, sizeof *out->rows);
     for (out->n = 0; rc == 0 && out->n < shown; out->n++)
         rc = referral_row(res, (int)out->n, &out->rows[out->n]);
     if (rc != 0) {
@@ -270,45 +399,62 @@ void ref_referral_page_dispose(ref_referral_page_t *p)
 {
     if (!p)
         return;
-    for (size_t i = 0; i < p->n; i++) {
-        free(p->rows[i].referred_username);
-        free(p->rows[i].reason);
-    }
     free(p->rows);
+    PQclear(p->res);
     memset(p, 0, sizeof *p);
+}
+
+/* One list statement and the parameters it takes, in order. */
+typedef struct list_stmt {
+    const char *name, *sql;
+    int n;
+    int params[5]; /* indexes into list_args: 0 referrer, 1 limit, 2 µs, 3 id, 4 status */
+} list_stmt_t;
+
+/* The list statement for a page: [default limit][cursor][status]. */
+static const list_stmt_t *list_statement(bool dflt, bool cursor, bool status)
+{
+    /* Static statements rather than optional predicates, so each plan is an
+     * index range scan on (referrer_id[, status], created_at, id). */
+    static const list_stmt_t stmts[2][2][2] = {
+        {{{"ref_list_first", LIST_COLUMNS LIST_ORDER, 2, {0, 1}},
+          {"ref_list_first_st", LIST_COLUMNS "AND r.status = $3 " LIST_ORDER, 3, {0, 1, 4}}},
+         {{"ref_list_after", LIST_COLUMNS LIST_AFTER("$3", "$4") LIST_ORDER, 4, {0, 1, 2, 3}},
+          {"ref_list_after_st",
+           LIST_COLUMNS "AND r.status = $5 " LIST_AFTER("$3", "$4") LIST_ORDER,
+           5,
+           {0, 1, 2, 3, 4}}}},
+        {{{"ref_list_first_d", LIST_COLUMNS LIST_ORDER_DEFAULT, 1, {0}},
+          {"ref_list_first_st_d", LIST_COLUMNS "AND r.status = $2 " LIST_ORDER_DEFAULT, 2, {0, 4}}},
+         {{"ref_list_after_d",
+           LIST_COLUMNS LIST_AFTER("$2", "$3") LIST_ORDER_DEFAULT,
+           3,
+           {0, 2, 3}},
+          {"ref_list_after_st_d",
+           LIST_COLUMNS "AND r.status = $4 " LIST_AFTER("$2", "$3") LIST_ORDER_DEFAULT,
+           4,
+           {0, 2, 3, 4}}}},
+    };
+    return &stmts[dflt][cursor][status];
 }
 
 int ref_store_list(cm_db_t *db, const char *referrer_id, const char *status,
                    const ref_cursor_t *cursor, int limit, ref_referral_page_t *out)
 {
-    /* Four static statements rather than optional predicates, so each
-     * plan is an index range scan on (referrer_id[, status], created_at, id). */
-    static const char first[] = LIST_COLUMNS LIST_ORDER;
-    static const char after[] = LIST_COLUMNS LIST_AFTER LIST_ORDER;
-    static const char first_st[] = LIST_COLUMNS "AND r.status = $3 " LIST_ORDER;
-    static const char after_st[] = LIST_COLUMNS "AND r.status = $5 " LIST_AFTER LIST_ORDER;
     memset(out, 0, sizeof *out);
     if (limit < 1 || limit > 1000000)
         return CM_EINVAL;
     char lim[16], us[24];
     snprintf(lim, sizeof lim, "%d", limit + 1); /* the extra row tells whether more follow */
     snprintf(us, sizeof us, "%lld", cursor ? (long long)cursor->created_us : 0LL);
-    const char *p[5] = {referrer_id, lim, cursor ? us : NULL, cursor ? cursor->id : NULL, status};
-    const char *ps[3] = {referrer_id, lim, status};
+    const char *args[5] = {referrer_id, lim, us, cursor ? cursor->id : NULL, status};
+    const list_stmt_t *st = list_statement(limit == REF_PAGE_DEFAULT, cursor, status);
+    const char *p[5];
+    for (int i = 0; i < st->n; i++)
+        p[i] = args[st->params[i]];
     PGresult *res = NULL;
-    int rc = 0;
-    if (!cursor && !status)
-        rc = cm_db_prepared(db, "ref_list_first", first, 2, p, &res);
-    else if (cursor && !status)
-        rc = cm_db_prepared(db, "ref_list_after", after, 4, p, &res);
-    else if (!cursor)
-        rc = cm_db_prepared(db, "ref_list_first_st", first_st, 3, ps, &res);
-    else
-        rc = cm_db_prepared(db, "ref_list_after_st", after_st, 5, p, &res);
-    if (rc == 0)
-        rc = referral_page(res, limit, out);
-    PQclear(res);
-    return rc;
+    int rc = cm_db_prepared(db, st->name, st->sql, st->n, p, &res);
+    return rc == 0 ? referral_page(res, limit, out) : rc;
 }
 
 int ref_store_member_email(cm_db_t *db, const char *user_id, char email[255])
@@ -399,33 +545,36 @@ int ref_store_expirable(cm_db_t *db, int ttl_days, int limit, char ids[][37], in
 }
 
 #define REWARD_COLUMNS                                                                             \
-    "SELECT id, kind, amount, reason, referral_id, " RFC3339(                                      \
-        "created_at") ", "                                                                         \
-                      "(extract(epoch FROM created_at) * 1000000)::bigint FROM rewards WHERE "     \
-                      "user_id = $1::uuid "
+    PAGE_OPEN "SELECT id, kind, amount, reason, referral_id, " US(                                 \
+        "created_at") " AS created_us FROM rewards WHERE user_id = $1::uuid AND NOT d.gone "
 
-/* One row of a rewards statement (REWARD_COLUMNS) into r. */
+/* One row of a rewards statement (REWARD_COLUMNS) into r; strings borrowed from res. */
 static int reward_row(const PGresult *res, int i, ref_reward_t *r)
 {
-    copy_text(r->id, sizeof r->id, PQgetvalue(res, i, 0));
-    copy_text(r->kind, sizeof r->kind, PQgetvalue(res, i, 1));
-    if (cell_ll(res, i, 2, &r->amount) != 0)
-        r->amount = 0;
-    r->reason = cm_xstrdup(PQgetvalue(res, i, 3));
-    copy_text(r->referral_id, sizeof r->referral_id, PQgetvalue(res, i, 4)); /* "" for NULL */
-    copy_text(r->created_at, sizeof r->created_at, PQgetvalue(res, i, 5));
-    long long us = 0;
-    int rc = cell_ll(res, i, 6, &us);
-    r->created_us = us;
+    int rc = cell_text(res, i, 0, r->id, sizeof r->id);
+    if (rc == 0)
+        rc = cell_text(res, i, 1, r->kind, sizeof r->kind);
+    if (rc == 0)
+        rc = cell_ll(res, i, 2, &r->amount);
+    r->reason = PQgetvalue(res, i, 3);
+    if (rc == 0)
+        rc = cell_text(res, i, 4, r->referral_id, sizeof r->referral_id); /* "" for NULL */
+    if (rc == 0 && PQgetisnull(res, i, 5))
+        rc = CM_EDB;
+    if (rc == 0)
+        rc = cell_time(res, i, 5, r->created_at, &r->created_us);
     return rc;
 }
 
-/* The first limit rows of res into out; the cursor follows the last one shown. */
-static int reward_page(const PGresult *res, int limit, ref_reward_page_t *out)
+/* The first limit rows of res (kept by out) into out; the cursor follows the last one shown. */
+static int reward_page(PGresult *res, int limit, ref_reward_page_t *out)
 {
-    size_t shown = page_size(res, limit, &out->more);
-    out->rows = cm_xcalloc(shown, sizeof *out->rows);
-    int rc = 0;
+    int rows = 0;
+    out->res = res;
+    int rc = page_rows(res, &rows);
+    out->more = rows > limit;
+    size_t shown = (size_t)(out->more ? limit : rows);
+    out->rows = cm_xcalloc(shown ? shown : 1, sizeof *out->rows);
     for (out->n = 0; rc == 0 && out->n < shown; out->n++)
         rc = reward_row(res, (int)out->n, &out->rows[out->n]);
     if (rc != 0) {
@@ -443,20 +592,20 @@ void ref_reward_page_dispose(ref_reward_page_t *p)
 {
     if (!p)
         return;
-    for (size_t i = 0; i < p->n; i++)
-        free(p->rows[i].reason);
     free(p->rows);
+    PQclear(p->res);
     memset(p, 0, sizeof *p);
 }
 
 int ref_store_rewards(cm_db_t *db, const char *user_id, const ref_cursor_t *cursor, int limit,
                       ref_reward_page_t *out)
 {
-    static const char first[] = REWARD_COLUMNS "ORDER BY created_at DESC, id DESC LIMIT $2::int";
+    static const char first[] =
+        REWARD_COLUMNS "ORDER BY created_at DESC, id DESC LIMIT $2::int" PAGE_CLOSE;
     static const char after[] =
         REWARD_COLUMNS "AND (created_at, id) < ('epoch'::timestamptz + $3::bigint * "
                        "interval '1 microsecond', $4::uuid) "
-                       "ORDER BY created_at DESC, id DESC LIMIT $2::int";
+                       "ORDER BY created_at DESC, id DESC LIMIT $2::int" PAGE_CLOSE;
     memset(out, 0, sizeof *out);
     if (limit < 1 || limit > 1000000)
         return CM_EINVAL;
@@ -467,10 +616,7 @@ int ref_store_rewards(cm_db_t *db, const char *user_id, const ref_cursor_t *curs
     PGresult *res = NULL;
     int rc = cursor ? cm_db_prepared(db, "ref_rewards_after", after, 4, p, &res)
                     : cm_db_prepared(db, "ref_rewards_first", first, 2, p, &res);
-    if (rc == 0)
-        rc = reward_page(res, limit, out);
-    PQclear(res);
-    return rc;
+    return rc == 0 ? reward_page(res, limit, out) : rc;
 }
 
 int ref_store_click(cm_db_t *db, const ref_click_t *c, bool *counted)
@@ -500,7 +646,8 @@ int ref_store_daily(cm_db_t *db, const char *user_id, int days, ref_day_t *out)
 {
     static const char sql[] =
         "SELECT to_char(d.day, 'YYYY-MM-DD'), coalesce(r.clicks, 0), coalesce(r.signups, 0), "
-        "coalesce(r.successful, 0) FROM generate_series((now() AT TIME ZONE 'UTC')::date - "
+        "coalesce(r.successful, 0), " GONE
+        " FROM generate_series((now() AT TIME ZONE 'UTC')::date - "
         "($2::int - 1), (now() AT TIME ZONE 'UTC')::date, interval '1 day') AS d(day) "
         "LEFT JOIN (SELECT day, sum(clicks) AS clicks, sum(signups) AS signups, "
         "sum(successful) AS successful FROM referral_daily WHERE user_id = $1::uuid "
@@ -514,6 +661,10 @@ int ref_store_daily(cm_db_t *db, const char *user_id, int days, ref_day_t *out)
     if (rc != 0)
         return rc;
     int rows = PQntuples(res);
+    if (rows > 0 && cell_true(res, 0, 4)) {
+        PQclear(res);
+        return CM_EAUTH;
+    }
     for (int i = 0; i < rows && i < days; i++) {
         copy_text(out[i].date, sizeof out[i].date, PQgetvalue(res, i, 0));
         long long *f[] = {&out[i].clicks, &out[i].signups, &out[i].successful};
@@ -610,10 +761,11 @@ int ref_store_leaderboard(cm_db_t *db, const char *month_start, int limit, ref_b
 
 int ref_store_set_optin(cm_db_t *db, const char *user_id, bool show)
 {
+    /* No row back: the tombstone stopped the insert (and so the update). */
+    static const char sql[] =
+        "INSERT INTO leaderboard_optin (user_id, show) SELECT $1::uuid, $2::bool WHERE NOT " GONE
+        " ON CONFLICT (user_id) DO UPDATE SET show = EXCLUDED.show, updated_at = now() "
+        "RETURNING 1";
     const char *p[2] = {user_id, show ? "true" : "false"};
-    return cm_db_prepared(db, "ref_set_optin",
-                          "INSERT INTO leaderboard_optin (user_id, show) VALUES ($1::uuid, $2) "
-                          "ON CONFLICT (user_id) DO UPDATE SET show = EXCLUDED.show, "
-                          "updated_at = now()",
-                          2, p, NULL);
+    return exec_row(db, "ref_set_optin", sql, 2, p, CM_EAUTH, NULL);
 }

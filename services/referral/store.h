@@ -164,7 +164,12 @@ typedef struct ref_stats {
     long long total, pending, successful, rejected, expired, credits, rewards_count, clicks;
 } ref_stats_t;
 
-/** Reads the stats of user_id (zeros when unknown). Returns 0 or a CM_E* code. */
+/**
+ * Reads the stats of user_id (zeros when unknown): one statement that sums
+ * the stripes and looks up the code and the tombstone. Returns 0, CM_EAUTH
+ * when user_id's account was deleted (its access tokens still verify), or
+ * a CM_E* code.
+ */
 CM_MUST_CHECK int ref_store_stats(cm_db_t *db, const char *user_id, ref_stats_t *out);
 
 /** One click on /r/<code> as the gateway reports it. Strings borrowed. */
@@ -194,7 +199,8 @@ typedef struct ref_day {
 
 /**
  * Fills out[0..days-1] with the last days UTC days (today last), zeros for
- * days without activity. days in 1..REF_MAX_DAYS. Returns 0 or a CM_E* code.
+ * days without activity. days in 1..REF_MAX_DAYS. Returns 0, CM_EAUTH when
+ * user_id's account was deleted, or a CM_E* code.
  */
 CM_MUST_CHECK int ref_store_daily(cm_db_t *db, const char *user_id, int days, ref_day_t *out);
 
@@ -204,16 +210,31 @@ typedef struct ref_cursor {
     char id[37];
 } ref_cursor_t;
 
+/** Bytes of ref_time_text's output with its NUL: "YYYY-MM-DDTHH:MM:SS.mmmZ". */
+#define REF_TIME_MAX 32
+
+/**
+ * Writes us (microseconds since the epoch) as RFC 3339 UTC text with
+ * milliseconds (truncated), exactly as PostgreSQL's
+ * to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') writes it,
+ * for years 1 to 9999. The pages read times as integers and format them
+ * here, once each: cheaper than to_char in the database.
+ */
+void ref_time_text(int64_t us, char out[REF_TIME_MAX]);
+
+/** The page size the API defaults to (its own statements: see store.c). */
+#define REF_PAGE_DEFAULT 20
+
 /** One referral as GET /api/referrals shows it. */
 typedef struct ref_referral {
     char id[37];
     char referred_id[37];
-    char *referred_username; /* owned; NULL while the referred member is not known */
-    char status[16];         /* REF_PENDING ... */
-    char *reason;            /* owned; NULL for none */
-    char created_at[40];     /* RFC 3339 UTC */
-    char converted_at[40];   /* RFC 3339 UTC, or "" while pending */
-    int64_t created_us;      /* created_at in microseconds since the epoch */
+    const char *referred_username;   /* borrowed from the page; NULL while not a member */
+    char status[16];                 /* REF_PENDING ... */
+    const char *reason;              /* borrowed from the page; NULL for none */
+    char created_at[REF_TIME_MAX];   /* RFC 3339 UTC */
+    char converted_at[REF_TIME_MAX]; /* RFC 3339 UTC, or "" while pending */
+    int64_t created_us;              /* created_at in microseconds since the epoch */
 } ref_referral_t;
 
 /** One page of referrals; the caller owns it and calls ref_referral_page_dispose. */
@@ -222,12 +243,15 @@ typedef struct ref_referral_page {
     size_t n;
     bool more;         /* a further page exists */
     ref_cursor_t next; /* when more: the position of rows[n - 1], for the next page */
+    PGresult *res;     /* owned: the result the rows' borrowed strings point into */
 } ref_referral_page_t;
 
 /**
  * Lists referrer_id's referrals newest first: at most limit rows after
  * cursor (NULL for the first page), only status when not NULL, into *out
  * (left empty on failure). The cost does not depend on the page's depth.
+ * One statement, which also looks up the tombstone: CM_EAUTH when
+ * referrer_id's account was deleted.
  */
 CM_MUST_CHECK int ref_store_list(cm_db_t *db, const char *referrer_id, const char *status,
                                  const ref_cursor_t *cursor, int limit, ref_referral_page_t *out);
@@ -240,9 +264,9 @@ typedef struct ref_reward {
     char id[37];
     char kind[16]; /* "credit" or "milestone" */
     long long amount;
-    char *reason;         /* owned */
-    char referral_id[37]; /* "" for a reward not tied to one referral (a milestone) */
-    char created_at[40];  /* RFC 3339 UTC */
+    const char *reason;            /* borrowed from the page */
+    char referral_id[37];          /* "" for a reward not tied to one referral (a milestone) */
+    char created_at[REF_TIME_MAX]; /* RFC 3339 UTC */
     int64_t created_us;
 } ref_reward_t;
 
@@ -252,11 +276,13 @@ typedef struct ref_reward_page {
     size_t n;
     bool more;         /* a further page exists */
     ref_cursor_t next; /* when more: the position of rows[n - 1] */
+    PGresult *res;     /* owned: the result the rows' borrowed strings point into */
 } ref_reward_page_t;
 
 /**
  * Lists user_id's rewards newest first: at most limit rows after cursor
- * (NULL: first page), into *out (left empty on failure).
+ * (NULL: first page), into *out (left empty on failure). CM_EAUTH when
+ * user_id's account was deleted (one statement, as ref_store_list).
  */
 CM_MUST_CHECK int ref_store_rewards(cm_db_t *db, const char *user_id, const ref_cursor_t *cursor,
                                     int limit, ref_reward_page_t *out);
@@ -311,7 +337,10 @@ typedef struct ref_board_row {
 CM_MUST_CHECK int ref_store_leaderboard(cm_db_t *db, const char *month_start, int limit,
                                         ref_board_row_t *out, int *n);
 
-/** Stores user_id's leaderboard opt-in (insert or update). Returns 0 or a CM_E* code. */
+/**
+ * Stores user_id's leaderboard opt-in (insert or update). Returns 0,
+ * CM_EAUTH when user_id's account was deleted (nothing stored), or a CM_E* code.
+ */
 CM_MUST_CHECK int ref_store_set_optin(cm_db_t *db, const char *user_id, bool show);
 
 #endif

@@ -355,6 +355,48 @@ static void bad_list_parameters_get_400_naming_the_field(void **state)
     free(tok);
 }
 
+/* Each read folds the tombstone into its own statement: a deleted account's
+ * still-valid token gets 401 everywhere, with or without rows to show. */
+static void a_deleted_accounts_token_gets_401_on_every_read_and_the_opt_in(void **state)
+{
+    fixture_t *f = *state;
+    user_t u, friend;
+    new_user(&u);
+    new_user(&friend);
+    register_user(f, &u, NULL, true);
+    register_user(f, &friend, &u, false);
+    char *tok = token_for(f->signer, &u);
+    const char *paths[] = {"/api/referral-stats/", "/api/referrals/",
+                           "/api/referrals/?status=pending&limit=1", "/api/rewards/",
+                           "/api/referral-stats/daily?days=3"};
+    t_resp_t r;
+    for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
+        get(f, paths[i], tok, &r);
+        assert_int_equal(r.status, 200);
+        t_resp_dispose(&r);
+    }
+    cm_db_t *db = NULL;
+    bool first = false;
+    assert_int_equal(cm_db_acquire(f->pool, &db), 0);
+    assert_int_equal(ref_store_forget_member(db, u.id, "2026-11-28T00:00:00Z", &first), 0);
+    cm_db_release(db);
+    for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
+        get(f, paths[i], tok, &r);
+        assert_problem(&r, 401);
+        t_resp_dispose(&r);
+    }
+    static const char body[] = "{\"show_on_leaderboard\":true}";
+    char *url = cm_xasprintf("%s/api/me", f->base);
+    char *auth = cm_xasprintf("Authorization: Bearer %s", tok);
+    const char *headers[] = {auth, NULL};
+    assert_int_equal(t_http("PATCH", url, "application/json", body, strlen(body), headers, &r), 0);
+    free(auth);
+    assert_problem(&r, 401);
+    t_resp_dispose(&r);
+    free(url);
+    free(tok);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -363,6 +405,7 @@ int main(void)
         cmocka_unit_test(stats_are_the_callers_counters_with_code_link_and_rate),
         cmocka_unit_test(the_list_pages_through_every_referral_once_newest_first),
         cmocka_unit_test(bad_list_parameters_get_400_naming_the_field),
+        cmocka_unit_test(a_deleted_accounts_token_gets_401_on_every_read_and_the_opt_in),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

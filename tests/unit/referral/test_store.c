@@ -574,6 +574,189 @@ static void the_daily_series_has_one_entry_per_day_today_last(void **state)
     assert_int_equal(days[0].signups, 1);
 }
 
+/* ---- one statement per authenticated read (issue 16) ---------------------------------- */
+
+static void every_read_of_a_deleted_account_is_eauth_even_with_nothing_to_show(void **state)
+{
+    fixture_t *f = *state;
+    user_t u, bare;
+    new_user(&u);
+    new_user(&bare);
+    assert_int_equal(add_member(f, &u, NULL), 0);
+    char at[32], id[37];
+    second(1, at);
+    refer_at(f, &u, at, id);
+    second(2, at);
+    refer_at(f, &u, at, id);
+    bool first = false;
+    assert_int_equal(ref_store_forget_member(f->db, u.id, "2026-01-02T00:00:00Z", &first), 0);
+    /* bare never had a row anywhere: its empty pages must not read as "not deleted". */
+    assert_int_equal(ref_store_forget_member(f->db, bare.id, "2026-01-02T00:00:00Z", &first), 0);
+    const user_t *who[] = {&u, &bare};
+    ref_cursor_t cur = {.created_us = JAN1_US + 9000000LL};
+    memcpy(cur.id, id, sizeof cur.id);
+    for (size_t i = 0; i < 2; i++) {
+        ref_stats_t s;
+        ref_referral_page_t p;
+        ref_reward_page_t r;
+        ref_day_t days[REF_MAX_DAYS];
+        assert_int_equal(ref_store_stats(f->db, who[i]->id, &s), CM_EAUTH);
+        assert_int_equal(ref_store_list(f->db, who[i]->id, NULL, NULL, 20, &p), CM_EAUTH);
+        assert_null(p.rows);
+        assert_null(p.res);
+        assert_int_equal(ref_store_list(f->db, who[i]->id, NULL, &cur, 20, &p), CM_EAUTH);
+        assert_int_equal(ref_store_list(f->db, who[i]->id, REF_PENDING, NULL, 1, &p), CM_EAUTH);
+        assert_int_equal(ref_store_list(f->db, who[i]->id, REF_PENDING, &cur, 1, &p), CM_EAUTH);
+        assert_int_equal(ref_store_rewards(f->db, who[i]->id, NULL, 20, &r), CM_EAUTH);
+        assert_int_equal(ref_store_rewards(f->db, who[i]->id, &cur, 20, &r), CM_EAUTH);
+        assert_int_equal(ref_store_daily(f->db, who[i]->id, 7, days), CM_EAUTH);
+        assert_int_equal(ref_store_set_optin(f->db, who[i]->id, true), CM_EAUTH);
+        char *opt = t_pg_value(
+            f->db, "SELECT count(*) FROM leaderboard_optin WHERE user_id = $1::uuid", who[i]->id);
+        assert_string_equal(opt, "0");
+        free(opt);
+    }
+    /* The referrals stay (they are the referrer's counts) and another user still reads. */
+    user_t other;
+    new_user(&other);
+    ref_stats_t s;
+    assert_int_equal(ref_store_stats(f->db, other.id, &s), 0);
+    assert_int_equal(ref_store_set_optin(f->db, other.id, true), 0);
+}
+
+/* The default page size runs statements of its own (a literal LIMIT): they
+ * must page exactly as the parameterized ones, with and without a status. */
+static void default_size_pages_match_other_sizes_with_and_without_a_status(void **state)
+{
+    fixture_t *f = *state;
+    user_t ref;
+    new_user(&ref);
+    enum { N = 45 };
+    char ids[N][37], at[32];
+    ref_conversion_t c;
+    for (int i = 0; i < N; i++) {
+        second(i, at);
+        refer_at(f, &ref, at, ids[i]);
+        if (i % 3 == 0)
+            assert_int_equal(
+                ref_store_convert(f->db, ids[i], REF_SUCCESSFUL, NULL, "2026-01-02T00:00:00Z", &c),
+                0);
+    }
+    static char dflt[N][37], other[N][37];
+    const char *statuses[] = {NULL, REF_SUCCESSFUL, REF_PENDING};
+    const size_t want[] = {N, 15, 30}, want_pages[] = {3, 1, 2};
+    for (size_t k = 0; k < 3; k++) {
+        size_t pages = 0, other_pages = 0;
+        assert_int_equal(list_all(f, &ref, statuses[k], REF_PAGE_DEFAULT, dflt, N, &pages),
+                         want[k]);
+        assert_int_equal(pages, want_pages[k]);
+        assert_int_equal(list_all(f, &ref, statuses[k], 7, other, N, &other_pages), want[k]);
+        for (size_t i = 0; i < want[k]; i++)
+            assert_string_equal(dflt[i], other[i]);
+    }
+    assert_string_equal(dflt[0], ids[N - 1]); /* the pending ones, newest first */
+}
+
+/* The username a page shows for the only referral of referrer. */
+static char *listed_username(fixture_t *f, const user_t *referrer)
+{
+    ref_referral_page_t p;
+    assert_int_equal(ref_store_list(f->db, referrer->id, NULL, NULL, 10, &p), 0);
+    assert_int_equal(p.n, 1);
+    char *name = p.rows[0].referred_username ? cm_xstrdup(p.rows[0].referred_username) : NULL;
+    ref_referral_page_dispose(&p);
+    return name;
+}
+
+/* Migration 008: the page reads the username from the referral's own copy,
+ * which follows the member whichever of the two rows comes first. */
+static void
+the_listed_username_follows_its_member_in_either_order_and_leaves_on_delete(void **state)
+{
+    fixture_t *f = *state;
+    user_t ref, ref2, early, late;
+    new_user(&ref);
+    new_user(&ref2);
+    new_user(&early);
+    new_user(&late);
+    /* The member first, then its referral. */
+    assert_int_equal(add_member(f, &early, &ref), 0);
+    assert_int_equal(ref_store_add_referral(f->db, ref.id, early.id, "2026-01-01T00:00:01Z"), 0);
+    char *name = listed_username(f, &ref);
+    assert_string_equal(name, early.name);
+    free(name);
+    /* The referral first (its member not known yet), then the member. */
+    assert_int_equal(ref_store_add_referral(f->db, ref2.id, late.id, "2026-01-01T00:00:02Z"), 0);
+    assert_null(listed_username(f, &ref2));
+    assert_int_equal(add_member(f, &late, &ref2), 0);
+    name = listed_username(f, &ref2);
+    assert_string_equal(name, late.name);
+    free(name);
+    /* The referred account deleted: its name leaves the referrer's list, the referral stays. */
+    bool first = false;
+    assert_int_equal(ref_store_forget_member(f->db, late.id, "2026-01-02T00:00:00Z", &first), 0);
+    assert_null(listed_username(f, &ref2));
+}
+
+/* to_char's text of us, the way the pages used to read their times. */
+static void pg_time_text(fixture_t *f, int64_t us, char out[REF_TIME_MAX])
+{
+    char v[24];
+    snprintf(v, sizeof v, "%lld", (long long)us);
+    const char *p[1] = {v};
+    PGresult *res = NULL;
+    assert_int_equal(cm_db_exec(f->db,
+                                /* Seconds and the rest apart: an interval times a bigint
+                                 * goes through a double, inexact beyond 2^53 µs. */
+                                "SELECT to_char(('epoch'::timestamptz + ($1::bigint / 1000000) "
+                                "* interval '1 second' + ($1::bigint % 1000000) * "
+                                "interval '1 microsecond') AT TIME ZONE 'UTC', "
+                                "'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')",
+                                1, p, &res),
+                     0);
+    snprintf(out, REF_TIME_MAX, "%s", PQgetvalue(res, 0, 0));
+    PQclear(res);
+}
+
+static void times_read_the_same_as_postgresqls_to_char_wrote_them(void **state)
+{
+    fixture_t *f = *state;
+    int64_t cases[64] = {
+        0,
+        -1,
+        1,
+        999,
+        1000,
+        999999,
+        1000000,
+        -999999,
+        -1000000,
+        -1000001,
+        JAN1_US + 123456,
+        -62135596800000000LL, /* 0001-01-01 */
+        253402300799999999LL, /* 9999-12-31T23:59:59.999999 */
+        951782400000000LL,    /* 2000-02-29 */
+        951868799999999LL,    /* 2000-02-29T23:59:59.999999 */
+        4107542400000000LL,   /* 2100-03-01 */
+        -2203934399999500LL,  /* 1900-02-28T12:00:00.0005 */
+        -12219292800000000LL, /* 1582-10-15 */
+        1796555842520900LL,   /* 2026-12-06T11:17:22.5209 */
+    };
+    size_t n = 19;
+    /* And pseudo-random ones over the whole range (a fixed LCG: the same every run). */
+    uint64_t x = 88172645463325252ULL;
+    for (; n < sizeof cases / sizeof cases[0]; n++) {
+        x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+        cases[n] = -62135596800000000LL + (int64_t)(x % 315537897599999999ULL);
+    }
+    for (size_t i = 0; i < n; i++) {
+        char want[REF_TIME_MAX], got[REF_TIME_MAX];
+        pg_time_text(f, cases[i], want);
+        ref_time_text(cases[i], got);
+        assert_string_equal(got, want);
+    }
+}
+
 /* ---- the monthly leaderboard (migration 006) ----------------------------------------- */
 
 /* A member registered at `at`, with n referrals converted successful at `when` each. */
@@ -660,6 +843,10 @@ int main(void)
         T(clicks_count_once_per_client_and_hour_and_only_for_known_codes),
         T(the_daily_series_has_one_entry_per_day_today_last),
         T(the_leaderboard_ranks_one_months_successes_ties_to_the_earlier_member),
+        T(every_read_of_a_deleted_account_is_eauth_even_with_nothing_to_show),
+        T(times_read_the_same_as_postgresqls_to_char_wrote_them),
+        T(the_listed_username_follows_its_member_in_either_order_and_leaves_on_delete),
+        T(default_size_pages_match_other_sizes_with_and_without_a_status),
     };
     return cmocka_run_group_tests(tests, group_setup, t_pg_tx_free);
 }
