@@ -323,8 +323,8 @@ static bool carries_length(int status)
 
 /* Room reserved for an answer's head (the status line and our headers are ~300 bytes). */
 #define REPLY_HEAD_ROOM 512
-/* A JSON body up to this size is serialized on the worker's stack (100 KiB in all). */
-#define REPLY_JSON_STACK 4096
+/* Room reserved for a JSON body before it is serialized (most fit: one allocation). */
+#define REPLY_JSON_ROOM 4096
 
 static void build_head(const cm_req_t *rq, int status, const char *ctype, size_t len, cm_buf_t *out)
 {
@@ -468,28 +468,30 @@ void cm_reply_empty(cm_req_t *rq, int status)
     cm_reply_raw(rq, status, NULL, NULL, 0);
 }
 
+/* json_dump_callback's sink: appends to a cm_buf. */
+static int append_json(const char *chunk, size_t len, void *data)
+{
+    cm_buf_append(data, chunk, len);
+    return 0;
+}
+
 void cm_reply_json(cm_req_t *rq, int status, json_t *body)
 {
-    /* Most bodies fit on the stack: json_dumps would grow a heap string by doubling
-     * (a page of 20 referrals: ten reallocations) only to copy it into the answer. */
-    char small[REPLY_JSON_STACK];
-    char *text = small;
-    size_t n = body ? json_dumpb(body, small, sizeof small, JSON_COMPACT) : 0;
-    if (n > sizeof small) {
-        text = cm_xmalloc(n);
-        n = json_dumpb(body, text, n, JSON_COMPACT);
-    }
+    /* One pass into a buffer reserved for most bodies: json_dumps would grow a
+     * string by doubling (a page of 20 referrals: ten reallocations). */
+    cm_buf_t text;
+    cm_buf_init(&text);
+    cm_buf_reserve(&text, REPLY_JSON_ROOM);
+    int rc = body ? json_dump_callback(body, append_json, &text, JSON_COMPACT) : -1;
     json_decref(body);
-    if (n == 0) {
-        if (text != small)
-            free(text);
+    if (rc != 0 || text.len == 0) {
+        cm_buf_dispose(&text);
         CM_ERROR(rq->id, "reply body could not be serialized");
         cm_reply_problem(rq, 500, "Internal Server Error", "The server failed to answer.", NULL);
         return;
     }
-    cm_reply_raw(rq, status, "application/json", text, n);
-    if (text != small)
-        free(text);
+    cm_reply_raw(rq, status, "application/json", text.data, text.len);
+    cm_buf_dispose(&text);
 }
 
 /* Sets key to the text, or leaves it out when the text is not valid UTF-8. */

@@ -89,30 +89,6 @@ static void reply_store_failure(cm_req_t *rq, int rc, const char *what)
     cm_reply_problem(rq, 503, "Service unavailable", "Try again shortly.", NULL);
 }
 
-/*
- * Replies 200 with body (stolen), the same bytes cm_reply_json sends, but
- * serialized in place into a buffer of about the right size (guess bytes):
- * json_dumps grows its string by doubling, a page of 20 through ten reallocs.
- */
-static void reply_json_sized(cm_req_t *rq, json_t *body, size_t guess)
-{
-    char *buf = cm_xmalloc(guess);
-    size_t n = json_dumpb(body, buf, guess, JSON_COMPACT);
-    if (n > guess) {
-        free(buf);
-        buf = cm_xmalloc(n);
-        n = json_dumpb(body, buf, n, JSON_COMPACT);
-    }
-    if (n == 0) {
-        free(buf);
-        cm_reply_json(rq, 200, body); /* answers 500 for what cannot be serialized */
-        return;
-    }
-    json_decref(body);
-    cm_reply_raw(rq, 200, "application/json", buf, n);
-    free(buf);
-}
-
 /* Sets a key the code names (no UTF-8 check, no copy of the key's check). */
 static void set(json_t *o, const char *key, json_t *v)
 {
@@ -175,7 +151,7 @@ static void on_stats(cm_req_t *rq, void *ctx)
     /* Read-your-writes: before the registration event arrives, the token's own code. */
     if (!s.referral_code[0] && claims.ref[0])
         snprintf(s.referral_code, sizeof s.referral_code, "%s", claims.ref);
-    reply_json_sized(rq, stats_json(api, &s), 512);
+    cm_reply_json(rq, 200, stats_json(api, &s));
 }
 
 /* The validated query of a list request. */
@@ -244,9 +220,6 @@ static json_t *page_body(json_t *results, bool more, const ref_cursor_t *next)
     return o;
 }
 
-/* Bytes a page's body takes at most per row, near enough to size its buffer once. */
-#define ROW_BYTES 320
-
 static json_t *referral_json(const ref_referral_t *r)
 {
     json_t *user = json_object();
@@ -288,9 +261,8 @@ static void on_list(cm_req_t *rq, void *ctx)
         return;
     }
     json_t *body = page_json(&page);
-    size_t guess = 64 + page.n * ROW_BYTES;
     ref_referral_page_dispose(&page);
-    reply_json_sized(rq, body, guess);
+    cm_reply_json(rq, 200, body);
 }
 
 static json_t *reward_json(const ref_reward_t *r)
@@ -325,9 +297,8 @@ static void on_rewards(cm_req_t *rq, void *ctx)
     for (size_t i = 0; i < page.n; i++)
         json_array_append_new(results, reward_json(&page.rows[i]));
     json_t *body = page_body(results, page.more, &page.next);
-    size_t guess = 64 + page.n * ROW_BYTES;
     ref_reward_page_dispose(&page);
-    reply_json_sized(rq, body, guess);
+    cm_reply_json(rq, 200, body);
 }
 
 /* GET /api/referral-stats/daily?days=N (1–90, default 30): the funnel per UTC day. */
