@@ -234,6 +234,17 @@ static struct timespec mono_at(int64_t ms)
                              .tv_nsec = (long)(ms % 1000) * 1000000L};
 }
 
+/* Puts w (on its thread's stack) last in the queue of waiters. Call with mu held; w leaves the
+ * queue before its thread returns (given the slot, or unqueue). */
+static void enqueue(gw_upstream_t *u, slot_waiter_t *w)
+{
+    if (u->last)
+        u->last->next = w;
+    else
+        u->first = w;
+    u->last = w;
+}
+
 /* Takes w out of the queue of waiters (it timed out). Call with mu held. */
 static void unqueue(gw_upstream_t *u, slot_waiter_t *w)
 {
@@ -270,11 +281,7 @@ static bool take_slot(gw_upstream_t *u, int64_t deadline_ms)
     }
     slot_waiter_t w = {.granted = false, .next = NULL};
     pthread_cond_init(&w.wake, &u->mono);
-    if (u->last)
-        u->last->next = &w;
-    else
-        u->first = &w;
-    u->last = &w;
+    enqueue(u, &w);
     while (!w.granted && cm_now_mono_ms() < deadline_ms) {
         struct timespec ts = mono_at(deadline_ms);
         pthread_cond_timedwait(&w.wake, &u->mu, &ts);
