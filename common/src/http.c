@@ -1140,7 +1140,6 @@ static void init_library_once(void)
     mg_init_library(0);
 }
 
-/* Starts civetweb with the catch-all handler. Returns 0 or CM_EIO. */
 /*
  * Authorization is the routes' own (bearer tokens, checked by the handlers
  * and the gateway): civetweb's must let every request through. Without a
@@ -1155,6 +1154,7 @@ static int authorize_all(struct mg_connection *conn, void *cbdata)
     return 1;
 }
 
+/* Starts civetweb with the catch-all handler. Returns 0 or CM_EIO. */
 static int start_civetweb(cm_http_t *srv, const cm_http_config_t *cfg)
 {
     static pthread_once_t once = PTHREAD_ONCE_INIT;

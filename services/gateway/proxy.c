@@ -874,14 +874,8 @@ static int build_request(const gw_addr_t *a, const gw_fwd_request_t *rq, cm_buf_
         cm_buf_puts(out, "\r\n");
     }
     if (strcmp(rq->method, "GET") != 0) {
-        char digits[24];
-        size_t n = sizeof digits, v = rq->body.len;
-        do {
-            digits[--n] = (char)('0' + v % 10);
-            v /= 10;
-        } while (v);
         cm_buf_puts(out, "Content-Length: ");
-        cm_buf_append(out, digits + n, sizeof digits - n);
+        cm_buf_put_uint(out, rq->body.len);
         cm_buf_puts(out, "\r\n");
     }
     cm_buf_puts(out, "\r\n");
