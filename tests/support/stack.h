@@ -85,8 +85,10 @@ double t_metric_sum(const char *base, const char *name);
 
 /**
  * Asserts that each of the instances listed in stack.env's key (comma-
- * separated admin URLs, e.g. REFERRAL_ADMIN_URLS) consumed at least one
- * message, and that there are exactly instances of them.
+ * separated admin URLs, e.g. REFERRAL_ADMIN_URLS) consumed at least a
+ * quarter of an even split of the messages all of them consumed (a share of
+ * the work, whichever topics carried it), and that there are exactly
+ * instances of them.
  */
 void t_assert_every_instance_consumed(const char *key, int instances);
 
