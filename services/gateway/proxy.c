@@ -777,7 +777,7 @@ static int targets_for(gw_upstream_t *u, size_t i, gw_targets_t *t)
     }
     int64_t now = cm_now_mono_ms();
     pthread_mutex_lock(&u->mu);
-    bool stale = !a->numeric && (!a->ai || now - a->resolved_ms >= GW_RESOLVE_EVERY_MS);
+    bool stale = !a->ai || now - a->resolved_ms >= GW_RESOLVE_EVERY_MS;
     bool mine = stale && (!a->resolving || !a->ai);
     a->resolving = a->resolving || mine;
     copy_targets(a, t);
