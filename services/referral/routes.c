@@ -8,6 +8,7 @@
 
 #include <sodium.h>
 
+#include "cm/jsonwrite.h"
 #include "cm/log.h"
 #include "cm/util.h"
 
@@ -93,12 +94,6 @@ static void reply_store_failure(cm_req_t *rq, int rc, const char *what)
 static void set(json_t *o, const char *key, json_t *v)
 {
     json_object_set_new_nocheck(o, key, v);
-}
-
-/* An ASCII string the service itself made (an id, a status, a time): no UTF-8 check. */
-static json_t *ascii(const char *s)
-{
-    return json_string_nocheck(s);
 }
 
 static json_t *stats_json(const ref_api_t *api, const ref_stats_t *s)
@@ -196,51 +191,99 @@ static int list_query_or_reply(cm_req_t *rq, list_query_t *q, bool with_status)
     return 0;
 }
 
-static json_t *text_or_null(const char *s)
-{
-    return s ? json_string(s) : json_null();
-}
+/*
+ * The two pages (referrals and rewards) are written as text straight into
+ * the answer's buffer (cm/jsonwrite.h) rather than built as a jansson tree
+ * and dumped: they are the hot answers with the most strings, and the tree
+ * was about a third of what a page of 20 cost this service. The bytes are
+ * the ones cm_reply_json would send for the same tree.
+ */
 
-/* The cursor of the next page, or null on the last one. */
-static json_t *next_cursor(bool more, const ref_cursor_t *next)
+/* Room for a page of 20 before it is written (one allocation for most). */
+#define PAGE_TEXT_ROOM 8192
+
+/* Appends "next": the cursor of the next page, or null on the last one. */
+static void put_next(cm_buf_t *b, bool more, const ref_cursor_t *next)
 {
-    if (!more || next->created_us < 0 || next->created_us > 253402300799999999LL)
-        return json_null();
+    cm_json_put_key(b, "next");
+    if (!more || next->created_us < 0 || next->created_us > 253402300799999999LL) {
+        cm_buf_puts(b, "null");
+        return;
+    }
     char text[REF_CURSOR_MAX + 1];
     ref_cursor_encode(next, text);
-    return ascii(text);
+    (void)cm_json_put_string_or_null(b, text); /* base64url: ASCII, cannot fail */
 }
 
-/* A page's body {"results": [...], "next": cursor or null}; results is stolen. */
-static json_t *page_body(json_t *results, bool more, const ref_cursor_t *next)
+/* Appends ,"key": and the text or null; CM_EINVAL when the text is not UTF-8. */
+static int put_field(cm_buf_t *b, const char *key, const char *text)
 {
-    json_t *o = json_object();
-    set(o, "results", results);
-    set(o, "next", next_cursor(more, next));
-    return o;
+    cm_buf_puts(b, ",");
+    cm_json_put_key(b, key);
+    return cm_json_put_string_or_null(b, text);
 }
 
-static json_t *referral_json(const ref_referral_t *r)
+static int put_referral(cm_buf_t *b, const ref_referral_t *r)
 {
-    json_t *user = json_object();
-    set(user, "id", ascii(r->referred_id));
-    set(user, "username", text_or_null(r->referred_username));
-    json_t *o = json_object();
-    set(o, "id", ascii(r->id));
-    set(o, "referred_user", user);
-    set(o, "status", ascii(r->status));
-    set(o, "reason", text_or_null(r->reason));
-    set(o, "created_at", ascii(r->created_at));
-    set(o, "converted_at", r->converted_at[0] ? ascii(r->converted_at) : json_null());
-    return o;
+    cm_buf_puts(b, "{\"id\":");
+    int rc = cm_json_put_string_or_null(b, r->id);
+    cm_buf_puts(b, ",\"referred_user\":{\"id\":");
+    rc |= cm_json_put_string_or_null(b, r->referred_id);
+    rc |= put_field(b, "username", r->referred_username);
+    cm_buf_puts(b, "}");
+    rc |= put_field(b, "status", r->status);
+    rc |= put_field(b, "reason", r->reason);
+    rc |= put_field(b, "created_at", r->created_at);
+    rc |= put_field(b, "converted_at", r->converted_at[0] ? r->converted_at : NULL);
+    cm_buf_puts(b, "}");
+    return rc ? CM_EINVAL : 0;
 }
 
-static json_t *page_json(const ref_referral_page_t *p)
+static int put_reward(cm_buf_t *b, const ref_reward_t *r)
 {
-    json_t *results = json_array();
-    for (size_t i = 0; i < p->n; i++)
-        json_array_append_new(results, referral_json(&p->rows[i]));
-    return page_body(results, p->more, &p->next);
+    cm_buf_puts(b, "{\"id\":");
+    int rc = cm_json_put_string_or_null(b, r->id);
+    rc |= put_field(b, "kind", r->kind);
+    cm_buf_puts(b, ",\"amount\":");
+    if (r->amount < 0)
+        cm_buf_puts(b, "-");
+    cm_buf_put_uint(b, r->amount < 0 ? 0ULL - (unsigned long long)r->amount
+                                     : (unsigned long long)r->amount);
+    rc |= put_field(b, "reason", r->reason ? r->reason : "");
+    rc |= put_field(b, "referral_id", r->referral_id[0] ? r->referral_id : NULL);
+    rc |= put_field(b, "created_at", r->created_at);
+    cm_buf_puts(b, "}");
+    return rc ? CM_EINVAL : 0;
+}
+
+/* Sends a page written into text (which it disposes); a stored text that is
+ * not UTF-8 (rc) is a 500, as a tree jansson refused to build would be. */
+static void reply_page(cm_req_t *rq, int rc, cm_buf_t *text)
+{
+    if (rc == 0) {
+        cm_reply_raw(rq, 200, "application/json", text->data, text->len);
+    } else {
+        CM_ERROR(cm_req_id(rq), "referral: a page holds text that is not UTF-8");
+        cm_reply_problem(rq, 500, "Internal Server Error", "The server failed to answer.", NULL);
+    }
+    cm_buf_dispose(text);
+}
+
+/* Writes {"results": [...], "next": ...} for a page of referrals. */
+static int referral_page_text(const ref_referral_page_t *p, cm_buf_t *b)
+{
+    int rc = 0;
+    cm_buf_reserve(b, PAGE_TEXT_ROOM);
+    cm_buf_puts(b, "{\"results\":[");
+    for (size_t i = 0; i < p->n && rc == 0; i++) {
+        if (i)
+            cm_buf_puts(b, ",");
+        rc = put_referral(b, &p->rows[i]);
+    }
+    cm_buf_puts(b, "],");
+    put_next(b, p->more, &p->next);
+    cm_buf_puts(b, "}");
+    return rc;
 }
 
 static void on_list(cm_req_t *rq, void *ctx)
@@ -260,21 +303,28 @@ static void on_list(cm_req_t *rq, void *ctx)
         reply_store_failure(rq, rc, "list");
         return;
     }
-    json_t *body = page_json(&page);
+    cm_buf_t text;
+    cm_buf_init(&text);
+    rc = referral_page_text(&page, &text);
     ref_referral_page_dispose(&page);
-    cm_reply_json(rq, 200, body);
+    reply_page(rq, rc, &text);
 }
 
-static json_t *reward_json(const ref_reward_t *r)
+/* Writes {"results": [...], "next": ...} for a page of rewards. */
+static int reward_page_text(const ref_reward_page_t *p, cm_buf_t *b)
 {
-    json_t *o = json_object();
-    set(o, "id", ascii(r->id));
-    set(o, "kind", ascii(r->kind));
-    set(o, "amount", json_integer(r->amount));
-    set(o, "reason", json_string(r->reason));
-    set(o, "referral_id", r->referral_id[0] ? ascii(r->referral_id) : json_null());
-    set(o, "created_at", ascii(r->created_at));
-    return o;
+    int rc = 0;
+    cm_buf_reserve(b, PAGE_TEXT_ROOM);
+    cm_buf_puts(b, "{\"results\":[");
+    for (size_t i = 0; i < p->n && rc == 0; i++) {
+        if (i)
+            cm_buf_puts(b, ",");
+        rc = put_reward(b, &p->rows[i]);
+    }
+    cm_buf_puts(b, "],");
+    put_next(b, p->more, &p->next);
+    cm_buf_puts(b, "}");
+    return rc;
 }
 
 static void on_rewards(cm_req_t *rq, void *ctx)
@@ -293,12 +343,11 @@ static void on_rewards(cm_req_t *rq, void *ctx)
         reply_store_failure(rq, rc, "rewards");
         return;
     }
-    json_t *results = json_array();
-    for (size_t i = 0; i < page.n; i++)
-        json_array_append_new(results, reward_json(&page.rows[i]));
-    json_t *body = page_body(results, page.more, &page.next);
+    cm_buf_t text;
+    cm_buf_init(&text);
+    rc = reward_page_text(&page, &text);
     ref_reward_page_dispose(&page);
-    cm_reply_json(rq, 200, body);
+    reply_page(rq, rc, &text);
 }
 
 /* GET /api/referral-stats/daily?days=N (1–90, default 30): the funnel per UTC day. */

@@ -328,17 +328,29 @@ static int page_rows(const PGresult *res, int *rows)
  * tombstone). The outer ORDER BY restates the page's order (a sort of at
  * most limit + 1 rows) rather than trusting the join to keep it.
  */
-#define PAGE_OPEN "SELECT p.*, d.gone FROM (SELECT " GONE " AS gone) d LEFT JOIN LATERAL ("
-#define PAGE_CLOSE ") p ON true ORDER BY p.created_us DESC, p.id DESC"
-/* Times leave as integers (microseconds): formatted once each in ref_time_text. */
+#define PAGE_OPEN(cols)                                                                            \
+    "SELECT " cols ", d.gone FROM (SELECT " GONE " AS gone) d LEFT JOIN LATERAL ("
+#define PAGE_CLOSE ") p ON true ORDER BY p.created_at DESC, p.id DESC"
+/*
+ * Times leave as integers (microseconds): formatted once each in
+ * ref_time_text. The outer query converts them, so only the rows shown pay
+ * for it: a plan that reads all of a referrer's rows and keeps the newest
+ * (the one PostgreSQL picks for a table it has not analyzed yet) would
+ * otherwise convert every row it reads (measured on 200 rows: 0.41 ms a
+ * page, 0.22 ms with the conversion outside).
+ */
 #define US(col) "(extract(epoch FROM " col ") * 1000000)::bigint"
 
 /* The columns of a page, shared by the four list statements. The username
  * is the referral's own copy (migration 008): no join to members per row. */
-#define LIST_SELECT "SELECT r.id, r.referred_id, r.referred_username, r.status, r.reason, "
-#define LIST_TIMES US("r.created_at") " AS created_us, " US("r.converted_at") " AS converted_us "
+#define LIST_OUTER                                                                                 \
+    "p.id, p.referred_id, p.referred_username, p.status, p.reason, " US(                           \
+        "p.created_at") " AS created_us, " US("p.converted_at") " AS converted_us"
+#define LIST_SELECT                                                                                \
+    "SELECT r.id, r.referred_id, r.referred_username, r.status, r.reason, r.created_at, "          \
+    "r.converted_at "
 #define LIST_FROM "FROM referrals r WHERE r.referrer_id = $1::uuid AND NOT d.gone "
-#define LIST_COLUMNS PAGE_OPEN LIST_SELECT LIST_TIMES LIST_FROM
+#define LIST_COLUMNS PAGE_OPEN(LIST_OUTER) LIST_SELECT LIST_FROM
 /* The keyset predicate with the cursor's microseconds and id in parameters us and id. */
 #define LIST_AFTER(us, id)                                                                         \
     "AND (r.created_at, r.id) < ('epoch'::timestamptz + " us "::bigint * "                         \
@@ -545,8 +557,10 @@ int ref_store_expirable(cm_db_t *db, int ttl_days, int limit, char ids[][37], in
 }
 
 #define REWARD_COLUMNS                                                                             \
-    PAGE_OPEN "SELECT id, kind, amount, reason, referral_id, " US(                                 \
-        "created_at") " AS created_us FROM rewards WHERE user_id = $1::uuid AND NOT d.gone "
+    PAGE_OPEN(                                                                                     \
+        "p.id, p.kind, p.amount, p.reason, p.referral_id, " US("p.created_at") " AS created_us")   \
+    "SELECT id, kind, amount, reason, referral_id, created_at FROM rewards "                       \
+    "WHERE user_id = $1::uuid AND NOT d.gone "
 
 /* One row of a rewards statement (REWARD_COLUMNS) into r; strings borrowed from res. */
 static int reward_row(const PGresult *res, int i, ref_reward_t *r)
