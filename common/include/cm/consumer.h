@@ -60,11 +60,14 @@ typedef struct cm_consumer_config {
  * Subscribes and starts the consumer thread. Returns NULL with *err on a
  * bad config (topics must be plain names: no "^regex"). Offsets are
  * committed only after fn returned 0 or CM_EPARSE (at-least-once); the
- * group uses cooperative-sticky assignment and a 6 s session timeout.
+ * group uses round-robin assignment (each member gets its share of every
+ * topic; consumer.c says why not cooperative-sticky) and a 6 s session
+ * timeout.
  * An event on an idle consumer is handed to fn within a few tens of ms of
  * reaching the broker (fetch.wait.max.ms is 25 ms).
  * Metrics (when set): linktr_consumer_messages_total{topic,result} with
- * result ok|malformed|retry, and linktr_consumer_lag_messages{topic}.
+ * result ok|malformed|retry, linktr_consumer_lag_messages{topic} and
+ * linktr_consumer_assigned_partitions.
  */
 cm_consumer_t *cm_consumer_start(const cm_consumer_config_t *cfg, int *err);
 
