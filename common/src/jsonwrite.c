@@ -48,14 +48,29 @@ static void escape_byte(unsigned char c, char out[7])
     static const char hex[] = "0123456789ABCDEF";
     const char *named = NULL;
     switch (c) {
-    case '"': named = "\\\""; break;
-    case '\\': named = "\\\\"; break;
-    case '\b': named = "\\b"; break;
-    case '\f': named = "\\f"; break;
-    case '\n': named = "\\n"; break;
-    case '\r': named = "\\r"; break;
-    case '\t': named = "\\t"; break;
-    default: break;
+    case '"':
+        named = "\\\"";
+        break;
+    case '\\':
+        named = "\\\\";
+        break;
+    case '\b':
+        named = "\\b";
+        break;
+    case '\f':
+        named = "\\f";
+        break;
+    case '\n':
+        named = "\\n";
+        break;
+    case '\r':
+        named = "\\r";
+        break;
+    case '\t':
+        named = "\\t";
+        break;
+    default:
+        break;
     }
     if (named) {
         memcpy(out, named, 3);

@@ -350,6 +350,8 @@ static int registered_tx(cm_db_t *db, void *arg)
     /* A self-referral is never a referral; auth refuses it, this is the backstop. */
     if (rc == 0 && m->referred_by && strcmp(m->referred_by, m->user_id) != 0)
         rc = add_referral(db, p);
+    if (rc == 0 && gone == CM_ENOTFOUND)
+        rc = ref_store_apply_parked_email(db, m->user_id);
     char at[40];
     if (rc == 0 && (rc = ref_store_take_parked(db, m->user_id, at)) == 0)
         rc = apply_verified(db, p, m->user_id, at);
@@ -377,10 +379,10 @@ static int verified_tx(cm_db_t *db, void *arg)
 
 /*
  * The member's address follows the account's. A change that overtakes its
- * registration (another topic) is retried until the member exists: applied
- * first, it would be lost, and the registration would bring back the old
- * address. Its partition waits meanwhile; the others flow (cm/consumer.h).
- * A deleted account's change is done with: its member never comes back.
+ * registration (another topic) is parked, the newest per user, and applied
+ * when the registration arrives (registered_tx): applied first it would be
+ * lost, and the registration would bring back the old address. A deleted
+ * account's change is done with: its member never comes back.
  */
 static int email_changed_tx(cm_db_t *db, void *arg)
 {
@@ -392,9 +394,12 @@ static int email_changed_tx(cm_db_t *db, void *arg)
         return 0;
     if (rc == 0)
         rc = ref_store_member_set_email(db, p->user_id, p->new_email);
-    if (rc == CM_ENOTFOUND && ref_store_deleted(db, p->user_id) == 0)
-        rc = 0; /* the account is gone: no member will ever come to take the address */
-    return rc;
+    if (rc != CM_ENOTFOUND)
+        return rc;
+    rc = ref_store_deleted(db, p->user_id);
+    if (rc == 0)
+        return 0; /* the account is gone: no member will ever come to take the address */
+    return rc == CM_ENOTFOUND ? ref_store_park_email(db, p->user_id, p->new_email) : rc;
 }
 
 /* user.deleted: anonymise once; a replay (same or another event id) changes nothing. */

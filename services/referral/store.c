@@ -699,6 +699,24 @@ int ref_store_member_set_email(cm_db_t *db, const char *user_id, const char *ema
     return exec_row(db, "ref_member_set_email", sql, 2, p, CM_ENOTFOUND, NULL);
 }
 
+int ref_store_park_email(cm_db_t *db, const char *user_id, const char *email)
+{
+    static const char sql[] = "INSERT INTO parked_email_changes (user_id, email) "
+                              "VALUES ($1::uuid, $2) ON CONFLICT (user_id) DO UPDATE "
+                              "SET email = EXCLUDED.email, parked_at = now()";
+    const char *p[2] = {user_id, email};
+    return cm_db_prepared(db, "ref_park_email", sql, 2, p, NULL);
+}
+
+int ref_store_apply_parked_email(cm_db_t *db, const char *user_id)
+{
+    static const char sql[] =
+        "WITH t AS (DELETE FROM parked_email_changes WHERE user_id = $1::uuid RETURNING email) "
+        "UPDATE members m SET email = t.email FROM t WHERE m.user_id = $1::uuid";
+    const char *p[1] = {user_id};
+    return cm_db_prepared(db, "ref_apply_parked_email", sql, 1, p, NULL);
+}
+
 /* ---- account deletion (issue 15) ---------------------------------------------- */
 
 int ref_store_forget_member(cm_db_t *db, const char *user_id, const char *deleted_at, bool *first)
@@ -713,6 +731,7 @@ int ref_store_forget_member(cm_db_t *db, const char *user_id, const char *delete
         {"ref_forget_member", "DELETE FROM members WHERE user_id = $1::uuid"},
         {"ref_forget_clicks", "DELETE FROM clicks WHERE referrer_id = $1::uuid"},
         {"ref_forget_parked", "DELETE FROM parked_verifications WHERE user_id = $1::uuid"},
+        {"ref_forget_parked_email", "DELETE FROM parked_email_changes WHERE user_id = $1::uuid"},
         {"ref_forget_optin", "DELETE FROM leaderboard_optin WHERE user_id = $1::uuid"},
     };
     const char *p[2] = {user_id, deleted_at};

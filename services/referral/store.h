@@ -297,6 +297,18 @@ void ref_reward_page_dispose(ref_reward_page_t *p);
  */
 CM_MUST_CHECK int ref_store_member_set_email(cm_db_t *db, const char *user_id, const char *email);
 
+/**
+ * Parks an email change whose registration has not arrived (migration 009):
+ * the newest change of user_id wins (a user's changes arrive in order).
+ */
+CM_MUST_CHECK int ref_store_park_email(cm_db_t *db, const char *user_id, const char *email);
+
+/**
+ * Takes (and deletes) user_id's parked email change, if any, and sets the
+ * member's email to it. Returns 0 (also when none was parked) or a CM_E* code.
+ */
+CM_MUST_CHECK int ref_store_apply_parked_email(cm_db_t *db, const char *user_id);
+
 /* ---- account deletion (issue 15) ---------------------------------------------- */
 
 /**

@@ -78,23 +78,23 @@ static void valid_utf8_passes_and_every_malformed_form_is_refused(void **state)
 {
     (void)state;
     static const char *const cases[] = {
-        "caf\xc3\xa9",          /* 2 bytes */
-        "\xe2\x82\xac",         /* 3 bytes: euro sign */
-        "\xf0\x9f\x98\x80",     /* 4 bytes: an emoji */
-        "\xf4\x8f\xbf\xbf",     /* U+10FFFF, the last code point */
-        "\xe2\x80\xa8",         /* U+2028, written as is (as jansson does) */
-        "\xc0\x80",             /* overlong NUL */
-        "\xc1\xbf",             /* overlong */
-        "\xe0\x80\xaf",         /* overlong 3-byte */
-        "\xf0\x80\x80\xaf",     /* overlong 4-byte */
-        "\xed\xa0\x80",         /* a surrogate */
-        "\xf4\x90\x80\x80",     /* past U+10FFFF */
-        "\xf5\x80\x80\x80",     /* no such lead byte */
-        "\x80",                 /* a lone continuation byte */
-        "\xc3",                 /* cut short at the end */
-        "\xe2\x82",             /* cut short */
-        "\xe2\x28\xa1",         /* a bad continuation */
-        "ok\xff",               /* never valid */
+        "caf\xc3\xa9",      /* 2 bytes */
+        "\xe2\x82\xac",     /* 3 bytes: euro sign */
+        "\xf0\x9f\x98\x80", /* 4 bytes: an emoji */
+        "\xf4\x8f\xbf\xbf", /* U+10FFFF, the last code point */
+        "\xe2\x80\xa8",     /* U+2028, written as is (as jansson does) */
+        "\xc0\x80",         /* overlong NUL */
+        "\xc1\xbf",         /* overlong */
+        "\xe0\x80\xaf",     /* overlong 3-byte */
+        "\xf0\x80\x80\xaf", /* overlong 4-byte */
+        "\xed\xa0\x80",     /* a surrogate */
+        "\xf4\x90\x80\x80", /* past U+10FFFF */
+        "\xf5\x80\x80\x80", /* no such lead byte */
+        "\x80",             /* a lone continuation byte */
+        "\xc3",             /* cut short at the end */
+        "\xe2\x82",         /* cut short */
+        "\xe2\x28\xa1",     /* a bad continuation */
+        "ok\xff",           /* never valid */
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
         assert_same_as_jansson(cases[i], strlen(cases[i]));
@@ -113,8 +113,17 @@ static void random_strings_match_jansson_byte_for_byte(void **state)
 {
     (void)state;
     uint64_t x = 0x9e3779b97f4a7c15ULL;
-    static const char *const units[] = {"a", "b", "\"", "\\", "\n", "\t", "\x01", "/",
-                                        "\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80"};
+    static const char *const units[] = {"a",
+                                        "b",
+                                        "\"",
+                                        "\\",
+                                        "\n",
+                                        "\t",
+                                        "\x01",
+                                        "/",
+                                        "\xc3\xa9",
+                                        "\xe2\x82\xac",
+                                        "\xf0\x9f\x98\x80"};
     char s[4 * 16];
     size_t accepted = 0;
     for (int n = 0; n < 20000; n++) {

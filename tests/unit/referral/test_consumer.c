@@ -408,23 +408,32 @@ static void the_alias_rule_compares_with_the_address_after_an_email_change(void 
     assert_query(f, STATUS_REASON, alias.id, "rejected:self_referral_alias");
 }
 
-static void an_email_change_before_its_registration_waits_for_it(void **state)
+static void an_email_change_before_its_registration_is_parked_then_applied(void **state)
 {
     fixture_t *f = *state;
     user_t u;
     new_user(&u);
-    char ev[37];
-    char *bytes = email_changed(&u, "a@example.com", "b@example.com", ev);
-    int rc = handle(f, bytes);
-    assert_int_not_equal(rc, 0);
-    assert_int_not_equal(rc, CM_EPARSE); /* retried, not dropped */
-    assert_query(f, "SELECT count(*) FROM processed_events WHERE event_id = $1::uuid", ev, "0");
+    char ev1[37], ev2[37];
+    /* Two changes overtake the registration: both are consumed (the partition moves on)
+     * and the newer one waits. */
+    char *first = email_changed(&u, "a@example.com", "b@example.com", ev1);
+    char *second = email_changed(&u, "b@example.com", "c@example.com", ev2);
+    assert_int_equal(handle(f, first), 0);
+    assert_int_equal(handle(f, second), 0);
+    assert_int_equal(handle(f, first), 0); /* redelivered: nothing more */
+    assert_query(f, "SELECT count(*) FROM processed_events WHERE event_id = $1::uuid", ev1, "1");
+    assert_query(f, "SELECT email FROM parked_email_changes WHERE user_id = $1::uuid", u.id,
+                 "c@example.com");
+    /* The registration brings the member with its old address; the parked change wins. */
     join(f, &u, NULL, "a@example.com");
-    assert_int_equal(handle(f, bytes), 0);
-    assert_query(f, "SELECT email FROM members WHERE user_id = $1::uuid", u.id, "b@example.com");
-    free(bytes);
+    assert_query(f, "SELECT email FROM members WHERE user_id = $1::uuid", u.id, "c@example.com");
+    assert_query(f, "SELECT count(*) FROM parked_email_changes WHERE user_id = $1::uuid", u.id,
+                 "0");
+    free(first);
+    free(second);
+    char ev[37];
     json_t *data = json_pack("{s:s, s:s}", "user_id", u.id, "new_email", "no at sign");
-    bytes = envelope("user.email.changed", data, ev);
+    char *bytes = envelope("user.email.changed", data, ev);
     assert_int_equal(handle(f, bytes), CM_EPARSE);
     free(bytes);
 }
@@ -598,7 +607,8 @@ static void the_sweep_expires_pending_referrals_older_than_the_ttl(void **state)
 }
 
 /* The referral service's retention_sweep() (migration 003) through cm/sweep.h. */
-static void the_retention_sweep_forgets_old_event_ids_parked_rows_and_sent_outbox_rows(void **state)
+static void
+the_retention_sweep_forgets_old_event_ids_parked_rows_tombstones_and_sent_outbox_rows(void **state)
 {
     fixture_t *f = *state;
     char old_ev[37], new_ev[37], old_park[37], unsent[37];
@@ -618,6 +628,18 @@ static void the_retention_sweep_forgets_old_event_ids_parked_rows_and_sent_outbo
                  "INSERT INTO parked_verifications (user_id, verified_at, parked_at) VALUES "
                  "($1::uuid, now(), now() - interval '31 days') RETURNING 'in'",
                  old_park, "in");
+    assert_query(f,
+                 "INSERT INTO parked_email_changes (user_id, email, parked_at) VALUES "
+                 "($1::uuid, 'x@example.com', now() - interval '31 days') RETURNING 'in'",
+                 old_park, "in");
+    assert_query(f,
+                 "INSERT INTO deleted_members (user_id, deleted_at, anonymised_at) VALUES "
+                 "($1::uuid, now(), now() - interval '31 days') RETURNING 'in'",
+                 old_park, "in");
+    assert_query(f,
+                 "INSERT INTO deleted_members (user_id, deleted_at) VALUES "
+                 "($1::uuid, now() - interval '90 days') RETURNING 'in'",
+                 new_ev, "in");
     /* An unsent outbox row, however old, is never swept: it is still to be published. */
     assert_query(f,
                  "INSERT INTO outbox (event_id, topic, key, payload, created_at) VALUES "
@@ -636,6 +658,11 @@ static void the_retention_sweep_forgets_old_event_ids_parked_rows_and_sent_outbo
     assert_query(f, "SELECT count(*) FROM processed_events WHERE event_id = $1::uuid", new_ev, "1");
     assert_query(f, "SELECT count(*) FROM parked_verifications WHERE user_id = $1::uuid", old_park,
                  "0");
+    assert_query(f, "SELECT count(*) FROM parked_email_changes WHERE user_id = $1::uuid", old_park,
+                 "0");
+    assert_query(f, "SELECT count(*) FROM deleted_members WHERE user_id = $1::uuid", old_park, "0");
+    /* A tombstone's age is when it was made here, not when the account was deleted. */
+    assert_query(f, "SELECT count(*) FROM deleted_members WHERE user_id = $1::uuid", new_ev, "1");
     assert_query(f, "SELECT count(*) FROM outbox WHERE event_id = $1::uuid", unsent, "1");
 }
 
@@ -871,6 +898,28 @@ static void a_registration_after_the_deletion_counts_but_stores_no_member(void *
     free(del);
 }
 
+static void a_parked_email_change_leaves_with_the_account(void **state)
+{
+    fixture_t *f = *state;
+    user_t u;
+    new_user(&u);
+    char ev[37];
+    char *change = email_changed(&u, "a@example.com", "b@example.com", ev);
+    assert_int_equal(handle(f, change), 0);
+    char *del = deleted(&u, ev);
+    assert_int_equal(handle(f, del), 0);
+    assert_query(f, "SELECT count(*) FROM parked_email_changes WHERE user_id = $1::uuid", u.id,
+                 "0");
+    /* A change consumed after the deletion is done with: nothing is parked. */
+    char *late = email_changed(&u, "b@example.com", "c@example.com", ev);
+    assert_int_equal(handle(f, late), 0);
+    assert_query(f, "SELECT count(*) FROM parked_email_changes WHERE user_id = $1::uuid", u.id,
+                 "0");
+    free(late);
+    free(del);
+    free(change);
+}
+
 static void a_malformed_deletion_is_eparse(void **state)
 {
     fixture_t *f = *state;
@@ -896,14 +945,15 @@ int main(void)
         cmocka_unit_test(a_referral_from_an_alias_of_the_referrers_own_email_is_rejected),
         cmocka_unit_test(a_referral_from_a_disposable_domain_is_rejected),
         cmocka_unit_test(the_alias_rule_compares_with_the_address_after_an_email_change),
-        cmocka_unit_test(an_email_change_before_its_registration_waits_for_it),
+        cmocka_unit_test(an_email_change_before_its_registration_is_parked_then_applied),
+        cmocka_unit_test(a_parked_email_change_leaves_with_the_account),
         cmocka_unit_test(more_than_the_daily_cap_of_referrals_is_rejected),
         cmocka_unit_test(a_verification_pays_the_referrer_and_the_welcome_credit_once),
         cmocka_unit_test(events_written_for_a_consumed_event_carry_its_correlation_id),
         cmocka_unit_test(the_fifth_success_pays_the_milestone_exactly_once),
         cmocka_unit_test(the_sweep_expires_pending_referrals_older_than_the_ttl),
         cmocka_unit_test(
-            the_retention_sweep_forgets_old_event_ids_parked_rows_and_sent_outbox_rows),
+            the_retention_sweep_forgets_old_event_ids_parked_rows_tombstones_and_sent_outbox_rows),
         cmocka_unit_test(the_daily_cap_counts_referrals_that_arrive_out_of_order),
         cmocka_unit_test(the_daily_cap_is_exact_when_consumers_race),
         cmocka_unit_test(
