@@ -450,6 +450,16 @@ static const list_stmt_t *list_statement(bool dflt, bool cursor, bool status)
     return &stmts[dflt][cursor][status];
 }
 
+/* Runs a page statement with the arguments it takes (st->params index args). */
+static int run_page_statement(cm_db_t *db, const list_stmt_t *st, const char *const *args,
+                              PGresult **res)
+{
+    const char *p[5];
+    for (int i = 0; i < st->n; i++)
+        p[i] = args[st->params[i]];
+    return cm_db_prepared(db, st->name, st->sql, st->n, p, res);
+}
+
 int ref_store_list(cm_db_t *db, const char *referrer_id, const char *status,
                    const ref_cursor_t *cursor, int limit, ref_referral_page_t *out)
 {
@@ -460,12 +470,9 @@ int ref_store_list(cm_db_t *db, const char *referrer_id, const char *status,
     snprintf(lim, sizeof lim, "%d", limit + 1); /* the extra row tells whether more follow */
     snprintf(us, sizeof us, "%lld", cursor ? (long long)cursor->created_us : 0LL);
     const char *args[5] = {referrer_id, lim, us, cursor ? cursor->id : NULL, status};
-    const list_stmt_t *st = list_statement(limit == REF_PAGE_DEFAULT, cursor, status);
-    const char *p[5];
-    for (int i = 0; i < st->n; i++)
-        p[i] = args[st->params[i]];
     PGresult *res = NULL;
-    int rc = cm_db_prepared(db, st->name, st->sql, st->n, p, &res);
+    int rc = run_page_statement(db, list_statement(limit == REF_PAGE_DEFAULT, cursor, status), args,
+                                &res);
     return rc == 0 ? referral_page(res, limit, out) : rc;
 }
 
@@ -559,8 +566,8 @@ int ref_store_expirable(cm_db_t *db, int ttl_days, int limit, char ids[][37], in
 #define REWARD_COLUMNS                                                                             \
     PAGE_OPEN(                                                                                     \
         "p.id, p.kind, p.amount, p.reason, p.referral_id, " US("p.created_at") " AS created_us")   \
-    "SELECT id, kind, amount, reason, referral_id, created_at FROM rewards "                       \
-    "WHERE user_id = $1::uuid AND NOT d.gone "
+    "SELECT r.id, r.kind, r.amount, r.reason, r.referral_id, r.created_at FROM rewards r "         \
+    "WHERE r.user_id = $1::uuid AND NOT d.gone "
 
 /* One row of a rewards statement (REWARD_COLUMNS) into r; strings borrowed from res. */
 static int reward_row(const PGresult *res, int i, ref_reward_t *r)
@@ -614,22 +621,26 @@ void ref_reward_page_dispose(ref_reward_page_t *p)
 int ref_store_rewards(cm_db_t *db, const char *user_id, const ref_cursor_t *cursor, int limit,
                       ref_reward_page_t *out)
 {
-    static const char first[] =
-        REWARD_COLUMNS "ORDER BY created_at DESC, id DESC LIMIT $2::int" PAGE_CLOSE;
-    static const char after[] =
-        REWARD_COLUMNS "AND (created_at, id) < ('epoch'::timestamptz + $3::bigint * "
-                       "interval '1 microsecond', $4::uuid) "
-                       "ORDER BY created_at DESC, id DESC LIMIT $2::int" PAGE_CLOSE;
+    /* As the lists: the default page has statements with a literal LIMIT (LIST_ORDER_DEFAULT),
+     * so a user who owns most rows keeps one generic plan. */
+    static const list_stmt_t stmts[2][2] = {
+        {{"ref_rewards_first", REWARD_COLUMNS LIST_ORDER, 2, {0, 1}},
+         {"ref_rewards_after", REWARD_COLUMNS LIST_AFTER("$3", "$4") LIST_ORDER, 4, {0, 1, 2, 3}}},
+        {{"ref_rewards_first_d", REWARD_COLUMNS LIST_ORDER_DEFAULT, 1, {0}},
+         {"ref_rewards_after_d",
+          REWARD_COLUMNS LIST_AFTER("$2", "$3") LIST_ORDER_DEFAULT,
+          3,
+          {0, 2, 3}}},
+    };
     memset(out, 0, sizeof *out);
     if (limit < 1 || limit > 1000000)
         return CM_EINVAL;
     char lim[16], us[24];
     snprintf(lim, sizeof lim, "%d", limit + 1); /* the extra row tells whether more follow */
     snprintf(us, sizeof us, "%lld", cursor ? (long long)cursor->created_us : 0LL);
-    const char *p[4] = {user_id, lim, us, cursor ? cursor->id : NULL};
+    const char *args[4] = {user_id, lim, us, cursor ? cursor->id : NULL};
     PGresult *res = NULL;
-    int rc = cursor ? cm_db_prepared(db, "ref_rewards_after", after, 4, p, &res)
-                    : cm_db_prepared(db, "ref_rewards_first", first, 2, p, &res);
+    int rc = run_page_statement(db, &stmts[limit == REF_PAGE_DEFAULT][cursor != NULL], args, &res);
     return rc == 0 ? reward_page(res, limit, out) : rc;
 }
 

@@ -657,6 +657,58 @@ static void default_size_pages_match_other_sizes_with_and_without_a_status(void 
     assert_string_equal(dflt[0], ids[N - 1]); /* the pending ones, newest first */
 }
 
+/* Every reward of u, paged by limit, into ids (newest first); returns how many. */
+static size_t rewards_all(fixture_t *f, const user_t *u, int limit, char ids[][37], size_t cap,
+                          size_t *pages)
+{
+    size_t n = 0;
+    ref_cursor_t cur;
+    bool more = true, first = true;
+    *pages = 0;
+    while (more) {
+        ref_reward_page_t p;
+        assert_int_equal(ref_store_rewards(f->db, u->id, first ? NULL : &cur, limit, &p), 0);
+        assert_true(p.more ? p.n == (size_t)limit : p.n <= (size_t)limit);
+        for (size_t i = 0; i < p.n; i++) {
+            assert_true(n < cap);
+            memcpy(ids[n++], p.rows[i].id, 37);
+        }
+        more = p.more;
+        cur = p.next;
+        first = false;
+        (*pages)++;
+        ref_reward_page_dispose(&p);
+    }
+    return n;
+}
+
+/* Rewards pages have default-size statements too (a literal LIMIT). */
+static void default_size_reward_pages_match_other_sizes(void **state)
+{
+    fixture_t *f = *state;
+    user_t u;
+    new_user(&u);
+    enum { N = 45 };
+    char granted[N][37], at[32], referral[37];
+    for (int i = 0; i < N; i++) {
+        second(i, at);
+        cm_uuid_v4(referral);
+        ref_grant_t g = {u.id,     "credit", 1,   "A friend joined", "referrer_credit",
+                         referral, at,       NULL};
+        assert_int_equal(ref_store_grant(f->db, &g, granted[i]), 0);
+    }
+    static char dflt[N][37], other[N][37];
+    size_t pages = 0, other_pages = 0;
+    assert_int_equal(rewards_all(f, &u, REF_PAGE_DEFAULT, dflt, N, &pages), N);
+    assert_int_equal(pages, 3);
+    assert_int_equal(rewards_all(f, &u, 7, other, N, &other_pages), N);
+    assert_int_equal(other_pages, 7);
+    for (size_t i = 0; i < N; i++) {
+        assert_string_equal(dflt[i], granted[N - 1 - i]); /* newest first */
+        assert_string_equal(other[i], dflt[i]);
+    }
+}
+
 /* The username a page shows for the only referral of referrer. */
 static char *listed_username(fixture_t *f, const user_t *referrer)
 {
@@ -847,6 +899,7 @@ int main(void)
         T(times_read_the_same_as_postgresqls_to_char_wrote_them),
         T(the_listed_username_follows_its_member_in_either_order_and_leaves_on_delete),
         T(default_size_pages_match_other_sizes_with_and_without_a_status),
+        T(default_size_reward_pages_match_other_sizes),
     };
     return cmocka_run_group_tests(tests, group_setup, t_pg_tx_free);
 }
