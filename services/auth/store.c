@@ -568,26 +568,47 @@ out:
     return rc;
 }
 
+/* A forgot-password mark's count after this request: 1 when its window has ended. */
+#define RESET_COUNT                                                                                \
+    "CASE WHEN t.locked_until <= now() OR t.updated_at < now() - interval '1 hour' THEN 1 "        \
+    "ELSE t.failures + 1 END"
+
 int auth_store_reset_probe(cm_db_pool_t *pool, const uint8_t *secret, const char *email,
                            bool *budget)
 {
+    /*
+     * The mark: failures counts the window's requests; the one that reaches
+     * $3 sets locked_until an hour ahead, and while that is in the future
+     * the INSERT selects no row (nothing is written) and, m being empty, the
+     * account is not looked up. A window ends when its lock has passed or
+     * after an hour without requests. A lock set by a concurrent request
+     * (seen once the row lock is granted) is kept.
+     */
+    /* A new row counts 1 and is never closed at once. */
+    _Static_assert(AUTH_RESETS_PER_HOUR > 1, "the first request of a window does not close it");
     static const char probe[] =
-        "WITH m AS (INSERT INTO login_throttle AS t (key, failures) VALUES ($1, 1) "
-        "ON CONFLICT (key) DO UPDATE SET failures = t.failures + 1, updated_at = now() "
-        "RETURNING 1) "
-        "SELECT (SELECT count(*) FROM m), (SELECT count(*) FROM one_time_tokens t "
+        "WITH m AS (INSERT INTO login_throttle AS t (key, failures) SELECT $1, 1 "
+        "WHERE NOT EXISTS (SELECT 1 FROM login_throttle l WHERE l.key = $1 "
+        "AND l.locked_until > now()) "
+        "ON CONFLICT (key) DO UPDATE SET "
+        "failures = " RESET_COUNT ", "
+        "locked_until = CASE WHEN t.locked_until > now() THEN t.locked_until "
+        "WHEN " RESET_COUNT " >= $3::int THEN now() + interval '1 hour' END, "
+        "updated_at = now() RETURNING 1) "
+        "SELECT (SELECT count(*) FROM one_time_tokens t "
         "WHERE t.user_id = u.id AND t.kind = 'reset' AND t.created_at > now() - interval '1 hour') "
-        "FROM users u WHERE lower(u.email) = lower($2)";
-    char mark[AUTH_THROTTLE_KEY_MAX];
+        "FROM users u WHERE EXISTS (SELECT 1 FROM m) AND lower(u.email) = lower($2)";
+    char mark[AUTH_THROTTLE_KEY_MAX], limit[8];
     *budget = false;
     auth_throttle_key(secret, "reset:", email, NULL, mark);
-    const char *p[2] = {mark, email};
+    snprintf(limit, sizeof limit, "%d", AUTH_RESETS_PER_HOUR);
+    const char *p[3] = {mark, email, limit};
     PGresult *r = NULL;
-    int rc = run(pool, "auth_reset_probe", probe, 2, p, &r);
+    int rc = run(pool, "auth_reset_probe", probe, 3, p, &r);
     if (rc != 0)
         return rc;
     int64_t recent = AUTH_RESETS_PER_HOUR;
-    *budget = PQntuples(r) == 1 && col_int(r, 0, 1, &recent) == 0 && recent < AUTH_RESETS_PER_HOUR;
+    *budget = PQntuples(r) == 1 && col_int(r, 0, 0, &recent) == 0 && recent < AUTH_RESETS_PER_HOUR;
     PQclear(r);
     return 0;
 }

@@ -193,12 +193,16 @@ CM_MUST_CHECK int auth_store_logout(cm_db_pool_t *pool, const char *hash);
 
 /**
  * The first step of a password-reset request, one statement and its own
- * transaction for every address: writes the "reset:<HMAC of the address
- * under secret>" row of login_throttle (known address or not, so both
- * commit with the same flush) and sets *budget when the address has an
- * account with fewer than AUTH_RESETS_PER_HOUR reset tokens in the last
- * hour. An unknown address and a spent budget cost the same: this, nothing
- * more.
+ * transaction for every address. The "reset:<HMAC of the address under
+ * secret>" row of login_throttle counts the address's requests, known
+ * address or not: the first AUTH_RESETS_PER_HOUR of a window write it (so
+ * a known and an unknown address commit with the same flush) and read the
+ * account's budget, setting *budget when it has fewer than
+ * AUTH_RESETS_PER_HOUR reset tokens in the last hour; the request that
+ * reaches the count closes the address for an hour, and until then a
+ * request only reads the row (no write, no flush, no account lookup). An
+ * unknown address and a spent budget cost the same: this, nothing more; so
+ * do an unknown and a known address past their count.
  */
 CM_MUST_CHECK int auth_store_reset_probe(cm_db_pool_t *pool, const uint8_t *secret,
                                          const char *email, bool *budget);

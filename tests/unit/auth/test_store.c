@@ -66,6 +66,21 @@ static int count1(cm_db_pool_t *pool, const char *sql, const char *p0)
     return (int)n;
 }
 
+/* The text of the first column of the first row (NULL shown as ""). Caller frees. */
+static char *value1(cm_db_pool_t *pool, const char *sql, const char *p0)
+{
+    cm_db_t *db = NULL;
+    PGresult *r = NULL;
+    assert_int_equal(cm_db_acquire(pool, &db), 0);
+    const char *p[1] = {p0};
+    assert_int_equal(cm_db_exec(db, sql, 1, p, &r), 0);
+    assert_int_equal(PQntuples(r), 1);
+    char *v = cm_xstrdup(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    cm_db_release(db);
+    return v;
+}
+
 typedef struct names {
     char username[32], email[64], token[65];
 } names_t;
@@ -606,13 +621,83 @@ static void reset_requests_are_capped_at_three_an_hour_and_ignore_unknown_emails
     char mark[AUTH_THROTTLE_KEY_MAX];
     auth_throttle_key(K, "reset:", "nobody@NOWHERE.example", NULL, mark);
     assert_int_equal(count1(pool, "SELECT count(*) FROM login_throttle WHERE key = $1", mark), 1);
+    /* The known address's mark counted three and closed: requests four and five wrote nothing. */
     auth_throttle_key(K, "reset:", n.email, NULL, mark);
-    assert_int_equal(count1(pool, "SELECT failures FROM login_throttle WHERE key = $1", mark), 5);
+    assert_int_equal(count1(pool, "SELECT failures FROM login_throttle WHERE key = $1", mark),
+                     AUTH_RESETS_PER_HOUR);
     assert_int_equal(count1(pool,
                             "SELECT count(*) FROM outbox WHERE key = $1 "
                             "AND topic = 'reset.requested'",
                             u.id),
                      3);
+}
+
+/* An address's forgot-password mark: "failures|true" when closed for the next hour, "failures|open"
+ * when not closed. Caller frees. */
+static char *mark_state(cm_db_pool_t *pool, const char *email)
+{
+    char mark[AUTH_THROTTLE_KEY_MAX];
+    auth_throttle_key(K, "reset:", email, NULL, mark);
+    return value1(
+        pool,
+        "SELECT failures || '|' || coalesce((locked_until > now() + interval '59 minutes')"
+        "::text, 'open') FROM login_throttle WHERE key = $1",
+        mark);
+}
+
+/* Runs one probe of email and returns whether it found budget. */
+static bool probe(cm_db_pool_t *pool, const char *email)
+{
+    bool budget = true;
+    assert_int_equal(auth_store_reset_probe(pool, K, email, &budget), 0);
+    return budget;
+}
+
+static void a_closed_address_is_only_read_known_or_not_until_its_window_ends(void **state)
+{
+    cm_db_pool_t *pool = *state;
+    names_t n;
+    make_names(&n, "rw");
+    auth_user_t u;
+    const char *field = NULL;
+    assert_int_equal(do_register(pool, &n, NULL, &u, &field), 0);
+    char ghost[96];
+    snprintf(ghost, sizeof ghost, "ghost_%s", n.email);
+    const char *emails[2] = {n.email, ghost};
+    for (int k = 0; k < 2; k++) {
+        for (int i = 0; i < AUTH_RESETS_PER_HOUR; i++)
+            assert_int_equal(probe(pool, emails[k]), k == 0); /* budget: the account's only */
+        char *st = mark_state(pool, emails[k]);
+        assert_string_equal(st, "3|true");
+        free(st);
+    }
+    /* Closed: a probe writes nothing (the row keeps its last write) and finds no budget. */
+    char mark[AUTH_THROTTLE_KEY_MAX];
+    auth_throttle_key(K, "reset:", n.email, NULL, mark);
+    char *before = value1(pool, "SELECT updated_at::text FROM login_throttle WHERE key = $1", mark);
+    for (int k = 0; k < 2; k++)
+        assert_false(probe(pool, emails[k]));
+    char *after = value1(pool, "SELECT updated_at::text FROM login_throttle WHERE key = $1", mark);
+    assert_string_equal(before, after);
+    free(before);
+    free(after);
+    /* The window over (the lock passed): counting starts again at one, budget again. */
+    exec1(pool,
+          "UPDATE login_throttle SET locked_until = now() - interval '1 second' WHERE key = $1",
+          mark);
+    assert_true(probe(pool, n.email));
+    char *st = mark_state(pool, n.email);
+    assert_string_equal(st, "1|open");
+    free(st);
+    /* An hour without requests ends a window too. */
+    exec1(pool,
+          "UPDATE login_throttle SET failures = 2, updated_at = now() - interval '61 minutes' "
+          "WHERE key = $1",
+          mark);
+    assert_true(probe(pool, n.email));
+    st = mark_state(pool, n.email);
+    assert_string_equal(st, "1|open");
+    free(st);
 }
 
 /* ---- email change (issue 15) ---------------------------------------------------------- */
@@ -988,6 +1073,7 @@ int main(void)
         cmocka_unit_test(a_deletion_removes_every_token_at_once_and_writes_one_event),
         cmocka_unit_test(throttle_keys_are_keyed_hashes_that_ignore_the_name_case),
         cmocka_unit_test(reset_requests_are_capped_at_three_an_hour_and_ignore_unknown_emails),
+        cmocka_unit_test(a_closed_address_is_only_read_known_or_not_until_its_window_ends),
         cmocka_unit_test(a_pair_unseen_for_90_days_is_new_and_notices_wait_an_hour),
         cmocka_unit_test(sessions_end_alone_or_all_but_one_and_only_the_owners),
         cmocka_unit_test(the_sweep_forgets_sessions_without_tokens_and_old_sign_ins),
