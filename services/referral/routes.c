@@ -223,8 +223,12 @@ static int put_field(cm_buf_t *b, const char *key, const char *text)
     return cm_json_put_string_or_null(b, text);
 }
 
-static int put_referral(cm_buf_t *b, const ref_referral_t *r)
+/* A page's row writer: appends one row (a ref_referral_t or a ref_reward_t) as an object. */
+typedef int (*put_row_fn)(cm_buf_t *b, const void *row);
+
+static int put_referral(cm_buf_t *b, const void *row)
 {
+    const ref_referral_t *r = row;
     cm_buf_puts(b, "{\"id\":");
     int rc = cm_json_put_string_or_null(b, r->id);
     cm_buf_puts(b, ",\"referred_user\":{\"id\":");
@@ -239,8 +243,9 @@ static int put_referral(cm_buf_t *b, const ref_referral_t *r)
     return rc ? CM_EINVAL : 0;
 }
 
-static int put_reward(cm_buf_t *b, const ref_reward_t *r)
+static int put_reward(cm_buf_t *b, const void *row)
 {
+    const ref_reward_t *r = row;
     cm_buf_puts(b, "{\"id\":");
     int rc = cm_json_put_string_or_null(b, r->id);
     rc |= put_field(b, "kind", r->kind);
@@ -256,34 +261,34 @@ static int put_reward(cm_buf_t *b, const ref_reward_t *r)
     return rc ? CM_EINVAL : 0;
 }
 
-/* Sends a page written into text (which it disposes); a stored text that is
- * not UTF-8 (rc) is a 500, as a tree jansson refused to build would be. */
-static void reply_page(cm_req_t *rq, int rc, cm_buf_t *text)
+/*
+ * Writes {"results": [...], "next": ...} for n rows of size bytes each and
+ * sends it; a stored text that is not UTF-8 is a 500, as a tree jansson
+ * refused to build would be.
+ */
+static void reply_page(cm_req_t *rq, const void *rows, size_t size, size_t n, put_row_fn put,
+                       bool more, const ref_cursor_t *next)
 {
+    cm_buf_t text;
+    cm_buf_init(&text);
+    cm_buf_reserve(&text, PAGE_TEXT_ROOM);
+    cm_buf_puts(&text, "{\"results\":[");
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        if (i)
+            cm_buf_puts(&text, ",");
+        rc = put(&text, (const char *)rows + i * size);
+    }
+    cm_buf_puts(&text, "],");
+    put_next(&text, more, next);
+    cm_buf_puts(&text, "}");
     if (rc == 0) {
-        cm_reply_raw(rq, 200, "application/json", text->data, text->len);
+        cm_reply_raw(rq, 200, "application/json", text.data, text.len);
     } else {
         CM_ERROR(cm_req_id(rq), "referral: a page holds text that is not UTF-8");
         cm_reply_problem(rq, 500, "Internal Server Error", "The server failed to answer.", NULL);
     }
-    cm_buf_dispose(text);
-}
-
-/* Writes {"results": [...], "next": ...} for a page of referrals. */
-static int referral_page_text(const ref_referral_page_t *p, cm_buf_t *b)
-{
-    int rc = 0;
-    cm_buf_reserve(b, PAGE_TEXT_ROOM);
-    cm_buf_puts(b, "{\"results\":[");
-    for (size_t i = 0; i < p->n && rc == 0; i++) {
-        if (i)
-            cm_buf_puts(b, ",");
-        rc = put_referral(b, &p->rows[i]);
-    }
-    cm_buf_puts(b, "],");
-    put_next(b, p->more, &p->next);
-    cm_buf_puts(b, "}");
-    return rc;
+    cm_buf_dispose(&text);
 }
 
 static void on_list(cm_req_t *rq, void *ctx)
@@ -303,28 +308,8 @@ static void on_list(cm_req_t *rq, void *ctx)
         reply_store_failure(rq, rc, "list");
         return;
     }
-    cm_buf_t text;
-    cm_buf_init(&text);
-    rc = referral_page_text(&page, &text);
+    reply_page(rq, page.rows, sizeof *page.rows, page.n, put_referral, page.more, &page.next);
     ref_referral_page_dispose(&page);
-    reply_page(rq, rc, &text);
-}
-
-/* Writes {"results": [...], "next": ...} for a page of rewards. */
-static int reward_page_text(const ref_reward_page_t *p, cm_buf_t *b)
-{
-    int rc = 0;
-    cm_buf_reserve(b, PAGE_TEXT_ROOM);
-    cm_buf_puts(b, "{\"results\":[");
-    for (size_t i = 0; i < p->n && rc == 0; i++) {
-        if (i)
-            cm_buf_puts(b, ",");
-        rc = put_reward(b, &p->rows[i]);
-    }
-    cm_buf_puts(b, "],");
-    put_next(b, p->more, &p->next);
-    cm_buf_puts(b, "}");
-    return rc;
 }
 
 static void on_rewards(cm_req_t *rq, void *ctx)
@@ -343,11 +328,8 @@ static void on_rewards(cm_req_t *rq, void *ctx)
         reply_store_failure(rq, rc, "rewards");
         return;
     }
-    cm_buf_t text;
-    cm_buf_init(&text);
-    rc = reward_page_text(&page, &text);
+    reply_page(rq, page.rows, sizeof *page.rows, page.n, put_reward, page.more, &page.next);
     ref_reward_page_dispose(&page);
-    reply_page(rq, rc, &text);
 }
 
 /* GET /api/referral-stats/daily?days=N (1–90, default 30): the funnel per UTC day. */
