@@ -363,6 +363,22 @@ static const seed_t SEED[] = {
      "now() - interval '31 days' + (g > 250)::int * interval '2 days' "
      "FROM generate_series(1, 255) g",
      1},
+    /* Deletion tombstones and parked changes: the dedup window, counted from when they
+     * were made here (a tombstone of a deletion long ago, made recently, stays). */
+    {"INSERT INTO referral.deleted_members (user_id, deleted_at, anonymised_at) "
+     "SELECT gen_random_uuid(), now() - interval '90 days', "
+     "now() - interval '31 days' + (g > 250)::int * interval '2 days' "
+     "FROM generate_series(1, 255) g",
+     0},
+    {"INSERT INTO referral.parked_email_changes (user_id, email, parked_at) "
+     "SELECT gen_random_uuid(), 'ret_' || $1 || '@example.com', "
+     "now() - interval '31 days' + (g > 250)::int * interval '2 days' "
+     "FROM generate_series(1, 255) g",
+     1},
+    {"INSERT INTO mailer.deleted_contacts (user_id, deleted_at) "
+     "SELECT gen_random_uuid(), now() - interval '31 days' + (g > 250)::int * interval '2 days' "
+     "FROM generate_series(1, 255) g",
+     0},
 };
 
 static void seed_retention_rows(const char *tag)
@@ -422,6 +438,15 @@ static void the_sweepers_remove_old_rows_in_batches_keep_live_ones_and_count_the
                NULL, "0");
     eventually("SELECT count(*) FROM mailer.sent WHERE sent_at < now() - interval '30 days'", NULL,
                "0");
+    eventually("SELECT count(*) FROM referral.deleted_members "
+               "WHERE anonymised_at < now() - interval '30 days'",
+               NULL, "0");
+    eventually("SELECT count(*) FROM referral.parked_email_changes "
+               "WHERE parked_at < now() - interval '30 days'",
+               NULL, "0");
+    eventually("SELECT count(*) FROM mailer.deleted_contacts "
+               "WHERE deleted_at < now() - interval '30 days'",
+               NULL, "0");
     char *v =
         query1("SELECT concat_ws(',', "
                "(SELECT count(*) FROM auth.refresh_tokens WHERE token_hash LIKE 'live\\_%'), "
@@ -431,9 +456,15 @@ static void the_sweepers_remove_old_rows_in_batches_keep_live_ones_and_count_the
                "(SELECT count(*) FROM referral.processed_events "
                " WHERE processed_at < now() - interval '28 days'), "
                "(SELECT count(*) FROM referral.outbox WHERE topic LIKE 'retention.%'), "
-               "(SELECT count(*) FROM mailer.sent WHERE sent_at < now() - interval '28 days'))",
+               "(SELECT count(*) FROM mailer.sent WHERE sent_at < now() - interval '28 days'), "
+               "(SELECT count(*) FROM referral.deleted_members "
+               " WHERE anonymised_at < now() - interval '28 days'), "
+               "(SELECT count(*) FROM referral.parked_email_changes "
+               " WHERE parked_at < now() - interval '28 days'), "
+               "(SELECT count(*) FROM mailer.deleted_contacts "
+               " WHERE deleted_at < now() - interval '28 days'))",
                NULL);
-    assert_string_equal(v, "6,5,5,5,5,5,5");
+    assert_string_equal(v, "6,5,5,5,5,5,5,5,5,5");
     free(v);
     /* The metric counted each row once, across replicas. */
     assert_true(metric_sum("AUTH_ADMIN_URLS", REMOVED("login_throttle")) - before[0] == 250);
