@@ -26,6 +26,14 @@ static void make_metrics(gw_t *gw, cm_metrics_t *metrics)
     gw->edge_auth_failures =
         cm_metrics_counter(gw->metrics, "linktr_gateway_edge_auth_failures_total",
                            "Requests refused with 401 at the gateway.", NULL);
+    cm_family_t *waiting = cm_metrics_gauge(
+        gw->metrics, "linktr_gateway_upstream_waiting_requests",
+        "Requests waiting for a connection slot to an upstream (all UPSTREAM_MAX_CONNECTIONS "
+        "in use).",
+        "upstream");
+    for (int i = 0; i < GW_UP_COUNT; i++)
+        if (gw->upstreams[i])
+            gw_upstream_export_waiting(gw->upstreams[i], waiting);
 }
 
 gw_t *gw_new(const gw_config_t *cfg, cm_metrics_t *metrics, int *err)

@@ -74,9 +74,11 @@ struct gw_upstream {
     pthread_condattr_t mono; /* waiters' condition variables time out on CLOCK_MONOTONIC */
     slot_waiter_t *first;    /* requests waiting for a slot, in arrival order */
     slot_waiter_t *last;
-    size_t busy; /* requests in flight */
-    size_t cap;  /* most requests in flight, so most connections per address */
-    CURL **idle; /* libcurl handles not lent out (https addresses) */
+    size_t nwaiting;      /* how many */
+    cm_family_t *waiting; /* gauge of nwaiting by upstream (borrowed), or NULL */
+    size_t busy;          /* requests in flight */
+    size_t cap;           /* most requests in flight, so most connections per address */
+    CURL **idle;          /* libcurl handles not lent out (https addresses) */
     size_t nidle;
     gw_conn_t *conns; /* idle sockets (http addresses), oldest first */
     size_t nconns;
@@ -219,12 +221,25 @@ const char *gw_upstream_name(const gw_upstream_t *u)
 
 size_t gw_upstream_waiting(gw_upstream_t *u)
 {
-    size_t n = 0;
     pthread_mutex_lock(&u->mu);
-    for (const slot_waiter_t *w = u->first; w; w = w->next)
-        n++;
+    size_t n = u->nwaiting;
     pthread_mutex_unlock(&u->mu);
     return n;
+}
+
+void gw_upstream_export_waiting(gw_upstream_t *u, cm_family_t *gauge)
+{
+    pthread_mutex_lock(&u->mu);
+    u->waiting = gauge;
+    cm_metric_set(gauge, (const char *const[]){u->name}, (double)u->nwaiting);
+    pthread_mutex_unlock(&u->mu);
+}
+
+/* Counts a waiter in or out (delta +1 or -1) and updates the gauge. Call with mu held. */
+static void count_waiting(gw_upstream_t *u, int delta)
+{
+    u->nwaiting = delta > 0 ? u->nwaiting + 1 : u->nwaiting - 1;
+    cm_metric_set(u->waiting, (const char *const[]){u->name}, (double)u->nwaiting);
 }
 
 /* The monotonic clock at ms, as pthread_cond_timedwait wants it. */
@@ -243,6 +258,7 @@ static void enqueue(gw_upstream_t *u, slot_waiter_t *w)
     else
         u->first = w;
     u->last = w;
+    count_waiting(u, +1);
 }
 
 /* Takes w out of the queue of waiters (it timed out). Call with mu held. */
@@ -258,6 +274,7 @@ static void unqueue(gw_upstream_t *u, slot_waiter_t *w)
             u->first = q->next;
         if (u->last == q)
             u->last = prev;
+        count_waiting(u, -1);
         return;
     }
 }
@@ -302,6 +319,7 @@ static void give_slot(gw_upstream_t *u)
         u->first = w->next;
         if (!u->first)
             u->last = NULL;
+        count_waiting(u, -1);
         w->granted = true;
         /* Under mu: w lives on its thread's stack until that thread sees granted. */
         pthread_cond_signal(&w->wake);

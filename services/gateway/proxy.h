@@ -44,6 +44,7 @@
 #include <stddef.h>
 
 #include "cm/error.h"
+#include "cm/metrics.h"
 #include "cm/util.h"
 #include "config.h"
 
@@ -101,6 +102,14 @@ const char *gw_upstream_name(const gw_upstream_t *u);
 
 /** Requests waiting for one of u's slots now (all of them are in flight). */
 size_t gw_upstream_waiting(gw_upstream_t *u);
+
+/**
+ * Keeps gauge (labels: upstream; borrowed, must outlive u) at the number of
+ * requests waiting for one of u's slots: above zero, the upstream is taking
+ * all the connections the gateway may open to it and requests queue at the
+ * edge.
+ */
+void gw_upstream_export_waiting(gw_upstream_t *u, cm_family_t *gauge);
 
 /**
  * Forwards one request. Returns 0 with *out filled (any HTTP status, the

@@ -565,6 +565,9 @@ static void waiters_that_time_out_leave_the_queue_and_the_slot_still_works(void 
     (void)state;
     server_t *s = server_start(M_DELAY);
     gw_upstream_t *u = upstream_for(s->port, 0, 200, 1); /* room for four 50 ms requests */
+    cm_metrics_t *m = cm_metrics_new();
+    cm_family_t *gauge = cm_metrics_gauge(m, "waiting", "Waiting.", "upstream");
+    gw_upstream_export_waiting(u, gauge);
     enum { N = 10 };
     pthread_t t[N];
     job_t jobs[N];
@@ -572,6 +575,19 @@ static void waiters_that_time_out_leave_the_queue_and_the_slot_still_works(void 
         jobs[i] = (job_t){u, -1};
         pthread_create(&t[i], NULL, one_get, &jobs[i]);
     }
+    /* The gauge shows the queue while it is there (nine wait behind the first at most). */
+    double most = 0;
+    for (int spin = 0; spin < 2000 && most == 0; spin++) {
+        cm_buf_t text;
+        cm_buf_init(&text);
+        cm_metrics_render(m, &text);
+        const char *at = strstr(text.data, "waiting{upstream=\"test\"} ");
+        if (at)
+            most = strtod(at + strlen("waiting{upstream=\"test\"} "), NULL);
+        cm_buf_dispose(&text);
+        nanosleep(&(struct timespec){0, 100000L}, NULL);
+    }
+    assert_true(most >= 1 && most <= N - 1);
     int ok = 0;
     for (int i = 0; i < N; i++) {
         pthread_join(t[i], NULL);
@@ -585,9 +601,15 @@ static void waiters_that_time_out_leave_the_queue_and_the_slot_still_works(void 
     assert_true(ok <= 4);
     /* Nobody left in the queue, no slot lost: the next requests run at once. */
     assert_int_equal(gw_upstream_waiting(u), 0);
+    cm_buf_t text;
+    cm_buf_init(&text);
+    cm_metrics_render(m, &text);
+    assert_non_null(strstr(text.data, "waiting{upstream=\"test\"} 0\n"));
+    cm_buf_dispose(&text);
     assert_int_equal(call_once(u, "GET"), 0);
     assert_int_equal(call_once(u, "GET"), 0);
     gw_upstream_free(u);
+    cm_metrics_free(m);
     server_stop(s);
 }
 
