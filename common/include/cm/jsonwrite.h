@@ -9,9 +9,10 @@
  * walks them and escapes each string one character at a time. Profiled on
  * GET /api/referrals/ (perf), that was about half of the referral
  * service's CPU for the page: 134 µs a page before, 66 µs after
- * (bench/referral, the first page at a million referrals). These functions write the same
- * bytes jansson's JSON_COMPACT writes (the unit test holds them to it,
- * string by string) into a cm_buf_t, copying runs of plain bytes at once.
+ * (bench/referral, the first page at a million referrals). These functions
+ * write the same bytes jansson's JSON_COMPACT writes (the unit test holds
+ * them to it, string by string) into a cm_buf_t, copying runs of plain
+ * bytes at once.
  */
 #ifndef CM_JSONWRITE_H
 #define CM_JSONWRITE_H
