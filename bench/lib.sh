@@ -131,13 +131,19 @@ bench_cpu_ticks() {
     sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'
 }
 
-# bench_pg_ticks: CPU ticks of every process of the stack's PostgreSQL (postmaster and children).
-bench_pg_ticks() {
+# bench_cpu_ticks_sum PID...: bench_cpu_ticks summed over the processes (0 for one that is gone).
+bench_cpu_ticks_sum() {
     local t=0 p
-    for p in $(bench_pg_pids); do
+    for p in "$@"; do
         t=$((t + $(bench_cpu_ticks "$p" 2>/dev/null || echo 0)))
     done
     echo "$t"
+}
+
+# bench_pg_ticks: CPU ticks of every process of the stack's PostgreSQL (postmaster and children).
+bench_pg_ticks() {
+    # shellcheck disable=SC2046 # a list of pids
+    bench_cpu_ticks_sum $(bench_pg_pids)
 }
 
 # bench_ctx_switches PID...: context switches (voluntary and not) summed over every thread of each PID.

@@ -52,20 +52,6 @@ static void exec1(cm_db_pool_t *pool, const char *sql, const char *p0)
     cm_db_release(db);
 }
 
-static int count1(cm_db_pool_t *pool, const char *sql, const char *p0)
-{
-    cm_db_t *db = NULL;
-    PGresult *r = NULL;
-    assert_int_equal(cm_db_acquire(pool, &db), 0);
-    const char *p[1] = {p0};
-    assert_int_equal(cm_db_exec(db, sql, 1, p, &r), 0);
-    long long n = -1;
-    assert_int_equal(cm_strtonum(PQgetvalue(r, 0, 0), 0, INT32_MAX, &n), 0);
-    PQclear(r);
-    cm_db_release(db);
-    return (int)n;
-}
-
 /* The text of the first column of the first row (NULL shown as ""). Caller frees. */
 static char *value1(cm_db_pool_t *pool, const char *sql, const char *p0)
 {
@@ -79,6 +65,16 @@ static char *value1(cm_db_pool_t *pool, const char *sql, const char *p0)
     PQclear(r);
     cm_db_release(db);
     return v;
+}
+
+/* The first column of the first row as a non-negative number. */
+static int count1(cm_db_pool_t *pool, const char *sql, const char *p0)
+{
+    char *v = value1(pool, sql, p0);
+    long long n = -1;
+    assert_int_equal(cm_strtonum(v, 0, INT32_MAX, &n), 0);
+    free(v);
+    return (int)n;
 }
 
 typedef struct names {
