@@ -16,6 +16,18 @@
 #include "cm/metrics.h"
 #include "cm/producer.h"
 
+/**
+ * How long a test waits for something that must arrive (a message, a
+ * metric). Never a speed check: the wait ends as soon as it arrives. It is
+ * long because of how the mock cluster forms a group: a consumer joining
+ * after the last member left waits out the rebalance timer (session.timeout.ms
+ * less 1 s: 5 s), and when the leaver's LeaveGroup was not seen the mock
+ * keeps the departed member until its session times out and rebalances again
+ * (11 s on an idle machine, for a consumer destroyed without closing). CI saw
+ * a join under the sanitizers take longer than 20 s.
+ */
+#define T_KAFKA_WAIT_MS 60000
+
 /** How many values a t_seen_t records at most. */
 #define T_MAX_SEEN 256
 

@@ -99,16 +99,17 @@ static void consumer_commits_so_a_new_member_of_the_group_does_not_see_it_again(
     t_seen_t s;
     t_seen_init(&s);
     cm_consumer_t *c = t_start_consumer(f, "g.commit", "t.orders", &s, m);
-    assert_int_equal(t_seen_wait(&s, 3, 20000), 3);
+    assert_int_equal(t_seen_wait(&s, 3, T_KAFKA_WAIT_MS), 3);
     assert_string_equal(s.values[0], "one");
     assert_string_equal(s.values[2], "three");
     assert_string_equal(s.keys[1], "user-1");
-    int64_t until = cm_now_mono_ms() + 10000;
+    int64_t until = cm_now_mono_ms() + T_KAFKA_WAIT_MS;
     while (!cm_consumer_healthy(c) && cm_now_mono_ms() < until)
         t_sleep_ms(50);
     assert_true(cm_consumer_healthy(c));
     /* The lag comes from librdkafka's statistics, every 2 s. */
-    assert_true(t_wait_metric(m, "linktr_consumer_lag_messages{topic=\"t.orders\"} 0\n", 10000));
+    assert_true(
+        t_wait_metric(m, "linktr_consumer_lag_messages{topic=\"t.orders\"} 0\n", T_KAFKA_WAIT_MS));
     assert_true(
         t_wait_metric(m, "linktr_consumer_messages_total{topic=\"t.orders\",result=\"ok\"} 3", 0));
     cm_consumer_stop(c);
@@ -118,7 +119,7 @@ static void consumer_commits_so_a_new_member_of_the_group_does_not_see_it_again(
     t_seen_t s2;
     t_seen_init(&s2);
     c = t_start_consumer(f, "g.commit", "t.orders", &s2, NULL);
-    assert_int_equal(t_seen_wait(&s2, 1, 20000), 1);
+    assert_int_equal(t_seen_wait(&s2, 1, T_KAFKA_WAIT_MS), 1);
     t_sleep_ms(500);
     cm_consumer_stop(c);
     assert_int_equal(s2.n, 1);
@@ -138,7 +139,7 @@ static void malformed_messages_are_skipped_once_and_committed_past(void **state)
     t_seen_t s;
     t_seen_init(&s);
     cm_consumer_t *c = t_start_consumer(f, "g.parse", "t.orders", &s, NULL);
-    assert_int_equal(t_seen_wait(&s, 2, 20000), 2);
+    assert_int_equal(t_seen_wait(&s, 2, T_KAFKA_WAIT_MS), 2);
     t_sleep_ms(300);
     cm_consumer_stop(c);
     assert_int_equal(s.calls, 4); /* each malformed message was tried once */
@@ -161,7 +162,7 @@ static void failing_handler_is_retried_until_it_succeeds_keeping_order(void **st
     s.fail_first = 3;
     int64_t t0 = cm_now_mono_ms();
     cm_consumer_t *c = t_start_consumer(f, "g.retry", "t.orders", &s, NULL);
-    assert_int_equal(t_seen_wait(&s, 3, 20000), 3);
+    assert_int_equal(t_seen_wait(&s, 3, T_KAFKA_WAIT_MS), 3);
     int64_t took = cm_now_mono_ms() - t0;
     cm_consumer_stop(c);
     assert_int_equal(s.calls, 6); /* m1 four times, then m2 and m3 */
@@ -183,7 +184,7 @@ static void a_message_still_failing_at_stop_is_not_committed(void **state)
     t_seen_init(&s);
     s.always = "stuck";
     cm_consumer_t *c = t_start_consumer(f, "g.stuck", "t.orders", &s, NULL);
-    assert_int_equal(t_seen_wait(&s, 1, 20000), 1);
+    assert_int_equal(t_seen_wait(&s, 1, T_KAFKA_WAIT_MS), 1);
     t_sleep_ms(500);
     int64_t t0 = cm_now_mono_ms();
     cm_consumer_stop(c);
@@ -209,13 +210,13 @@ static void failing_partition_is_held_back_while_other_partitions_keep_flowing(v
     t_seen_init(&s);
     s.always = "stuck"; /* fails until released below */
     cm_consumer_t *c = t_start_consumer(f, "g.hold", "t.orders", &s, m);
-    assert_true(t_seen_wait_value(&s, "p1-a", 20000));
+    assert_true(t_seen_wait_value(&s, "p1-a", T_KAFKA_WAIT_MS));
     /* While "stuck" keeps failing, what arrives on partition 1 is handled at once. */
     const char *later[] = {"p1-b", "p1-c", "p1-d"};
     for (size_t i = 0; i < 3; i++) {
         produce_to(prod, &failed, "t.orders", 1, later[i]);
         int64_t t0 = cm_now_mono_ms();
-        assert_true(t_seen_wait_value(&s, later[i], 5000));
+        assert_true(t_seen_wait_value(&s, later[i], T_KAFKA_WAIT_MS));
         assert_true(cm_now_mono_ms() - t0 < 2000);
         t_sleep_ms(700);
     }
@@ -225,12 +226,14 @@ static void failing_partition_is_held_back_while_other_partitions_keep_flowing(v
     assert_int_equal(t_seen_count(&s, "p0-after"), 0); /* nothing past it: order is kept */
     assert_true(cm_consumer_healthy(c));
     /* The two messages held back on partition 0 (never committed there) are the lag. */
-    assert_true(t_wait_metric(m, "linktr_consumer_lag_messages{topic=\"t.orders\"} 2\n", 8000));
+    assert_true(
+        t_wait_metric(m, "linktr_consumer_lag_messages{topic=\"t.orders\"} 2\n", T_KAFKA_WAIT_MS));
     pthread_mutex_lock(&s.mu);
     s.always = NULL; /* the database is back */
     pthread_mutex_unlock(&s.mu);
-    assert_true(t_seen_wait_value(&s, "p0-after", 15000));
-    assert_true(t_wait_metric(m, "linktr_consumer_lag_messages{topic=\"t.orders\"} 0\n", 8000));
+    assert_true(t_seen_wait_value(&s, "p0-after", T_KAFKA_WAIT_MS));
+    assert_true(
+        t_wait_metric(m, "linktr_consumer_lag_messages{topic=\"t.orders\"} 0\n", T_KAFKA_WAIT_MS));
     cm_consumer_stop(c);
     assert_int_equal(t_seen_count(&s, "stuck"), 1);
     assert_int_equal(t_seen_count(&s, "p0-after"), 1);
@@ -252,7 +255,7 @@ static void failing_partition_is_held_back_while_other_partitions_keep_flowing(v
     t_seen_t s2;
     t_seen_init(&s2);
     c = t_start_consumer(f, "g.hold", "t.orders", &s2, NULL);
-    assert_true(t_seen_wait_value(&s2, "p0-final", 20000));
+    assert_true(t_seen_wait_value(&s2, "p0-final", T_KAFKA_WAIT_MS));
     t_sleep_ms(500);
     cm_consumer_stop(c);
     assert_int_equal(s2.n, 1);

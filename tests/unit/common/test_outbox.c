@@ -191,13 +191,13 @@ static void committed_outbox_rows_are_published_and_marked_sent(void **state)
     const char *keys[] = {u1, u2};
     add_events(g, events, keys, 2, true);
     int64_t t0 = cm_now_mono_ms();
-    while (count_rows(g, UNSENT) > 0 && cm_now_mono_ms() - t0 < 10000)
+    while (count_rows(g, UNSENT) > 0 && cm_now_mono_ms() - t0 < T_KAFKA_WAIT_MS)
         t_sleep_ms(20);
     assert_int_equal(count_rows(g, SENT), 2);
     t_seen_t s;
     t_seen_init(&s);
     cm_consumer_t *c = t_start_consumer(g->kafka, "g.outbox", CM_EV_USER_VERIFIED, &s, NULL);
-    assert_int_equal(t_seen_wait(&s, 2, 20000), 2);
+    assert_int_equal(t_seen_wait(&s, 2, T_KAFKA_WAIT_MS), 2);
     cm_consumer_stop(c);
     assert_envelopes(&s);
     cm_outbox_relay_kick(r); /* one more round refreshes the backlog gauge */
@@ -225,7 +225,7 @@ static void notify_wakes_the_relay_before_its_safety_net_timer(void **state)
         const char *keys[] = {u};
         add_events(g, events, keys, 1, true);
         int64_t t0 = cm_now_mono_ms();
-        while (count_rows(g, UNSENT) > 0 && cm_now_mono_ms() - t0 < 10000)
+        while (count_rows(g, UNSENT) > 0 && cm_now_mono_ms() - t0 < T_KAFKA_WAIT_MS)
             t_sleep_ms(10);
         int64_t took = cm_now_mono_ms() - t0;
         assert_int_equal(count_rows(g, UNSENT), 0);
@@ -250,7 +250,7 @@ static void rolled_back_outbox_insert_publishes_nothing(void **state)
     t_seen_t s;
     t_seen_init(&s);
     cm_consumer_t *c = t_start_consumer(g->kafka, "g.rollback", CM_EV_USER_VERIFIED, &s, NULL);
-    assert_int_equal(t_seen_wait(&s, 1, 20000), 1);
+    assert_int_equal(t_seen_wait(&s, 1, T_KAFKA_WAIT_MS), 1);
     cm_outbox_relay_kick(r);
     t_sleep_ms(1000);
     cm_consumer_stop(c);
@@ -312,10 +312,10 @@ static void rows_wait_while_kafka_is_down_and_go_out_once_it_is_back(void **stat
     t_seen_t s;
     t_seen_init(&s);
     cm_consumer_t *c = t_start_consumer(g->kafka, "g.down", CM_EV_USER_VERIFIED, &s, NULL);
-    assert_true(t_seen_wait(&s, 2, 20000) >= 2);
+    assert_true(t_seen_wait(&s, 2, T_KAFKA_WAIT_MS) >= 2);
     cm_consumer_stop(c);
     t0 = cm_now_mono_ms();
-    while (count_rows(g, UNSENT) > 0 && cm_now_mono_ms() - t0 < 10000)
+    while (count_rows(g, UNSENT) > 0 && cm_now_mono_ms() - t0 < T_KAFKA_WAIT_MS)
         t_sleep_ms(20);
     stop_relay(g);
     assert_int_equal(count_rows(g, UNSENT), 0);
@@ -374,7 +374,7 @@ static void relay_listens_again_after_its_connection_is_killed(void **state)
     const char *keys[] = {u};
     add_events(g, events, keys, 1, true);
     int64_t t0 = cm_now_mono_ms();
-    while (count_rows(g, UNSENT) > 0 && cm_now_mono_ms() - t0 < 10000)
+    while (count_rows(g, UNSENT) > 0 && cm_now_mono_ms() - t0 < T_KAFKA_WAIT_MS)
         t_sleep_ms(20);
     assert_int_equal(count_rows(g, UNSENT), 0);
     stop_relay(g);

@@ -96,7 +96,7 @@ static void several_threads_can_send_at_once_and_every_message_arrives(void **st
     t_seen_t s;
     t_seen_init(&s);
     cm_consumer_t *c = t_start_consumer(f, "g.many", "t.orders", &s, NULL);
-    assert_int_equal(t_seen_wait(&s, 100, 20000), 100);
+    assert_int_equal(t_seen_wait(&s, 100, T_KAFKA_WAIT_MS), 100);
     t_sleep_ms(300);
     cm_consumer_stop(c);
     assert_int_equal(s.n, 100);
