@@ -319,12 +319,14 @@ static void throttle_account(const auth_user_t *u, bool found, const char *ident
     cm_buf_puts(out, found ? u->id : ident);
 }
 
-/* Replies 429 with Retry-After when the pair or the account is locked; returns non-zero then. */
+/* Replies 429 with Retry-After when the pair or the account is locked; returns non-zero then.
+ * *pair_failures (may be NULL): whether the pair has failures to forget on a success. */
 static int throttled_or_reply(cm_req_t *rq, const auth_app_t *app, const char *account,
-                              const char *ip)
+                              const char *ip, bool *pair_failures)
 {
     int64_t wait_s = 0;
-    int rc = auth_store_throttle_check(app->db, app->throttle_key, account, ip, &wait_s);
+    int rc =
+        auth_store_throttle_check(app->db, app->throttle_key, account, ip, &wait_s, pair_failures);
     if (rc != 0) {
         reply_failure(rq, rc, "throttle check");
         return rc;
@@ -340,12 +342,13 @@ static int throttled_or_reply(cm_req_t *rq, const auth_app_t *app, const char *a
     return CM_EBUSY;
 }
 
-/* After the password matched: clear the pair, rehash if needed, issue tokens. */
+/* After the password matched: clear the pair's failures (when it had any: a failure that lands
+ * between the check and here counts, it came after), rehash if needed, issue tokens. */
 static void login_success(cm_req_t *rq, const auth_app_t *app, const auth_user_t *u,
                           const char *account, const char *ip, const char *pw, size_t plen,
-                          bool rehash)
+                          bool rehash, bool pair_failures)
 {
-    if (auth_store_throttle_pass(app->db, app->throttle_key, account, ip) != 0)
+    if (pair_failures && auth_store_throttle_pass(app->db, app->throttle_key, account, ip) != 0)
         CM_WARN(cm_req_id(rq), "could not reset the login throttle");
     char newhash[crypto_pwhash_STRBYTES];
     /* Compare-and-set: a reset that committed meanwhile keeps its hash. */
@@ -393,13 +396,14 @@ static void login(cm_req_t *rq, const auth_app_t *app, const char *ident, const 
     cm_buf_init(&account);
     throttle_account(&u, found, ident, &account);
     auth_client_ip(app->cfg, cm_req_peer(rq), cm_req_header(rq, "X-Real-IP"), ip);
-    if (throttled_or_reply(rq, app, account.data, ip) != 0)
+    bool pair_failures = false;
+    if (throttled_or_reply(rq, app, account.data, ip, &pair_failures) != 0)
         goto out;
     bool rehash = false;
     rc = cm_password_verify(app->hash, found ? u.password_hash : NULL, pw, plen, &rehash);
     if (rc == 0 && found) {
         count(app->logins, "success");
-        login_success(rq, app, &u, account.data, ip, pw, plen, rehash);
+        login_success(rq, app, &u, account.data, ip, pw, plen, rehash, pair_failures);
     } else if (rc == CM_EAUTH || rc == 0) {
         count(app->logins, "failure");
         if (auth_store_throttle_fail(app->db, app->throttle_key, account.data, ip) != 0)
@@ -869,7 +873,8 @@ static void verify_and_change(cm_req_t *rq, const auth_app_t *app, const auth_us
     cm_buf_init(&account);
     throttle_account(u, true, NULL, &account);
     auth_client_ip(app->cfg, cm_req_peer(rq), cm_req_header(rq, "X-Real-IP"), ip);
-    if (throttled_or_reply(rq, app, account.data, ip) != 0)
+    bool pair_failures = false;
+    if (throttled_or_reply(rq, app, account.data, ip, &pair_failures) != 0)
         goto out;
     bool rehash = false;
     int rc = CM_EAUTH; /* too long or holding a NUL: can never be the password */
@@ -880,7 +885,8 @@ static void verify_and_change(cm_req_t *rq, const auth_app_t *app, const auth_us
     } else if (rc != 0) {
         reply_failure(rq, rc, "password verify");
     } else {
-        if (auth_store_throttle_pass(app->db, app->throttle_key, account.data, ip) != 0)
+        if (pair_failures &&
+            auth_store_throttle_pass(app->db, app->throttle_key, account.data, ip) != 0)
             CM_WARN(cm_req_id(rq), "could not reset the login throttle");
         change_password(rq, app, u, sid, in);
     }
@@ -927,7 +933,7 @@ static int password_or_reply(cm_req_t *rq, const auth_app_t *app, const auth_use
     cm_buf_init(&account);
     throttle_account(u, true, NULL, &account);
     auth_client_ip(app->cfg, cm_req_peer(rq), cm_req_header(rq, "X-Real-IP"), ip);
-    int rc = throttled_or_reply(rq, app, account.data, ip);
+    int rc = throttled_or_reply(rq, app, account.data, ip, NULL);
     if (rc == 0) {
         bool rehash = false;
         rc = (plen > LOGIN_MAX_BYTES || memchr(pw, '\0', plen))

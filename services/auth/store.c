@@ -343,21 +343,26 @@ static void pair_keys(const uint8_t *secret, const char *account, const char *ip
 }
 
 int auth_store_throttle_check(cm_db_pool_t *pool, const uint8_t *secret, const char *account,
-                              const char *ip, int64_t *retry_after_s)
+                              const char *ip, int64_t *retry_after_s, bool *pair_failures)
 {
     static const char sql[] =
-        "SELECT coalesce(max(ceil(extract(epoch FROM locked_until - now()))), 0)::bigint "
-        "FROM login_throttle WHERE key IN ($1, $2) AND locked_until > now()";
+        "SELECT coalesce(max(ceil(extract(epoch FROM locked_until - now()))) "
+        "FILTER (WHERE locked_until > now()), 0)::bigint, "
+        "count(*) FILTER (WHERE key = $2) > 0 FROM login_throttle WHERE key IN ($1, $2)";
     char acct[AUTH_THROTTLE_KEY_MAX], pair[AUTH_THROTTLE_KEY_MAX];
     pair_keys(secret, account, ip, acct, pair);
     const char *p[2] = {acct, pair};
     PGresult *r = NULL;
     *retry_after_s = 0;
+    if (pair_failures)
+        *pair_failures = false;
     int rc = run(pool, "auth_throttle_check", sql, 2, p, &r);
     if (rc != 0)
         return rc;
     if (PQntuples(r) == 1 && col_int(r, 0, 0, retry_after_s) == 0 && *retry_after_s < 0)
         *retry_after_s = 0;
+    if (pair_failures && PQntuples(r) == 1)
+        *pair_failures = PQgetvalue(r, 0, 1)[0] == 't';
     PQclear(r);
     return 0;
 }
@@ -1115,60 +1120,14 @@ typedef struct session_open_ctx {
     bool noticed;
 } session_open_ctx_t;
 
-/* Inserts the first token of a new family and its sessions row; the family id goes to c. */
-static int insert_session(cm_db_t *db, session_open_ctx_t *c)
-{
-    static const char tok[] =
-        "INSERT INTO refresh_tokens (token_hash, user_id, family_id, expires_at) "
-        "VALUES ($1, $2::uuid, gen_random_uuid(), now() + make_interval(days => $3::int)) "
-        "RETURNING family_id";
-    static const char ses[] = "INSERT INTO sessions (family_id, user_id, user_agent, ip) "
-                              "VALUES ($1::uuid, $2::uuid, $3, $4::inet)";
-    const auth_session_new_t *in = c->in;
-    char days[16];
-    snprintf(days, sizeof days, "%d", in->ttl_days);
-    const char *p[3] = {in->hash, in->user_id, days};
-    PGresult *r = NULL;
-    int rc = cm_db_prepared(db, "auth_session_token", tok, 3, p, &r);
-    if (rc != 0)
-        return rc;
-    rc = PQntuples(r) == 1 ? copy_col(r, 0, 0, c->family, 37) : CM_EDB;
-    PQclear(r);
-    const char *ps[4] = {c->family, in->user_id, in->user_agent, in->ip};
-    if (rc == 0)
-        rc = cm_db_prepared(db, "auth_session_row", ses, 4, ps, NULL);
-    return rc;
-}
+/* Columns of the session-open statement's row. */
+enum { SO_FAMILY, SO_EMAIL, SO_FIRST, SO_MAY_NOTICE, SO_NOW_US, SO_FRESH };
 
-/* Records the (class, network) pair; *fresh when it was not seen in AUTH_SIGNIN_SEEN_DAYS. */
-static int record_seen(cm_db_t *db, const auth_session_new_t *in, bool *fresh)
-{
-    /* The CTE's SELECT reads the snapshot before its upsert: the previous sighting. */
-    static const char sql[] =
-        "WITH prev AS (SELECT last_seen_at FROM signin_seen WHERE user_id = $1::uuid "
-        "AND user_agent = $2 AND network = $3), "
-        "up AS (INSERT INTO signin_seen AS g (user_id, user_agent, network) "
-        "VALUES ($1::uuid, $2, $3) ON CONFLICT (user_id, user_agent, network) "
-        "DO UPDATE SET last_seen_at = now() RETURNING 1) "
-        "SELECT NOT coalesce((SELECT last_seen_at > now() - make_interval(days => $4::int) "
-        "FROM prev), false), (SELECT count(*) FROM up)";
-    char days[16];
-    snprintf(days, sizeof days, "%d", AUTH_SIGNIN_SEEN_DAYS);
-    const char *p[4] = {in->user_id, in->user_agent, in->network, days};
-    PGresult *r = NULL;
-    int rc = cm_db_prepared(db, "auth_signin_seen", sql, 4, p, &r);
-    if (rc != 0)
-        return rc;
-    *fresh = PQntuples(r) == 1 && PQgetvalue(r, 0, 0)[0] == 't';
-    PQclear(r);
-    return 0;
-}
-
-/* Writes signin.new; u holds email and the time of the sign-in (the lock query's columns). */
-static int emit_new_signin(cm_db_t *db, const session_open_ctx_t *c, const PGresult *u)
+/* Writes signin.new; r is the session-open statement's row (email, time of the sign-in). */
+static int emit_new_signin(cm_db_t *db, const session_open_ctx_t *c, const PGresult *r)
 {
     int64_t now_us = 0;
-    int rc = col_int(u, 0, 3, &now_us);
+    int rc = col_int(r, 0, SO_NOW_US, &now_us);
     if (rc != 0)
         return rc;
     char at[32];
@@ -1176,7 +1135,7 @@ static int emit_new_signin(cm_db_t *db, const session_open_ctx_t *c, const PGres
     const auth_session_new_t *in = c->in;
     json_t *data =
         json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "user_id", in->user_id, "email",
-                  PQgetvalue(u, 0, 0), "session_id", c->family, "user_agent", in->user_agent,
+                  PQgetvalue(r, 0, SO_EMAIL), "session_id", c->family, "user_agent", in->user_agent,
                   "network", in->network, "ip", in->ip ? in->ip : "", "signed_in_at", at);
     if (data && !in->ip)
         json_object_set_new(data, "ip", json_null());
@@ -1185,44 +1144,72 @@ static int emit_new_signin(cm_db_t *db, const session_open_ctx_t *c, const PGres
 
 static int session_open_tx(cm_db_t *db, void *vctx)
 {
-    /* Columns: email, first sign-in ever, notice allowed, now (µs). */
-    static const char lock[] =
-        "SELECT email, first_signin_at IS NULL, signin_notice_at IS NULL OR "
-        "signin_notice_at <= now() - make_interval(secs => $3::int), "
-        "(extract(epoch FROM now()) * 1000000)::bigint FROM users "
-        "WHERE id = $1::uuid AND session_epoch = $2::bigint FOR NO KEY UPDATE";
+    /*
+     * One statement, one round trip, for what every login writes: lock the
+     * user's row while its session_epoch is still the one whose password was
+     * verified (no row at all otherwise: a reset or password change came in
+     * between), insert the first token of a new family and its sessions row,
+     * and record the (class, network) pair, reading its previous sighting from
+     * the statement's snapshot, before the upsert. It was four statements
+     * (lock, token, session, pair): each a round trip and a wake-up of auth
+     * and of its PostgreSQL backend, about a quarter of a login's database
+     * CPU (issue 16). The CTE f is materialised once (volatile), so both rows
+     * carry the same family id. A new sign-in notice (rare) adds the mark and
+     * the event in the same transaction.
+     */
+    static const char open[] =
+        "WITH u AS (SELECT id, email, first_signin_at IS NULL AS first, "
+        "signin_notice_at IS NULL OR signin_notice_at <= now() - make_interval(secs => $8::int) "
+        "AS may_notice FROM users WHERE id = $1::uuid AND session_epoch = $2::bigint "
+        "FOR NO KEY UPDATE), "
+        "f AS (SELECT u.id, gen_random_uuid() AS family FROM u), "
+        "t AS (INSERT INTO refresh_tokens (token_hash, user_id, family_id, expires_at) "
+        "SELECT $3, f.id, f.family, now() + make_interval(days => $4::int) FROM f), "
+        "s AS (INSERT INTO sessions (family_id, user_id, user_agent, ip) "
+        "SELECT f.family, f.id, $5, $6::inet FROM f), "
+        "prev AS (SELECT last_seen_at FROM signin_seen WHERE user_id = $1::uuid "
+        "AND user_agent = $5 AND network = $7), "
+        "up AS (INSERT INTO signin_seen AS g (user_id, user_agent, network) "
+        "SELECT f.id, $5, $7 FROM f ON CONFLICT (user_id, user_agent, network) "
+        "DO UPDATE SET last_seen_at = now()) "
+        "SELECT f.family, u.email, u.first, u.may_notice, "
+        "(extract(epoch FROM now()) * 1000000)::bigint, "
+        "NOT coalesce((SELECT last_seen_at > now() - make_interval(days => $9::int) FROM prev), "
+        "false) FROM u, f";
     static const char mark[] =
         "UPDATE users SET first_signin_at = coalesce(first_signin_at, now()), "
         "signin_notice_at = CASE WHEN $2::boolean THEN now() ELSE signin_notice_at END "
         "WHERE id = $1::uuid";
     session_open_ctx_t *c = vctx;
-    char ep[24], gap[16];
-    snprintf(ep, sizeof ep, "%lld", (long long)c->in->epoch);
+    const auth_session_new_t *in = c->in;
+    char ep[24], days[16], gap[16], seen[16];
+    snprintf(ep, sizeof ep, "%lld", (long long)in->epoch);
+    snprintf(days, sizeof days, "%d", in->ttl_days);
     snprintf(gap, sizeof gap, "%d", AUTH_SIGNIN_NOTICE_GAP_S);
-    const char *p[3] = {c->in->user_id, ep, gap};
-    PGresult *u = NULL;
-    bool fresh = false;
+    snprintf(seen, sizeof seen, "%d", AUTH_SIGNIN_SEEN_DAYS);
+    const char *p[9] = {in->user_id, ep,          in->hash, days, in->user_agent,
+                        in->ip,      in->network, gap,      seen};
+    PGresult *r = NULL;
     c->noticed = false;
-    int rc = cm_db_prepared(db, "auth_session_lock", lock, 3, p, &u);
+    int rc = cm_db_prepared(db, "auth_session_open", open, 9, p, &r);
     if (rc != 0)
         return rc;
-    if (PQntuples(u) != 1) { /* a password change or reset came in between */
+    if (PQntuples(r) != 1) { /* a password change or reset came in between */
         rc = CM_ESTATE;
         goto out;
     }
-    rc = insert_session(db, c);
-    if (rc == 0)
-        rc = record_seen(db, c->in, &fresh);
-    bool first = PQgetvalue(u, 0, 1)[0] == 't';
-    bool notice = fresh && !first && PQgetvalue(u, 0, 2)[0] == 't';
-    const char *pm[2] = {c->in->user_id, notice ? "true" : "false"};
+    rc = copy_col(r, 0, SO_FAMILY, c->family, 37);
+    bool first = PQgetvalue(r, 0, SO_FIRST)[0] == 't';
+    bool notice =
+        PQgetvalue(r, 0, SO_FRESH)[0] == 't' && !first && PQgetvalue(r, 0, SO_MAY_NOTICE)[0] == 't';
+    const char *pm[2] = {in->user_id, notice ? "true" : "false"};
     if (rc == 0 && (first || notice)) /* most logins leave the user row alone */
         rc = cm_db_prepared(db, "auth_signin_mark", mark, 2, pm, NULL);
     if (rc == 0 && notice)
-        rc = emit_new_signin(db, c, u);
+        rc = emit_new_signin(db, c, r);
     c->noticed = rc == 0 && notice;
 out:
-    PQclear(u);
+    PQclear(r);
     return rc;
 }
 

@@ -118,10 +118,15 @@ CM_MUST_CHECK int auth_store_set_password_hash(cm_db_pool_t *pool, const char *u
 void auth_throttle_key(const uint8_t *secret, const char *prefix, const char *a, const char *b,
                        char out[AUTH_THROTTLE_KEY_MAX]);
 
-/** Sets *retry_after_s to the seconds left while the pair or the account is locked, else 0. */
+/**
+ * Sets *retry_after_s to the seconds left while the pair or the account is
+ * locked, else 0, and *pair_failures (pair_failures may be NULL) to whether
+ * the pair has failures on record: a login that succeeds only needs
+ * auth_store_throttle_pass() then, and most logins save that statement.
+ */
 CM_MUST_CHECK int auth_store_throttle_check(cm_db_pool_t *pool, const uint8_t *secret,
                                             const char *account, const char *ip,
-                                            int64_t *retry_after_s);
+                                            int64_t *retry_after_s, bool *pair_failures);
 
 /**
  * Counts one failure for the pair and the account. From the

@@ -445,36 +445,42 @@ static void pair_throttle_locks_from_the_fifth_failure_with_growing_delays(void 
     snprintf(acct, sizeof acct, "name:Test_%s", t_unique());
     const char *ip = "203.0.113.5";
     int64_t wait = -1;
+    bool pair = true;
+    /* No failures on record: a success has nothing to forget (and skips the statement). */
+    assert_int_equal(auth_store_throttle_check(pool, K, acct, ip, &wait, &pair), 0);
+    assert_false(pair);
     for (int i = 0; i < AUTH_THROTTLE_FREE_FAILURES - 1; i++) {
         assert_int_equal(auth_store_throttle_fail(pool, K, acct, ip), 0);
-        assert_int_equal(auth_store_throttle_check(pool, K, acct, ip, &wait), 0);
+        assert_int_equal(auth_store_throttle_check(pool, K, acct, ip, &wait, &pair), 0);
         assert_int_equal(wait, 0);
+        assert_true(pair);
     }
     assert_int_equal(auth_store_throttle_fail(pool, K, acct, ip), 0); /* 5th: 1 s */
-    assert_int_equal(auth_store_throttle_check(pool, K, acct, ip, &wait), 0);
+    assert_int_equal(auth_store_throttle_check(pool, K, acct, ip, &wait, NULL), 0);
     assert_int_equal(wait, 1);
     for (int i = 0; i < 4; i++) /* 9th: 16 s */
         assert_int_equal(auth_store_throttle_fail(pool, K, acct, ip), 0);
-    assert_int_equal(auth_store_throttle_check(pool, K, acct, ip, &wait), 0);
+    assert_int_equal(auth_store_throttle_check(pool, K, acct, ip, &wait, NULL), 0);
     assert_true(wait >= 15 && wait <= 16);
     /* Another address of the same account is not slowed by this pair. */
-    assert_int_equal(auth_store_throttle_check(pool, K, acct, "198.51.100.9", &wait), 0);
+    assert_int_equal(auth_store_throttle_check(pool, K, acct, "198.51.100.9", &wait, NULL), 0);
     assert_int_equal(wait, 0);
     /* Case is ignored: the same name in capitals is the same account. */
     char upper[64];
     snprintf(upper, sizeof upper, "%s", acct);
     for (char *c = upper + 5; *c; c++)
         *c = (char)((*c >= 'a' && *c <= 'z') ? *c - 32 : *c);
-    assert_int_equal(auth_store_throttle_check(pool, K, upper, ip, &wait), 0);
+    assert_int_equal(auth_store_throttle_check(pool, K, upper, ip, &wait, NULL), 0);
     assert_true(wait >= 15);
     for (int i = 0; i < 20; i++) /* capped at 15 minutes */
         assert_int_equal(auth_store_throttle_fail(pool, K, acct, "203.0.113.5"), 0);
-    assert_int_equal(auth_store_throttle_check(pool, K, acct, ip, &wait), 0);
+    assert_int_equal(auth_store_throttle_check(pool, K, acct, ip, &wait, NULL), 0);
     assert_true(wait > 800 && wait <= AUTH_THROTTLE_PAIR_MAX_S);
     assert_int_equal(auth_store_throttle_pass(pool, K, acct, ip), 0);
     /* 29 failures passed the account ceiling (20): at most 30 s for everyone, then. */
-    assert_int_equal(auth_store_throttle_check(pool, K, acct, ip, &wait), 0);
+    assert_int_equal(auth_store_throttle_check(pool, K, acct, ip, &wait, &pair), 0);
     assert_true(wait <= AUTH_THROTTLE_ACCOUNT_MAX_S);
+    assert_false(pair); /* the account's failures stay, the pair's are forgotten */
 }
 
 static void account_ceiling_is_short_and_keys_are_hashed(void **state)
@@ -488,14 +494,14 @@ static void account_ceiling_is_short_and_keys_are_hashed(void **state)
         snprintf(ip, sizeof ip, "198.51.100.%d", i + 1);
         assert_int_equal(auth_store_throttle_fail(pool, K, acct, ip), 0);
     }
-    assert_int_equal(auth_store_throttle_check(pool, K, acct, "192.0.2.1", &wait), 0);
+    assert_int_equal(auth_store_throttle_check(pool, K, acct, "192.0.2.1", &wait, NULL), 0);
     assert_int_equal(wait, 0);
     for (int i = 0; i < 10; i++) {
         snprintf(ip, sizeof ip, "198.51.101.%d", i + 1);
         assert_int_equal(auth_store_throttle_fail(pool, K, acct, ip), 0);
     }
     /* A fresh address now waits for the account, but never long. */
-    assert_int_equal(auth_store_throttle_check(pool, K, acct, "192.0.2.1", &wait), 0);
+    assert_int_equal(auth_store_throttle_check(pool, K, acct, "192.0.2.1", &wait, NULL), 0);
     assert_true(wait >= 1 && wait <= AUTH_THROTTLE_ACCOUNT_MAX_S);
     assert_int_equal(count1(pool,
                             "SELECT count(*) FROM login_throttle WHERE key LIKE '%' || $1 || '%'",
@@ -517,7 +523,7 @@ static void a_password_reset_clears_the_account_throttle_and_bumps_the_epoch(voi
     for (int i = 0; i < AUTH_THROTTLE_ACCOUNT_FREE + 5; i++)
         assert_int_equal(auth_store_throttle_fail(pool, K, acct, "203.0.113.77"), 0);
     int64_t wait = 0;
-    assert_int_equal(auth_store_throttle_check(pool, K, acct, "203.0.113.77", &wait), 0);
+    assert_int_equal(auth_store_throttle_check(pool, K, acct, "203.0.113.77", &wait, NULL), 0);
     assert_true(wait > 0);
     auth_user_t before, after;
     assert_int_equal(auth_store_user_by_id(pool, id, &before), 0);
@@ -533,7 +539,7 @@ static void a_password_reset_clears_the_account_throttle_and_bumps_the_epoch(voi
                      0);
     cm_db_release(db);
     assert_int_equal(auth_store_reset_apply(pool, K, reset, "$argon2id$new", NULL), 0);
-    assert_int_equal(auth_store_throttle_check(pool, K, acct, "203.0.113.77", &wait), 0);
+    assert_int_equal(auth_store_throttle_check(pool, K, acct, "203.0.113.77", &wait, NULL), 0);
     assert_int_equal(wait, 0);
     assert_int_equal(auth_store_user_by_id(pool, id, &after), 0);
     assert_int_equal(after.session_epoch, before.session_epoch + 1);
@@ -866,6 +872,14 @@ static bool open_from(cm_db_pool_t *pool, const auth_user_t *u, const char *ua, 
     bool noticed = false;
     assert_int_equal(auth_store_session_open(pool, &in, family, &noticed), 0);
     assert_true(cm_is_uuid(family, strlen(family)));
+    /* The token and the sessions row name the same family: the one returned. */
+    char *fam = value1(pool,
+                       "SELECT s.family_id FROM refresh_tokens r JOIN sessions s USING (family_id) "
+                       "WHERE r.token_hash = $1",
+                       hash);
+    assert_non_null(fam);
+    assert_string_equal(fam, family);
+    free(fam);
     return noticed;
 }
 
