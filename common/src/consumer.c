@@ -20,6 +20,8 @@
 #define CONSUMER_BACKOFF_MAX_MS 5000
 /* The longest the consumer loop waits in one poll (also how soon it sees a stop). */
 #define CONSUMER_POLL_MS 200
+/* fetch.wait.max.ms when the config leaves it at 0: librdkafka's own default. */
+#define CONSUMER_FETCH_WAIT_MS 500
 /* How long a seek may wait for the fetcher to take the new position (a local hand-over). */
 #define CONSUMER_SEEK_TIMEOUT_MS 2000
 /* A consumer that has not heard from a broker for this long is not healthy. */
@@ -435,6 +437,9 @@ static void *consumer_loop(void *arg)
 
 static rd_kafka_conf_t *consumer_conf(const cm_consumer_config_t *cfg, cm_consumer_t *c)
 {
+    char fetch_wait[16];
+    snprintf(fetch_wait, sizeof fetch_wait, "%d",
+             cfg->fetch_wait_ms > 0 ? cfg->fetch_wait_ms : CONSUMER_FETCH_WAIT_MS);
     const char *const kv[][2] = {
         {"bootstrap.servers", cfg->bootstrap},
         {"group.id", cfg->group_id},
@@ -450,12 +455,8 @@ static rd_kafka_conf_t *consumer_conf(const cm_consumer_config_t *cfg, cm_consum
          * rebalance (seconds), which on_rebalance handles like the cooperative kind. */
         {"partition.assignment.strategy", "roundrobin"},
         {"statistics.interval.ms", "2000"},
-        /* Latency of one event: the broker answers a fetch as soon as data is there
-         * (fetch.min.bytes 1), but an empty fetch may be held for fetch.wait.max.ms, and
-         * librdkafka's mock broker always holds it that long (500 ms by default), so a
-         * message produced meanwhile waited up to half a second. 25 ms bounds that wait
-         * while an idle consumer sends at most 40 fetches a second: no busy loop. */
-        {"fetch.wait.max.ms", "25"},
+        /* How long a broker may hold a fetch that finds nothing (cm/consumer.h). */
+        {"fetch.wait.max.ms", fetch_wait},
         /* After a fetch error (leader moved, broker back), fetch again soon, not 500 ms later. */
         {"fetch.error.backoff.ms", "100"},
         /* Short, so a crashed member's partitions move on quickly. */
@@ -492,7 +493,8 @@ static int consumer_subscribe(cm_consumer_t *c, const char *const *topics)
 static bool valid_consumer_config(const cm_consumer_config_t *cfg)
 {
     if (!cfg || !cfg->bootstrap || !cfg->bootstrap[0] || !cfg->group_id || !cfg->group_id[0] ||
-        !cfg->fn || !cfg->topics || !cfg->topics[0])
+        !cfg->fn || !cfg->topics || !cfg->topics[0] || cfg->fetch_wait_ms < 0 ||
+        cfg->fetch_wait_ms > 300000) /* librdkafka's range */
         return false;
     for (size_t i = 0; cfg->topics[i]; i++)
         if (!cm__kafka_valid_topic(cfg->topics[i]))

@@ -106,7 +106,8 @@ static int start(void *arg, const cm_service_env_t *env, cm_http_config_t *http)
                                .topics = mail_topics,
                                .fn = mail_consume,
                                .ctx = &app->mail,
-                               .metrics = env->metrics};
+                               .metrics = env->metrics,
+                               .fetch_wait_ms = app->cfg.svc.kafka_fetch_wait_ms};
     if (!(app->consumer = cm_consumer_start(&cc, &err)))
         return err;
     http->routes = no_routes;

@@ -83,7 +83,8 @@ static int start_events(app_t *app, const cm_service_env_t *env)
                                .topics = ref_topics,
                                .fn = ref_consume,
                                .ctx = &app->events,
-                               .metrics = env->metrics};
+                               .metrics = env->metrics,
+                               .fetch_wait_ms = app->cfg.svc.kafka_fetch_wait_ms};
     app->consumer = cm_consumer_start(&cc, &err);
     return app->consumer ? 0 : err;
 }

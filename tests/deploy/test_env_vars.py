@@ -65,6 +65,7 @@ SHARED_ALWAYS = {"PORT", "ADMIN_PORT", "BIND_ADDRESS", "LOG_LEVEL", "HTTP_THREAD
 SHARED_DB = {"DATABASE_URL", "DB_POOL_SIZE", "RETENTION_INTERVAL_S", "RETENTION_BATCH",
              "RETENTION_PAUSE_MS", "RETENTION_DAYS", "RETENTION_DEDUP_DAYS"}
 SHARED_KAFKA = {"KAFKA_BOOTSTRAP"}
+SHARED_KAFKA_OPTIONAL = {"KAFKA_FETCH_WAIT_MS"}
 SHARED_JWT = {"JWT_PUBLIC_KEYS", "JWT_ISSUER", "JWT_AUDIENCE"}
 SHARED_CONFIG = os.path.join("common", "src", "config.c")
 DEFAULTS = re.compile(r"cm_service_defaults_t\s+\w+\s*=\s*\{(.*?)\}", re.S)
@@ -98,7 +99,7 @@ def shared_reads(config_c):
             read |= SHARED_DB
             required.add("DATABASE_URL")
         if re.search(r"\.kafka\s*=\s*true", m.group(1)):
-            read |= SHARED_KAFKA
+            read |= SHARED_KAFKA | SHARED_KAFKA_OPTIONAL
             required |= SHARED_KAFKA
     j = JWT_CALL.search(text)
     if j:
@@ -113,7 +114,7 @@ def service_reads(repo):
     (common/src/config.c through the SHARED_* table)."""
     common = set()
     src = os.path.join(repo, "common", "src")
-    shared = SHARED_ALWAYS | SHARED_DB | SHARED_KAFKA | SHARED_JWT
+    shared = SHARED_ALWAYS | SHARED_DB | SHARED_KAFKA | SHARED_KAFKA_OPTIONAL | SHARED_JWT
     for name in sorted(os.listdir(src)) if os.path.isdir(src) else []:
         if not name.endswith(".c"):
             continue
@@ -315,7 +316,7 @@ def self_test():
     assert r == SHARED_ALWAYS and q == set(), (r, q)
     r, q = shared_reads("cm_service_defaults_t d = {.db_pool_size = 4, .kafka = true};\n"
                         "/* cm_cfg_jwt(&c, false, x) in a comment */ cm_cfg_jwt(&c, true, &cfg->jwt);")
-    assert r == SHARED_ALWAYS | SHARED_DB | SHARED_KAFKA | SHARED_JWT, r
+    assert r == SHARED_ALWAYS | SHARED_DB | SHARED_KAFKA | SHARED_KAFKA_OPTIONAL | SHARED_JWT, r
     assert q == {"DATABASE_URL", "KAFKA_BOOTSTRAP", "JWT_PUBLIC_KEYS"}, q
     read, required = code_reads(FAKE_CONFIG)
     assert read == {"PORT", "DATABASE_URL", "SECRET_FILE", "AUTH_URL", "TUNABLE"}, read

@@ -103,7 +103,8 @@ cm_consumer_t *t_start_consumer(t_kafka_t *f, const char *group, const char *top
                                 cm_metrics_t *m)
 {
     const char *topics[] = {topic, NULL};
-    cm_consumer_config_t cfg = {f->bootstrap, group, topics, t_seen_record, s, m};
+    /* The mock broker holds every fetch for fetch.wait.max.ms (cm/consumer.h). */
+    cm_consumer_config_t cfg = {f->bootstrap, group, topics, t_seen_record, s, m, 25};
     int err = 0;
     cm_consumer_t *c = cm_consumer_start(&cfg, &err);
     assert_int_equal(err, 0);

@@ -120,6 +120,7 @@ typedef struct cm_service_config {
     char *database_url;       /* DATABASE_URL (postgresql://), NULL without a database */
     int db_pool_size;         /* DB_POOL_SIZE, 1-256 */
     char *kafka_bootstrap;    /* KAFKA_BOOTSTRAP host:port[,...], NULL without Kafka */
+    int kafka_fetch_wait_ms;  /* KAFKA_FETCH_WAIT_MS, 1-10000: a consumer's fetch.wait.max.ms */
     char *public_base_url;    /* PUBLIC_BASE_URL, http://127.0.0.1:8000, no trailing slash */
     cm_retention_t retention; /* RETENTION_*, read where the service has a database */
 } cm_service_config_t;

@@ -130,9 +130,17 @@ static void more_errors_than_the_table_holds_are_counted_not_lost(void **state)
     free(out);
 }
 
-static const char *const SHARED_VARS[] = {
-    "PORT",         "ADMIN_PORT",   "BIND_ADDRESS",    "LOG_LEVEL",       "HTTP_THREADS",
-    "DATABASE_URL", "DB_POOL_SIZE", "KAFKA_BOOTSTRAP", "PUBLIC_BASE_URL", NULL};
+static const char *const SHARED_VARS[] = {"PORT",
+                                          "ADMIN_PORT",
+                                          "BIND_ADDRESS",
+                                          "LOG_LEVEL",
+                                          "HTTP_THREADS",
+                                          "DATABASE_URL",
+                                          "DB_POOL_SIZE",
+                                          "KAFKA_BOOTSTRAP",
+                                          "KAFKA_FETCH_WAIT_MS",
+                                          "PUBLIC_BASE_URL",
+                                          NULL};
 
 static void unset_shared(void)
 {
@@ -160,9 +168,16 @@ static void the_shared_variables_take_the_service_defaults(void **state)
     assert_int_equal(s.db_pool_size, 5);
     assert_string_equal(s.database_url, "postgresql://svc@127.0.0.1/linktr");
     assert_string_equal(s.kafka_bootstrap, "127.0.0.1:9092");
+    assert_int_equal(s.kafka_fetch_wait_ms, 500); /* librdkafka's: right for Apache Kafka */
     assert_string_equal(s.public_base_url, "http://127.0.0.1:8000");
     cm_service_config_dispose(&s);
     assert_null(s.bind);
+    setenv("KAFKA_FETCH_WAIT_MS", "25", 1); /* what the stack sets for its mock broker */
+    cm_cfg_init(&c, "test");
+    cm_cfg_service(&c, &d, &s);
+    assert_int_equal(cm_cfg_finish(&c), 0);
+    assert_int_equal(s.kafka_fetch_wait_ms, 25);
+    cm_service_config_dispose(&s);
     unset_shared();
 }
 
@@ -233,6 +248,7 @@ static void every_bad_shared_variable_is_named_once(void **state)
     setenv("DATABASE_URL", "mysql://u:secret@h/db", 1);
     setenv("DB_POOL_SIZE", "1000", 1);
     setenv("PUBLIC_BASE_URL", "ftp://x", 1);
+    setenv("KAFKA_FETCH_WAIT_MS", "0", 1);
     cm_service_defaults_t d = {.port = 8001, .http_threads = 4, .db_pool_size = 4, .kafka = true};
     cm_service_config_t s;
     cm_cfg_t c;
@@ -241,8 +257,15 @@ static void every_bad_shared_variable_is_named_once(void **state)
     int rc = 0;
     char *out = finish_and_capture(&c, &rc);
     assert_int_equal(rc, CM_EINVAL);
-    const char *named[] = {"PORT:",         "LOG_LEVEL:",       "HTTP_THREADS:",    "DATABASE_URL:",
-                           "DB_POOL_SIZE:", "KAFKA_BOOTSTRAP:", "PUBLIC_BASE_URL:", NULL};
+    const char *named[] = {"PORT:",
+                           "LOG_LEVEL:",
+                           "HTTP_THREADS:",
+                           "DATABASE_URL:",
+                           "DB_POOL_SIZE:",
+                           "KAFKA_BOOTSTRAP:",
+                           "KAFKA_FETCH_WAIT_MS:",
+                           "PUBLIC_BASE_URL:",
+                           NULL};
     for (int i = 0; named[i]; i++) {
         const char *at = strstr(out, named[i]);
         assert_non_null(at);

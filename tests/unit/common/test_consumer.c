@@ -289,11 +289,13 @@ static void consumer_start_refuses_a_bad_config(void **state)
     const char *none[] = {NULL};
     const char *ok[] = {"t.orders", NULL};
     cm_consumer_config_t bad[] = {
-        {f->bootstrap, "g", regex, t_seen_record, &s, NULL},
-        {f->bootstrap, "g", none, t_seen_record, &s, NULL},
-        {f->bootstrap, "", ok, t_seen_record, &s, NULL},
-        {f->bootstrap, "g", ok, NULL, &s, NULL},
-        {NULL, "g", ok, t_seen_record, &s, NULL},
+        {f->bootstrap, "g", regex, t_seen_record, &s, NULL, 0},
+        {f->bootstrap, "g", none, t_seen_record, &s, NULL, 0},
+        {f->bootstrap, "", ok, t_seen_record, &s, NULL, 0},
+        {f->bootstrap, "g", ok, NULL, &s, NULL, 0},
+        {NULL, "g", ok, t_seen_record, &s, NULL, 0},
+        {f->bootstrap, "g", ok, t_seen_record, &s, NULL, -1},
+        {f->bootstrap, "g", ok, t_seen_record, &s, NULL, 300001},
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         int err = 0;
