@@ -87,6 +87,16 @@ set_tests_properties(stack_ctrl_c_leaves_nothing PROPERTIES
   TIMEOUT 240
   LABELS integration)
 
+# A port taken between choosing it and binding it: start --free-ports chooses
+# again (forced through the script's test seam; own run dir and free ports).
+add_test(NAME stack_port_race_chooses_again
+  COMMAND ${CMAKE_CURRENT_LIST_DIR}/test_stack_port_race.sh)
+set_tests_properties(stack_port_race_chooses_again PROPERTIES
+  ENVIRONMENT "LINKTR_RUN_DIR=${CMAKE_BINARY_DIR}/portrace-run;LINKTR_BUILD_DIR=${CMAKE_BINARY_DIR}"
+  RUN_SERIAL TRUE
+  TIMEOUT 240
+  LABELS integration)
+
 add_test(NAME pg_start COMMAND ${LINKTR_PG_SCRIPT} start --fresh ${LINKTR_PG_DIR})
 set_tests_properties(pg_start PROPERTIES
   FIXTURES_SETUP postgres
