@@ -6,6 +6,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "cm/consumer.h"
 #include "cm/http.h"
 #include "cm/util.h"
 
@@ -254,7 +255,8 @@ void cm_cfg_service(cm_cfg_t *c, const cm_service_defaults_t *d, cm_service_conf
         /* Apache Kafka answers a fetch as soon as data is there: the wait only bounds an idle
          * consumer's fetches (2 a second per broker at 500). librdkafka's mock broker holds every
          * fetch this long, so the development stack and the tests set 25 (cm/consumer.h). */
-        out->kafka_fetch_wait_ms = (int)cm_cfg_int(c, "KAFKA_FETCH_WAIT_MS", 500, 1, 10000);
+        out->kafka_fetch_wait_ms =
+            (int)cm_cfg_int(c, "KAFKA_FETCH_WAIT_MS", CM_CONSUMER_FETCH_WAIT_MS, 1, 10000);
     }
     out->public_base_url = cfg_public_base_url(c);
 }

@@ -20,8 +20,6 @@
 #define CONSUMER_BACKOFF_MAX_MS 5000
 /* The longest the consumer loop waits in one poll (also how soon it sees a stop). */
 #define CONSUMER_POLL_MS 200
-/* fetch.wait.max.ms when the config leaves it at 0: librdkafka's own default. */
-#define CONSUMER_FETCH_WAIT_MS 500
 /* How long a seek may wait for the fetcher to take the new position (a local hand-over). */
 #define CONSUMER_SEEK_TIMEOUT_MS 2000
 /* A consumer that has not heard from a broker for this long is not healthy. */
@@ -439,7 +437,7 @@ static rd_kafka_conf_t *consumer_conf(const cm_consumer_config_t *cfg, cm_consum
 {
     char fetch_wait[16];
     snprintf(fetch_wait, sizeof fetch_wait, "%d",
-             cfg->fetch_wait_ms > 0 ? cfg->fetch_wait_ms : CONSUMER_FETCH_WAIT_MS);
+             cfg->fetch_wait_ms > 0 ? cfg->fetch_wait_ms : CM_CONSUMER_FETCH_WAIT_MS);
     const char *const kv[][2] = {
         {"bootstrap.servers", cfg->bootstrap},
         {"group.id", cfg->group_id},

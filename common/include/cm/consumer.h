@@ -47,6 +47,9 @@ typedef int (*cm_consume_fn)(const cm_kmsg_t *msg, void *ctx);
 
 /** What cm_consumer_start() needs; read during the call, but ctx and metrics must outlive
  * the consumer. */
+/** fetch.wait.max.ms when nothing else is said: librdkafka's own default (see below). */
+#define CM_CONSUMER_FETCH_WAIT_MS 500
+
 typedef struct cm_consumer_config {
     const char *bootstrap;
     const char *group_id;
@@ -54,7 +57,7 @@ typedef struct cm_consumer_config {
     cm_consume_fn fn;
     void *ctx;
     cm_metrics_t *metrics; /* borrowed; NULL for none. Adds linktr_consumer_lag_messages etc. */
-    int fetch_wait_ms;     /* fetch.wait.max.ms, 0-300000; 0 for 500 (see below) */
+    int fetch_wait_ms;     /* fetch.wait.max.ms, 0-300000; 0 for CM_CONSUMER_FETCH_WAIT_MS */
 } cm_consumer_config_t;
 
 /**
