@@ -47,7 +47,8 @@ static int start_workers(app_t *app, const cm_service_env_t *env)
     cm_hashpool_config_t hc = {.workers = cfg->hash_workers,
                                .queue_cap = cfg->hash_queue,
                                .opslimit = cfg->argon2_opslimit,
-                               .memlimit = cfg->argon2_memlimit};
+                               .memlimit = cfg->argon2_memlimit,
+                               .metrics = env->metrics};
     int rc = 0;
     if (!(auth->hash = cm_hashpool_new(&hc, &rc)))
         return rc ? rc : CM_EINVAL;

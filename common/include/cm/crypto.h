@@ -16,6 +16,7 @@
 #include <sodium.h>
 
 #include "cm/error.h"
+#include "cm/metrics.h"
 
 /** Call once at start-up, before threads start. Returns 0 or CM_ECRYPTO. */
 CM_MUST_CHECK int cm_crypto_init(void);
@@ -29,6 +30,14 @@ typedef struct cm_hashpool_config {
     int queue_cap;               /* jobs waiting at most; 0 → 4 × workers */
     unsigned long long opslimit; /* argon2id t; 0 → OWASP default 2 */
     size_t memlimit;             /* bytes; 0 → OWASP default 19 MiB */
+    /* Where the pool counts its work (borrowed, may be NULL): every finished
+     * hash or verify in linktr_hashpool_jobs_total and the CPU time its
+     * worker spent on it (the thread's CPU clock, so time preempted by other
+     * work is not counted) in linktr_hashpool_cpu_seconds_total. Their
+     * quotient is what one argon2id costs on this host right now: what
+     * bench/auth and bench/compare divide the cores by for the hash-bound
+     * ceiling of the very run they measure. */
+    cm_metrics_t *metrics;
 } cm_hashpool_config_t;
 
 /** Longest password the pool accepts (bytes); longer input is CM_EINVAL without hashing. */

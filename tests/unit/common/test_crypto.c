@@ -4,6 +4,7 @@
  * later), which makes "the queue is full" deterministic instead of a race
  * against a slow hash.
  */
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -266,6 +267,64 @@ static void many_concurrent_hashes_on_two_workers_all_verify(void **state)
     cm_hashpool_free(p);
 }
 
+/* The value of an unlabelled series in m's rendering (NAN when absent). */
+static double metric_value(cm_metrics_t *m, const char *name)
+{
+    cm_buf_t b;
+    cm_buf_init(&b);
+    cm_metrics_render(m, &b);
+    cm_buf_puts(&b, "");
+    char *text = cm_buf_steal(&b);
+    double v = NAN;
+    size_t n = strlen(name);
+    for (const char *l = text; l && *l; l = strchr(l, '\n'), l = l ? l + 1 : NULL)
+        if (strncmp(l, name, n) == 0 && l[n] == ' ')
+            v = strtod(l + n + 1, NULL);
+    free(text);
+    return v;
+}
+
+static void the_pool_counts_every_finished_job_and_the_cpu_it_took(void **state)
+{
+    (void)state;
+    cm_metrics_t *m = cm_metrics_new();
+    cm_hashpool_config_t cfg = small;
+    cfg.metrics = m;
+    cm_hashpool_t *p = new_pool(&cfg);
+    assert_true(metric_value(m, "linktr_hashpool_jobs_total") == 0);
+    char hash[crypto_pwhash_STRBYTES];
+    assert_int_equal(cm_password_hash(p, "counted once", 12, hash), 0);
+    assert_int_equal(cm_password_verify(p, hash, "counted once", 12, NULL), 0);
+    assert_int_equal(cm_password_verify(p, NULL, "unknown user", 12, NULL), CM_EAUTH);
+    /* Refused before reaching a worker: no hash, nothing counted. */
+    assert_int_equal(cm_password_verify(p, hash, "x", CM_PASSWORD_MAX_LEN + 1, NULL), CM_EINVAL);
+    assert_true(metric_value(m, "linktr_hashpool_jobs_total") == 3);
+    double cpu = metric_value(m, "linktr_hashpool_cpu_seconds_total");
+    assert_true(cpu > 0 && cpu < 60);
+
+    /* The worker's own CPU clock: a job that waits 300 ms on a condition
+     * variable adds its wait to the jobs but almost nothing to the CPU. */
+    gate_t g = {.pool = p, .rc = 1};
+    pthread_mutex_init(&g.mu, NULL);
+    pthread_cond_init(&g.cv, NULL);
+    pthread_t tg;
+    assert_int_equal(pthread_create(&tg, NULL, submit_gate, &g), 0);
+    wait_until(gate_started, &g);
+    sleep_ms(300);
+    pthread_mutex_lock(&g.mu);
+    g.open = true;
+    pthread_cond_broadcast(&g.cv);
+    pthread_mutex_unlock(&g.mu);
+    pthread_join(tg, NULL);
+    assert_int_equal(g.rc, 0);
+    assert_true(metric_value(m, "linktr_hashpool_jobs_total") == 4);
+    assert_true(metric_value(m, "linktr_hashpool_cpu_seconds_total") - cpu < 0.1);
+    cm_hashpool_free(p);
+    pthread_cond_destroy(&g.cv);
+    pthread_mutex_destroy(&g.mu);
+    cm_metrics_free(m);
+}
+
 /* ---- tokens and hashes ------------------------------------------------------------ */
 
 static void tokens_are_43_base64url_chars_and_differ(void **state)
@@ -375,6 +434,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(a_hashed_password_verifies_and_needs_no_rehash),
+        cmocka_unit_test(the_pool_counts_every_finished_job_and_the_cpu_it_took),
         cmocka_unit_test(a_wrong_password_fails_with_eauth),
         cmocka_unit_test(an_unknown_user_verify_fails_with_eauth_whatever_the_password),
         cmocka_unit_test(needs_rehash_is_true_when_the_pool_parameters_differ),
