@@ -203,6 +203,37 @@ bench_sample_stop() {
     cat "$BENCH_SAMPLER_OUT" 2>/dev/null || echo 0
 }
 
+# bench_hash_counters: auth's argon2id pool counters from its admin port,
+# "JOBS CPU_SECONDS" (linktr_hashpool_jobs_total, linktr_hashpool_cpu_seconds_total).
+bench_hash_counters() {
+    curl -sf "$AUTH_ADMIN_URL/metrics" | awk '
+        $1 == "linktr_hashpool_jobs_total" {j = $2}
+        $1 == "linktr_hashpool_cpu_seconds_total" {c = $2}
+        END {if (j == "" || c == "") exit 1; print j, c}' ||
+        bench_die "no linktr_hashpool counters at $AUTH_ADMIN_URL/metrics"
+}
+
+# bench_hash_idle: waits (at most 10 s) until auth's argon2id pool has no job
+# queued or running: wrk abandons the requests in flight when it stops, and
+# auth still hashes them.
+bench_hash_idle() {
+    local prev="" now _
+    for _ in $(seq 100); do
+        now=$(bench_hash_counters)
+        [ "$now" = "$prev" ] && return 0
+        prev=$now
+        sleep 0.1
+    done
+}
+
+# bench_hash_ms "JOBS0 CPU0" "JOBS1 CPU1": the mean CPU milliseconds of one
+# argon2id between two bench_hash_counters readings ("n/a" without a job).
+bench_hash_ms() {
+    awk -v a="$1" -v b="$2" 'BEGIN {
+        split(a, x, " "); split(b, y, " ")
+        if (y[1] - x[1] <= 0) print "n/a"; else printf "%.2f", 1000 * (y[2] - x[2]) / (y[1] - x[1]) }'
+}
+
 # bench_mib KIB: KiB as MiB with one decimal.
 bench_mib() {
     awk -v k="$1" 'BEGIN {printf "%.1f", k / 1024}'
