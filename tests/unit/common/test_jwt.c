@@ -435,8 +435,8 @@ static void tokens_from_both_rotation_keys_are_accepted(void **state)
 
 static cache_entry_t *entry_for(cm_jwt_verifier_t *v, const char *tok)
 {
-    uint8_t hash[32];
-    crypto_hash_sha256(hash, (const unsigned char *)tok, strlen(tok));
+    uint8_t hash[CACHE_HASH_BYTES];
+    cache_hash(v, tok, strlen(tok), hash);
     return cache_find(v, cache_set(v, hash), hash);
 }
 
