@@ -20,6 +20,7 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 
+#include "cm/crypto.h"
 #include "cm/jwt.h"
 #include "cm/util.h"
 
@@ -144,6 +145,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: %s [tokens]\n", argv[0]);
         return 1;
     }
+    if (cm_crypto_init() != 0) /* as every service does first: libsodium picks its code paths */
+        return 2;
     EVP_PKEY *key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
     keys_t k;
     k.priv = pem_of(key, 1, &k.priv_len);

@@ -84,12 +84,12 @@ typedef struct vkey {
 } vkey_t;
 
 /*
- * A cache entry is found by a keyed BLAKE2b-256 of the whole token (libsodium's
- * crypto_generichash, with a random key per verifier): as collision-resistant
- * as the SHA-256 it replaced, about four times cheaper on a ~480-byte token
- * (bench/jwt_cost.c's cached verify), and paid on every authenticated request
- * at the gateway and in referral. The key means nobody can compute offline which tokens share a
- * cache set.
+ * A cache entry is found by a keyed BLAKE2b-256 of the whole token
+ * (libsodium's crypto_generichash, a random key per verifier): as
+ * collision-resistant as the SHA-256 it replaced and a fraction of its cost
+ * (bench/jwt_cost.c times a cached verify), paid on every authenticated
+ * request at the gateway and in referral. The key means nobody can compute
+ * offline which tokens share a cache set.
  */
 #define CACHE_HASH_BYTES 32
 

@@ -34,9 +34,9 @@ typedef struct cm_hashpool_config {
      * hash or verify in linktr_hashpool_jobs_total and the CPU time its
      * worker spent on it (the thread's CPU clock, so time preempted by other
      * work is not counted) in linktr_hashpool_cpu_seconds_total. Their
-     * quotient is what one argon2id costs on this host right now: what
-     * bench/auth and bench/compare divide the cores by for the hash-bound
-     * ceiling of the very run they measure. */
+     * quotient is what one argon2id costs on this host right now, with
+     * whatever else runs beside it (bench/auth and bench/compare print it
+     * next to the hash-bound ceiling). */
     cm_metrics_t *metrics;
 } cm_hashpool_config_t;
 
