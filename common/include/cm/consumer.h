@@ -45,11 +45,11 @@ typedef struct cm_kmsg {
  */
 typedef int (*cm_consume_fn)(const cm_kmsg_t *msg, void *ctx);
 
-/** What cm_consumer_start() needs; read during the call, but ctx and metrics must outlive
- * the consumer. */
 /** fetch.wait.max.ms when nothing else is said: librdkafka's own default (see below). */
 #define CM_CONSUMER_FETCH_WAIT_MS 500
 
+/** What cm_consumer_start() needs; read during the call, but ctx and metrics must outlive
+ * the consumer. */
 typedef struct cm_consumer_config {
     const char *bootstrap;
     const char *group_id;
