@@ -234,6 +234,14 @@ bench_hash_ms() {
         if (y[1] - x[1] <= 0) print "n/a"; else printf "%.2f", 1000 * (y[2] - x[2]) / (y[1] - x[1]) }'
 }
 
+# bench_host_ticks: "BUSY IDLE IRQ" clock ticks of all cores from /proc/stat
+# (busy: user, nice, system, irq, softirq, steal; idle: idle and iowait;
+# irq: interrupts and softirqs, which no process is charged for, such as
+# loopback TCP's receive side when it runs outside a system call).
+bench_host_ticks() {
+    awk '$1 == "cpu" {print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6, $7 + $8; exit}' /proc/stat
+}
+
 # bench_mib KIB: KiB as MiB with one decimal.
 bench_mib() {
     awk -v k="$1" 'BEGIN {printf "%.1f", k / 1024}'
