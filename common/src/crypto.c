@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cm/process.h"
 #include "cm/util.h"
 
 /* OWASP's argon2id recommendation, used when the config leaves them 0. */
@@ -137,8 +138,8 @@ static int check_config(const cm_hashpool_config_t *cfg, cm_hashpool_config_t *e
         return CM_EINVAL;
     *eff = *cfg;
     if (eff->workers == 0) {
-        long n = sysconf(_SC_NPROCESSORS_ONLN);
-        eff->workers = n < 1 ? 1 : n > MAX_WORKERS ? MAX_WORKERS : (int)n;
+        int n = cm_cpu_count();
+        eff->workers = n > MAX_WORKERS ? MAX_WORKERS : n;
     }
     if (eff->queue_cap == 0)
         eff->queue_cap = 4 * eff->workers;

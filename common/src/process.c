@@ -1,9 +1,13 @@
-/* process.c — the process's metrics, read at render time (see cm/process.h). */
+/* process.c — the process's metrics, read at render time, and the CPUs it may use (see
+ * cm/process.h). */
+#define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT */
 #include "cm/process.h"
 
 #include <dirent.h>
 #include <limits.h>
+#include <sched.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -141,4 +145,141 @@ void cm_process_metrics_register(cm_metrics_t *m, const char *service, const cha
     cm_family_t *info =
         cm_metrics_gauge(m, "linktr_build_info", "The running build: always 1.", "service,version");
     cm_metric_set(info, (const char *const[]){service, version}, 1);
+}
+
+/* ---- the CPUs this process may use ------------------------------------------ */
+
+/* A quota of `quota` microseconds every `period` as whole CPUs, rounded up; 0 for none. */
+static int quota_cpus(long long quota, long long period)
+{
+    if (quota <= 0 || period <= 0)
+        return 0;
+    long long n = quota / period + (quota % period != 0);
+    return n > INT_MAX ? INT_MAX : (int)n;
+}
+
+/* The smaller of two quotas in CPUs, 0 meaning none. */
+static int tighter(int a, int b)
+{
+    return a == 0 ? b : b == 0 ? a : a < b ? a : b;
+}
+
+/* The whole number at the start of s ("max", an empty file: -1). */
+static long long leading_number(const char *s)
+{
+    char *end = NULL;
+    long long v = strtoll(s, &end, 10);
+    return end != s && (*end == ' ' || *end == '\n' || *end == '\0') ? v : -1;
+}
+
+/* The quota set on the cgroup v2 directory dir: cpu.max is "max PERIOD" or "QUOTA PERIOD". */
+static int v2_dir_quota(const char *dir)
+{
+    char path[PATH_MAX], buf[64];
+    if (snprintf(path, sizeof path, "%s/cpu.max", dir) >= (int)sizeof path ||
+        !read_proc(path, buf, sizeof buf))
+        return 0;
+    const char *period = strchr(buf, ' ');
+    return period ? quota_cpus(leading_number(buf), leading_number(period + 1)) : 0;
+}
+
+/* The quota set on the cgroup v1 directory dir: cpu.cfs_quota_us (-1: none) over
+ * cpu.cfs_period_us. */
+static int v1_dir_quota(const char *dir)
+{
+    char path[PATH_MAX], quota[32], period[32];
+    if (snprintf(path, sizeof path, "%s/cpu.cfs_quota_us", dir) >= (int)sizeof path ||
+        !read_proc(path, quota, sizeof quota))
+        return 0;
+    snprintf(path, sizeof path, "%s/cpu.cfs_period_us", dir);
+    if (!read_proc(path, period, sizeof period))
+        return 0;
+    return quota_cpus(leading_number(quota), leading_number(period));
+}
+
+/* The tightest quota of base + cg and each of its ancestors down to base itself: a limit set
+ * on a parent (a pod's, above its container's) binds the child too. */
+static int walk_quota(const char *base, const char *cg, int (*dir_quota)(const char *))
+{
+    char dir[PATH_MAX];
+    size_t blen = strlen(base);
+    if (snprintf(dir, sizeof dir, "%s%s", base, cg) >= (int)sizeof dir)
+        return 0;
+    int q = 0;
+    for (;;) {
+        size_t len = strlen(dir);
+        while (len > blen && dir[len - 1] == '/')
+            dir[--len] = '\0';
+        q = tighter(q, dir_quota(dir));
+        char *slash = strrchr(dir + blen, '/');
+        if (len <= blen || !slash)
+            return q;
+        *slash = '\0';
+    }
+}
+
+/* True when the comma-separated list [s, s + n) holds the word "cpu". */
+static bool lists_cpu(const char *s, size_t n)
+{
+    for (const char *end = s + n; s < end;) {
+        size_t w = strcspn(s, ",:");
+        if (w == 3 && memcmp(s, "cpu", 3) == 0)
+            return true;
+        s += w + 1;
+    }
+    return false;
+}
+
+/* A cgroup v1 hierarchy's own directory: where the line's controllers are mounted. */
+static int v1_quota(const char *root, const char *controllers, size_t n, const char *cg)
+{
+    char base[PATH_MAX];
+    if (snprintf(base, sizeof base, "%s/%.*s", root, (int)n, controllers) >= (int)sizeof base)
+        return 0;
+    char probe[PATH_MAX];
+    /* Without a cgroup namespace a container sees its host path in /proc/self/cgroup but its
+     * own group mounted at the hierarchy's root: look there when the path is not below it. */
+    if (snprintf(probe, sizeof probe, "%s%s", base, cg) >= (int)sizeof probe ||
+        access(probe, F_OK) != 0)
+        cg = "";
+    return walk_quota(base, cg, v1_dir_quota);
+}
+
+int cm_cpu_quota(const char *root, const char *self_cgroup)
+{
+    int q = 0;
+    /* One line per hierarchy: "ID:CONTROLLERS:PATH"; v2's is "0::PATH". */
+    for (const char *line = self_cgroup; line && *line;) {
+        const char *eol = strchr(line, '\n');
+        size_t len = eol ? (size_t)(eol - line) : strlen(line);
+        const char *c1 = memchr(line, ':', len);
+        const char *c2 = c1 ? memchr(c1 + 1, ':', len - (size_t)(c1 + 1 - line)) : NULL;
+        char cg[PATH_MAX];
+        size_t plen = c2 ? len - (size_t)(c2 + 1 - line) : 0;
+        if (c2 && plen < sizeof cg && c2[1] == '/') {
+            memcpy(cg, c2 + 1, plen);
+            cg[plen] = '\0';
+            size_t clen = (size_t)(c2 - c1 - 1);
+            if (clen == 0)
+                q = tighter(q, walk_quota(root, cg, v2_dir_quota));
+            else if (lists_cpu(c1 + 1, clen))
+                q = tighter(q, v1_quota(root, c1 + 1, clen, cg));
+        }
+        line = eol ? eol + 1 : NULL;
+    }
+    return q;
+}
+
+int cm_cpu_count(void)
+{
+    cpu_set_t set;
+    int n = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 0;
+    if (n < 1) {
+        long online = sysconf(_SC_NPROCESSORS_ONLN);
+        n = online < 1 ? 1 : online > INT_MAX ? INT_MAX : (int)online;
+    }
+    char self[4096];
+    int q = read_proc("/proc/self/cgroup", self, sizeof self) ? cm_cpu_quota("/sys/fs/cgroup", self)
+                                                              : 0;
+    return q > 0 && q < n ? q : n;
 }

@@ -26,7 +26,7 @@ CM_MUST_CHECK int cm_crypto_init(void);
 typedef struct cm_hashpool cm_hashpool_t;
 
 typedef struct cm_hashpool_config {
-    int workers;                 /* 0 → one per online core */
+    int workers;                 /* 0 → one per CPU the process may use (cm_cpu_count) */
     int queue_cap;               /* jobs waiting at most; 0 → 4 × workers */
     unsigned long long opslimit; /* argon2id t; 0 → OWASP default 2 */
     size_t memlimit;             /* bytes; 0 → OWASP default 19 MiB */

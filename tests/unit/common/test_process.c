@@ -1,5 +1,10 @@
-/* Tests for common/src/process.c: the process's figures and the metrics every service exports. */
+/* Tests for common/src/process.c: the process's figures, the metrics every service exports and
+ * the CPUs it may use. */
+#define _GNU_SOURCE /* sched_setaffinity, CPU_SET */
 #include <fcntl.h>
+#include <sched.h>
+#include <stdio.h>
+#include <sys/stat.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -54,11 +59,126 @@ static void build_info_and_process_metrics_are_rendered(void **state)
     cm_metrics_free(m);
 }
 
+/* A cgroup tree in a directory of its own: files written as the kernel shows them. */
+typedef struct cgtree {
+    char root[64];
+} cgtree_t;
+
+static void put(cgtree_t *t, const char *rel, const char *text)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", t->root, rel);
+    /* Make every directory on the way. */
+    for (char *p = path + strlen(t->root) + 1; (p = strchr(p, '/')) != NULL; p++) {
+        *p = '\0';
+        mkdir(path, 0700);
+        *p = '/';
+    }
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+static int tree_setup(void **state)
+{
+    cgtree_t *t = calloc(1, sizeof *t);
+    snprintf(t->root, sizeof t->root, "/tmp/linktr-cgroup-XXXXXX");
+    if (!mkdtemp(t->root)) {
+        free(t);
+        return -1;
+    }
+    *state = t;
+    return 0;
+}
+
+static int tree_teardown(void **state)
+{
+    cgtree_t *t = *state;
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", t->root);
+    int rc = system(cmd);
+    free(t);
+    return rc == 0 ? 0 : -1;
+}
+
+static void a_cgroup_v2_limit_counts_as_whole_cpus_and_a_parent_limit_binds(void **state)
+{
+    cgtree_t *t = *state;
+    /* A container's own namespace: its group is the root of what it sees. */
+    put(t, "cpu.max", "200000 100000\n");
+    assert_int_equal(cm_cpu_quota(t->root, "0::/\n"), 2);
+    /* 1.5 CPUs are two workers' worth, rounded up; no limit is 0. */
+    put(t, "cpu.max", "150000 100000\n");
+    assert_int_equal(cm_cpu_quota(t->root, "0::/\n"), 2);
+    put(t, "cpu.max", "max 100000\n");
+    assert_int_equal(cm_cpu_quota(t->root, "0::/\n"), 0);
+    /* A pod's limit above its container's unlimited group still binds. */
+    put(t, "kubepods/pod1/cpu.max", "300000 100000\n");
+    put(t, "kubepods/pod1/c1/cpu.max", "max 100000\n");
+    assert_int_equal(cm_cpu_quota(t->root, "0::/kubepods/pod1/c1\n"), 3);
+    /* The tightest one along the way wins, whichever level it is on. */
+    put(t, "kubepods/pod1/c1/cpu.max", "50000 100000\n");
+    assert_int_equal(cm_cpu_quota(t->root, "0::/kubepods/pod1/c1\n"), 1);
+    /* Garbage or a group that is not there: no limit, never a crash. */
+    put(t, "kubepods/pod1/c1/cpu.max", "lots\n");
+    assert_int_equal(cm_cpu_quota(t->root, "0::/kubepods/pod1/c1\n"), 3);
+    assert_int_equal(cm_cpu_quota(t->root, "0::/nowhere/at/all\n"), 0);
+    assert_int_equal(cm_cpu_quota(t->root, ""), 0);
+    assert_int_equal(cm_cpu_quota(t->root, "no colons here\n0:\n"), 0);
+}
+
+static void a_cgroup_v1_quota_is_read_from_the_cpu_hierarchy(void **state)
+{
+    cgtree_t *t = *state;
+    const char *self = "12:memory:/kube/x\n4:cpu,cpuacct:/kube/x\n1:name=systemd:/kube/x\n";
+    put(t, "cpu,cpuacct/kube/x/cpu.cfs_quota_us", "-1\n");
+    put(t, "cpu,cpuacct/kube/x/cpu.cfs_period_us", "100000\n");
+    assert_int_equal(cm_cpu_quota(t->root, self), 0);
+    put(t, "cpu,cpuacct/kube/x/cpu.cfs_quota_us", "250000\n");
+    assert_int_equal(cm_cpu_quota(t->root, self), 3);
+    /* Another hierarchy's files are not the CPU's: memory has no say. */
+    put(t, "memory/kube/x/cpu.cfs_quota_us", "100000\n");
+    put(t, "memory/kube/x/cpu.cfs_period_us", "100000\n");
+    assert_int_equal(cm_cpu_quota(t->root, self), 3);
+    /* No cgroup namespace: the host's path is listed, the container's group is the mount. */
+    put(t, "cpu,cpuacct/cpu.cfs_quota_us", "100000\n");
+    put(t, "cpu,cpuacct/cpu.cfs_period_us", "100000\n");
+    assert_int_equal(cm_cpu_quota(t->root, "4:cpu,cpuacct:/host/only/path\n"), 1);
+    /* A controller whose name only starts with cpu is not the cpu controller. */
+    assert_int_equal(cm_cpu_quota(t->root, "3:cpuset:/kube/x\n"), 0);
+}
+
+static void the_cpu_count_follows_the_affinity_mask(void **state)
+{
+    (void)state;
+    cpu_set_t all, one;
+    assert_int_equal(sched_getaffinity(0, sizeof all, &all), 0);
+    int n = cm_cpu_count();
+    assert_true(n >= 1 && n <= CPU_COUNT(&all));
+    /* The calling thread pinned to its first allowed CPU, as taskset -c would: one CPU. */
+    int first = 0;
+    while (!CPU_ISSET(first, &all))
+        first++;
+    CPU_ZERO(&one);
+    CPU_SET(first, &one);
+    assert_int_equal(sched_setaffinity(0, sizeof one, &one), 0);
+    int pinned = cm_cpu_count();
+    assert_int_equal(sched_setaffinity(0, sizeof all, &all), 0);
+    assert_int_equal(pinned, 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(the_figures_of_this_process_are_read_from_proc),
         cmocka_unit_test(build_info_and_process_metrics_are_rendered),
+        cmocka_unit_test_setup_teardown(
+            a_cgroup_v2_limit_counts_as_whole_cpus_and_a_parent_limit_binds, tree_setup,
+            tree_teardown),
+        cmocka_unit_test_setup_teardown(a_cgroup_v1_quota_is_read_from_the_cpu_hierarchy,
+                                        tree_setup, tree_teardown),
+        cmocka_unit_test(the_cpu_count_follows_the_affinity_mask),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
