@@ -80,6 +80,13 @@ static void put(cgtree_t *t, const char *rel, const char *text)
     fclose(f);
 }
 
+/* Writes text to rel, then reads the quota that self (a /proc/self/cgroup) has under the tree. */
+static int quota_with(cgtree_t *t, const char *rel, const char *text, const char *self)
+{
+    put(t, rel, text);
+    return cm_cpu_quota(t->root, self);
+}
+
 static int tree_setup(void **state)
 {
     cgtree_t *t = calloc(1, sizeof *t);
@@ -106,23 +113,20 @@ static void a_cgroup_v2_limit_counts_as_whole_cpus_and_a_parent_limit_binds(void
 {
     cgtree_t *t = *state;
     /* A container's own namespace: its group is the root of what it sees. */
-    put(t, "cpu.max", "200000 100000\n");
-    assert_int_equal(cm_cpu_quota(t->root, "0::/\n"), 2);
+    assert_int_equal(quota_with(t, "cpu.max", "200000 100000\n", "0::/\n"), 2);
     /* 1.5 CPUs are two workers' worth, rounded up; no limit is 0. */
-    put(t, "cpu.max", "150000 100000\n");
-    assert_int_equal(cm_cpu_quota(t->root, "0::/\n"), 2);
-    put(t, "cpu.max", "max 100000\n");
-    assert_int_equal(cm_cpu_quota(t->root, "0::/\n"), 0);
+    assert_int_equal(quota_with(t, "cpu.max", "150000 100000\n", "0::/\n"), 2);
+    assert_int_equal(quota_with(t, "cpu.max", "max 100000\n", "0::/\n"), 0);
     /* A pod's limit above its container's unlimited group still binds. */
     put(t, "kubepods/pod1/cpu.max", "300000 100000\n");
-    put(t, "kubepods/pod1/c1/cpu.max", "max 100000\n");
-    assert_int_equal(cm_cpu_quota(t->root, "0::/kubepods/pod1/c1\n"), 3);
+    assert_int_equal(
+        quota_with(t, "kubepods/pod1/c1/cpu.max", "max 100000\n", "0::/kubepods/pod1/c1\n"), 3);
     /* The tightest one along the way wins, whichever level it is on. */
-    put(t, "kubepods/pod1/c1/cpu.max", "50000 100000\n");
-    assert_int_equal(cm_cpu_quota(t->root, "0::/kubepods/pod1/c1\n"), 1);
+    assert_int_equal(
+        quota_with(t, "kubepods/pod1/c1/cpu.max", "50000 100000\n", "0::/kubepods/pod1/c1\n"), 1);
     /* Garbage or a group that is not there: no limit, never a crash. */
-    put(t, "kubepods/pod1/c1/cpu.max", "lots\n");
-    assert_int_equal(cm_cpu_quota(t->root, "0::/kubepods/pod1/c1\n"), 3);
+    assert_int_equal(quota_with(t, "kubepods/pod1/c1/cpu.max", "lots\n", "0::/kubepods/pod1/c1\n"),
+                     3);
     assert_int_equal(cm_cpu_quota(t->root, "0::/nowhere/at/all\n"), 0);
     assert_int_equal(cm_cpu_quota(t->root, ""), 0);
     assert_int_equal(cm_cpu_quota(t->root, "no colons here\n0:\n"), 0);
@@ -133,18 +137,16 @@ static void a_cgroup_v1_quota_is_read_from_the_cpu_hierarchy(void **state)
     cgtree_t *t = *state;
     const char *self = "12:memory:/kube/x\n4:cpu,cpuacct:/kube/x\n1:name=systemd:/kube/x\n";
     put(t, "cpu,cpuacct/kube/x/cpu.cfs_quota_us", "-1\n");
-    put(t, "cpu,cpuacct/kube/x/cpu.cfs_period_us", "100000\n");
-    assert_int_equal(cm_cpu_quota(t->root, self), 0);
-    put(t, "cpu,cpuacct/kube/x/cpu.cfs_quota_us", "250000\n");
-    assert_int_equal(cm_cpu_quota(t->root, self), 3);
+    assert_int_equal(quota_with(t, "cpu,cpuacct/kube/x/cpu.cfs_period_us", "100000\n", self), 0);
+    assert_int_equal(quota_with(t, "cpu,cpuacct/kube/x/cpu.cfs_quota_us", "250000\n", self), 3);
     /* Another hierarchy's files are not the CPU's: memory has no say. */
     put(t, "memory/kube/x/cpu.cfs_quota_us", "100000\n");
-    put(t, "memory/kube/x/cpu.cfs_period_us", "100000\n");
-    assert_int_equal(cm_cpu_quota(t->root, self), 3);
+    assert_int_equal(quota_with(t, "memory/kube/x/cpu.cfs_period_us", "100000\n", self), 3);
     /* No cgroup namespace: the host's path is listed, the container's group is the mount. */
     put(t, "cpu,cpuacct/cpu.cfs_quota_us", "100000\n");
-    put(t, "cpu,cpuacct/cpu.cfs_period_us", "100000\n");
-    assert_int_equal(cm_cpu_quota(t->root, "4:cpu,cpuacct:/host/only/path\n"), 1);
+    assert_int_equal(quota_with(t, "cpu,cpuacct/cpu.cfs_period_us", "100000\n",
+                                "4:cpu,cpuacct:/host/only/path\n"),
+                     1);
     /* A controller whose name only starts with cpu is not the cpu controller. */
     assert_int_equal(cm_cpu_quota(t->root, "3:cpuset:/kube/x\n"), 0);
 }
